@@ -1,0 +1,170 @@
+//! openraft glue: the type configuration of every shard's Raft group, the Raft timing defaults,
+//! and the network client that sends Raft RPCs through the [`Transport`] seam.
+//!
+//! Invariant: Raft traffic leaves a node only through `Transport`, addressed to the channel
+//! `raft/<shard>/<rpc>`, so the simulator can intercept every message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::entry::{Outcome, Proposal};
+use crate::ids::ShardId;
+use crate::seam::{NodeId, Transport, TransportError};
+
+openraft::declare_raft_types!(
+    /// The Raft type configuration of a shard group.
+    pub TypeConfig:
+        D = Proposal,
+        R = Outcome,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A Raft entry of a shard log.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A shard's Raft handle.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Raft timing of every shard group.
+#[derive(Debug, Clone)]
+pub struct RaftTiming {
+    /// Leader heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Lower bound of the randomized election timeout.
+    pub election_timeout_min: Duration,
+    /// Upper bound of the randomized election timeout.
+    pub election_timeout_max: Duration,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+        }
+    }
+}
+
+/// The openraft configuration of shard `shard`.
+pub fn config(shard: ShardId, timing: &RaftTiming) -> Arc<Config> {
+    let config = Config {
+        cluster_name: format!("themis-shard-{}", shard.0),
+        heartbeat_interval: timing.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: timing.election_timeout_min.as_millis() as u64,
+        election_timeout_max: timing.election_timeout_max.as_millis() as u64,
+        // Stream reads resolve events through the log, so the log is never purged until
+        // tiering to object storage exists (a later issue); snapshots are built on demand.
+        snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: u64::MAX,
+        max_payload_entries: 256,
+        ..Default::default()
+    };
+    Arc::new(config.validate().expect("raft timing is valid"))
+}
+
+/// Creates [`TransportNetwork`] clients for one shard's Raft group.
+#[derive(Debug, Clone)]
+pub struct TransportNetworkFactory {
+    shard: ShardId,
+    transport: Arc<dyn Transport>,
+}
+
+impl TransportNetworkFactory {
+    /// A factory for shard `shard` over `transport`.
+    pub fn new(shard: ShardId, transport: Arc<dyn Transport>) -> Self {
+        Self { shard, transport }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for TransportNetworkFactory {
+    type Network = TransportNetwork;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
+        TransportNetwork {
+            shard: self.shard,
+            target,
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+/// Sends one shard's Raft RPCs to one target node as JSON over the transport.
+#[derive(Debug)]
+pub struct TransportNetwork {
+    shard: ShardId,
+    target: NodeId,
+    transport: Arc<dyn Transport>,
+}
+
+impl TransportNetwork {
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body =
+            serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let channel = format!("raft/{}/{rpc}", self.shard.0);
+        let answer = self
+            .transport
+            .call(self.target, &channel, Bytes::from(body), option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                TransportError::Unreachable(..) => RPCError::Unreachable(Unreachable::new(&e)),
+                TransportError::Timeout(..) => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        let answer: Result<Resp, E> = serde_json::from_slice(&answer)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        answer.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for TransportNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("vote", &rpc, &option).await
+    }
+}

@@ -1,0 +1,289 @@
+//! The determinism seams of DESIGN.md §8: every read of time, every random draw, every thread,
+//! every network call between nodes and every metadata operation goes through one of these, so
+//! the simulator can run the same node code on a virtual clock, seeded randomness, a simulated
+//! network and a simulated metadata store.
+//!
+//! Invariant: this is the only module of the log crate allowed to touch `Instant::now`,
+//! `SystemTime::now`, OS randomness or `std::thread::spawn` (enforced by `clippy.toml`).
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::{RngCore, SeedableRng, rngs::StdRng};
+
+/// Time as the node sees it.
+pub trait Clock: Debug + Send + Sync + 'static {
+    /// Monotonic time since an arbitrary origin; never decreases.
+    fn monotonic(&self) -> Duration;
+    /// Wall-clock time in milliseconds since the Unix epoch; may jump (the simulator makes it).
+    fn wall_ms(&self) -> u64;
+}
+
+/// The operating system's clocks.
+#[derive(Debug, Clone)]
+pub struct SystemClock {
+    origin: Instant,
+}
+
+impl SystemClock {
+    /// A clock whose monotonic origin is now.
+    pub fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn monotonic(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn wall_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told to: for tests and the simulator.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock {
+    now: Arc<Mutex<(Duration, u64)>>,
+}
+
+impl ManualClock {
+    /// A clock at monotonic zero and the given wall time.
+    pub fn new(wall_ms: u64) -> Self {
+        Self {
+            now: Arc::new(Mutex::new((Duration::ZERO, wall_ms))),
+        }
+    }
+
+    /// Moves both clocks forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().expect("clock lock");
+        now.0 += by;
+        now.1 += by.as_millis() as u64;
+    }
+
+    /// Sets the wall clock (which may jump backwards) without touching monotonic time.
+    pub fn set_wall_ms(&self, wall_ms: u64) {
+        self.now.lock().expect("clock lock").1 = wall_ms;
+    }
+}
+
+impl Clock for ManualClock {
+    fn monotonic(&self) -> Duration {
+        self.now.lock().expect("clock lock").0
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.now.lock().expect("clock lock").1
+    }
+}
+
+/// Randomness as the node sees it: named, independently seeded streams.
+pub trait Entropy: Debug + Send + Sync + 'static {
+    /// A generator for the component `label`. Production seeds it from the OS; the simulator
+    /// derives it from the run's seed and the label, so adding a stream never shifts another.
+    fn stream(&self, label: &str) -> StdRng;
+}
+
+/// Randomness seeded by the operating system.
+#[derive(Debug, Clone, Default)]
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn stream(&self, _label: &str) -> StdRng {
+        StdRng::from_entropy()
+    }
+}
+
+/// Randomness derived from one seed: same seed and label, same numbers.
+#[derive(Debug, Clone)]
+pub struct SeededEntropy {
+    seed: u64,
+}
+
+impl SeededEntropy {
+    /// Streams derived from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { seed }
+    }
+}
+
+impl Entropy for SeededEntropy {
+    fn stream(&self, label: &str) -> StdRng {
+        let mixed = xxhash_rust::xxh3::xxh3_64_with_seed(label.as_bytes(), self.seed);
+        StdRng::seed_from_u64(mixed)
+    }
+}
+
+/// Draws a random (version 4) UUID from `rng`.
+pub fn random_uuid(rng: &mut impl RngCore) -> uuid::Uuid {
+    let mut bytes = [0u8; 16];
+    rng.fill_bytes(&mut bytes);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// Starts a named OS thread. Threads are a seam: the simulator runs the same work inline.
+pub fn spawn_thread<F>(name: String, f: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    std::thread::Builder::new().name(name).spawn(f)
+}
+
+/// A node in the cluster, as the transport addresses it.
+pub type NodeId = u64;
+
+/// Why a call between nodes failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// The target could not be reached (connection refused, partition, no route).
+    #[error("node {0} is unreachable: {1}")]
+    Unreachable(NodeId, String),
+    /// The deadline passed before an answer arrived; the call may or may not have taken effect.
+    #[error("call to node {0} timed out after {1:?}")]
+    Timeout(NodeId, Duration),
+}
+
+/// Byte-level request/response calls between nodes. Production speaks TCP between `themis`
+/// processes (the cluster issue); the simulator delivers messages through its simulated network.
+#[async_trait]
+pub trait Transport: Debug + Send + Sync + 'static {
+    /// Sends `request` to node `to` on `channel` (for example `raft/3` for shard 3's Raft
+    /// group) and waits at most `deadline` for the answer.
+    async fn call(
+        &self,
+        to: NodeId,
+        channel: &str,
+        request: Bytes,
+        deadline: Duration,
+    ) -> Result<Bytes, TransportError>;
+}
+
+/// The transport of a node that has no peers: every call fails as unreachable. A single node
+/// never calls it, because it is the only voter of every shard.
+#[derive(Debug, Clone, Default)]
+pub struct NoPeers;
+
+#[async_trait]
+impl Transport for NoPeers {
+    async fn call(
+        &self,
+        to: NodeId,
+        _channel: &str,
+        _request: Bytes,
+        _deadline: Duration,
+    ) -> Result<Bytes, TransportError> {
+        Err(TransportError::Unreachable(
+            to,
+            "this node runs without peers".into(),
+        ))
+    }
+}
+
+/// Why a metadata operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MetaError {
+    /// The store could not be reached or answered with an error.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A key's value and the store-wide revision at which it was last written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaValue {
+    /// The stored bytes.
+    pub value: Bytes,
+    /// Revision of the last write to this key.
+    pub mod_revision: i64,
+}
+
+/// Cluster metadata (nodes, shard map, placement, namespace registry): etcd in cluster mode,
+/// [`MemoryMetaStore`] on a single node and in tests, a simulated store in the simulator.
+#[async_trait]
+pub trait MetaStore: Debug + Send + Sync + 'static {
+    /// The value of `key`, if any.
+    async fn get(&self, key: &str) -> Result<Option<MetaValue>, MetaError>;
+    /// All keys starting with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, MetaValue)>, MetaError>;
+    /// Writes `value` if the key's current mod revision is `expected` (0 = absent). Returns the
+    /// new revision, or `None` when the comparison failed.
+    async fn compare_and_put(
+        &self,
+        key: &str,
+        expected: i64,
+        value: Bytes,
+    ) -> Result<Option<i64>, MetaError>;
+}
+
+/// An in-memory metadata store with etcd's revision semantics.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryMetaStore {
+    state: Arc<Mutex<(i64, BTreeMap<String, MetaValue>)>>,
+}
+
+impl MemoryMetaStore {
+    /// An empty store at revision 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl MetaStore for MemoryMetaStore {
+    async fn get(&self, key: &str) -> Result<Option<MetaValue>, MetaError> {
+        Ok(self.state.lock().expect("meta lock").1.get(key).cloned())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, MetaValue)>, MetaError> {
+        let state = self.state.lock().expect("meta lock");
+        Ok(state
+            .1
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    async fn compare_and_put(
+        &self,
+        key: &str,
+        expected: i64,
+        value: Bytes,
+    ) -> Result<Option<i64>, MetaError> {
+        let mut state = self.state.lock().expect("meta lock");
+        let current = state.1.get(key).map_or(0, |v| v.mod_revision);
+        if current != expected {
+            return Ok(None);
+        }
+        state.0 += 1;
+        let revision = state.0;
+        state.1.insert(
+            key.to_owned(),
+            MetaValue {
+                value,
+                mod_revision: revision,
+            },
+        );
+        Ok(Some(revision))
+    }
+}
+
+#[cfg(test)]
+mod tests;

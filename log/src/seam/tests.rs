@@ -1,0 +1,79 @@
+use rand::Rng;
+
+use super::*;
+
+#[test]
+fn seeded_streams_are_reproducible_and_independent() {
+    let a = SeededEntropy::new(7);
+    let b = SeededEntropy::new(7);
+    let x: u64 = a.stream("network").r#gen();
+    assert_eq!(x, b.stream("network").r#gen::<u64>());
+    assert_ne!(x, a.stream("disk").r#gen::<u64>());
+    assert_ne!(x, SeededEntropy::new(8).stream("network").r#gen::<u64>());
+}
+
+#[test]
+fn random_uuids_are_version_4() {
+    let mut rng = SeededEntropy::new(1).stream("ids");
+    let id = random_uuid(&mut rng);
+    assert_eq!(id.get_version_num(), 4);
+    assert_ne!(id, random_uuid(&mut rng));
+}
+
+#[test]
+fn manual_clock_moves_only_when_told() {
+    let clock = ManualClock::new(1_000);
+    assert_eq!(clock.wall_ms(), 1_000);
+    clock.advance(Duration::from_millis(5));
+    assert_eq!(
+        (clock.monotonic(), clock.wall_ms()),
+        (Duration::from_millis(5), 1_005)
+    );
+    clock.set_wall_ms(10);
+    assert_eq!(
+        (clock.monotonic(), clock.wall_ms()),
+        (Duration::from_millis(5), 10)
+    );
+}
+
+#[tokio::test]
+async fn memory_meta_store_compares_revisions() {
+    let meta = MemoryMetaStore::new();
+    let r1 = meta
+        .compare_and_put("/a", 0, Bytes::from_static(b"1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        meta.compare_and_put("/a", 0, Bytes::from_static(b"2"))
+            .await
+            .unwrap(),
+        None
+    );
+    let r2 = meta
+        .compare_and_put("/a", r1, Bytes::from_static(b"2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r2 > r1);
+    meta.compare_and_put("/b", 0, Bytes::from_static(b"3"))
+        .await
+        .unwrap()
+        .unwrap();
+    meta.compare_and_put("/ab", 0, Bytes::from_static(b"4"))
+        .await
+        .unwrap()
+        .unwrap();
+    let keys: Vec<_> = meta
+        .list("/a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["/a", "/ab"]);
+    assert_eq!(
+        meta.get("/a").await.unwrap().unwrap().value,
+        Bytes::from_static(b"2")
+    );
+}

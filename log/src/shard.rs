@@ -1,0 +1,594 @@
+//! One shard's Raft group on this node: proposes batches, answers appends with their positions,
+//! and reads streams and the raw log from the shard's store.
+//!
+//! Invariant: an append is answered only after its entry is committed (fsynced on a quorum) and
+//! applied; the answer carries the outcome the deterministic state machine decided, so a retry
+//! or a concurrent writer can never be told something the log does not say.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, EntryPayload, ServerState};
+use redb::ReadableDatabase;
+use serde::Serialize;
+
+use crate::entry::{EventPosition, Outcome, Proposal, ProposedEvent};
+use crate::event::{Event, EventId, ExpectedRevision};
+use crate::ids::{Lsn, Position, ShardId};
+use crate::raft::{self, Raft, RaftTiming, TransportNetworkFactory};
+use crate::seam::{Clock, NodeId, Transport};
+use crate::store::state::{self, DEDUP, OUTCOMES, SM_META, STREAM_EVENTS, STREAMS};
+use crate::store::{ShardStore, StoreConfig};
+use crate::urn::Urn;
+use crate::{Error, Result};
+
+/// Counters of one shard, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Append requests answered with success (including idempotent retries).
+    pub appends: AtomicU64,
+    /// Events appended.
+    pub events: AtomicU64,
+    /// Appends refused by an expected-revision check.
+    pub conflicts: AtomicU64,
+    /// Appends answered from the idempotency table.
+    pub duplicates: AtomicU64,
+}
+
+/// An accepted event's place in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppendedEvent {
+    /// The event id.
+    pub id: EventId,
+    /// Its stream.
+    pub urn: Urn,
+    /// Its revision in the stream.
+    pub revision: u64,
+    /// Its entry's LSN.
+    pub lsn: Lsn,
+    /// Its index within the entry.
+    pub index: u32,
+}
+
+/// The answer to a successful append on one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Appended {
+    /// The shard and LSN of the entry holding the events (the original entry for a retry).
+    pub position: Position,
+    /// True when every event had been appended before and nothing new was written.
+    pub duplicate: bool,
+    /// The events, in batch order.
+    pub events: Vec<AppendedEvent>,
+}
+
+/// An event as read back from the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    /// The event as appended.
+    #[serde(flatten)]
+    pub event: Event,
+    /// Its revision in the stream.
+    pub revision: u64,
+    /// Shard and LSN of its entry.
+    pub position: Position,
+    /// Index within the entry.
+    pub index: u32,
+    /// Commit timestamp of its entry (ms since the Unix epoch).
+    pub ts_ms: u64,
+}
+
+/// A page of a stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamPage {
+    /// The stream.
+    pub urn: Urn,
+    /// The stream's current revision (None: no stream).
+    pub revision: Option<u64>,
+    /// Events from the requested revision on.
+    pub events: Vec<StoredEvent>,
+    /// Where the next page starts, if there are more events.
+    pub next_revision: Option<u64>,
+}
+
+/// One committed entry of the raw log.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEntryView {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Raft term of the leader that proposed it.
+    pub term: u64,
+    /// `events`, `blank` (a new leader's no-op) or `membership`.
+    pub kind: &'static str,
+    /// Commit timestamp (events entries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ts_ms: Option<u64>,
+    /// Hash chain of the log up to and including this entry (hex).
+    pub chain: String,
+    /// What the state machine decided (events entries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// The proposed events with their expected revisions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+}
+
+/// Tunables of a shard.
+#[derive(Debug, Clone, Default)]
+pub struct ShardConfig {
+    /// Raft timing.
+    pub timing: RaftTiming,
+    /// Store tunables.
+    pub store: StoreConfig,
+}
+
+/// One shard's Raft group and store on this node.
+pub struct Shard {
+    id: ShardId,
+    raft: Raft,
+    store: ShardStore,
+    clock: Arc<dyn Clock>,
+    last_ts: AtomicU64,
+    stats: ShardStats,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("id", &self.id)
+            .field("store", &self.store.location())
+            .finish()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Shard {
+    /// Opens the shard's store and starts its Raft group with this node as its only voter
+    /// when the group is new.
+    pub async fn open(
+        id: ShardId,
+        node: NodeId,
+        advertise: &str,
+        disk: &dyn themis_storage::Disk,
+        clock: Arc<dyn Clock>,
+        transport: Arc<dyn Transport>,
+        config: &ShardConfig,
+    ) -> Result<Shard> {
+        let name = format!("shard-{:04}", id.0);
+        let db = disk.open_database(&name).map_err(|e| match e {
+            themis_storage::Error::Database { location, source } => Error::Corrupted {
+                location,
+                detail: source.to_string(),
+            },
+            other => Error::Storage(other.to_string()),
+        })?;
+        let (store, sm) = ShardStore::open(id, db, disk.describe(&name), config.store.clone())?;
+        let last_ts = {
+            let tx = store
+                .database()
+                .begin_read()
+                .map_err(|e| Error::Storage(e.to_string()))?;
+            let meta = tx
+                .open_table(SM_META)
+                .map_err(|e| Error::Storage(e.to_string()))?;
+            let ts = meta.get("ts").map_err(|e| Error::Storage(e.to_string()))?;
+            ts.and_then(|v| v.value().try_into().ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        let network = TransportNetworkFactory::new(id, transport);
+        let raft = Raft::new(
+            node,
+            raft::config(id, &config.timing),
+            network,
+            store.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| Error::Unavailable {
+            shard: id,
+            reason: e.to_string(),
+        })?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Unavailable {
+                shard: id,
+                reason: e.to_string(),
+            })?;
+        if !initialized {
+            let members = BTreeMap::from([(node, BasicNode::new(advertise))]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| Error::Unavailable {
+                    shard: id,
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(Shard {
+            id,
+            raft,
+            store,
+            clock,
+            last_ts: AtomicU64::new(last_ts),
+            stats: ShardStats::default(),
+        })
+    }
+
+    /// The shard's id.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// The shard's store.
+    pub fn store(&self) -> &ShardStore {
+        &self.store
+    }
+
+    /// The shard's Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Shard counters.
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// The LSN its state machine has applied.
+    pub fn applied(&self) -> Lsn {
+        Lsn(*self.store.applied().borrow())
+    }
+
+    /// Whether this node leads the shard.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Waits until the shard has a leader, at most `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<()> {
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Unavailable {
+                shard: self.id,
+                reason: format!("no leader: {e}"),
+            })
+    }
+
+    /// Stops the Raft group.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(shard = self.id.0, "raft shutdown: {e}");
+        }
+    }
+
+    fn next_ts(&self) -> u64 {
+        let now = self.clock.wall_ms();
+        self.last_ts.fetch_max(now, Ordering::SeqCst).max(now)
+    }
+
+    fn storage<E: std::fmt::Display>(&self) -> impl Fn(E) -> Error + '_ {
+        move |e| Error::Storage(format!("{}: {e}", self.store.location()))
+    }
+
+    /// Answers from the applied state alone when that is certain: an exact retry of appended
+    /// events, or an expected revision the stream has already passed.
+    fn precheck(&self, events: &[ProposedEvent]) -> Result<Option<Appended>> {
+        let tx = self.store.database().begin_read().map_err(self.storage())?;
+        let dedup = tx.open_table(DEDUP).map_err(self.storage())?;
+        let mut originals = Vec::with_capacity(events.len());
+        for p in events {
+            let record = state::dedup_lookup(&dedup, &p.event.id).map_err(self.storage())?;
+            originals.push(record);
+        }
+        let seen = originals.iter().filter(|r| r.is_some()).count();
+        if seen == events.len() && seen > 0 {
+            let mut out = Vec::with_capacity(seen);
+            for (p, r) in events.iter().zip(&originals) {
+                let r = r.as_ref().expect("all seen");
+                if r.urn != p.event.urn.as_str() {
+                    return Err(Error::IdempotencyConflict {
+                        id: p.event.id,
+                        reason: format!("the id was appended before to another stream, {}", r.urn),
+                    });
+                }
+                out.push(appended_event(&p.event, r.position));
+            }
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            self.stats.appends.fetch_add(1, Ordering::Relaxed);
+            let lsn = out.iter().map(|e| e.lsn).max().expect("non-empty");
+            return Ok(Some(Appended {
+                position: Position {
+                    shard: self.id,
+                    lsn,
+                },
+                duplicate: true,
+                events: out,
+            }));
+        }
+        if seen > 0 {
+            let (p, _) = events
+                .iter()
+                .zip(&originals)
+                .find(|(_, r)| r.is_none())
+                .expect("some unseen");
+            return Err(Error::IdempotencyConflict {
+                id: p.event.id,
+                reason: format!(
+                    "{seen} of the batch's {} event ids were appended before, this one was not; \
+                     a retry must resend exactly the original batch",
+                    events.len()
+                ),
+            });
+        }
+        let streams = tx.open_table(STREAMS).map_err(self.storage())?;
+        let mut checked = std::collections::BTreeSet::new();
+        for p in events {
+            if !checked.insert(p.event.urn.as_str()) {
+                continue;
+            }
+            let actual = state::stream_revision(&streams, &p.event.urn).map_err(self.storage())?;
+            let certain = match (p.expected, actual) {
+                (ExpectedRevision::NoStream, Some(_)) => true,
+                (ExpectedRevision::Exact(n), Some(a)) => a > n,
+                _ => false,
+            };
+            if certain {
+                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::WrongExpectedRevision {
+                    urn: p.event.urn.clone(),
+                    expected: p.expected,
+                    actual,
+                });
+            }
+        }
+        Ok(None)
+    }
+
+    /// Appends `events` atomically: all of them or none.
+    pub async fn append(&self, events: Vec<ProposedEvent>) -> Result<Appended> {
+        if let Some(answer) = self.precheck(&events)? {
+            return Ok(answer);
+        }
+        let summary: Vec<(EventId, Urn)> = events
+            .iter()
+            .map(|p| (p.event.id, p.event.urn.clone()))
+            .collect();
+        let proposal = Proposal {
+            ts_ms: self.next_ts(),
+            events,
+        };
+        let response = self
+            .raft
+            .client_write(proposal)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        let lsn = Lsn(response.log_id.index);
+        match response.data {
+            Outcome::Appended { revisions } => {
+                let events = summary
+                    .into_iter()
+                    .zip(revisions)
+                    .enumerate()
+                    .map(|(i, ((id, urn), revision))| AppendedEvent {
+                        id,
+                        urn,
+                        revision,
+                        lsn,
+                        index: i as u32,
+                    })
+                    .collect::<Vec<_>>();
+                self.stats.appends.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .events
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                Ok(Appended {
+                    position: Position {
+                        shard: self.id,
+                        lsn,
+                    },
+                    duplicate: false,
+                    events,
+                })
+            }
+            Outcome::Duplicate { original } => {
+                let lsn = original.iter().map(|p| p.lsn).max().unwrap_or(lsn);
+                let events = summary
+                    .into_iter()
+                    .zip(original)
+                    .map(|((id, urn), p)| AppendedEvent {
+                        id,
+                        urn,
+                        revision: p.revision,
+                        lsn: p.lsn,
+                        index: p.index,
+                    })
+                    .collect();
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                self.stats.appends.fetch_add(1, Ordering::Relaxed);
+                Ok(Appended {
+                    position: Position {
+                        shard: self.id,
+                        lsn,
+                    },
+                    duplicate: true,
+                    events,
+                })
+            }
+            Outcome::WrongExpectedRevision {
+                urn,
+                expected,
+                actual,
+                ..
+            } => {
+                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                Err(Error::WrongExpectedRevision {
+                    urn,
+                    expected,
+                    actual,
+                })
+            }
+            Outcome::IdempotencyConflict { id, reason, .. } => {
+                Err(Error::IdempotencyConflict { id, reason })
+            }
+            Outcome::System => Err(Error::Storage(format!(
+                "shard {}: the state machine answered a proposal as a system entry",
+                self.id.0
+            ))),
+        }
+    }
+
+    fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Error {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::NotLeader {
+                shard: self.id,
+                leader: f.leader_id,
+            },
+            RaftError::APIError(other) => Error::Unavailable {
+                shard: self.id,
+                reason: other.to_string(),
+            },
+            RaftError::Fatal(fatal) => Error::Unavailable {
+                shard: self.id,
+                reason: fatal.to_string(),
+            },
+        }
+    }
+
+    /// Reads up to `limit` events of `urn` from revision `from`.
+    pub fn read_stream(&self, urn: &Urn, from: u64, limit: usize) -> Result<StreamPage> {
+        let tx = self.store.database().begin_read().map_err(self.storage())?;
+        let streams = tx.open_table(STREAMS).map_err(self.storage())?;
+        let revision = state::stream_revision(&streams, urn).map_err(self.storage())?;
+        let index = tx.open_table(STREAM_EVENTS).map_err(self.storage())?;
+        let mut slots = Vec::new();
+        let mut next_revision = None;
+        let range = index
+            .range((urn.as_str(), from)..=(urn.as_str(), u64::MAX))
+            .map_err(self.storage())?;
+        for item in range {
+            let (k, v) = item.map_err(self.storage())?;
+            if slots.len() == limit {
+                next_revision = Some(k.value().1);
+                break;
+            }
+            slots.push((k.value().1, v.value()));
+        }
+        drop(index);
+        let mut entries: BTreeMap<u64, (u64, Vec<ProposedEvent>)> = BTreeMap::new();
+        let mut events = Vec::with_capacity(slots.len());
+        for (revision, (lsn, i)) in slots {
+            if !entries.contains_key(&lsn) {
+                entries.insert(lsn, self.proposal_at(lsn)?);
+            }
+            let (ts_ms, proposal) = &entries[&lsn];
+            let event = proposal.get(i as usize).ok_or_else(|| Error::Corrupted {
+                location: self.store.location().to_owned(),
+                detail: format!("stream index points at event {i} of entry {lsn}, which has fewer"),
+            })?;
+            assert_eq!(
+                &event.event.urn, urn,
+                "stream index points at another stream's event"
+            );
+            events.push(StoredEvent {
+                event: event.event.clone(),
+                revision,
+                position: Position {
+                    shard: self.id,
+                    lsn: Lsn(lsn),
+                },
+                index: i,
+                ts_ms: *ts_ms,
+            });
+        }
+        Ok(StreamPage {
+            urn: urn.clone(),
+            revision,
+            events,
+            next_revision,
+        })
+    }
+
+    fn proposal_at(&self, lsn: u64) -> Result<(u64, Vec<ProposedEvent>)> {
+        let entry = self
+            .store
+            .entries(lsn..=lsn)?
+            .pop()
+            .ok_or_else(|| Error::Corrupted {
+                location: self.store.location().to_owned(),
+                detail: format!("log entry {lsn} is referenced by the stream index but missing"),
+            })?;
+        match entry.payload {
+            EntryPayload::Normal(p) => Ok((p.ts_ms, p.events)),
+            _ => Err(Error::Corrupted {
+                location: self.store.location().to_owned(),
+                detail: format!(
+                    "log entry {lsn} is referenced by the stream index but holds no events"
+                ),
+            }),
+        }
+    }
+
+    /// Reads up to `limit` committed entries from `from`.
+    pub fn read_log(&self, from: Lsn, limit: usize) -> Result<Vec<LogEntryView>> {
+        let applied = self.applied().0;
+        if from.0 > applied || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let end = applied.min(from.0.saturating_add(limit as u64 - 1));
+        let entries = self.store.entries(from.0..=end)?;
+        let tx = self.store.database().begin_read().map_err(self.storage())?;
+        let outcomes = tx.open_table(OUTCOMES).map_err(self.storage())?;
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let index = entry.log_id.index;
+            let chain = self
+                .store
+                .chain_at(index)?
+                .map(|c| hex(&c))
+                .unwrap_or_default();
+            let (kind, ts_ms, events) = match entry.payload {
+                EntryPayload::Blank => ("blank", None, Vec::new()),
+                EntryPayload::Membership(_) => ("membership", None, Vec::new()),
+                EntryPayload::Normal(p) => (
+                    "events",
+                    Some(p.ts_ms),
+                    p.events.into_iter().map(|e| e.event).collect(),
+                ),
+            };
+            let outcome = outcomes
+                .get(index)
+                .map_err(self.storage())?
+                .map(|v| serde_json::from_slice::<Outcome>(v.value()))
+                .transpose()
+                .map_err(self.storage())?;
+            out.push(LogEntryView {
+                lsn: Lsn(index),
+                term: entry.log_id.leader_id.term,
+                kind,
+                ts_ms,
+                chain,
+                outcome,
+                events,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn appended_event(event: &Event, p: EventPosition) -> AppendedEvent {
+    AppendedEvent {
+        id: event.id,
+        urn: event.urn.clone(),
+        revision: p.revision,
+        lsn: p.lsn,
+        index: p.index,
+    }
+}

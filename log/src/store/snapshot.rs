@@ -1,0 +1,194 @@
+//! Raft snapshots of a shard's state machine: every state-machine table at the applied LSN,
+//! in one versioned binary image. Layout in `docs/design/log-format.md`.
+//!
+//! Invariant: installing the image built at LSN n leaves exactly the tables that applying the log
+//! up to n produced, plus the log's chain anchor at n so later entries still verify.
+
+use openraft::{BasicNode, LogId, StoredMembership};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+
+use super::record::{self, Chain};
+use super::state::DedupRecord;
+use super::state::{DEDUP, DEDUP_EXPIRY, LOG, LOG_META, OUTCOMES, SM_META, STREAM_EVENTS, STREAMS};
+use crate::codec::{Reader, Writer};
+
+const SNAPSHOT_VERSION: u8 = 1;
+const COUNT_MAX: usize = 1 << 40;
+
+type Membership = StoredMembership<u64, BasicNode>;
+
+/// Creates the state-machine tables so readers never meet a missing table.
+pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
+    tx.open_table(STREAMS)?;
+    tx.open_table(STREAM_EVENTS)?;
+    tx.open_table(DEDUP)?;
+    tx.open_table(DEDUP_EXPIRY)?;
+    tx.open_table(OUTCOMES)?;
+    Ok(())
+}
+
+/// Builds the image of the state machine as of its applied LSN.
+pub(crate) fn build(db: &Database) -> Result<(Vec<u8>, Option<LogId<u64>>, Membership), String> {
+    let e = |e: redb::Error| e.to_string();
+    let tx = db.begin_read().map_err(|x| e(x.into()))?;
+    let meta = tx.open_table(SM_META).map_err(|x| e(x.into()))?;
+    let get = |key: &str| -> Result<Option<Vec<u8>>, String> {
+        Ok(meta
+            .get(key)
+            .map_err(|x| e(x.into()))?
+            .map(|v| v.value().to_vec()))
+    };
+    let applied_json = get("applied")?;
+    let membership_json = get("membership")?;
+    let ts = get("ts")?.unwrap_or_else(|| 0u64.to_le_bytes().to_vec());
+    let applied: Option<LogId<u64>> = applied_json
+        .as_deref()
+        .map(serde_json::from_slice)
+        .transpose()
+        .map_err(|x| x.to_string())?;
+    let membership: Membership = membership_json
+        .as_deref()
+        .map(serde_json::from_slice)
+        .transpose()
+        .map_err(|x| x.to_string())?
+        .unwrap_or_default();
+    let chain: Chain = match applied {
+        Some(id) => {
+            let log = tx.open_table(LOG).map_err(|x| e(x.into()))?;
+            let frame = log.get(id.index).map_err(|x| e(x.into()))?;
+            frame
+                .map(|v| record::chain_of_frame(v.value()))
+                .unwrap_or(record::GENESIS)
+        }
+        None => record::GENESIS,
+    };
+
+    let mut w = Writer::with_capacity(4096);
+    w.u8(SNAPSHOT_VERSION);
+    w.bytes(applied_json.as_deref().unwrap_or_default());
+    w.bytes(membership_json.as_deref().unwrap_or_default());
+    w.raw(&chain);
+    w.bytes(&ts);
+
+    let streams = tx.open_table(STREAMS).map_err(|x| e(x.into()))?;
+    w.varint(streams.len().map_err(|x| e(x.into()))?);
+    for item in streams.iter().map_err(|x| e(x.into()))? {
+        let (k, v) = item.map_err(|x| e(x.into()))?;
+        w.str(k.value());
+        w.varint(v.value());
+    }
+    let events = tx.open_table(STREAM_EVENTS).map_err(|x| e(x.into()))?;
+    w.varint(events.len().map_err(|x| e(x.into()))?);
+    for item in events.iter().map_err(|x| e(x.into()))? {
+        let (k, v) = item.map_err(|x| e(x.into()))?;
+        let ((urn, revision), (lsn, index)) = (k.value(), v.value());
+        w.str(urn);
+        w.varint(revision);
+        w.varint(lsn);
+        w.varint(u64::from(index));
+    }
+    let dedup = tx.open_table(DEDUP).map_err(|x| e(x.into()))?;
+    w.varint(dedup.len().map_err(|x| e(x.into()))?);
+    for item in dedup.iter().map_err(|x| e(x.into()))? {
+        let (k, v) = item.map_err(|x| e(x.into()))?;
+        w.bytes(k.value());
+        w.bytes(v.value());
+    }
+    let outcomes = tx.open_table(OUTCOMES).map_err(|x| e(x.into()))?;
+    w.varint(outcomes.len().map_err(|x| e(x.into()))?);
+    for item in outcomes.iter().map_err(|x| e(x.into()))? {
+        let (k, v) = item.map_err(|x| e(x.into()))?;
+        w.varint(k.value());
+        w.bytes(v.value());
+    }
+    Ok((w.into_bytes(), applied, membership))
+}
+
+/// Replaces the state machine with an image; returns the image's applied LSN.
+pub(crate) fn install(tx: &WriteTransaction, data: &[u8]) -> Result<u64, String> {
+    let s = |x: redb::StorageError| x.to_string();
+    let t = |x: redb::TableError| x.to_string();
+    let d = |x: crate::codec::DecodeError| format!("snapshot image: {x}");
+    let mut r = Reader::new(data);
+    let version = r.u8("snapshot version").map_err(d)?;
+    if version != SNAPSHOT_VERSION {
+        return Err(format!("snapshot image: unknown version {version}"));
+    }
+    let applied_json = r.bytes("snapshot applied").map_err(d)?.to_vec();
+    let membership_json = r.bytes("snapshot membership").map_err(d)?.to_vec();
+    let chain: Chain = r.raw("snapshot chain").map_err(d)?;
+    let ts = r.bytes("snapshot ts").map_err(d)?.to_vec();
+    let applied: Option<LogId<u64>> = if applied_json.is_empty() {
+        None
+    } else {
+        Some(serde_json::from_slice(&applied_json).map_err(|x| x.to_string())?)
+    };
+
+    tx.delete_table(STREAMS).map_err(t)?;
+    tx.delete_table(STREAM_EVENTS).map_err(t)?;
+    tx.delete_table(DEDUP).map_err(t)?;
+    tx.delete_table(DEDUP_EXPIRY).map_err(t)?;
+    tx.delete_table(OUTCOMES).map_err(t)?;
+    let mut meta = tx.open_table(SM_META).map_err(t)?;
+    meta.retain(|_, _| false).map_err(s)?;
+    if !applied_json.is_empty() {
+        meta.insert("applied", applied_json.as_slice()).map_err(s)?;
+    }
+    if !membership_json.is_empty() {
+        meta.insert("membership", membership_json.as_slice())
+            .map_err(s)?;
+    }
+    meta.insert("ts", ts.as_slice()).map_err(s)?;
+
+    let mut streams = tx.open_table(STREAMS).map_err(t)?;
+    for _ in 0..r.len("snapshot stream count", COUNT_MAX).map_err(d)? {
+        let urn = r.str("snapshot stream").map_err(d)?;
+        streams
+            .insert(urn, r.varint("snapshot revision").map_err(d)?)
+            .map_err(s)?;
+    }
+    let mut events = tx.open_table(STREAM_EVENTS).map_err(t)?;
+    for _ in 0..r.len("snapshot event count", COUNT_MAX).map_err(d)? {
+        let urn = r.str("snapshot event stream").map_err(d)?;
+        let revision = r.varint("snapshot event revision").map_err(d)?;
+        let lsn = r.varint("snapshot event lsn").map_err(d)?;
+        let index = r.varint("snapshot event index").map_err(d)? as u32;
+        events.insert((urn, revision), (lsn, index)).map_err(s)?;
+    }
+    let mut dedup = tx.open_table(DEDUP).map_err(t)?;
+    let mut expiry = tx.open_table(DEDUP_EXPIRY).map_err(t)?;
+    for _ in 0..r.len("snapshot dedup count", COUNT_MAX).map_err(d)? {
+        let id = r.bytes("snapshot dedup id").map_err(d)?;
+        let value = r.bytes("snapshot dedup record").map_err(d)?;
+        let record = DedupRecord::decode(value).map_err(d)?;
+        dedup.insert(id, value).map_err(s)?;
+        expiry.insert((record.ts_ms, id), ()).map_err(s)?;
+    }
+    let mut outcomes = tx.open_table(OUTCOMES).map_err(t)?;
+    for _ in 0..r.len("snapshot outcome count", COUNT_MAX).map_err(d)? {
+        let lsn = r.varint("snapshot outcome lsn").map_err(d)?;
+        outcomes
+            .insert(lsn, r.bytes("snapshot outcome").map_err(d)?)
+            .map_err(s)?;
+    }
+    r.finish("snapshot image").map_err(d)?;
+
+    // The log below the snapshot is no longer needed, and entries after it must extend its chain.
+    let applied_index = applied.map_or(0, |id| id.index);
+    if let Some(id) = applied {
+        let mut log_meta = tx.open_table(LOG_META).map_err(t)?;
+        let anchor = serde_json::to_vec(&(id.index, chain)).expect("json");
+        log_meta.insert("anchor", anchor.as_slice()).map_err(s)?;
+        let mut log = tx.open_table(LOG).map_err(t)?;
+        let keep = log
+            .get(id.index)
+            .map_err(s)?
+            .map(|v| record::chain_of_frame(v.value()))
+            == Some(chain);
+        if !keep {
+            // Our log disagrees with the snapshot: it is superseded.
+            log.retain(|_, _| false).map_err(s)?;
+        }
+    }
+    Ok(applied_index)
+}

@@ -1,0 +1,289 @@
+//! The shard state machine's deterministic fold: stream revisions, the stream index, the
+//! idempotency table and each entry's outcome, kept in redb tables beside the log.
+//!
+//! Invariant: [`apply`] reads nothing but its transaction and the entry (time comes from the
+//! entry's commit timestamp), so every replica that applies the same log reaches the same tables.
+
+use std::collections::BTreeMap;
+
+use openraft::EntryPayload;
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::entry::{EventPosition, Outcome, Proposal};
+use crate::event::EventId;
+use crate::ids::Lsn;
+use crate::raft::Entry;
+use crate::urn::Urn;
+
+/// Raft log: index → framed record.
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// Log store metadata: `vote`, `committed`, `purged` (JSON), `anchor` (chain at `purged`).
+pub(crate) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("log_meta");
+/// State machine metadata: `applied`, `membership` (JSON), `chain`, `ts`.
+pub(crate) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
+/// Stream → its revision.
+pub(crate) const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
+/// (stream, revision) → (lsn, index in entry).
+pub(crate) const STREAM_EVENTS: TableDefinition<(&str, u64), (u64, u32)> =
+    TableDefinition::new("stream_events");
+/// Event id → [`DedupRecord`].
+pub(crate) const DEDUP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dedup");
+/// (commit timestamp, event id) → (): the idempotency table's expiry order.
+pub(crate) const DEDUP_EXPIRY: TableDefinition<(u64, &[u8]), ()> =
+    TableDefinition::new("dedup_expiry");
+/// LSN → JSON [`Outcome`] of every entry that carried events.
+pub(crate) const OUTCOMES: TableDefinition<u64, &[u8]> = TableDefinition::new("outcomes");
+
+/// What the idempotency table remembers of an appended event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DedupRecord {
+    pub(crate) position: EventPosition,
+    pub(crate) ts_ms: u64,
+    pub(crate) urn: String,
+}
+
+impl DedupRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(32 + self.urn.len());
+        w.varint(self.position.lsn.0);
+        w.varint(u64::from(self.position.index));
+        w.varint(self.position.revision);
+        w.varint(self.ts_ms);
+        w.str(&self.urn);
+        w.into_bytes()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let lsn = Lsn(r.varint("dedup lsn")?);
+        let index = u32::try_from(r.varint("dedup index")?)
+            .map_err(|_| r.error("dedup index", "exceeds u32"))?;
+        let revision = r.varint("dedup revision")?;
+        let ts_ms = r.varint("dedup timestamp")?;
+        let urn = r.str("dedup urn")?.to_owned();
+        r.finish("dedup record")?;
+        Ok(Self {
+            position: EventPosition {
+                lsn,
+                index,
+                revision,
+            },
+            ts_ms,
+            urn,
+        })
+    }
+}
+
+/// Why applying failed: storage trouble, never a property of the entry.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApplyError {
+    #[error(transparent)]
+    Storage(#[from] redb::Error),
+    #[error("corrupted state machine table: {0}")]
+    Corrupted(#[from] DecodeError),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ApplyError {
+            fn from(e: $t) -> Self {
+                ApplyError::Storage(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::TransactionError
+);
+
+/// Applies one committed entry inside `tx` and returns its outcome.
+pub(crate) fn apply(
+    tx: &WriteTransaction,
+    entry: &Entry,
+    dedup_window_ms: u64,
+) -> Result<Outcome, ApplyError> {
+    let outcome = match &entry.payload {
+        EntryPayload::Blank => Outcome::System,
+        EntryPayload::Membership(membership) => {
+            let stored = openraft::StoredMembership::new(Some(entry.log_id), membership.clone());
+            tx.open_table(SM_META)?.insert(
+                "membership",
+                &serde_json::to_vec(&stored).expect("json")[..],
+            )?;
+            Outcome::System
+        }
+        EntryPayload::Normal(proposal) => {
+            let outcome = decide(tx, Lsn(entry.log_id.index), proposal)?;
+            if let Outcome::Appended { revisions } = &outcome {
+                record(tx, Lsn(entry.log_id.index), proposal, revisions)?;
+            }
+            expire(tx, proposal.ts_ms.saturating_sub(dedup_window_ms))?;
+            let mut meta = tx.open_table(SM_META)?;
+            let last_ts = meta.get("ts")?.map(|v| v.value().to_vec());
+            let last_ts =
+                last_ts.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or_default()));
+            meta.insert("ts", &proposal.ts_ms.max(last_ts).to_le_bytes()[..])?;
+            tx.open_table(OUTCOMES)?.insert(
+                entry.log_id.index,
+                &serde_json::to_vec(&outcome).expect("json")[..],
+            )?;
+            outcome
+        }
+    };
+    tx.open_table(SM_META)?.insert(
+        "applied",
+        &serde_json::to_vec(&entry.log_id).expect("json")[..],
+    )?;
+    Ok(outcome)
+}
+
+/// Decides the outcome of `proposal` against the tables without changing them.
+fn decide(tx: &WriteTransaction, lsn: Lsn, proposal: &Proposal) -> Result<Outcome, ApplyError> {
+    let dedup = tx.open_table(DEDUP)?;
+    let mut seen = Vec::with_capacity(proposal.events.len());
+    for (i, p) in proposal.events.iter().enumerate() {
+        let record = dedup
+            .get(p.event.id.as_bytes().as_slice())?
+            .map(|v| DedupRecord::decode(v.value()));
+        seen.push((i, record.transpose()?));
+    }
+    let duplicates = seen.iter().filter(|(_, r)| r.is_some()).count();
+    let mut ids = BTreeMap::new();
+    for (i, p) in proposal.events.iter().enumerate() {
+        if ids.insert(p.event.id, i).is_some() {
+            return Ok(Outcome::IdempotencyConflict {
+                index: i as u32,
+                id: p.event.id,
+                reason: "the id appears twice in the batch".into(),
+            });
+        }
+    }
+    if duplicates > 0 {
+        let mut original = Vec::with_capacity(seen.len());
+        for (i, record) in seen {
+            let event = &proposal.events[i].event;
+            let reason = match &record {
+                None => Some(format!(
+                    "{duplicates} of the batch's {} event ids were appended before, this one was not; \
+                     a retry must resend exactly the original batch",
+                    proposal.events.len()
+                )),
+                Some(r) if r.urn != event.urn.as_str() => Some(format!(
+                    "the id was appended before to another stream, {}",
+                    r.urn
+                )),
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                return Ok(Outcome::IdempotencyConflict {
+                    index: i as u32,
+                    id: event.id,
+                    reason,
+                });
+            }
+            original.push(record.expect("checked above").position);
+        }
+        debug_assert!(original.iter().all(|p| p.lsn < lsn));
+        return Ok(Outcome::Duplicate { original });
+    }
+
+    let streams = tx.open_table(STREAMS)?;
+    let mut overlay: BTreeMap<&str, Option<u64>> = BTreeMap::new();
+    let mut revisions = Vec::with_capacity(proposal.events.len());
+    for (i, p) in proposal.events.iter().enumerate() {
+        let urn = p.event.urn.as_str();
+        let committed = streams.get(urn)?.map(|v| v.value());
+        let current = *overlay.entry(urn).or_insert(committed);
+        if !p.expected.admits(current) {
+            return Ok(Outcome::WrongExpectedRevision {
+                index: i as u32,
+                urn: p.event.urn.clone(),
+                expected: p.expected,
+                actual: committed,
+            });
+        }
+        let next = current.map_or(0, |r| r + 1);
+        overlay.insert(urn, Some(next));
+        revisions.push(next);
+    }
+    Ok(Outcome::Appended { revisions })
+}
+
+/// Records an accepted proposal in the stream and idempotency tables.
+fn record(
+    tx: &WriteTransaction,
+    lsn: Lsn,
+    proposal: &Proposal,
+    revisions: &[u64],
+) -> Result<(), ApplyError> {
+    let mut streams = tx.open_table(STREAMS)?;
+    let mut stream_events = tx.open_table(STREAM_EVENTS)?;
+    let mut dedup = tx.open_table(DEDUP)?;
+    let mut expiry = tx.open_table(DEDUP_EXPIRY)?;
+    for (i, (p, &revision)) in proposal.events.iter().zip(revisions).enumerate() {
+        let urn = p.event.urn.as_str();
+        let index = i as u32;
+        streams.insert(urn, revision)?;
+        stream_events.insert((urn, revision), (lsn.0, index))?;
+        let position = EventPosition {
+            lsn,
+            index,
+            revision,
+        };
+        let record = DedupRecord {
+            position,
+            ts_ms: proposal.ts_ms,
+            urn: urn.to_owned(),
+        };
+        let id = p.event.id.as_bytes().as_slice();
+        dedup.insert(id, &record.encode()[..])?;
+        expiry.insert((proposal.ts_ms, id), ())?;
+    }
+    Ok(())
+}
+
+/// Forgets idempotency records committed before `horizon_ms`.
+fn expire(tx: &WriteTransaction, horizon_ms: u64) -> Result<(), ApplyError> {
+    let mut expiry = tx.open_table(DEDUP_EXPIRY)?;
+    let mut dedup = tx.open_table(DEDUP)?;
+    let old: Vec<(u64, Vec<u8>)> = expiry
+        .range::<(u64, &[u8])>(..(horizon_ms, &[][..]))?
+        .map(|item| item.map(|(k, _)| (k.value().0, k.value().1.to_vec())))
+        .collect::<Result<_, _>>()?;
+    for (ts, id) in old {
+        expiry.remove((ts, id.as_slice()))?;
+        // A record re-appended later under the same id (after expiry) has a newer timestamp.
+        let newer = dedup
+            .get(id.as_slice())?
+            .map(|v| DedupRecord::decode(v.value()))
+            .transpose()?
+            .is_some_and(|r| r.ts_ms >= horizon_ms);
+        if !newer {
+            dedup.remove(id.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+/// The idempotency record of `id`, if it is within the dedup window.
+pub(crate) fn dedup_lookup(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    id: &EventId,
+) -> Result<Option<DedupRecord>, ApplyError> {
+    Ok(table
+        .get(id.as_bytes().as_slice())?
+        .map(|v| DedupRecord::decode(v.value()))
+        .transpose()?)
+}
+
+/// The current revision of `urn`.
+pub(crate) fn stream_revision(
+    table: &impl ReadableTable<&'static str, u64>,
+    urn: &Urn,
+) -> Result<Option<u64>, ApplyError> {
+    Ok(table.get(urn.as_str())?.map(|v| v.value()))
+}
