@@ -57,7 +57,8 @@ pub enum Error {
     },
     /// A batch spans several shards and the client did not ask for per-shard atomicity.
     #[error(
-        "the batch touches shards {shards:?}; atomic batches must stay within one shard (ask for per-shard atomicity to split it)"
+        "the batch touches shards {}; atomic batches must stay within one shard (ask for per-shard atomicity to split it)",
+        shards.iter().map(|s| s.0.to_string()).collect::<Vec<_>>().join(", ")
     )]
     CrossShardBatch {
         /// The shards touched.

@@ -1,1 +1,202 @@
-fn main() {}
+//! `themis`: run a node (`serve`) or talk to one (`append`, `read`, `log`).
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use themis_server::client::{Client, json_arg};
+use themis_server::config::ServeArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "themis",
+    version,
+    about = "ThemisDB: a log-centric, event-sourced, multi-model database"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServerArg {
+    /// The server to talk to.
+    #[arg(long, env = "THEMIS_SERVER", default_value = "http://127.0.0.1:8765")]
+    server: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node (single node, embedded metadata, local data directory by default).
+    Serve(ServeArgs),
+    /// Append one event to a stream.
+    Append {
+        /// The stream, urn:themis:{model}:{namespace}:{id}.
+        urn: String,
+        /// put, patch, delete, link, unlink or points.
+        #[arg(long)]
+        op: String,
+        /// Event data, a JSON object.
+        #[arg(long)]
+        data: Option<String>,
+        /// Event type (defaults to the op).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Event id (a UUID) for idempotent retries; drawn by the server when absent.
+        #[arg(long)]
+        id: Option<String>,
+        /// any, no_stream, exists, -1 or a revision number.
+        #[arg(long)]
+        expected_revision: Option<String>,
+        /// Vector (JSON array) for vector puts.
+        #[arg(long)]
+        vector: Option<String>,
+        /// Edge target URN for link/unlink.
+        #[arg(long)]
+        to: Option<String>,
+        /// Edge label for link/unlink.
+        #[arg(long)]
+        label: Option<String>,
+        /// Points (JSON [[ts_ms, value], ...]) for timeseries.
+        #[arg(long)]
+        points: Option<String>,
+        /// Metadata, a JSON object.
+        #[arg(long)]
+        metadata: Option<String>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Read a stream's events.
+    Read {
+        /// The stream.
+        urn: String,
+        /// First revision to read.
+        #[arg(long, default_value_t = 0)]
+        from_revision: u64,
+        /// Most events to read.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Read a shard's committed log.
+    Log {
+        /// The shard.
+        shard: u32,
+        /// First LSN to read.
+        #[arg(long, default_value_t = 0)]
+        from_lsn: u64,
+        /// Most entries to read.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn print(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("json"));
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+                .map_err(|e| anyhow::anyhow!("invalid --log filter {:?}: {e}", args.log))?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            themis_server::node::serve(args).await
+        }
+        Command::Append {
+            urn,
+            op,
+            data,
+            event_type,
+            id,
+            expected_revision,
+            vector,
+            to,
+            label,
+            points,
+            metadata,
+            server,
+        } => {
+            let mut event = serde_json::json!({ "op": op });
+            let fields = [
+                ("data", data),
+                ("vector", vector),
+                ("points", points),
+                ("metadata", metadata),
+            ];
+            for (name, value) in fields {
+                if let Some(text) = value {
+                    event[name] = json_arg(&format!("--{name}"), &text)?;
+                }
+            }
+            for (name, value) in [
+                ("type", event_type),
+                ("id", id),
+                ("to", to),
+                ("label", label),
+            ] {
+                if let Some(text) = value {
+                    event[name] = Value::from(text);
+                }
+            }
+            let client = Client::new(&server.server)?;
+            print(
+                &client
+                    .append(&urn, event, expected_revision.as_deref())
+                    .await?,
+            );
+            Ok(())
+        }
+        Command::Read {
+            urn,
+            from_revision,
+            limit,
+            server,
+        } => {
+            print(
+                &Client::new(&server.server)?
+                    .read(&urn, from_revision, limit)
+                    .await?,
+            );
+            Ok(())
+        }
+        Command::Log {
+            shard,
+            from_lsn,
+            limit,
+            server,
+        } => {
+            print(
+                &Client::new(&server.server)?
+                    .log(shard, from_lsn, limit)
+                    .await?,
+            );
+            Ok(())
+        }
+    }
+}

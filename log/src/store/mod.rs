@@ -75,6 +75,8 @@ pub struct StoreStats {
     pub entries_written: AtomicU64,
     /// Bytes of records written to the log.
     pub bytes_written: AtomicU64,
+    /// Highest log index openraft reported committed.
+    pub committed: AtomicU64,
 }
 
 enum Command {
@@ -719,6 +721,12 @@ impl RaftLogStorage<TypeConfig> for ShardStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        if let Some(id) = committed {
+            self.shared
+                .stats
+                .committed
+                .fetch_max(id.index, Ordering::Relaxed);
+        }
         self.send(Command::SaveCommitted { committed })
     }
 

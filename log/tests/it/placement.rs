@@ -50,7 +50,7 @@ const NAMESPACES: [&str; 8] = [
 fn keys() -> &'static [KeyHash] {
     static KEYS_CELL: std::sync::OnceLock<Vec<KeyHash>> = std::sync::OnceLock::new();
     KEYS_CELL.get_or_init(|| {
-        let mut rng = SplitMix(0x5eed_0f_7e57);
+        let mut rng = SplitMix(0x5eed_7e57);
         let mut id = String::new();
         (0..KEYS)
             .map(|i| {
@@ -173,7 +173,7 @@ fn removing_a_shard_moves_only_its_keys() {
 
 /// The URNs of the golden file: every model, edge-case namespaces and ids, and the longest ones.
 fn golden_urns() -> Vec<Urn> {
-    let mut rng = SplitMix(0x901d_e11);
+    let mut rng = SplitMix(0x0901_de11);
     let namespaces = [
         "users",
         "acme.orders",

@@ -1,0 +1,587 @@
+//! The HTTP API (DESIGN.md §6) on axum: routes, handlers, and the mapping of every failure to
+//! problem+json.
+//!
+//! Invariant: a handler validates the whole request before anything is proposed, so a refused
+//! request leaves no trace in the log; an append that times out is reported as such (its outcome
+//! is unknown, and retrying with the same event ids is safe).
+
+mod problem;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use themis_log::{EventInput, Log, Lsn, ShardId, Urn};
+use utoipa::OpenApi;
+
+pub use problem::{Problem, ProblemBody};
+use wire::*;
+
+use crate::metrics::Metrics;
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Largest request body accepted (413 above).
+    pub body_bytes_max: usize,
+    /// How long an append may wait for its commit before answering 504.
+    pub request_timeout: Duration,
+    /// Largest page of a stream or log read.
+    pub read_limit_max: usize,
+    /// Appends of one NDJSON bulk request in flight at once.
+    pub bulk_in_flight_max: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            body_bytes_max: 16 << 20,
+            request_timeout: Duration::from_secs(30),
+            read_limit_max: 10_000,
+            bulk_in_flight_max: 256,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The node's shards.
+    pub log: Arc<Log>,
+    /// HTTP-layer metrics.
+    pub metrics: Arc<Metrics>,
+    /// Limits.
+    pub limits: ApiLimits,
+    /// Time source for latency measurements.
+    pub clock: Arc<dyn themis_log::seam::Clock>,
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.limits.body_bytes_max;
+    Router::new()
+        .route("/v1/streams/{urn}", post(append_stream).get(read_stream))
+        .route("/v1/events", post(append_events))
+        .route("/v1/log/{shard}", get(read_log))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(|| async {
+            Problem::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+        })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept this method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ThemisDB",
+        description = "Log-centric, event-sourced, multi-model database: HTTP API v1"
+    ),
+    paths(
+        append_stream,
+        read_stream,
+        append_events,
+        read_log,
+        livez,
+        readyz,
+        metrics
+    ),
+    components(schemas(
+        AppendStreamBody,
+        AppendBatchBody,
+        AppendResponse,
+        AppendedEventBody,
+        PositionBody,
+        BatchResponse,
+        ShardResult,
+        StreamPageBody,
+        LogPageBody,
+        BulkItemResult,
+        ProblemBody
+    ))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of the routes above.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Problem> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body exceeds the limit of {limit} bytes"),
+            )
+        } else {
+            Problem::bad_request(
+                "invalid_body",
+                format!("cannot read the request body: {rejection}"),
+            )
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(bytes).map_err(|e| Problem::from_json_error(&e))
+}
+
+fn parse_urn(text: &str) -> Result<Urn, Problem> {
+    Urn::parse(text).map_err(|e| Problem::bad_request("invalid_urn", e.to_string()))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
+    q.map(|Query(q)| q)
+        .map_err(|e| Problem::bad_request("invalid_query", e.body_text()))
+}
+
+fn wants_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"))
+}
+
+fn is_ndjson_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-ndjson"))
+}
+
+fn ndjson<T: serde::Serialize>(
+    items: impl IntoIterator<Item = T>,
+    headers: &[(&str, String)],
+) -> Response {
+    let mut body = Vec::new();
+    for item in items {
+        serde_json::to_writer(&mut body, &item).expect("json");
+        body.push(b'\n');
+    }
+    let mut response = (StatusCode::OK, Body::from(body)).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::try_from(*name),
+            HeaderValue::try_from(value),
+        ) {
+            h.insert(name, value);
+        }
+    }
+    response
+}
+
+/// Runs an append under the request timeout; a timeout leaves the outcome unknown.
+async fn timed<T>(state: &AppState, f: impl Future<Output = T>) -> Result<T, Problem> {
+    tokio::time::timeout(state.limits.request_timeout, f).await.map_err(|_| {
+        Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "the append did not commit within {:?}; its outcome is unknown, and retrying with the same event ids is safe",
+                state.limits.request_timeout
+            ),
+        )
+    })
+}
+
+fn count_error(state: &AppState, p: Problem) -> Problem {
+    state
+        .metrics
+        .errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    p
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendParams {
+    /// `committed` (default) or `applied`: both are reached before the answer today, since the
+    /// log's state machine applies an entry before the append returns.
+    #[serde(default)]
+    wait: Option<String>,
+}
+
+fn check_wait(params: &AppendParams) -> Result<(), Problem> {
+    match params.wait.as_deref() {
+        None | Some("committed") | Some("applied") => Ok(()),
+        Some(other) => Err(Problem::bad_request(
+            "invalid_query",
+            format!("wait must be `committed` or `applied`, not {other:?}"),
+        )),
+    }
+}
+
+/// Append events to one stream, atomically.
+#[utoipa::path(
+    post, path = "/v1/streams/{urn}",
+    params(("urn" = String, Path, description = "urn:themis:{model}:{namespace}:{id}"),
+           ("wait" = Option<String>, Query, description = "committed (default) or applied")),
+    request_body = AppendStreamBody,
+    responses(
+        (status = 201, body = AppendResponse, description = "appended (or an idempotent retry: duplicate = true)"),
+        (status = 400, body = ProblemBody, description = "invalid urn, body or event"),
+        (status = 409, body = ProblemBody, description = "wrong_expected_revision or idempotency_conflict"),
+        (status = 413, body = ProblemBody), (status = 503, body = ProblemBody), (status = 504, body = ProblemBody)
+    )
+)]
+async fn append_stream(
+    State(state): State<AppState>,
+    Path(urn): Path<String>,
+    params: Result<Query<AppendParams>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = state.clock.monotonic();
+    let result = async {
+        check_wait(&query(params)?)?;
+        let urn = parse_urn(&urn)?;
+        let bytes = body_bytes(body, state.limits.body_bytes_max)?;
+        let body: AppendStreamBody = parse_json(&bytes)?;
+        let events = state
+            .log
+            .validate(body.events, Some(&urn), body.expected_revision)?;
+        let result = timed(&state, state.log.append(events, false)).await??;
+        let (_, appended) = result
+            .shards
+            .into_iter()
+            .next()
+            .expect("one stream, one shard");
+        Ok::<_, Problem>(AppendResponse::new(appended?))
+    }
+    .await;
+    match result {
+        Ok(answer) => {
+            state
+                .metrics
+                .append_latency
+                .observe(state.clock.monotonic().saturating_sub(started));
+            (StatusCode::CREATED, Json(answer)).into_response()
+        }
+        Err(p) => count_error(&state, p).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadStreamParams {
+    #[serde(default)]
+    from_revision: u64,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// Read a stream's events in revision order.
+#[utoipa::path(
+    get, path = "/v1/streams/{urn}",
+    params(("urn" = String, Path), ("from_revision" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
+    responses(
+        (status = 200, body = StreamPageBody, description = "JSON, or one event per line with Accept: application/x-ndjson"),
+        (status = 404, body = ProblemBody, description = "stream_not_found")
+    )
+)]
+async fn read_stream(
+    State(state): State<AppState>,
+    Path(urn): Path<String>,
+    params: Result<Query<ReadStreamParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let params = query(params)?;
+    let urn = parse_urn(&urn)?;
+    let limit = read_limit(&state, params.limit)?;
+    let page = state
+        .log
+        .shard_for(&urn)
+        .read_stream(&urn, params.from_revision, limit)?;
+    let Some(revision) = page.revision else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "stream_not_found",
+            format!("stream {urn} has no events"),
+        ));
+    };
+    if wants_ndjson(&headers) {
+        let mut meta = vec![("themis-stream-revision", revision.to_string())];
+        if let Some(next) = page.next_revision {
+            meta.push(("themis-next-revision", next.to_string()));
+        }
+        return Ok(ndjson(page.events, &meta));
+    }
+    let body = StreamPageBody {
+        urn: urn.to_string(),
+        revision,
+        events: page.events,
+        next_revision: page.next_revision,
+    };
+    Ok(Json(body).into_response())
+}
+
+fn read_limit(state: &AppState, limit: Option<usize>) -> Result<usize, Problem> {
+    let max = state.limits.read_limit_max;
+    match limit.unwrap_or(100.min(max)) {
+        0 => Err(Problem::bad_request(
+            "invalid_query",
+            "limit must be at least 1",
+        )),
+        n if n > max => Err(Problem::bad_request(
+            "invalid_query",
+            format!("limit must be at most {max}"),
+        )),
+        n => Ok(n),
+    }
+}
+
+/// Append a batch: JSON (atomic within one shard) or NDJSON bulk (every line on its own).
+#[utoipa::path(
+    post, path = "/v1/events",
+    request_body(content = AppendBatchBody, description = "JSON batch; or Content-Type application/x-ndjson with one event per line"),
+    responses(
+        (status = 201, body = BatchResponse, description = "every part appended"),
+        (status = 207, body = BatchResponse, description = "per-shard atomicity: some parts failed"),
+        (status = 200, body = BulkItemResult, description = "NDJSON bulk: one result line per request line"),
+        (status = 400, body = ProblemBody), (status = 409, body = ProblemBody), (status = 413, body = ProblemBody)
+    )
+)]
+async fn append_events(
+    State(state): State<AppState>,
+    params: Result<Query<AppendParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = state.clock.monotonic();
+    let result = async {
+        check_wait(&query(params)?)?;
+        let bytes = body_bytes(body, state.limits.body_bytes_max)?;
+        if is_ndjson_body(&headers) {
+            return Ok(bulk(&state, &bytes).await);
+        }
+        let body: AppendBatchBody = parse_json(&bytes)?;
+        let events = state.log.validate(body.events, None, None)?;
+        let result = timed(&state, state.log.append(events, body.per_shard_atomicity)).await??;
+        let single = result.shards.len() == 1;
+        let mut all_ok = true;
+        let mut results = Vec::with_capacity(result.shards.len());
+        for (shard, r) in result.shards {
+            match r {
+                Ok(appended) => results.push(ShardResult {
+                    shard: shard.0,
+                    status: 201,
+                    result: Some(AppendResponse::new(appended)),
+                    error: None,
+                }),
+                // One shard means one atomic batch: its failure is the answer's.
+                Err(e) if single => return Err(Problem::from(e)),
+                Err(e) => {
+                    all_ok = false;
+                    let p = Problem::from(e);
+                    results.push(ShardResult {
+                        shard: shard.0,
+                        status: p.status().as_u16(),
+                        result: None,
+                        error: Some(p.body()),
+                    });
+                }
+            }
+        }
+        let status = if all_ok {
+            StatusCode::CREATED
+        } else {
+            StatusCode::MULTI_STATUS
+        };
+        Ok((
+            status,
+            Json(BatchResponse {
+                token: result.token.encode(),
+                results,
+            }),
+        )
+            .into_response())
+    }
+    .await;
+    match result {
+        Ok(response) => {
+            state
+                .metrics
+                .append_latency
+                .observe(state.clock.monotonic().saturating_sub(started));
+            response
+        }
+        Err(p) => count_error(&state, p).into_response(),
+    }
+}
+
+/// NDJSON bulk: every line is its own append; answers keep the request's line order.
+async fn bulk(state: &AppState, bytes: &Bytes) -> Response {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for end in bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i)
+        .chain([bytes.len()])
+    {
+        if start > end {
+            break;
+        }
+        let line = bytes.slice(start..end);
+        start = end + 1;
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            lines.push(line);
+        }
+    }
+    let items = futures::stream::iter(lines.into_iter().enumerate())
+        .map(|(index, line): (usize, Bytes)| async move {
+            let result = async {
+                let input: EventInput = parse_json(&line)?;
+                let events = state.log.validate(vec![input], None, None)?;
+                let result = timed(state, state.log.append(events, false)).await??;
+                let (_, appended) = result
+                    .shards
+                    .into_iter()
+                    .next()
+                    .expect("one event, one shard");
+                Ok::<_, Problem>(AppendResponse::new(appended?))
+            }
+            .await;
+            match result {
+                Ok(r) => BulkItemResult {
+                    index,
+                    status: 201,
+                    result: Some(r),
+                    error: None,
+                },
+                Err(p) => BulkItemResult {
+                    index,
+                    status: p.status().as_u16(),
+                    result: None,
+                    error: Some(p.body()),
+                },
+            }
+        })
+        .buffered(state.limits.bulk_in_flight_max)
+        .collect::<Vec<_>>()
+        .await;
+    ndjson(items, &[])
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadLogParams {
+    #[serde(default)]
+    from_lsn: u64,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// Read a shard's committed log, with each entry's outcome and chain hash.
+#[utoipa::path(
+    get, path = "/v1/log/{shard}",
+    params(("shard" = u32, Path), ("from_lsn" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = LogPageBody), (status = 404, body = ProblemBody, description = "unknown_shard"))
+)]
+async fn read_log(
+    State(state): State<AppState>,
+    Path(shard): Path<String>,
+    params: Result<Query<ReadLogParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let params = query(params)?;
+    let shard: u32 = shard.parse().map_err(|_| {
+        Problem::bad_request(
+            "invalid_shard",
+            format!("shard must be a number, not {shard:?}"),
+        )
+    })?;
+    let shard = state
+        .log
+        .shard(ShardId(shard))
+        .map_err(|e| Problem::new(StatusCode::NOT_FOUND, e.code(), e.to_string()))?;
+    let limit = read_limit(&state, params.limit)?;
+    let entries = shard.read_log(Lsn(params.from_lsn), limit)?;
+    let applied = shard.applied().0;
+    let next_lsn = entries
+        .last()
+        .map(|e| e.lsn.0 + 1)
+        .filter(|&n| n <= applied);
+    if wants_ndjson(&headers) {
+        let meta: Vec<_> = next_lsn
+            .map(|n| ("themis-next-lsn", n.to_string()))
+            .into_iter()
+            .collect();
+        return Ok(ndjson(entries, &meta));
+    }
+    Ok(Json(LogPageBody {
+        shard: shard.id().0,
+        applied_lsn: applied,
+        entries,
+        next_lsn,
+    })
+    .into_response())
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/livez", responses((status = 200)))]
+async fn livez() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: every shard has a leader.
+#[utoipa::path(get, path = "/readyz", responses((status = 200), (status = 503, body = ProblemBody)))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
+    let leaderless: Vec<u32> = state
+        .log
+        .shards()
+        .iter()
+        .filter(|s| s.raft().metrics().borrow().current_leader.is_none())
+        .map(|s| s.id().0)
+        .collect();
+    if leaderless.is_empty() {
+        Ok(Json(
+            serde_json::json!({"status": "ready", "shards": state.log.shards().len()}),
+        ))
+    } else {
+        Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "some shards have no leader",
+        )
+        .with("shards", leaderless))
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(&state.log);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi_document())
+}

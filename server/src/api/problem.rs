@@ -1,0 +1,151 @@
+//! RFC 9457 problem details: the one error body of the HTTP API. Every failure, from a malformed
+//! body to an unknown route, reaches the client as `application/problem+json` with a stable
+//! snake_case `code` to branch on.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use themis_log::{BatchError, Error as LogError};
+
+/// A problem+json answer.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+    extra: Map<String, Value>,
+}
+
+/// The body of every error answer (RFC 9457).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProblemBody {
+    /// Always `about:blank`: the `code` member identifies the problem.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// Short summary of the status.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// Stable snake_case code clients branch on.
+    pub code: String,
+    /// What went wrong, for humans.
+    pub detail: String,
+}
+
+impl Problem {
+    /// A problem with `status`, `code` and a human-readable `detail`.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            extra: Map::new(),
+        }
+    }
+
+    /// Adds a member to the body.
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
+        self.extra.insert(
+            key.to_owned(),
+            serde_json::to_value(value).expect("json value"),
+        );
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The body as JSON.
+    pub fn body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("type".into(), "about:blank".into());
+        body.insert(
+            "title".into(),
+            self.status.canonical_reason().unwrap_or("Error").into(),
+        );
+        body.insert("status".into(), self.status.as_u16().into());
+        body.insert("code".into(), self.code.into());
+        body.insert("detail".into(), self.detail.clone().into());
+        body.extend(self.extra.clone());
+        Value::Object(body)
+    }
+
+    /// Malformed or unacceptable request bodies.
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    /// A JSON body that serde refused: unknown fields get their own code.
+    pub fn from_json_error(e: &serde_json::Error) -> Self {
+        let text = e.to_string();
+        let code = if text.starts_with("unknown field") {
+            "unknown_field"
+        } else {
+            "invalid_json"
+        };
+        Self::bad_request(code, format!("invalid request body: {text}"))
+            .with("line", e.line())
+            .with("column", e.column())
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).expect("problem serializes");
+        let mut response = (self.status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+impl From<LogError> for Problem {
+    fn from(e: LogError) -> Self {
+        let status = match &e {
+            LogError::WrongExpectedRevision { .. } | LogError::IdempotencyConflict { .. } => {
+                StatusCode::CONFLICT
+            }
+            LogError::CrossShardBatch { .. } | LogError::UnknownShard { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            LogError::NotLeader { .. } => StatusCode::MISDIRECTED_REQUEST,
+            LogError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            LogError::Corrupted { .. } | LogError::Storage(_) | LogError::Config(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let problem = Problem::new(status, e.code(), e.to_string());
+        match e {
+            LogError::WrongExpectedRevision {
+                urn,
+                expected,
+                actual,
+            } => problem
+                .with("urn", urn)
+                .with("expected_revision", expected)
+                .with("current_revision", actual.map_or(-1, |r| r as i64)),
+            LogError::IdempotencyConflict { id, .. } => problem.with("event_id", id),
+            LogError::CrossShardBatch { shards } => problem.with("shards", shards),
+            LogError::NotLeader { shard, leader } => {
+                problem.with("shard", shard).with("leader", leader)
+            }
+            LogError::Unavailable { shard, .. } | LogError::UnknownShard { shard, .. } => {
+                problem.with("shard", shard)
+            }
+            _ => problem,
+        }
+    }
+}
+
+impl From<BatchError> for Problem {
+    fn from(e: BatchError) -> Self {
+        Problem::bad_request(e.source.code, e.to_string())
+            .with("event_index", e.index)
+            .with("field", &e.source.field)
+    }
+}

@@ -1,0 +1,172 @@
+//! The JSON shapes of the HTTP API (DESIGN.md §6): request bodies as clients send them and
+//! answers as clients receive them. These types are the contract; the OpenAPI document is
+//! generated from them.
+
+use serde::{Deserialize, Serialize};
+use themis_log::{Appended, AppendedEvent, EventInput, ExpectedRevision, Position, Token};
+use utoipa::ToSchema;
+
+/// `POST /v1/streams/{urn}`: events for one stream.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppendStreamBody {
+    /// The stream's revision before the first event: `any`, `no_stream` (or -1), `exists`, or N.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>, example = "no_stream")]
+    pub expected_revision: Option<ExpectedRevision>,
+    /// The events, appended atomically. Each may omit `urn` (the URL names it).
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<EventInput>,
+}
+
+/// `POST /v1/events` (JSON): a batch for any streams.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppendBatchBody {
+    /// The events; each carries its `urn` and may carry `expected_revision`.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<EventInput>,
+    /// Split a batch that spans shards into one atomic append per shard, instead of refusing it.
+    #[serde(default)]
+    pub per_shard_atomicity: bool,
+}
+
+/// A log position.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PositionBody {
+    /// Shard id.
+    pub shard: u32,
+    /// Log sequence number within the shard.
+    pub lsn: u64,
+}
+
+impl From<Position> for PositionBody {
+    fn from(p: Position) -> Self {
+        Self {
+            shard: p.shard.0,
+            lsn: p.lsn.0,
+        }
+    }
+}
+
+/// Where an appended event sits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppendedEventBody {
+    /// Event id.
+    pub id: String,
+    /// Its stream.
+    pub urn: String,
+    /// Its revision in the stream.
+    pub revision: u64,
+    /// LSN of its entry.
+    pub lsn: u64,
+    /// Index within the entry.
+    pub index: u32,
+}
+
+impl From<AppendedEvent> for AppendedEventBody {
+    fn from(e: AppendedEvent) -> Self {
+        Self {
+            id: e.id.to_string(),
+            urn: e.urn.to_string(),
+            revision: e.revision,
+            lsn: e.lsn.0,
+            index: e.index,
+        }
+    }
+}
+
+/// The answer to a successful append on one shard.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppendResponse {
+    /// The entry holding the events (the original one for a retry).
+    pub position: PositionBody,
+    /// Consistency token covering the append; pass it as `min_token` to later reads.
+    pub token: String,
+    /// True when every event id had been appended before: nothing new was written.
+    pub duplicate: bool,
+    /// The events in request order.
+    pub events: Vec<AppendedEventBody>,
+}
+
+impl AppendResponse {
+    /// The answer for `appended`.
+    pub fn new(appended: Appended) -> Self {
+        let token = Token::from_position(appended.position).encode();
+        Self {
+            position: appended.position.into(),
+            token,
+            duplicate: appended.duplicate,
+            events: appended.events.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// One shard's part of a batch answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShardResult {
+    /// The shard.
+    pub shard: u32,
+    /// HTTP status of this part (201 or the problem's status).
+    pub status: u16,
+    /// The append, when it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<AppendResponse>,
+    /// The problem, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<serde_json::Value>,
+}
+
+/// The answer to `POST /v1/events` (JSON).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// Token covering every successful part.
+    pub token: String,
+    /// One result per shard touched, in shard order.
+    pub results: Vec<ShardResult>,
+}
+
+/// A page of a stream (`GET /v1/streams/{urn}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamPageBody {
+    /// The stream.
+    pub urn: String,
+    /// Its current revision.
+    pub revision: u64,
+    /// Events from `from_revision` on, each with `revision`, `position`, `index` and `ts_ms`.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<themis_log::StoredEvent>,
+    /// Where the next page starts, when there is more.
+    pub next_revision: Option<u64>,
+}
+
+/// A page of a shard's committed log (`GET /v1/log/{shard}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogPageBody {
+    /// The shard.
+    pub shard: u32,
+    /// The highest LSN applied on this node.
+    pub applied_lsn: u64,
+    /// Entries from `from_lsn` on.
+    #[schema(value_type = Vec<Object>)]
+    pub entries: Vec<themis_log::LogEntryView>,
+    /// Where the next page starts, when there is more.
+    pub next_lsn: Option<u64>,
+}
+
+/// One line of the answer to an NDJSON bulk append.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkItemResult {
+    /// Line number in the request, from 0.
+    pub index: usize,
+    /// HTTP status of this item.
+    pub status: u16,
+    /// The append, when it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<AppendResponse>,
+    /// The problem, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<serde_json::Value>,
+}

@@ -1,0 +1,79 @@
+//! Configuration of `themis serve`: every flag has a `THEMIS_*` environment variable and a
+//! default that runs a single node on loopback with a local data directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags of `themis serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Data directory (created when missing).
+    #[arg(long, env = "THEMIS_DATA_DIR", default_value = "./themis-data")]
+    pub data_dir: PathBuf,
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "THEMIS_LISTEN", default_value = "127.0.0.1:8765")]
+    pub listen: SocketAddr,
+    /// Number of shards; fixed when the data directory is created.
+    #[arg(long, env = "THEMIS_SHARDS", default_value_t = 4)]
+    pub shards: u32,
+    /// This node's id.
+    #[arg(long, env = "THEMIS_NODE_ID", default_value_t = 1)]
+    pub node_id: u64,
+    /// Largest request body, in bytes (larger ones get 413).
+    #[arg(long, env = "THEMIS_BODY_BYTES_MAX", default_value_t = 16 << 20)]
+    pub body_bytes_max: usize,
+    /// How long an append may wait for its commit (e.g. 500ms, 30s, 2m).
+    #[arg(long, env = "THEMIS_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// How long event ids are remembered for idempotent retries (by commit timestamps).
+    #[arg(long, env = "THEMIS_DEDUP_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub dedup_window: Duration,
+    /// Most events in one append request.
+    #[arg(long, env = "THEMIS_BATCH_EVENTS_MAX", default_value_t = 10_000)]
+    pub batch_events_max: usize,
+    /// Log filter (tracing env-filter syntax).
+    #[arg(long, env = "THEMIS_LOG", default_value = "info,openraft=warn")]
+    pub log: String,
+}
+
+/// Parses `250ms`, `30s`, `5m`, `24h` (a bare number means seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| {
+        format!("invalid duration {text:?}: expected a number with a unit, like 30s")
+    })?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_fail_readably() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("3 weeks").unwrap_err().contains("unit"));
+        assert!(parse_duration("s").unwrap_err().contains("number"));
+    }
+}
