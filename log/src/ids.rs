@@ -1,6 +1,6 @@
-//! Identifier newtypes of the log: `ShardId`, `Lsn` and the `Position` pair. Invariant: on the wire
-//! and on disk each is its bare number (`Position` is `{"shard":…,"lsn":…}`), so the newtypes cost
-//! nothing in encodings and can never be mixed up in code.
+//! Identifier newtypes of the log: `ShardId`, `Lsn` and the `Position` pair. Invariant: on the
+//! wire and on disk each is its bare number (`Position` is `{"shard":…,"lsn":…}`), so the
+//! newtypes cost nothing in encodings and can never be mixed up in code.
 
 use std::fmt;
 

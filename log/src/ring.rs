@@ -228,7 +228,8 @@ impl Ring {
         let end = self.buckets[bucket + 1] as usize;
         // Points in `start..end` share the probe's bucket; every later point lies in a later bucket
         // and so is greater than the probe. The scan is over about one point.
-        // A plain loop rather than iterator adaptors: tests run this millions of times in debug builds.
+        // A plain loop rather than iterator adaptors: tests run this millions of times in debug
+        // builds.
         let mut index = start;
         while index < end && self.points[index] < probe {
             index += 1;

@@ -15,8 +15,8 @@ use crate::ids::{Lsn, Position, ShardId};
 pub const TOKEN_PREFIX: &str = "t1.";
 
 /// Longest token text [`Token::decode`] accepts, in bytes. A position takes at most 15 bytes
-/// (20 base64 characters), so this admits tokens over more than 3,000 shards while bounding the work
-/// a hostile client can ask for.
+/// (20 base64 characters), so this admits tokens over more than 3,000 shards while bounding the
+/// work a hostile client can ask for.
 pub const TOKEN_TEXT_LEN_MAX: usize = 64 * 1024;
 
 /// Bytes of the checksum that ends every encoded token.
@@ -26,8 +26,9 @@ const CHECKSUM_LEN: usize = 4;
 const BASE64_ALPHABET: &[u8; 64] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-/// What a reader has seen of the log: for each shard it touched, the highest LSN it saw. A query with
-/// a `min_token` waits until every view has applied at least these positions (read-your-writes).
+/// What a reader has seen of the log: for each shard it touched, the highest LSN it saw. A query
+/// with a `min_token` waits until every view has applied at least these positions
+/// (read-your-writes).
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Default)]
 pub struct Token {
     positions: BTreeMap<ShardId, Lsn>,
@@ -336,7 +337,7 @@ fn get_varint(bytes: &[u8], offset: &mut usize) -> Result<u64, TokenError> {
         }
         value |= bits << shift;
         if byte & 0x80 == 0 {
-            // A last byte of zero after the first adds nothing: a longer encoding of a smaller value.
+            // A zero last byte after the first adds nothing: a longer encoding of a smaller value.
             if byte == 0 && i > 0 {
                 break;
             }

@@ -1,6 +1,7 @@
-//! Resource names: `urn:themis:{model}:{namespace}:{id}` (DESIGN.md §2). Owns the grammar and its
-//! error messages. Invariant: a `Urn` value only exists for a string that satisfies the grammar, and
-//! it keeps that string verbatim, so `Urn::parse(u.as_str()) == Ok(u)` for every `Urn`.
+//! Resource names: `urn:themis:{model}:{namespace}:{id}` (DESIGN.md §2). Owns the grammar and
+//! its error messages. Invariant: a `Urn` value only exists for a string that satisfies the
+//! grammar, and it keeps that string verbatim, so `Urn::parse(u.as_str()) == Ok(u)` for every
+//! `Urn`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -76,8 +77,8 @@ impl FromStr for Model {
     }
 }
 
-/// Why a string is not a valid URN (or model name). Every message names the offending part and, where
-/// there is one, the 1-based column of the first bad character, shown escaped.
+/// Why a string is not a valid URN (or model name). Every message names the offending part and,
+/// where there is one, the 1-based column of the first bad character, shown escaped.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum UrnError {
     /// The input does not start with `urn:themis:`.
@@ -204,8 +205,8 @@ pub struct Urn {
 }
 
 impl Urn {
-    /// Parses `urn:themis:{model}:{namespace}:{id}`, rejecting anything else with an error that says
-    /// what is wrong and where.
+    /// Parses `urn:themis:{model}:{namespace}:{id}`, rejecting anything else with an error that
+    /// says what is wrong and where.
     pub fn parse(input: &str) -> Result<Urn, UrnError> {
         let Some(rest) = input.strip_prefix(URN_PREFIX) else {
             return Err(UrnError::MissingPrefix { input: echo(input) });

@@ -209,7 +209,10 @@ proptest! {
     }
 
     #[test]
-    fn truncated_or_extended_tokens_are_rejected(t in any_token(), cut in any::<prop::sample::Index>()) {
+    fn truncated_or_extended_tokens_are_rejected(
+        t in any_token(),
+        cut in any::<prop::sample::Index>(),
+    ) {
         let text = t.encode();
         let end = TOKEN_PREFIX.len() + cut.index(text.len() - TOKEN_PREFIX.len());
         prop_assert!(Token::decode(&text[..end]).is_err());

@@ -1,4 +1,6 @@
 //! The one integration-test binary of `themis-server` (STYLE.md). `tidy` checks workspace-wide
 //! rules that no single crate can check on its own.
 
+mod api;
+mod harness;
 mod tidy;

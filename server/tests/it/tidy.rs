@@ -8,9 +8,9 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
-/// Each member folder and the member folders it may depend on (DESIGN.md §3). Nothing may depend on
-/// `server`, `simulator` or `benches`, except that `simulator` drives `server` and `benches` may
-/// use anything.
+/// Each member folder and the member folders it may depend on (DESIGN.md §3). Nothing may depend
+/// on `server`, `simulator` or `benches`, except that `simulator` drives `server` and `benches`
+/// may use anything.
 const RULES: &[(&str, &[&str])] = &[
     ("storage", &[]),
     ("log", &["storage"]),
@@ -226,15 +226,17 @@ fn nothing_depends_on_the_top_crates_except_as_allowed() {
     }
 }
 
-fn member(folder: &str, manifest: &str) -> Member {
+/// A made-up member `folder` with package name `x-{folder}`, workspace lints and `rest` appended.
+fn member(folder: &str, rest: &str) -> Member {
+    let manifest = format!("[package]\nname = \"x-{folder}\"\n[lints]\nworkspace = true\n{rest}");
     Member {
         folder: folder.to_owned(),
         manifest: manifest.parse().expect("test manifest parses"),
     }
 }
 
-/// The checker on a made-up workspace: a clean one passes, and each kind of breach is caught and
-/// named.
+/// The checker on a made-up workspace of three layers: a clean one passes, and each kind of breach
+/// is caught and named.
 #[test]
 fn checker_catches_forbidden_dependencies() {
     let root: Table = r#"
@@ -245,61 +247,31 @@ fn checker_catches_forbidden_dependencies() {
     .parse()
     .unwrap();
     let rules: &[(&str, &[&str])] = &[("core", &[]), ("mid", &["core"]), ("top", &["mid", "core"])];
-    let lints = "[lints]\nworkspace = true\n";
-    let core = member("core", &format!("[package]\nname = \"x-core\"\n{lints}"));
-    let top = member("top", &format!("[package]\nname = \"x-top\"\n{lints}"));
     let clean = [
-        member(
-            "core",
-            &format!("[package]\nname = \"x-core\"\n{lints}[dependencies]\nserde = \"1\""),
-        ),
-        member(
-            "mid",
-            &format!("[package]\nname = \"x-mid\"\n{lints}[dependencies]\ncore.workspace = true"),
-        ),
-        member(
-            "top",
-            &format!(
-                "[package]\nname = \"x-top\"\n{lints}[dev-dependencies]\nx-mid = {{ path = \"../mid\" }}"
-            ),
-        ),
+        member("core", "[dependencies]\nserde = \"1\""),
+        // `core` is the workspace's name for x-core: the rename is followed, and allowed.
+        member("mid", "[dependencies]\ncore.workspace = true"),
+        member("top", "[dev-dependencies]\nx-mid = { path = \"../mid\" }"),
     ];
     assert_eq!(check(&root, &clean, rules), Vec::<String>::new());
 
     let cases = [
-        // A dev-dependency counts.
         (
             "[dev-dependencies]\nx-top.workspace = true",
             "x-mid (mid/Cargo.toml) must not depend on x-top in [dev-dependencies]: \
              DESIGN.md §3 lets mid depend on core",
         ),
-        // So does a renamed one.
         (
             "[build-dependencies]\nt = { path = \"../top\", package = \"x-top\" }",
             "x-mid (mid/Cargo.toml) must not depend on x-top in [build-dependencies]",
         ),
-        // And a target-specific one.
         (
             "[target.'cfg(unix)'.dependencies]\nx-top = { path = \"../top\" }",
-            "must not depend on x-top in [target.cfg(unix).dependencies]",
+            "x-mid (mid/Cargo.toml) must not depend on x-top in [target.cfg(unix).dependencies]",
         ),
     ];
     for (deps, expected) in cases {
-        let mid = member(
-            "mid",
-            &format!("[package]\nname = \"x-mid\"\n{lints}{deps}"),
-        );
-        let members = [
-            member(
-                "core",
-                "[package]\nname = \"x-core\"\n[lints]\nworkspace = true",
-            ),
-            mid,
-            member(
-                "top",
-                "[package]\nname = \"x-top\"\n[lints]\nworkspace = true",
-            ),
-        ];
+        let members = [member("core", ""), member("mid", deps), member("top", "")];
         let violations = check(&root, &members, rules);
         assert_eq!(violations.len(), 1, "{deps}: {violations:?}");
         assert!(
@@ -309,14 +281,11 @@ fn checker_catches_forbidden_dependencies() {
         );
     }
 
-    // The lowest crate may depend on nothing, including through a workspace rename.
+    // The lowest layer may depend on nothing in the workspace.
     let members = [
-        member(
-            "core",
-            &format!("[package]\nname = \"x-core\"\n{lints}[dependencies]\nx-top.workspace = true"),
-        ),
-        member("mid", &format!("[package]\nname = \"x-mid\"\n{lints}")),
-        top,
+        member("core", "[dependencies]\nx-top.workspace = true"),
+        member("mid", ""),
+        member("top", ""),
     ];
     assert_eq!(
         check(&root, &members, rules),
@@ -326,15 +295,19 @@ fn checker_catches_forbidden_dependencies() {
         ]
     );
 
-    // Missing lints and a crate without a rule are reported too.
-    let members = [
-        core,
-        member("mid", "[package]\nname = \"x-mid\"\n"),
-        member("top", &format!("[package]\nname = \"x-top\"\n{lints}")),
-        member("extra", &format!("[package]\nname = \"x-extra\"\n{lints}")),
-    ];
-    let violations = check(&root, &members, rules);
-    assert_eq!(violations.len(), 2, "{violations:?}");
-    assert!(violations[0].contains("x-mid (mid/Cargo.toml) must set `[lints] workspace = true`"));
-    assert!(violations[1].contains("x-extra (extra/Cargo.toml) is not in the dependency rule"));
+    // Missing lints, a member without a rule and a rule without a member are reported too.
+    let no_lints = Member {
+        folder: "mid".to_owned(),
+        manifest: "[package]\nname = \"x-mid\"\n".parse().unwrap(),
+    };
+    let members = [no_lints, member("core", ""), member("extra", "")];
+    assert_eq!(
+        check(&root, &members, rules),
+        [
+            "the dependency rule names crate folder `top`, which is not a workspace member",
+            "x-mid (mid/Cargo.toml) must set `[lints] workspace = true`",
+            "x-extra (extra/Cargo.toml) is not in the dependency rule; add its row to DESIGN.md §3 \
+         and to RULES in server/tests/it/tidy.rs",
+        ]
+    );
 }
