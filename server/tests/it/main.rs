@@ -2,5 +2,6 @@
 //! rules that no single crate can check on its own.
 
 mod api;
+mod crash;
 mod harness;
 mod tidy;
