@@ -1,1 +1,206 @@
-fn main() {}
+//! `themis-bench`: benchmarks side by side with real peers.
+//!
+//! `themis-bench append` measures durable appends of 256-byte events through the HTTP API of the
+//! real `themis` binary and, in the same run, puts of the same size into a real single-node etcd
+//! (which fsyncs before acknowledging, as we do), at several concurrencies, interleaved.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use themis_bench::load::{RunStats, run};
+use themis_bench::probe::{FsyncProbe, fsync_probe};
+use themis_bench::process::{start_etcd, start_themis, themis_binary};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "themis-bench",
+    about = "ThemisDB benchmarks against real peers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Durable appends over HTTP vs etcd puts, same size, same durability.
+    Append {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrencies to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+        concurrency: Vec<usize>,
+        /// Interleaved themis/etcd pairs per concurrency (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        pairs: usize,
+        /// Bytes of each event's payload and of each etcd value.
+        #[arg(long, default_value_t = 256)]
+        event_bytes: usize,
+        /// Shards of the themis node.
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+        /// Directory for data (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A short run for CI: concurrency 1 and 16, one pair, 1 s each; fails on any error.
+        #[arg(long)]
+        smoke: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Append {
+            seconds,
+            concurrency,
+            pairs,
+            event_bytes,
+            shards,
+            dir,
+            smoke,
+        } => {
+            let (seconds, concurrency, pairs) = if smoke {
+                (1, vec![1, 16], 1)
+            } else {
+                (seconds, concurrency, pairs.max(1))
+            };
+            append(
+                Duration::from_secs(seconds),
+                &concurrency,
+                pairs,
+                event_bytes,
+                shards,
+                dir,
+                smoke,
+            )
+            .await
+        }
+    }
+}
+
+fn median(mut runs: Vec<RunStats>) -> RunStats {
+    runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+    runs[runs.len() / 2].clone()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+async fn append(
+    duration: Duration,
+    concurrency: &[usize],
+    pairs: usize,
+    event_bytes: usize,
+    shards: u32,
+    dir: Option<PathBuf>,
+    smoke: bool,
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
+    let binary = themis_binary()?;
+    let before = fsync_probe(&dir, Duration::from_secs(if smoke { 1 } else { 5 }))?;
+    let (_themis, base) = start_themis(&binary, &dir, shards)?;
+    let (_etcd, endpoint) = start_etcd(&dir)?;
+    let etcd = etcd_client::Client::connect([endpoint.as_str()], None)
+        .await
+        .context("connect to etcd")?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()?;
+    let payload = "x".repeat(event_bytes);
+
+    println!(
+        "themis-bench append: {event_bytes}-byte events, {}s per run, {pairs} interleaved pair(s), {shards} shards",
+        duration.as_secs()
+    );
+    println!("themis binary: {}", binary.display());
+    let mut rows = Vec::new();
+    for &c in concurrency {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..pairs {
+            let (http, base, ours_payload) = (http.clone(), base.clone(), payload.clone());
+            ours.push(
+                run(c, duration, move |w, _| {
+                    let (http, base, payload) = (http.clone(), base.clone(), ours_payload.clone());
+                    async move {
+                        let url = format!("{base}/v1/streams/urn:themis:document:bench:w{w}");
+                        let body = serde_json::json!({"events": [{"op": "put", "type": "Bench", "data": {"p": payload}}]});
+                        let r = http.post(url).json(&body).send().await?;
+                        if r.status().as_u16() != 201 {
+                            bail!("append answered {}: {}", r.status(), r.text().await?);
+                        }
+                        Ok(())
+                    }
+                })
+                .await,
+            );
+            let (etcd, payload) = (etcd.clone(), payload.clone());
+            theirs.push(
+                run(c, duration, move |w, n| {
+                    let (mut etcd, payload) = (etcd.clone(), payload.clone());
+                    async move {
+                        etcd.put(format!("bench/w{w}/{n}"), payload, None).await?;
+                        Ok(())
+                    }
+                })
+                .await,
+            );
+        }
+        let (ours, theirs) = (median(ours), median(theirs));
+        if smoke && (ours.errors > 0 || theirs.errors > 0 || ours.ok == 0 || theirs.ok == 0) {
+            bail!("smoke run failed at concurrency {c}: themis {ours:?}, etcd {theirs:?}");
+        }
+        println!(
+            "c={c:<4} themis {:>9.0}/s p50 {} p99 {} | etcd {:>9.0}/s p50 {} p99 {} | ratio {:.2}x",
+            ours.per_second,
+            ms(ours.p50),
+            ms(ours.p99),
+            theirs.per_second,
+            ms(theirs.p50),
+            ms(theirs.p99),
+            ours.per_second / theirs.per_second
+        );
+        rows.push((c, ours, theirs));
+    }
+    let after = fsync_probe(&dir, Duration::from_secs(if smoke { 1 } else { 5 }))?;
+    print_table(&rows, &before, &after);
+    Ok(())
+}
+
+fn print_table(rows: &[(usize, RunStats, RunStats)], before: &FsyncProbe, after: &FsyncProbe) {
+    println!();
+    println!(
+        "| concurrency | themis appends/s | themis p50 | themis p99 | etcd puts/s | etcd p50 | etcd p99 | throughput ratio | p99 ratio (themis/etcd) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (c, ours, theirs) in rows {
+        println!(
+            "| {c} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2}x | {:.2} |",
+            ours.per_second,
+            ms(ours.p50),
+            ms(ours.p99),
+            theirs.per_second,
+            ms(theirs.p50),
+            ms(theirs.p99),
+            ours.per_second / theirs.per_second,
+            ours.p99.as_secs_f64() / theirs.p99.as_secs_f64().max(1e-9),
+        );
+    }
+    println!();
+    for (when, p) in [("before", before), ("after", after)] {
+        println!(
+            "fsync probe {when}: {:.0} fdatasync/s, p50 {}, p99 {} ({} regime)",
+            p.per_second,
+            ms(p.p50),
+            ms(p.p99),
+            p.regime()
+        );
+    }
+}

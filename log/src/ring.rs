@@ -4,7 +4,7 @@
 //! function of the shard set and the key (fixed xxh3 seeds, never a per-process random state), and
 //! adding a shard only moves keys *to* that shard (removing one only moves keys *from* it).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -158,19 +158,18 @@ impl Ring {
     /// (wrapping around); the key goes to the node with the shortest such distance, the earliest
     /// probe winning a tie.
     pub fn shard_for_key(&self, key: KeyHash) -> ShardId {
-        let mut best_distance = u64::MAX;
-        let mut best_index = 0;
+        let mut best: Option<(u64, usize)> = None;
         let mut probe = key.start;
         for _ in 0..PROBES_PER_KEY {
             let index = self.successor(probe);
             let distance = self.points[index].wrapping_sub(probe);
-            if distance < best_distance {
-                best_distance = distance;
-                best_index = index;
+            if best.is_none_or(|(shortest, _)| distance < shortest) {
+                best = Some((distance, index));
             }
             probe = probe.wrapping_add(key.step);
         }
-        self.owners[best_index]
+        let (_, index) = best.expect("at least one probe");
+        self.owners[index]
     }
 
     /// The shards, ascending.
@@ -197,10 +196,13 @@ impl Ring {
         if !self.points.windows(2).all(|w| w[0] <= w[1]) {
             return Err("points are not sorted".into());
         }
-        for &shard in &self.shards {
-            let owned = self.owners.iter().filter(|&&o| o == shard).count();
-            if owned != VNODES_PER_SHARD as usize {
-                return Err(format!("shard {shard} owns {owned} virtual nodes"));
+        let mut owned: BTreeMap<ShardId, u32> = BTreeMap::new();
+        for &owner in &self.owners {
+            *owned.entry(owner).or_default() += 1;
+        }
+        for (shard, count) in owned {
+            if self.shards.binary_search(&shard).is_err() || count != VNODES_PER_SHARD {
+                return Err(format!("shard {shard} owns {count} virtual nodes"));
             }
         }
         let shift = 64 - self.bucket_bits;

@@ -5,19 +5,20 @@ use crate::urn::Model;
 
 /// The lookup spelled out without the bucket index: every probe scans every point.
 fn reference_shard(ring: &Ring, key: KeyHash) -> ShardId {
-    let mut best = (u64::MAX, ShardId(u32::MAX));
-    let mut probe = key.start;
-    for _ in 0..PROBES_PER_KEY {
+    let mut candidates = Vec::new();
+    for j in 0..u64::from(PROBES_PER_KEY) {
+        let probe = key.start.wrapping_add(j.wrapping_mul(key.step));
         let successor = (0..ring.points.len())
             .find(|&i| ring.points[i] >= probe)
             .unwrap_or(0);
-        let distance = ring.points[successor].wrapping_sub(probe);
-        if distance < best.0 {
-            best = (distance, ring.owners[successor]);
-        }
-        probe = probe.wrapping_add(key.step);
+        // Shortest distance first, then earliest probe.
+        candidates.push((
+            ring.points[successor].wrapping_sub(probe),
+            j,
+            ring.owners[successor],
+        ));
     }
-    best.1
+    candidates.iter().min().expect("probes").2
 }
 
 #[test]
@@ -27,6 +28,14 @@ fn rings_are_valid_at_every_size() {
         assert_eq!(ring.validate(), Ok(()), "{n} shards");
         assert_eq!(ring.shards().len(), n as usize);
     }
+    // Shard ids need not be dense.
+    let sparse = Ring::from_shards([ShardId(u32::MAX), ShardId(7), ShardId(1_000)]);
+    assert_eq!(sparse.validate(), Ok(()));
+    assert!(
+        sparse
+            .shards()
+            .contains(&sparse.shard_for("users", "alice"))
+    );
 }
 
 #[test]

@@ -1,0 +1,74 @@
+//! A closed-loop load runner: `concurrency` workers each issue one request at a time for a fixed
+//! duration; latencies of successful requests are kept exactly (no sampling) for percentiles.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct RunStats {
+    /// Successful operations per second.
+    pub per_second: f64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+    /// Successful operations.
+    pub ok: u64,
+    /// Failed operations (a correct run has none).
+    pub errors: u64,
+}
+
+/// Runs `op(worker, n)` from `concurrency` workers for `duration`.
+pub async fn run<F, Fut>(concurrency: usize, duration: Duration, op: F) -> RunStats
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let start = Instant::now();
+    let deadline = start + duration;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(4096);
+                let mut errors = 0u64;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match op(w, n).await {
+                        Ok(()) => latencies.push(t.elapsed()),
+                        Err(e) => {
+                            errors += 1;
+                            if errors == 1 {
+                                eprintln!("worker {w}: {e:#}");
+                            }
+                        }
+                    }
+                    n += 1;
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (latencies, e) = w.await.expect("worker panicked");
+        all.extend(latencies);
+        errors += e;
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    let at = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+    };
+    RunStats {
+        per_second: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.5).unwrap_or_default(),
+        p99: at(0.99).unwrap_or_default(),
+        ok: all.len() as u64,
+        errors,
+    }
+}

@@ -1,0 +1,122 @@
+//! Starting the processes a benchmark compares: the `themis` binary and a real etcd, each on a
+//! free loopback port with a temporary data directory, stopped when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A child process that is killed when dropped.
+#[derive(Debug)]
+pub struct Guard {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Where the `themis` binary built next to this one lives.
+pub fn themis_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name("themis");
+    if !path.exists() {
+        bail!(
+            "{} does not exist: build it first with the same profile (cargo build -p themis-server --bin themis)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Starts `themis serve` with `shards` shards in a temporary directory under `parent`; returns
+/// its base URL.
+pub fn start_themis(binary: &Path, parent: &Path, shards: u32) -> anyhow::Result<(Guard, String)> {
+    let dir = tempfile::tempdir_in(parent)?;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let mut child = Command::new(binary)
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--shards",
+            &shards.to_string(),
+            "--log",
+            "warn",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("themis listening on") => break,
+            Some(_) => {}
+            None => bail!("themis exited before listening"),
+        }
+    }
+    Ok((Guard { child, _dir: dir }, format!("http://{listen}")))
+}
+
+/// Starts a single-node etcd (Debian `etcd-server`) in a temporary directory under `parent`;
+/// returns its client endpoint. etcd fsyncs its WAL before acknowledging a put (its default).
+pub fn start_etcd(parent: &Path) -> anyhow::Result<(Guard, String)> {
+    let dir = tempfile::tempdir_in(parent)?;
+    let (client, peer) = (free_port()?, free_port()?);
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new("etcd")
+        .args(["--name", "bench", "--data-dir"])
+        .arg(dir.path().join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("bench={peer_url}"),
+            "--initial-cluster-state",
+            "new",
+        ])
+        .args(["--log-level", "error", "--logger", "zap"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start etcd (install Debian etcd-server)")?;
+    let guard = Guard { child, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+        if Instant::now() > deadline {
+            bail!("etcd did not listen within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((guard, format!("127.0.0.1:{client}")))
+}
