@@ -49,36 +49,27 @@ enum Command {
         /// A short run for CI: concurrency 1 and 16, one pair, 1 s each; fails on any error.
         #[arg(long)]
         smoke: bool,
+        /// Measure an already running themis at this URL instead of starting one (for profiling).
+        #[arg(long)]
+        themis_url: Option<String>,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Append {
-            seconds,
-            concurrency,
-            pairs,
-            event_bytes,
-            shards,
-            dir,
-            smoke,
-        } => {
-            let (seconds, concurrency, pairs) = if smoke {
-                (1, vec![1, 16], 1)
-            } else {
-                (seconds, concurrency, pairs.max(1))
-            };
-            append(
-                Duration::from_secs(seconds),
-                &concurrency,
+        Command::Append { seconds, concurrency, pairs, event_bytes, shards, dir, smoke, themis_url } => {
+            let (seconds, concurrency, pairs) =
+                if smoke { (1, vec![1, 16], 1) } else { (seconds, concurrency, pairs.max(1)) };
+            let options = Options {
+                duration: Duration::from_secs(seconds),
                 pairs,
                 event_bytes,
                 shards,
-                dir,
                 smoke,
-            )
-            .await
+                themis_url,
+            };
+            append(&options, &concurrency, dir).await
         }
     }
 }
@@ -92,21 +83,29 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-async fn append(
+struct Options {
     duration: Duration,
-    concurrency: &[usize],
     pairs: usize,
     event_bytes: usize,
     shards: u32,
-    dir: Option<PathBuf>,
     smoke: bool,
-) -> anyhow::Result<()> {
+    themis_url: Option<String>,
+}
+
+async fn append(options: &Options, concurrency: &[usize], dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let Options { duration, pairs, event_bytes, shards, smoke, .. } = *options;
     let tmp = tempfile::tempdir()?;
     let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
     let binary = themis_binary()?;
     let before = fsync_probe(&dir, Duration::from_secs(if smoke { 1 } else { 5 }))?;
-    let (_themis, base) = start_themis(&binary, &dir, shards)?;
+    let (_themis, base) = match &options.themis_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let (guard, base) = start_themis(&binary, &dir, shards)?;
+            (Some(guard), base)
+        }
+    };
     let (_etcd, endpoint) = start_etcd(&dir)?;
     let etcd = etcd_client::Client::connect([endpoint.as_str()], None)
         .await

@@ -25,25 +25,29 @@ pub struct ProposedEvent {
     pub expected: ExpectedRevision,
 }
 
-/// An atomic batch of events for one shard, as one Raft entry carries it.
+/// What one Raft entry carries: the client batches the leader group-committed together, each
+/// atomic on its own, and their commit timestamp.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proposal {
     /// Commit timestamp, milliseconds since the Unix epoch, assigned by the proposing leader.
     pub ts_ms: u64,
-    /// The events, applied all or none, in order.
-    pub events: Vec<ProposedEvent>,
+    /// Client batches in order; each is applied all or none, independently of the others.
+    pub batches: Vec<Vec<ProposedEvent>>,
 }
 
 impl Proposal {
     /// The binary encoding stored in the log.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(64 + self.events.len() * 128);
+        let mut w = Writer::with_capacity(64 + self.events().count() * 128);
         w.u8(PROPOSAL_VERSION);
         w.varint(self.ts_ms);
-        w.varint(self.events.len() as u64);
-        for e in &self.events {
-            e.expected.encode(&mut w);
-            e.event.encode(&mut w);
+        w.varint(self.batches.len() as u64);
+        for batch in &self.batches {
+            w.varint(batch.len() as u64);
+            for e in batch {
+                e.expected.encode(&mut w);
+                e.event.encode(&mut w);
+            }
         }
         w.into_bytes()
     }
@@ -56,15 +60,28 @@ impl Proposal {
             return Err(r.error("proposal version", format!("unknown version {version}")));
         }
         let ts_ms = r.varint("proposal timestamp")?;
-        let n = r.len("proposal event count", PROPOSAL_EVENTS_MAX)?;
-        let mut events = Vec::with_capacity(n.min(1024));
-        for _ in 0..n {
-            let expected = ExpectedRevision::decode(&mut r)?;
-            let event = Event::decode(&mut r)?;
-            events.push(ProposedEvent { event, expected });
+        let batch_count = r.len("proposal batch count", PROPOSAL_EVENTS_MAX)?;
+        let mut batches = Vec::with_capacity(batch_count.min(1024));
+        let mut total = 0;
+        for _ in 0..batch_count {
+            let n = r.len("proposal event count", PROPOSAL_EVENTS_MAX - total)?;
+            total += n;
+            let mut events = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                let expected = ExpectedRevision::decode(&mut r)?;
+                let event = Event::decode(&mut r)?;
+                events.push(ProposedEvent { event, expected });
+            }
+            batches.push(events);
         }
         r.finish("proposal")?;
-        Ok(Proposal { ts_ms, events })
+        Ok(Proposal { ts_ms, batches })
+    }
+
+    /// Every event of every batch, in log order; an event's position in this sequence is its
+    /// index in the entry.
+    pub fn events(&self) -> impl Iterator<Item = &ProposedEvent> {
+        self.batches.iter().flatten()
     }
 }
 
@@ -82,7 +99,8 @@ impl<'de> Deserialize<'de> for Proposal {
     }
 }
 
-/// Where an accepted event sits: its entry, its index in the entry, its stream revision.
+/// Where an accepted event sits: its entry, its index among the entry's events (all batches,
+/// in order), its stream revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventPosition {
     /// The entry's LSN.
@@ -93,12 +111,11 @@ pub struct EventPosition {
     pub revision: u64,
 }
 
-/// What the state machine decided about one entry. Deterministic: every replica decides the same.
+/// What the state machine decided about one client batch of an entry. Deterministic: every
+/// replica decides the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    /// A Raft-internal entry (leader no-op or membership change): no events.
-    System,
     /// The events were appended with these revisions, in batch order.
     Appended {
         /// One revision per event.

@@ -26,7 +26,7 @@ openraft::declare_raft_types!(
     /// The Raft type configuration of a shard group.
     pub TypeConfig:
         D = Proposal,
-        R = Outcome,
+        R = Vec<Outcome>,
         NodeId = u64,
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,

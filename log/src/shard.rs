@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use openraft::{BasicNode, EntryPayload, ServerState};
 use redb::ReadableDatabase;
 use serde::Serialize;
@@ -107,10 +108,10 @@ pub struct LogEntryView {
     pub ts_ms: Option<u64>,
     /// Hash chain of the log up to and including this entry (hex).
     pub chain: String,
-    /// What the state machine decided (events entries only).
+    /// What the state machine decided for each client batch of the entry (events entries only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<Outcome>,
-    /// The proposed events with their expected revisions.
+    pub outcomes: Option<Vec<Outcome>>,
+    /// The events of every batch, in order (an event's place here is its index).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
 }
@@ -122,6 +123,44 @@ pub struct ShardConfig {
     pub timing: RaftTiming,
     /// Store tunables.
     pub store: StoreConfig,
+    /// Group commit tunables.
+    pub proposer: ProposerConfig,
+}
+
+/// How the leader groups concurrent appends into entries. openraft writes one entry at a time
+/// and waits for its fsync, so batching happens here: every append that arrives while earlier
+/// entries are in flight joins the next entry.
+#[derive(Debug, Clone)]
+pub struct ProposerConfig {
+    /// Entries proposed and not yet answered, at most.
+    pub in_flight_max: usize,
+    /// Events in one entry, at most (a single larger batch still goes alone).
+    pub entry_events_max: usize,
+    /// Approximate bytes of one entry, at most (a single larger batch still goes alone).
+    pub entry_bytes_max: usize,
+    /// Appends waiting for a proposal slot, at most; senders wait beyond.
+    pub queue_depth_max: usize,
+}
+
+impl Default for ProposerConfig {
+    fn default() -> Self {
+        Self { in_flight_max: 2, entry_events_max: 8192, entry_bytes_max: 4 << 20, queue_depth_max: 16_384 }
+    }
+}
+
+struct PendingAppend {
+    events: Vec<ProposedEvent>,
+    reply: oneshot::Sender<Result<Appended>>,
+}
+
+/// What the proposer task shares with the shard.
+struct Proposer {
+    id: ShardId,
+    raft: Raft,
+    clock: Arc<dyn Clock>,
+    last_ts: AtomicU64,
+    stats: ShardStats,
+    config: ProposerConfig,
 }
 
 /// One shard's Raft group and store on this node.
@@ -129,9 +168,8 @@ pub struct Shard {
     id: ShardId,
     raft: Raft,
     store: ShardStore,
-    clock: Arc<dyn Clock>,
-    last_ts: AtomicU64,
-    stats: ShardStats,
+    proposer: Arc<Proposer>,
+    appends: mpsc::Sender<PendingAppend>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -209,14 +247,17 @@ impl Shard {
                     reason: e.to_string(),
                 })?;
         }
-        Ok(Shard {
+        let proposer = Arc::new(Proposer {
             id,
-            raft,
-            store,
+            raft: raft.clone(),
             clock,
             last_ts: AtomicU64::new(last_ts),
             stats: ShardStats::default(),
-        })
+            config: config.proposer.clone(),
+        });
+        let (appends, queue) = mpsc::channel(config.proposer.queue_depth_max.max(1));
+        tokio::spawn(proposer.clone().run(queue));
+        Ok(Shard { id, raft, store, proposer, appends })
     }
 
     /// The shard's id.
@@ -236,7 +277,7 @@ impl Shard {
 
     /// Shard counters.
     pub fn stats(&self) -> &ShardStats {
-        &self.stats
+        &self.proposer.stats
     }
 
     /// The LSN its state machine has applied.
@@ -269,11 +310,6 @@ impl Shard {
         }
     }
 
-    fn next_ts(&self) -> u64 {
-        let now = self.clock.wall_ms();
-        self.last_ts.fetch_max(now, Ordering::SeqCst).max(now)
-    }
-
     fn storage<E: std::fmt::Display>(&self) -> impl Fn(E) -> Error + '_ {
         move |e| Error::Storage(format!("{}: {e}", self.store.location()))
     }
@@ -301,8 +337,8 @@ impl Shard {
                 }
                 out.push(appended_event(&p.event, r.position));
             }
-            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            self.stats.appends.fetch_add(1, Ordering::Relaxed);
+            self.proposer.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            self.proposer.stats.appends.fetch_add(1, Ordering::Relaxed);
             let lsn = out.iter().map(|e| e.lsn).max().expect("non-empty");
             return Ok(Some(Appended {
                 position: Position {
@@ -341,7 +377,7 @@ impl Shard {
                 _ => false,
             };
             if certain {
-                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                self.proposer.stats.conflicts.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::WrongExpectedRevision {
                     urn: p.event.urn.clone(),
                     expected: p.expected,
@@ -357,109 +393,10 @@ impl Shard {
         if let Some(answer) = self.precheck(&events)? {
             return Ok(answer);
         }
-        let summary: Vec<(EventId, Urn)> = events
-            .iter()
-            .map(|p| (p.event.id, p.event.urn.clone()))
-            .collect();
-        let proposal = Proposal {
-            ts_ms: self.next_ts(),
-            events,
-        };
-        let response = self
-            .raft
-            .client_write(proposal)
-            .await
-            .map_err(|e| self.write_error(e))?;
-        let lsn = Lsn(response.log_id.index);
-        match response.data {
-            Outcome::Appended { revisions } => {
-                let events = summary
-                    .into_iter()
-                    .zip(revisions)
-                    .enumerate()
-                    .map(|(i, ((id, urn), revision))| AppendedEvent {
-                        id,
-                        urn,
-                        revision,
-                        lsn,
-                        index: i as u32,
-                    })
-                    .collect::<Vec<_>>();
-                self.stats.appends.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .events
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-                Ok(Appended {
-                    position: Position {
-                        shard: self.id,
-                        lsn,
-                    },
-                    duplicate: false,
-                    events,
-                })
-            }
-            Outcome::Duplicate { original } => {
-                let lsn = original.iter().map(|p| p.lsn).max().unwrap_or(lsn);
-                let events = summary
-                    .into_iter()
-                    .zip(original)
-                    .map(|((id, urn), p)| AppendedEvent {
-                        id,
-                        urn,
-                        revision: p.revision,
-                        lsn: p.lsn,
-                        index: p.index,
-                    })
-                    .collect();
-                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                self.stats.appends.fetch_add(1, Ordering::Relaxed);
-                Ok(Appended {
-                    position: Position {
-                        shard: self.id,
-                        lsn,
-                    },
-                    duplicate: true,
-                    events,
-                })
-            }
-            Outcome::WrongExpectedRevision {
-                urn,
-                expected,
-                actual,
-                ..
-            } => {
-                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                Err(Error::WrongExpectedRevision {
-                    urn,
-                    expected,
-                    actual,
-                })
-            }
-            Outcome::IdempotencyConflict { id, reason, .. } => {
-                Err(Error::IdempotencyConflict { id, reason })
-            }
-            Outcome::System => Err(Error::Storage(format!(
-                "shard {}: the state machine answered a proposal as a system entry",
-                self.id.0
-            ))),
-        }
-    }
-
-    fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Error {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::NotLeader {
-                shard: self.id,
-                leader: f.leader_id,
-            },
-            RaftError::APIError(other) => Error::Unavailable {
-                shard: self.id,
-                reason: other.to_string(),
-            },
-            RaftError::Fatal(fatal) => Error::Unavailable {
-                shard: self.id,
-                reason: fatal.to_string(),
-            },
-        }
+        let (reply, answer) = oneshot::channel();
+        let stopped = || Error::Unavailable { shard: self.id, reason: "the shard is shutting down".into() };
+        self.appends.send(PendingAppend { events, reply }).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Reads up to `limit` events of `urn` from revision `from`.
@@ -526,7 +463,7 @@ impl Shard {
                 detail: format!("log entry {lsn} is referenced by the stream index but missing"),
             })?;
         match entry.payload {
-            EntryPayload::Normal(p) => Ok((p.ts_ms, p.events)),
+            EntryPayload::Normal(p) => Ok((p.ts_ms, p.batches.into_iter().flatten().collect())),
             _ => Err(Error::Corrupted {
                 location: self.store.location().to_owned(),
                 detail: format!(
@@ -560,13 +497,13 @@ impl Shard {
                 EntryPayload::Normal(p) => (
                     "events",
                     Some(p.ts_ms),
-                    p.events.into_iter().map(|e| e.event).collect(),
+                    p.batches.into_iter().flatten().map(|e| e.event).collect(),
                 ),
             };
-            let outcome = outcomes
+            let outcomes = outcomes
                 .get(index)
                 .map_err(self.storage())?
-                .map(|v| serde_json::from_slice::<Outcome>(v.value()))
+                .map(|v| serde_json::from_slice::<Vec<Outcome>>(v.value()))
                 .transpose()
                 .map_err(self.storage())?;
             out.push(LogEntryView {
@@ -575,7 +512,7 @@ impl Shard {
                 kind,
                 ts_ms,
                 chain,
-                outcome,
+                outcomes,
                 events,
             });
         }
@@ -590,5 +527,137 @@ fn appended_event(event: &Event, p: EventPosition) -> AppendedEvent {
         revision: p.revision,
         lsn: p.lsn,
         index: p.index,
+    }
+}
+
+/// A rough size of a batch, for the entry size bound.
+fn approx_bytes(events: &[ProposedEvent]) -> usize {
+    events
+        .iter()
+        .map(|p| {
+            let e = &p.event;
+            64 + e.urn.as_str().len()
+                + e.data.as_ref().map_or(0, |d| d.get().len())
+                + e.metadata.as_ref().map_or(0, |d| d.get().len())
+                + e.vector.as_ref().map_or(0, |v| v.len() * 4)
+                + e.points.as_ref().map_or(0, |p| p.len() * 16)
+        })
+        .sum()
+}
+
+impl Proposer {
+    fn next_ts(&self) -> u64 {
+        let now = self.clock.wall_ms();
+        self.last_ts.fetch_max(now, Ordering::SeqCst).max(now)
+    }
+
+    /// Groups queued appends into entries, keeping at most `in_flight_max` entries unanswered.
+    async fn run(self: Arc<Self>, mut queue: mpsc::Receiver<PendingAppend>) {
+        let slots = Arc::new(Semaphore::new(self.config.in_flight_max.max(1)));
+        while let Some(first) = queue.recv().await {
+            // While we wait for a slot, more appends queue up and join this entry.
+            let slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let mut events = first.events.len();
+            let mut bytes = approx_bytes(&first.events);
+            let mut group = vec![first];
+            while events < self.config.entry_events_max && bytes < self.config.entry_bytes_max {
+                let Ok(next) = queue.try_recv() else { break };
+                events += next.events.len();
+                bytes += approx_bytes(&next.events);
+                group.push(next);
+            }
+            self.propose(group, slot).await;
+        }
+    }
+
+    async fn propose(self: &Arc<Self>, group: Vec<PendingAppend>, slot: OwnedSemaphorePermit) {
+        let mut replies = Vec::with_capacity(group.len());
+        let mut batches = Vec::with_capacity(group.len());
+        for pending in group {
+            let summary: Vec<(EventId, Urn)> =
+                pending.events.iter().map(|p| (p.event.id, p.event.urn.clone())).collect();
+            replies.push((pending.reply, summary));
+            batches.push(pending.events);
+        }
+        let proposal = Proposal { ts_ms: self.next_ts(), batches };
+        match self.raft.client_write_ff(proposal).await {
+            Err(fatal) => {
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(Error::Unavailable { shard: self.id, reason: fatal.to_string() }));
+                }
+            }
+            Ok(answer) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let answer = answer.await;
+                    drop(slot);
+                    this.answer(answer, replies);
+                });
+            }
+        }
+    }
+
+    fn answer(
+        &self,
+        answer: std::result::Result<
+            std::result::Result<openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>, ClientWriteError<NodeId, BasicNode>>,
+            oneshot::error::RecvError,
+        >,
+        replies: Vec<(oneshot::Sender<Result<Appended>>, Vec<(EventId, Urn)>)>,
+    ) {
+        let response = match answer {
+            Ok(Ok(response)) => response,
+            failure => {
+                let error = match failure {
+                    Ok(Err(ClientWriteError::ForwardToLeader(f))) => Error::NotLeader { shard: self.id, leader: f.leader_id },
+                    Ok(Err(other)) => Error::Unavailable { shard: self.id, reason: other.to_string() },
+                    _ => Error::Unavailable { shard: self.id, reason: "raft stopped before answering".into() },
+                };
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                return;
+            }
+        };
+        let lsn = Lsn(response.log_id.index);
+        assert_eq!(response.data.len(), replies.len(), "one outcome per batch of the entry");
+        let mut first_index = 0u32;
+        for ((reply, summary), outcome) in replies.into_iter().zip(response.data) {
+            let size = summary.len() as u32;
+            let _ = reply.send(self.outcome(lsn, first_index, summary, outcome));
+            first_index += size;
+        }
+    }
+
+    fn outcome(&self, lsn: Lsn, first_index: u32, summary: Vec<(EventId, Urn)>, outcome: Outcome) -> Result<Appended> {
+        match outcome {
+            Outcome::Appended { revisions } => {
+                let events = summary
+                    .into_iter()
+                    .zip(revisions)
+                    .enumerate()
+                    .map(|(i, ((id, urn), revision))| AppendedEvent { id, urn, revision, lsn, index: first_index + i as u32 })
+                    .collect::<Vec<_>>();
+                self.stats.appends.fetch_add(1, Ordering::Relaxed);
+                self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+                Ok(Appended { position: Position { shard: self.id, lsn }, duplicate: false, events })
+            }
+            Outcome::Duplicate { original } => {
+                let lsn = original.iter().map(|p| p.lsn).max().unwrap_or(lsn);
+                let events = summary
+                    .into_iter()
+                    .zip(original)
+                    .map(|((id, urn), p)| AppendedEvent { id, urn, revision: p.revision, lsn: p.lsn, index: p.index })
+                    .collect();
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                self.stats.appends.fetch_add(1, Ordering::Relaxed);
+                Ok(Appended { position: Position { shard: self.id, lsn }, duplicate: true, events })
+            }
+            Outcome::WrongExpectedRevision { urn, expected, actual, .. } => {
+                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                Err(Error::WrongExpectedRevision { urn, expected, actual })
+            }
+            Outcome::IdempotencyConflict { id, reason, .. } => Err(Error::IdempotencyConflict { id, reason }),
+        }
     }
 }

@@ -60,8 +60,11 @@ fn arb_event() -> impl Strategy<Value = ProposedEvent> {
 
 proptest! {
     #[test]
-    fn proposals_round_trip(ts in any::<u64>(), events in proptest::collection::vec(arb_event(), 0..8)) {
-        let p = Proposal { ts_ms: ts, events };
+    fn proposals_round_trip(
+        ts in any::<u64>(),
+        batches in proptest::collection::vec(proptest::collection::vec(arb_event(), 0..5), 0..4),
+    ) {
+        let p = Proposal { ts_ms: ts, batches };
         prop_assert_eq!(Proposal::decode(&p.encode()).unwrap(), p);
     }
 
@@ -72,7 +75,7 @@ proptest! {
 
     #[test]
     fn truncated_proposals_are_errors(events in proptest::collection::vec(arb_event(), 1..4), cut in any::<prop::sample::Index>()) {
-        let bytes = Proposal { ts_ms: 5, events }.encode();
+        let bytes = Proposal { ts_ms: 5, batches: vec![events] }.encode();
         let cut = cut.index(bytes.len());
         prop_assert!(Proposal::decode(&bytes[..cut]).is_err());
     }

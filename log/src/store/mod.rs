@@ -101,7 +101,7 @@ enum Command {
     },
     Apply {
         entries: Vec<Entry>,
-        done: oneshot::Sender<StorageResult<Vec<Outcome>>>,
+        done: oneshot::Sender<StorageResult<Vec<Vec<Outcome>>>>,
     },
     InstallSnapshot {
         data: Vec<u8>,
@@ -595,12 +595,12 @@ impl Shared {
         })
     }
 
-    fn apply(&self, entries: &[Entry]) -> StorageResult<Vec<Outcome>> {
+    fn apply(&self, entries: &[Entry]) -> StorageResult<Vec<Vec<Outcome>>> {
         if let Some(e) = self.failed() {
             return Err(e);
         }
         let window = self.config.dedup_window.as_millis() as u64;
-        let result = (|| -> std::result::Result<Vec<Outcome>, String> {
+        let result = (|| -> std::result::Result<Vec<Vec<Outcome>>, String> {
             let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
             tx.set_durability(Durability::None)
                 .map_err(|e| e.to_string())?;
@@ -839,7 +839,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         ))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Outcome>>
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Vec<Outcome>>>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,

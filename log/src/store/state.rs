@@ -10,7 +10,7 @@ use openraft::EntryPayload;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::entry::{EventPosition, Outcome, Proposal};
+use crate::entry::{EventPosition, Outcome, ProposedEvent};
 use crate::event::EventId;
 use crate::ids::Lsn;
 use crate::raft::Entry;
@@ -100,52 +100,51 @@ from_redb!(
     redb::TransactionError
 );
 
-/// Applies one committed entry inside `tx` and returns its outcome.
+/// Applies one committed entry inside `tx` and returns one outcome per client batch (none for
+/// Raft's own entries).
 pub(crate) fn apply(
     tx: &WriteTransaction,
     entry: &Entry,
     dedup_window_ms: u64,
-) -> Result<Outcome, ApplyError> {
-    let outcome = match &entry.payload {
-        EntryPayload::Blank => Outcome::System,
+) -> Result<Vec<Outcome>, ApplyError> {
+    let outcomes = match &entry.payload {
+        EntryPayload::Blank => Vec::new(),
         EntryPayload::Membership(membership) => {
             let stored = openraft::StoredMembership::new(Some(entry.log_id), membership.clone());
-            tx.open_table(SM_META)?.insert(
-                "membership",
-                &serde_json::to_vec(&stored).expect("json")[..],
-            )?;
-            Outcome::System
+            tx.open_table(SM_META)?.insert("membership", &serde_json::to_vec(&stored).expect("json")[..])?;
+            Vec::new()
         }
         EntryPayload::Normal(proposal) => {
-            let outcome = decide(tx, Lsn(entry.log_id.index), proposal)?;
-            if let Outcome::Appended { revisions } = &outcome {
-                record(tx, Lsn(entry.log_id.index), proposal, revisions)?;
+            let lsn = Lsn(entry.log_id.index);
+            let mut outcomes = Vec::with_capacity(proposal.batches.len());
+            let mut first_index = 0u32;
+            for batch in &proposal.batches {
+                let outcome = decide(tx, lsn, batch)?;
+                if let Outcome::Appended { revisions } = &outcome {
+                    record(tx, lsn, first_index, proposal.ts_ms, batch, revisions)?;
+                }
+                outcomes.push(outcome);
+                first_index += batch.len() as u32;
             }
             expire(tx, proposal.ts_ms.saturating_sub(dedup_window_ms))?;
             let mut meta = tx.open_table(SM_META)?;
             let last_ts = meta.get("ts")?.map(|v| v.value().to_vec());
-            let last_ts =
-                last_ts.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or_default()));
+            let last_ts = last_ts.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or_default()));
             meta.insert("ts", &proposal.ts_ms.max(last_ts).to_le_bytes()[..])?;
-            tx.open_table(OUTCOMES)?.insert(
-                entry.log_id.index,
-                &serde_json::to_vec(&outcome).expect("json")[..],
-            )?;
-            outcome
+            tx.open_table(OUTCOMES)?
+                .insert(entry.log_id.index, &serde_json::to_vec(&outcomes).expect("json")[..])?;
+            outcomes
         }
     };
-    tx.open_table(SM_META)?.insert(
-        "applied",
-        &serde_json::to_vec(&entry.log_id).expect("json")[..],
-    )?;
-    Ok(outcome)
+    tx.open_table(SM_META)?.insert("applied", &serde_json::to_vec(&entry.log_id).expect("json")[..])?;
+    Ok(outcomes)
 }
 
-/// Decides the outcome of `proposal` against the tables without changing them.
-fn decide(tx: &WriteTransaction, lsn: Lsn, proposal: &Proposal) -> Result<Outcome, ApplyError> {
+/// Decides the outcome of one batch against the tables without changing them.
+fn decide(tx: &WriteTransaction, lsn: Lsn, batch: &[ProposedEvent]) -> Result<Outcome, ApplyError> {
     let dedup = tx.open_table(DEDUP)?;
-    let mut seen = Vec::with_capacity(proposal.events.len());
-    for (i, p) in proposal.events.iter().enumerate() {
+    let mut seen = Vec::with_capacity(batch.len());
+    for (i, p) in batch.iter().enumerate() {
         let record = dedup
             .get(p.event.id.as_bytes().as_slice())?
             .map(|v| DedupRecord::decode(v.value()));
@@ -153,7 +152,7 @@ fn decide(tx: &WriteTransaction, lsn: Lsn, proposal: &Proposal) -> Result<Outcom
     }
     let duplicates = seen.iter().filter(|(_, r)| r.is_some()).count();
     let mut ids = BTreeMap::new();
-    for (i, p) in proposal.events.iter().enumerate() {
+    for (i, p) in batch.iter().enumerate() {
         if ids.insert(p.event.id, i).is_some() {
             return Ok(Outcome::IdempotencyConflict {
                 index: i as u32,
@@ -165,12 +164,12 @@ fn decide(tx: &WriteTransaction, lsn: Lsn, proposal: &Proposal) -> Result<Outcom
     if duplicates > 0 {
         let mut original = Vec::with_capacity(seen.len());
         for (i, record) in seen {
-            let event = &proposal.events[i].event;
+            let event = &batch[i].event;
             let reason = match &record {
                 None => Some(format!(
                     "{duplicates} of the batch's {} event ids were appended before, this one was not; \
                      a retry must resend exactly the original batch",
-                    proposal.events.len()
+                    batch.len()
                 )),
                 Some(r) if r.urn != event.urn.as_str() => Some(format!(
                     "the id was appended before to another stream, {}",
@@ -187,14 +186,14 @@ fn decide(tx: &WriteTransaction, lsn: Lsn, proposal: &Proposal) -> Result<Outcom
             }
             original.push(record.expect("checked above").position);
         }
-        debug_assert!(original.iter().all(|p| p.lsn < lsn));
+        debug_assert!(original.iter().all(|p| p.lsn <= lsn));
         return Ok(Outcome::Duplicate { original });
     }
 
     let streams = tx.open_table(STREAMS)?;
     let mut overlay: BTreeMap<&str, Option<u64>> = BTreeMap::new();
-    let mut revisions = Vec::with_capacity(proposal.events.len());
-    for (i, p) in proposal.events.iter().enumerate() {
+    let mut revisions = Vec::with_capacity(batch.len());
+    for (i, p) in batch.iter().enumerate() {
         let urn = p.event.urn.as_str();
         let committed = streams.get(urn)?.map(|v| v.value());
         let current = *overlay.entry(urn).or_insert(committed);
@@ -213,20 +212,23 @@ fn decide(tx: &WriteTransaction, lsn: Lsn, proposal: &Proposal) -> Result<Outcom
     Ok(Outcome::Appended { revisions })
 }
 
-/// Records an accepted proposal in the stream and idempotency tables.
+/// Records an accepted batch, whose first event has index `first_index` in the entry, in the
+/// stream and idempotency tables.
 fn record(
     tx: &WriteTransaction,
     lsn: Lsn,
-    proposal: &Proposal,
+    first_index: u32,
+    ts_ms: u64,
+    batch: &[ProposedEvent],
     revisions: &[u64],
 ) -> Result<(), ApplyError> {
     let mut streams = tx.open_table(STREAMS)?;
     let mut stream_events = tx.open_table(STREAM_EVENTS)?;
     let mut dedup = tx.open_table(DEDUP)?;
     let mut expiry = tx.open_table(DEDUP_EXPIRY)?;
-    for (i, (p, &revision)) in proposal.events.iter().zip(revisions).enumerate() {
+    for (i, (p, &revision)) in batch.iter().zip(revisions).enumerate() {
         let urn = p.event.urn.as_str();
-        let index = i as u32;
+        let index = first_index + i as u32;
         streams.insert(urn, revision)?;
         stream_events.insert((urn, revision), (lsn.0, index))?;
         let position = EventPosition {
@@ -236,12 +238,12 @@ fn record(
         };
         let record = DedupRecord {
             position,
-            ts_ms: proposal.ts_ms,
+            ts_ms,
             urn: urn.to_owned(),
         };
         let id = p.event.id.as_bytes().as_slice();
         dedup.insert(id, &record.encode()[..])?;
-        expiry.insert((proposal.ts_ms, id), ())?;
+        expiry.insert((ts_ms, id), ())?;
     }
     Ok(())
 }

@@ -51,7 +51,7 @@ fn event(urn: &str, event_type: &str) -> ProposedEvent {
 fn entry(index: u64, event_type: &str) -> Entry {
     let proposal = Proposal {
         ts_ms: 1_000 + index,
-        events: vec![event("urn:themis:document:d:x", event_type)],
+        batches: vec![vec![event("urn:themis:document:d:x", event_type)]],
     };
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),

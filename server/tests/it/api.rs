@@ -160,7 +160,7 @@ async fn append_read_retry_and_conflict() {
         2,
         "the retry and the conflict never reached the log: {log}"
     );
-    assert_eq!(appended[0]["outcome"]["outcome"], "appended");
+    assert_eq!(appended[0]["outcomes"][0]["outcome"], "appended");
     assert!(
         entries
             .iter()

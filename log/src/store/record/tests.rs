@@ -18,7 +18,7 @@ fn entries() -> Vec<Entry> {
             log_id: id(2),
             payload: EntryPayload::Normal(Proposal {
                 ts_ms: 9,
-                events: vec![],
+                batches: vec![vec![]],
             }),
         },
     ]
