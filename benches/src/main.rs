@@ -58,9 +58,21 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Append { seconds, concurrency, pairs, event_bytes, shards, dir, smoke, themis_url } => {
-            let (seconds, concurrency, pairs) =
-                if smoke { (1, vec![1, 16], 1) } else { (seconds, concurrency, pairs.max(1)) };
+        Command::Append {
+            seconds,
+            concurrency,
+            pairs,
+            event_bytes,
+            shards,
+            dir,
+            smoke,
+            themis_url,
+        } => {
+            let (seconds, concurrency, pairs) = if smoke {
+                (1, vec![1, 16], 1)
+            } else {
+                (seconds, concurrency, pairs.max(1))
+            };
             let options = Options {
                 duration: Duration::from_secs(seconds),
                 pairs,
@@ -92,8 +104,19 @@ struct Options {
     themis_url: Option<String>,
 }
 
-async fn append(options: &Options, concurrency: &[usize], dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let Options { duration, pairs, event_bytes, shards, smoke, .. } = *options;
+async fn append(
+    options: &Options,
+    concurrency: &[usize],
+    dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let Options {
+        duration,
+        pairs,
+        event_bytes,
+        shards,
+        smoke,
+        ..
+    } = *options;
     let tmp = tempfile::tempdir()?;
     let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
     std::fs::create_dir_all(&dir)?;

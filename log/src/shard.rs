@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::error::ClientWriteError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use openraft::{BasicNode, EntryPayload, ServerState};
 use redb::ReadableDatabase;
 use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::entry::{EventPosition, Outcome, Proposal, ProposedEvent};
 use crate::event::{Event, EventId, ExpectedRevision};
@@ -144,7 +144,12 @@ pub struct ProposerConfig {
 
 impl Default for ProposerConfig {
     fn default() -> Self {
-        Self { in_flight_max: 2, entry_events_max: 8192, entry_bytes_max: 4 << 20, queue_depth_max: 16_384 }
+        Self {
+            in_flight_max: 1,
+            entry_events_max: 8192,
+            entry_bytes_max: 4 << 20,
+            queue_depth_max: 16_384,
+        }
     }
 }
 
@@ -257,7 +262,13 @@ impl Shard {
         });
         let (appends, queue) = mpsc::channel(config.proposer.queue_depth_max.max(1));
         tokio::spawn(proposer.clone().run(queue));
-        Ok(Shard { id, raft, store, proposer, appends })
+        Ok(Shard {
+            id,
+            raft,
+            store,
+            proposer,
+            appends,
+        })
     }
 
     /// The shard's id.
@@ -337,7 +348,10 @@ impl Shard {
                 }
                 out.push(appended_event(&p.event, r.position));
             }
-            self.proposer.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            self.proposer
+                .stats
+                .duplicates
+                .fetch_add(1, Ordering::Relaxed);
             self.proposer.stats.appends.fetch_add(1, Ordering::Relaxed);
             let lsn = out.iter().map(|e| e.lsn).max().expect("non-empty");
             return Ok(Some(Appended {
@@ -377,7 +391,10 @@ impl Shard {
                 _ => false,
             };
             if certain {
-                self.proposer.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                self.proposer
+                    .stats
+                    .conflicts
+                    .fetch_add(1, Ordering::Relaxed);
                 return Err(Error::WrongExpectedRevision {
                     urn: p.event.urn.clone(),
                     expected: p.expected,
@@ -394,8 +411,14 @@ impl Shard {
             return Ok(answer);
         }
         let (reply, answer) = oneshot::channel();
-        let stopped = || Error::Unavailable { shard: self.id, reason: "the shard is shutting down".into() };
-        self.appends.send(PendingAppend { events, reply }).await.map_err(|_| stopped())?;
+        let stopped = || Error::Unavailable {
+            shard: self.id,
+            reason: "the shard is shutting down".into(),
+        };
+        self.appends
+            .send(PendingAppend { events, reply })
+            .await
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -556,7 +579,11 @@ impl Proposer {
         let slots = Arc::new(Semaphore::new(self.config.in_flight_max.max(1)));
         while let Some(first) = queue.recv().await {
             // While we wait for a slot, more appends queue up and join this entry.
-            let slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let slot = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let mut events = first.events.len();
             let mut bytes = approx_bytes(&first.events);
             let mut group = vec![first];
@@ -574,16 +601,25 @@ impl Proposer {
         let mut replies = Vec::with_capacity(group.len());
         let mut batches = Vec::with_capacity(group.len());
         for pending in group {
-            let summary: Vec<(EventId, Urn)> =
-                pending.events.iter().map(|p| (p.event.id, p.event.urn.clone())).collect();
+            let summary: Vec<(EventId, Urn)> = pending
+                .events
+                .iter()
+                .map(|p| (p.event.id, p.event.urn.clone()))
+                .collect();
             replies.push((pending.reply, summary));
             batches.push(pending.events);
         }
-        let proposal = Proposal { ts_ms: self.next_ts(), batches };
+        let proposal = Proposal {
+            ts_ms: self.next_ts(),
+            batches,
+        };
         match self.raft.client_write_ff(proposal).await {
             Err(fatal) => {
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(Error::Unavailable { shard: self.id, reason: fatal.to_string() }));
+                    let _ = reply.send(Err(Error::Unavailable {
+                        shard: self.id,
+                        reason: fatal.to_string(),
+                    }));
                 }
             }
             Ok(answer) => {
@@ -600,7 +636,10 @@ impl Proposer {
     fn answer(
         &self,
         answer: std::result::Result<
-            std::result::Result<openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>, ClientWriteError<NodeId, BasicNode>>,
+            std::result::Result<
+                openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
+                ClientWriteError<NodeId, BasicNode>,
+            >,
             oneshot::error::RecvError,
         >,
         replies: Vec<(oneshot::Sender<Result<Appended>>, Vec<(EventId, Urn)>)>,
@@ -609,9 +648,18 @@ impl Proposer {
             Ok(Ok(response)) => response,
             failure => {
                 let error = match failure {
-                    Ok(Err(ClientWriteError::ForwardToLeader(f))) => Error::NotLeader { shard: self.id, leader: f.leader_id },
-                    Ok(Err(other)) => Error::Unavailable { shard: self.id, reason: other.to_string() },
-                    _ => Error::Unavailable { shard: self.id, reason: "raft stopped before answering".into() },
+                    Ok(Err(ClientWriteError::ForwardToLeader(f))) => Error::NotLeader {
+                        shard: self.id,
+                        leader: f.leader_id,
+                    },
+                    Ok(Err(other)) => Error::Unavailable {
+                        shard: self.id,
+                        reason: other.to_string(),
+                    },
+                    _ => Error::Unavailable {
+                        shard: self.id,
+                        reason: "raft stopped before answering".into(),
+                    },
                 };
                 for (reply, _) in replies {
                     let _ = reply.send(Err(error.clone()));
@@ -620,7 +668,11 @@ impl Proposer {
             }
         };
         let lsn = Lsn(response.log_id.index);
-        assert_eq!(response.data.len(), replies.len(), "one outcome per batch of the entry");
+        assert_eq!(
+            response.data.len(),
+            replies.len(),
+            "one outcome per batch of the entry"
+        );
         let mut first_index = 0u32;
         for ((reply, summary), outcome) in replies.into_iter().zip(response.data) {
             let size = summary.len() as u32;
@@ -629,35 +681,80 @@ impl Proposer {
         }
     }
 
-    fn outcome(&self, lsn: Lsn, first_index: u32, summary: Vec<(EventId, Urn)>, outcome: Outcome) -> Result<Appended> {
+    fn outcome(
+        &self,
+        lsn: Lsn,
+        first_index: u32,
+        summary: Vec<(EventId, Urn)>,
+        outcome: Outcome,
+    ) -> Result<Appended> {
         match outcome {
             Outcome::Appended { revisions } => {
                 let events = summary
                     .into_iter()
                     .zip(revisions)
                     .enumerate()
-                    .map(|(i, ((id, urn), revision))| AppendedEvent { id, urn, revision, lsn, index: first_index + i as u32 })
+                    .map(|(i, ((id, urn), revision))| AppendedEvent {
+                        id,
+                        urn,
+                        revision,
+                        lsn,
+                        index: first_index + i as u32,
+                    })
                     .collect::<Vec<_>>();
                 self.stats.appends.fetch_add(1, Ordering::Relaxed);
-                self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
-                Ok(Appended { position: Position { shard: self.id, lsn }, duplicate: false, events })
+                self.stats
+                    .events
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                Ok(Appended {
+                    position: Position {
+                        shard: self.id,
+                        lsn,
+                    },
+                    duplicate: false,
+                    events,
+                })
             }
             Outcome::Duplicate { original } => {
                 let lsn = original.iter().map(|p| p.lsn).max().unwrap_or(lsn);
                 let events = summary
                     .into_iter()
                     .zip(original)
-                    .map(|((id, urn), p)| AppendedEvent { id, urn, revision: p.revision, lsn: p.lsn, index: p.index })
+                    .map(|((id, urn), p)| AppendedEvent {
+                        id,
+                        urn,
+                        revision: p.revision,
+                        lsn: p.lsn,
+                        index: p.index,
+                    })
                     .collect();
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 self.stats.appends.fetch_add(1, Ordering::Relaxed);
-                Ok(Appended { position: Position { shard: self.id, lsn }, duplicate: true, events })
+                Ok(Appended {
+                    position: Position {
+                        shard: self.id,
+                        lsn,
+                    },
+                    duplicate: true,
+                    events,
+                })
             }
-            Outcome::WrongExpectedRevision { urn, expected, actual, .. } => {
+            Outcome::WrongExpectedRevision {
+                urn,
+                expected,
+                actual,
+                ..
+            } => {
                 self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                Err(Error::WrongExpectedRevision { urn, expected, actual })
+                Err(Error::WrongExpectedRevision {
+                    urn,
+                    expected,
+                    actual,
+                })
             }
-            Outcome::IdempotencyConflict { id, reason, .. } => Err(Error::IdempotencyConflict { id, reason }),
+            Outcome::IdempotencyConflict { id, reason, .. } => {
+                Err(Error::IdempotencyConflict { id, reason })
+            }
         }
     }
 }

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Most events in one append request.
     #[arg(long, env = "THEMIS_BATCH_EVENTS_MAX", default_value_t = 10_000)]
     pub batch_events_max: usize,
+    /// Entries per shard proposed and not yet answered; appends arriving meanwhile are
+    /// group-committed into the next entry.
+    #[arg(long, env = "THEMIS_PROPOSALS_IN_FLIGHT_MAX", default_value_t = 1)]
+    pub proposals_in_flight_max: usize,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "THEMIS_LOG", default_value = "info,openraft=warn")]
     pub log: String,

@@ -25,6 +25,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         advertise: args.listen.to_string(),
         shards: args.shards,
         shard: ShardConfig {
+            proposer: themis_log::shard::ProposerConfig {
+                in_flight_max: args.proposals_in_flight_max.max(1),
+                ..Default::default()
+            },
             store: themis_log::store::StoreConfig {
                 dedup_window: args.dedup_window,
                 ..Default::default()

@@ -394,7 +394,9 @@ impl Shared {
             })
     }
 
-    /// The storage thread: executes commands in arrival order, group-committing appends.
+    /// The storage thread: executes commands in arrival order. Consecutive appends, applies and
+    /// committed-index updates share one redb transaction, so concurrent work costs one commit
+    /// (and one fsync when it holds an append).
     fn run(self: Arc<Self>, rx: Receiver<Command>, mut last: Option<(u64, Chain)>) {
         let mut next: Option<Command> = None;
         loop {
@@ -406,13 +408,17 @@ impl Shared {
                 },
             };
             match command {
-                Command::Append { entries, callback } => {
-                    let mut batch = vec![(entries, callback)];
-                    while batch.len() < self.config.group_commit_appends_max {
+                c @ (Command::Append { .. }
+                | Command::Apply { .. }
+                | Command::SaveCommitted { .. }) => {
+                    let mut group = vec![c];
+                    while group.len() < self.config.group_commit_appends_max {
                         match rx.try_recv() {
-                            Ok(Command::Append { entries, callback }) => {
-                                batch.push((entries, callback))
-                            }
+                            Ok(
+                                c @ (Command::Append { .. }
+                                | Command::Apply { .. }
+                                | Command::SaveCommitted { .. }),
+                            ) => group.push(c),
                             Ok(other) => {
                                 next = Some(other);
                                 break;
@@ -420,44 +426,17 @@ impl Shared {
                             Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                         }
                     }
-                    let result = match self.failed() {
-                        Some(e) => Err(e.to_string()),
-                        None => self.write_appends(&batch, &mut last),
-                    };
-                    if let Err(e) = &result {
-                        self.fail(e.clone());
-                    }
-                    let mut pending = self.pending.lock().expect("pending lock");
-                    for (entries, _) in &batch {
-                        for e in entries {
-                            pending.remove(&e.log_id.index);
-                        }
-                    }
-                    drop(pending);
-                    for (_, callback) in batch {
-                        callback.log_io_completed(result.clone().map_err(std::io::Error::other));
-                    }
+                    self.execute_group(group, &mut last);
                 }
                 Command::SaveVote { vote, done } => {
                     let r = self.write_meta("vote", &vote, Durability::Immediate);
                     let _ = done.send(r);
-                }
-                Command::SaveCommitted { committed } => {
-                    if let Err(e) = self.write_meta("committed", &committed, Durability::None) {
-                        tracing::warn!(
-                            shard = self.shard.0,
-                            "cannot record the committed index: {e}"
-                        );
-                    }
                 }
                 Command::Truncate { since, done } => {
                     let _ = done.send(self.truncate(since, &mut last));
                 }
                 Command::Purge { upto, done } => {
                     let _ = done.send(self.purge(upto));
-                }
-                Command::Apply { entries, done } => {
-                    let _ = done.send(self.apply(&entries));
                 }
                 Command::InstallSnapshot { data, done } => {
                     let r = self.install_snapshot(&data, &mut last);
@@ -467,40 +446,103 @@ impl Shared {
         }
     }
 
-    fn write_appends(
-        &self,
-        batch: &[(Vec<Entry>, LogFlushed<TypeConfig>)],
-        last: &mut Option<(u64, Chain)>,
-    ) -> std::result::Result<(), String> {
-        let tx = self.db.begin_write().map_err(|e| e.to_string())?;
-        let mut bytes = 0u64;
-        let mut count = 0u64;
+    /// Runs appends, applies and committed-index updates in one transaction, in order, then
+    /// answers each. The transaction is durable (fsynced) when it holds an append.
+    fn execute_group(&self, group: Vec<Command>, last: &mut Option<(u64, Chain)>) {
+        let durable = group.iter().any(|c| matches!(c, Command::Append { .. }));
+        let window = self.config.dedup_window.as_millis() as u64;
         let mut new_last = *last;
-        {
-            let mut log = tx.open_table(LOG).map_err(|e| e.to_string())?;
-            let meta = tx.open_table(LOG_META).map_err(|e| e.to_string())?;
-            for entry in batch.iter().flat_map(|(entries, _)| entries) {
-                let index = entry.log_id.index;
-                let prev = match new_last {
-                    Some((i, chain)) if i + 1 == index => chain,
-                    _ => prev_chain(&log, &meta, index)?,
-                };
-                let (frame, chain) = record::encode(entry, &prev);
-                log.insert(index, frame.as_slice())
-                    .map_err(|e| e.to_string())?;
-                bytes += frame.len() as u64;
-                count += 1;
-                new_last = Some((index, chain));
+        let mut outcomes: Vec<Vec<Vec<Outcome>>> = Vec::new();
+        let (mut bytes, mut count) = (0u64, 0u64);
+        let result = match self.failed() {
+            Some(e) => Err(e.to_string()),
+            None => (|| -> std::result::Result<(), String> {
+                let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
+                if !durable {
+                    tx.set_durability(Durability::None)
+                        .map_err(|e| e.to_string())?;
+                }
+                for command in &group {
+                    match command {
+                        Command::Append { entries, .. } => {
+                            let mut log = tx.open_table(LOG).map_err(|e| e.to_string())?;
+                            let meta = tx.open_table(LOG_META).map_err(|e| e.to_string())?;
+                            for entry in entries {
+                                let index = entry.log_id.index;
+                                let prev = match new_last {
+                                    Some((i, chain)) if i + 1 == index => chain,
+                                    _ => prev_chain(&log, &meta, index)?,
+                                };
+                                let (frame, chain) = record::encode(entry, &prev);
+                                log.insert(index, frame.as_slice())
+                                    .map_err(|e| e.to_string())?;
+                                bytes += frame.len() as u64;
+                                count += 1;
+                                new_last = Some((index, chain));
+                            }
+                        }
+                        Command::Apply { entries, .. } => {
+                            let mut batch = Vec::with_capacity(entries.len());
+                            for entry in entries {
+                                batch.push(
+                                    state::apply(&tx, entry, window).map_err(|e| e.to_string())?,
+                                );
+                            }
+                            outcomes.push(batch);
+                        }
+                        Command::SaveCommitted { committed } => {
+                            let bytes = serde_json::to_vec(committed).expect("json");
+                            tx.open_table(LOG_META)
+                                .map_err(|e| e.to_string())?
+                                .insert("committed", bytes.as_slice())
+                                .map_err(|e| e.to_string())?;
+                        }
+                        _ => {
+                            unreachable!("only appends, applies and committed updates are grouped")
+                        }
+                    }
+                }
+                tx.commit().map_err(|e| format!("commit failed: {e}"))
+            })(),
+        };
+        if let Err(e) = &result {
+            self.fail(e.clone());
+        } else {
+            *last = new_last;
+            if durable {
+                self.stats.log_commits.fetch_add(1, Ordering::Relaxed);
+            }
+            self.stats
+                .entries_written
+                .fetch_add(count, Ordering::Relaxed);
+            self.stats.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        }
+        let mut outcomes = outcomes.into_iter();
+        for command in group {
+            match command {
+                Command::Append { entries, callback } => {
+                    let mut pending = self.pending.lock().expect("pending lock");
+                    for e in &entries {
+                        pending.remove(&e.log_id.index);
+                    }
+                    drop(pending);
+                    callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+                }
+                Command::Apply { entries, done } => {
+                    let answer = match &result {
+                        Ok(()) => {
+                            if let Some(last) = entries.last() {
+                                self.applied.send_replace(last.log_id.index);
+                            }
+                            Ok(outcomes.next().expect("one outcome list per apply"))
+                        }
+                        Err(e) => Err(storage_error(e)),
+                    };
+                    let _ = done.send(answer);
+                }
+                _ => {}
             }
         }
-        tx.commit().map_err(|e| format!("log commit failed: {e}"))?;
-        *last = new_last;
-        self.stats.log_commits.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .entries_written
-            .fetch_add(count, Ordering::Relaxed);
-        self.stats.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-        Ok(())
     }
 
     fn write_meta<T: serde::Serialize>(
@@ -593,37 +635,6 @@ impl Shared {
             self.fail(e.clone());
             storage_error(e)
         })
-    }
-
-    fn apply(&self, entries: &[Entry]) -> StorageResult<Vec<Vec<Outcome>>> {
-        if let Some(e) = self.failed() {
-            return Err(e);
-        }
-        let window = self.config.dedup_window.as_millis() as u64;
-        let result = (|| -> std::result::Result<Vec<Vec<Outcome>>, String> {
-            let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
-            tx.set_durability(Durability::None)
-                .map_err(|e| e.to_string())?;
-            let mut outcomes = Vec::with_capacity(entries.len());
-            for entry in entries {
-                outcomes.push(state::apply(&tx, entry, window).map_err(|e| e.to_string())?);
-            }
-            tx.commit()
-                .map_err(|e| format!("state machine commit failed: {e}"))?;
-            Ok(outcomes)
-        })();
-        match result {
-            Ok(outcomes) => {
-                if let Some(last) = entries.last() {
-                    self.applied.send_replace(last.log_id.index);
-                }
-                Ok(outcomes)
-            }
-            Err(e) => {
-                self.fail(e.clone());
-                Err(storage_error(e))
-            }
-        }
     }
 
     fn install_snapshot(&self, data: &[u8], last: &mut Option<(u64, Chain)>) -> StorageResult<()> {

@@ -111,7 +111,10 @@ pub(crate) fn apply(
         EntryPayload::Blank => Vec::new(),
         EntryPayload::Membership(membership) => {
             let stored = openraft::StoredMembership::new(Some(entry.log_id), membership.clone());
-            tx.open_table(SM_META)?.insert("membership", &serde_json::to_vec(&stored).expect("json")[..])?;
+            tx.open_table(SM_META)?.insert(
+                "membership",
+                &serde_json::to_vec(&stored).expect("json")[..],
+            )?;
             Vec::new()
         }
         EntryPayload::Normal(proposal) => {
@@ -129,14 +132,20 @@ pub(crate) fn apply(
             expire(tx, proposal.ts_ms.saturating_sub(dedup_window_ms))?;
             let mut meta = tx.open_table(SM_META)?;
             let last_ts = meta.get("ts")?.map(|v| v.value().to_vec());
-            let last_ts = last_ts.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or_default()));
+            let last_ts =
+                last_ts.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or_default()));
             meta.insert("ts", &proposal.ts_ms.max(last_ts).to_le_bytes()[..])?;
-            tx.open_table(OUTCOMES)?
-                .insert(entry.log_id.index, &serde_json::to_vec(&outcomes).expect("json")[..])?;
+            tx.open_table(OUTCOMES)?.insert(
+                entry.log_id.index,
+                &serde_json::to_vec(&outcomes).expect("json")[..],
+            )?;
             outcomes
         }
     };
-    tx.open_table(SM_META)?.insert("applied", &serde_json::to_vec(&entry.log_id).expect("json")[..])?;
+    tx.open_table(SM_META)?.insert(
+        "applied",
+        &serde_json::to_vec(&entry.log_id).expect("json")[..],
+    )?;
     Ok(outcomes)
 }
 
