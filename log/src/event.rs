@@ -583,11 +583,12 @@ impl Event {
         w.str(self.urn.as_str());
         w.str(&self.event_type);
         w.u8(self.op.code());
-        let flags = u8::from(self.data.is_some()) * HAS_DATA
-            | u8::from(self.vector.is_some()) * HAS_VECTOR
-            | u8::from(self.to.is_some()) * HAS_EDGE
-            | u8::from(self.points.is_some()) * HAS_POINTS
-            | u8::from(self.metadata.is_some()) * HAS_METADATA;
+        let flag = |present: bool, bit: u8| if present { bit } else { 0 };
+        let flags = flag(self.data.is_some(), HAS_DATA)
+            | flag(self.vector.is_some(), HAS_VECTOR)
+            | flag(self.to.is_some(), HAS_EDGE)
+            | flag(self.points.is_some(), HAS_POINTS)
+            | flag(self.metadata.is_some(), HAS_METADATA);
         w.u8(flags);
         if let Some(data) = &self.data {
             w.str(data.get());

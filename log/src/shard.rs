@@ -153,6 +153,18 @@ impl Default for ProposerConfig {
     }
 }
 
+/// What openraft answers to one proposal.
+type WriteAnswer = std::result::Result<
+    std::result::Result<
+        openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
+        ClientWriteError<NodeId, BasicNode>,
+    >,
+    oneshot::error::RecvError,
+>;
+
+/// Where each batch of a proposal is answered, with the ids and streams of its events.
+type Replies = Vec<(oneshot::Sender<Result<Appended>>, Vec<(EventId, Urn)>)>;
+
 struct PendingAppend {
     events: Vec<ProposedEvent>,
     reply: oneshot::Sender<Result<Appended>>,
@@ -445,8 +457,8 @@ impl Shard {
         let mut entries: BTreeMap<u64, (u64, Vec<ProposedEvent>)> = BTreeMap::new();
         let mut events = Vec::with_capacity(slots.len());
         for (revision, (lsn, i)) in slots {
-            if !entries.contains_key(&lsn) {
-                entries.insert(lsn, self.proposal_at(lsn)?);
+            if let std::collections::btree_map::Entry::Vacant(slot) = entries.entry(lsn) {
+                slot.insert(self.proposal_at(lsn)?);
             }
             let (ts_ms, proposal) = &entries[&lsn];
             let event = proposal.get(i as usize).ok_or_else(|| Error::Corrupted {
@@ -633,17 +645,7 @@ impl Proposer {
         }
     }
 
-    fn answer(
-        &self,
-        answer: std::result::Result<
-            std::result::Result<
-                openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
-                ClientWriteError<NodeId, BasicNode>,
-            >,
-            oneshot::error::RecvError,
-        >,
-        replies: Vec<(oneshot::Sender<Result<Appended>>, Vec<(EventId, Urn)>)>,
-    ) {
+    fn answer(&self, answer: WriteAnswer, replies: Replies) {
         let response = match answer {
             Ok(Ok(response)) => response,
             failure => {

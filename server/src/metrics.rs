@@ -64,6 +64,14 @@ pub struct Metrics {
     pub errors: AtomicU64,
 }
 
+/// A per-shard metric: name, Prometheus type, help text, and how to read it from a shard.
+type PerShard<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a dyn Fn(&themis_log::Shard) -> u64,
+);
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -74,7 +82,7 @@ impl Metrics {
     pub fn render(&self, log: &Log) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let per_shard: [(&str, &str, &str, &dyn Fn(&themis_log::Shard) -> u64); 10] = [
+        let per_shard: [PerShard; 10] = [
             (
                 "themis_appends_total",
                 "counter",

@@ -141,7 +141,6 @@ impl MemoryBackend {
             std::io::ErrorKind::UnexpectedEof,
             "read or write past the end",
         )
-        .into()
     }
 }
 

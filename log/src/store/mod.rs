@@ -12,6 +12,9 @@
 //! - At open, every record's checksum and the hash chain are verified; a corrupted byte is
 //!   reported with the file and index and never served.
 
+// openraft's storage traits return its `StorageError`, a large type; the helpers here share it.
+#![allow(clippy::result_large_err)]
+
 mod record;
 mod snapshot;
 pub(crate) mod state;
@@ -43,6 +46,8 @@ use crate::{Error, Result};
 
 type NodeId = u64;
 type StorageResult<T> = std::result::Result<T, StorageError<NodeId>>;
+/// The last snapshot built or installed: its metadata and image.
+type CurrentSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
 
 /// Tunables of a shard store.
 #[derive(Debug, Clone)]
@@ -121,7 +126,7 @@ struct Shared {
     /// Set after a failed commit; later writes are refused.
     failure: Mutex<Option<String>>,
     applied: watch::Sender<u64>,
-    snapshot: Mutex<Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>>,
+    snapshot: Mutex<Option<CurrentSnapshot>>,
     snapshot_seq: AtomicU64,
     stats: StoreStats,
 }
@@ -311,10 +316,10 @@ fn prev_chain(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
     index: u64,
 ) -> std::result::Result<Chain, String> {
-    if let Some(i) = index.checked_sub(1) {
-        if let Some(v) = log.get(i).map_err(|e| e.to_string())? {
-            return Ok(record::chain_of_frame(v.value()));
-        }
+    if let Some(i) = index.checked_sub(1)
+        && let Some(v) = log.get(i).map_err(|e| e.to_string())?
+    {
+        return Ok(record::chain_of_frame(v.value()));
     }
     anchor(meta, index)
 }
@@ -614,10 +619,10 @@ impl Shared {
             {
                 let mut log = tx.open_table(LOG).map_err(|e| e.to_string())?;
                 let mut meta = tx.open_table(LOG_META).map_err(|e| e.to_string())?;
-                let chain = match log.get(upto.index).map_err(|e| e.to_string())? {
-                    Some(v) => Some(record::chain_of_frame(v.value())),
-                    None => None,
-                };
+                let chain = log
+                    .get(upto.index)
+                    .map_err(|e| e.to_string())?
+                    .map(|v| record::chain_of_frame(v.value()));
                 if let Some(chain) = chain {
                     let anchor = serde_json::to_vec(&(upto.index, chain)).expect("json");
                     meta.insert("anchor", anchor.as_slice())

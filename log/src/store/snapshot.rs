@@ -27,8 +27,11 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), redb::TableErro
     Ok(())
 }
 
+/// A snapshot image with the log id and membership it reflects.
+pub(crate) type Image = (Vec<u8>, Option<LogId<u64>>, Membership);
+
 /// Builds the image of the state machine as of its applied LSN.
-pub(crate) fn build(db: &Database) -> Result<(Vec<u8>, Option<LogId<u64>>, Membership), String> {
+pub(crate) fn build(db: &Database) -> Result<Image, String> {
     let e = |e: redb::Error| e.to_string();
     let tx = db.begin_read().map_err(|x| e(x.into()))?;
     let meta = tx.open_table(SM_META).map_err(|x| e(x.into()))?;

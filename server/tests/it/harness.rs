@@ -3,7 +3,7 @@
 #![allow(clippy::disallowed_methods)] // test harness: real threads and real time
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 pub struct Server {
     child: Child,
     pub base: String,
-    pub data_dir: PathBuf,
-    stderr: mpsc::Receiver<String>,
 }
 
 pub fn binary() -> &'static str {
@@ -85,8 +83,6 @@ impl Server {
         Ok(Server {
             child,
             base: format!("http://{listen}"),
-            data_dir: data_dir.to_owned(),
-            stderr: err_rx,
         })
     }
 
@@ -114,11 +110,6 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// What the server printed to stderr so far.
-    pub fn stderr(&self) -> String {
-        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
     }
 }
 
