@@ -23,6 +23,9 @@ pub struct ProposedEvent {
     pub event: Event,
     /// The check against the stream's revision at this point of the batch.
     pub expected: ExpectedRevision,
+    /// Whether the client chose the event's id. Only such ids enter the idempotency table: a
+    /// client that let the server draw the id has no id to retry with.
+    pub client_id: bool,
 }
 
 /// What one Raft entry carries: the client batches the leader group-committed together, each
@@ -45,6 +48,7 @@ impl Proposal {
         for batch in &self.batches {
             w.varint(batch.len() as u64);
             for e in batch {
+                w.u8(u8::from(e.client_id));
                 e.expected.encode(&mut w);
                 e.event.encode(&mut w);
             }
@@ -68,9 +72,18 @@ impl Proposal {
             total += n;
             let mut events = Vec::with_capacity(n.min(1024));
             for _ in 0..n {
+                let client_id = match r.u8("event flags")? {
+                    0 => false,
+                    1 => true,
+                    other => return Err(r.error("event flags", format!("unknown flags {other}"))),
+                };
                 let expected = ExpectedRevision::decode(&mut r)?;
                 let event = Event::decode(&mut r)?;
-                events.push(ProposedEvent { event, expected });
+                events.push(ProposedEvent {
+                    event,
+                    expected,
+                    client_id,
+                });
             }
             batches.push(events);
         }

@@ -30,7 +30,7 @@ pub use seam::NodeId;
 pub use shard::{
     Appended, AppendedEvent, LogEntryView, Shard, ShardConfig, StoredEvent, StreamPage,
 };
-pub use shards::{AppendResult, BatchError, Log, LogConfig};
+pub use shards::{AppendResult, BatchError, Log, LogConfig, ValidatedBatch};
 pub use token::{Token, TokenError};
 pub use urn::{Model, Urn, UrnError};
 

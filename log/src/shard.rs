@@ -21,7 +21,7 @@ use crate::event::{Event, EventId, ExpectedRevision};
 use crate::ids::{Lsn, Position, ShardId};
 use crate::raft::{self, Raft, RaftTiming, TransportNetworkFactory};
 use crate::seam::{Clock, NodeId, Transport};
-use crate::store::state::{self, DEDUP, OUTCOMES, SM_META, STREAM_EVENTS, STREAMS};
+use crate::store::state::{self, DEDUP, OUTCOMES, SM_META, STREAM_EVENTS};
 use crate::store::{ShardStore, StoreConfig};
 use crate::urn::Urn;
 use crate::{Error, Result};
@@ -390,7 +390,7 @@ impl Shard {
                 ),
             });
         }
-        let streams = tx.open_table(STREAMS).map_err(self.storage())?;
+        let streams = tx.open_table(STREAM_EVENTS).map_err(self.storage())?;
         let mut checked = std::collections::BTreeSet::new();
         for p in events {
             if !checked.insert(p.event.urn.as_str()) {
@@ -418,8 +418,11 @@ impl Shard {
     }
 
     /// Appends `events` atomically: all of them or none.
-    pub async fn append(&self, events: Vec<ProposedEvent>) -> Result<Appended> {
-        if let Some(answer) = self.precheck(&events)? {
+    ///
+    /// With `precheck`, first answers from the applied state when that is certain (a retry of
+    /// appended ids, a passed expected revision), sparing a log entry.
+    pub async fn append(&self, events: Vec<ProposedEvent>, precheck: bool) -> Result<Appended> {
+        if precheck && let Some(answer) = self.precheck(&events)? {
             return Ok(answer);
         }
         let (reply, answer) = oneshot::channel();
@@ -437,9 +440,8 @@ impl Shard {
     /// Reads up to `limit` events of `urn` from revision `from`.
     pub fn read_stream(&self, urn: &Urn, from: u64, limit: usize) -> Result<StreamPage> {
         let tx = self.store.database().begin_read().map_err(self.storage())?;
-        let streams = tx.open_table(STREAMS).map_err(self.storage())?;
-        let revision = state::stream_revision(&streams, urn).map_err(self.storage())?;
         let index = tx.open_table(STREAM_EVENTS).map_err(self.storage())?;
+        let revision = state::stream_revision(&index, urn).map_err(self.storage())?;
         let mut slots = Vec::new();
         let mut next_revision = None;
         let range = index

@@ -63,6 +63,22 @@ pub struct BatchError {
     pub source: crate::event::InvalidEvent,
 }
 
+/// A batch that passed [`Log::validate`], ready to append.
+#[derive(Debug, Clone)]
+pub struct ValidatedBatch {
+    events: Vec<ProposedEvent>,
+    /// Whether answering from the applied state first can help: only batches with client ids
+    /// (possible retries) or expected revisions (possible conflicts) need the lookup.
+    precheck: bool,
+}
+
+impl ValidatedBatch {
+    /// The events, in batch order.
+    pub fn events(&self) -> &[ProposedEvent] {
+        &self.events
+    }
+}
+
 /// The answer to an append: per shard, and the token covering all of them.
 #[derive(Debug, Clone)]
 pub struct AppendResult {
@@ -159,7 +175,7 @@ impl Log {
         inputs: Vec<EventInput>,
         url_urn: Option<&Urn>,
         expected: Option<ExpectedRevision>,
-    ) -> std::result::Result<Vec<ProposedEvent>, BatchError> {
+    ) -> std::result::Result<ValidatedBatch, BatchError> {
         if inputs.is_empty() || inputs.len() > self.batch_events_max {
             return Err(BatchError {
                 index: 0,
@@ -178,7 +194,10 @@ impl Log {
         let mut draw = || random_uuid(&mut *rng);
         let mut out = Vec::with_capacity(inputs.len());
         let mut ids = std::collections::BTreeMap::new();
+        let mut client_ids = false;
         for (index, input) in inputs.into_iter().enumerate() {
+            let client_id = input.id.is_some();
+            client_ids |= client_id;
             let (event, own) = input
                 .validate(url_urn, &self.limits, &mut draw)
                 .map_err(|source| BatchError { index, source })?;
@@ -195,6 +214,7 @@ impl Log {
             out.push(ProposedEvent {
                 event,
                 expected: own.unwrap_or_default(),
+                client_id,
             });
         }
         if let Some(expected) = expected {
@@ -217,16 +237,21 @@ impl Log {
             }
             first.expected = expected;
         }
-        Ok(out)
+        let expectations = out.iter().any(|p| p.expected != ExpectedRevision::Any);
+        Ok(ValidatedBatch {
+            events: out,
+            precheck: client_ids || expectations,
+        })
     }
 
     /// Appends a validated batch. Without `per_shard_atomicity`, a batch whose events fall in
     /// several shards is refused; with it, each shard's part is appended atomically on its own.
     pub async fn append(
         &self,
-        events: Vec<ProposedEvent>,
+        batch: ValidatedBatch,
         per_shard_atomicity: bool,
     ) -> Result<AppendResult> {
+        let ValidatedBatch { events, precheck } = batch;
         let mut groups: std::collections::BTreeMap<ShardId, Vec<ProposedEvent>> =
             Default::default();
         for p in events {
@@ -241,7 +266,10 @@ impl Log {
             });
         }
         let appends = groups.into_iter().map(|(id, events)| async move {
-            (id, self.shards[id.0 as usize].append(events).await)
+            (
+                id,
+                self.shards[id.0 as usize].append(events, precheck).await,
+            )
         });
         let shards = futures::future::join_all(appends).await;
         let mut token = Token::new();

@@ -54,6 +54,7 @@ fn arb_event() -> impl Strategy<Value = ProposedEvent> {
                     metadata: None,
                 },
                 expected: rev.map_or(ExpectedRevision::Any, ExpectedRevision::Exact),
+                client_id: id % 2 == 0,
             }
         })
 }

@@ -9,7 +9,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Wri
 
 use super::record::{self, Chain};
 use super::state::DedupRecord;
-use super::state::{DEDUP, DEDUP_EXPIRY, LOG, LOG_META, OUTCOMES, SM_META, STREAM_EVENTS, STREAMS};
+use super::state::{DEDUP, DEDUP_EXPIRY, LOG, LOG_META, OUTCOMES, SM_META, STREAM_EVENTS};
 use crate::codec::{Reader, Writer};
 
 const SNAPSHOT_VERSION: u8 = 1;
@@ -19,7 +19,6 @@ type Membership = StoredMembership<u64, BasicNode>;
 
 /// Creates the state-machine tables so readers never meet a missing table.
 pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
-    tx.open_table(STREAMS)?;
     tx.open_table(STREAM_EVENTS)?;
     tx.open_table(DEDUP)?;
     tx.open_table(DEDUP_EXPIRY)?;
@@ -73,13 +72,6 @@ pub(crate) fn build(db: &Database) -> Result<Image, String> {
     w.raw(&chain);
     w.bytes(&ts);
 
-    let streams = tx.open_table(STREAMS).map_err(|x| e(x.into()))?;
-    w.varint(streams.len().map_err(|x| e(x.into()))?);
-    for item in streams.iter().map_err(|x| e(x.into()))? {
-        let (k, v) = item.map_err(|x| e(x.into()))?;
-        w.str(k.value());
-        w.varint(v.value());
-    }
     let events = tx.open_table(STREAM_EVENTS).map_err(|x| e(x.into()))?;
     w.varint(events.len().map_err(|x| e(x.into()))?);
     for item in events.iter().map_err(|x| e(x.into()))? {
@@ -127,7 +119,6 @@ pub(crate) fn install(tx: &WriteTransaction, data: &[u8]) -> Result<u64, String>
         Some(serde_json::from_slice(&applied_json).map_err(|x| x.to_string())?)
     };
 
-    tx.delete_table(STREAMS).map_err(t)?;
     tx.delete_table(STREAM_EVENTS).map_err(t)?;
     tx.delete_table(DEDUP).map_err(t)?;
     tx.delete_table(DEDUP_EXPIRY).map_err(t)?;
@@ -143,13 +134,6 @@ pub(crate) fn install(tx: &WriteTransaction, data: &[u8]) -> Result<u64, String>
     }
     meta.insert("ts", ts.as_slice()).map_err(s)?;
 
-    let mut streams = tx.open_table(STREAMS).map_err(t)?;
-    for _ in 0..r.len("snapshot stream count", COUNT_MAX).map_err(d)? {
-        let urn = r.str("snapshot stream").map_err(d)?;
-        streams
-            .insert(urn, r.varint("snapshot revision").map_err(d)?)
-            .map_err(s)?;
-    }
     let mut events = tx.open_table(STREAM_EVENTS).map_err(t)?;
     for _ in 0..r.len("snapshot event count", COUNT_MAX).map_err(d)? {
         let urn = r.str("snapshot event stream").map_err(d)?;

@@ -22,12 +22,10 @@ pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 pub(crate) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("log_meta");
 /// State machine metadata: `applied`, `membership` (JSON), `chain`, `ts`.
 pub(crate) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
-/// Stream → its revision.
-pub(crate) const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
-/// (stream, revision) → (lsn, index in entry).
+/// (stream, revision) → (lsn, index in entry). A stream's revision is its last key here.
 pub(crate) const STREAM_EVENTS: TableDefinition<(&str, u64), (u64, u32)> =
     TableDefinition::new("stream_events");
-/// Event id → [`DedupRecord`].
+/// Client-chosen event id → [`DedupRecord`].
 pub(crate) const DEDUP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dedup");
 /// (commit timestamp, event id) → (): the idempotency table's expiry order.
 pub(crate) const DEDUP_EXPIRY: TableDefinition<(u64, &[u8]), ()> =
@@ -154,10 +152,13 @@ fn decide(tx: &WriteTransaction, lsn: Lsn, batch: &[ProposedEvent]) -> Result<Ou
     let dedup = tx.open_table(DEDUP)?;
     let mut seen = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
-        let record = dedup
-            .get(p.event.id.as_bytes().as_slice())?
-            .map(|v| DedupRecord::decode(v.value()));
-        seen.push((i, record.transpose()?));
+        // Server-drawn ids were never in the table: no client can retry with them.
+        let record = if p.client_id {
+            dedup_lookup(&dedup, &p.event.id)?
+        } else {
+            None
+        };
+        seen.push((i, record));
     }
     let duplicates = seen.iter().filter(|(_, r)| r.is_some()).count();
     let mut ids = BTreeMap::new();
@@ -175,6 +176,10 @@ fn decide(tx: &WriteTransaction, lsn: Lsn, batch: &[ProposedEvent]) -> Result<Ou
         for (i, record) in seen {
             let event = &batch[i].event;
             let reason = match &record {
+                None if !batch[i].client_id => Some(format!(
+                    "{duplicates} of the batch's events were appended before, but this one has no \
+                     client id; a retry must resend the original batch with every event's id"
+                )),
                 None => Some(format!(
                     "{duplicates} of the batch's {} event ids were appended before, this one was not; \
                      a retry must resend exactly the original batch",
@@ -199,12 +204,12 @@ fn decide(tx: &WriteTransaction, lsn: Lsn, batch: &[ProposedEvent]) -> Result<Ou
         return Ok(Outcome::Duplicate { original });
     }
 
-    let streams = tx.open_table(STREAMS)?;
+    let stream_events = tx.open_table(STREAM_EVENTS)?;
     let mut overlay: BTreeMap<&str, Option<u64>> = BTreeMap::new();
     let mut revisions = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
         let urn = p.event.urn.as_str();
-        let committed = streams.get(urn)?.map(|v| v.value());
+        let committed = stream_revision(&stream_events, &p.event.urn)?;
         let current = *overlay.entry(urn).or_insert(committed);
         if !p.expected.admits(current) {
             return Ok(Outcome::WrongExpectedRevision {
@@ -231,14 +236,12 @@ fn record(
     batch: &[ProposedEvent],
     revisions: &[u64],
 ) -> Result<(), ApplyError> {
-    let mut streams = tx.open_table(STREAMS)?;
     let mut stream_events = tx.open_table(STREAM_EVENTS)?;
     let mut dedup = tx.open_table(DEDUP)?;
     let mut expiry = tx.open_table(DEDUP_EXPIRY)?;
     for (i, (p, &revision)) in batch.iter().zip(revisions).enumerate() {
         let urn = p.event.urn.as_str();
         let index = first_index + i as u32;
-        streams.insert(urn, revision)?;
         stream_events.insert((urn, revision), (lsn.0, index))?;
         let position = EventPosition {
             lsn,
@@ -250,9 +253,11 @@ fn record(
             ts_ms,
             urn: urn.to_owned(),
         };
-        let id = p.event.id.as_bytes().as_slice();
-        dedup.insert(id, &record.encode()[..])?;
-        expiry.insert((ts_ms, id), ())?;
+        if p.client_id {
+            let id = p.event.id.as_bytes().as_slice();
+            dedup.insert(id, &record.encode()[..])?;
+            expiry.insert((ts_ms, id), ())?;
+        }
     }
     Ok(())
 }
@@ -291,10 +296,14 @@ pub(crate) fn dedup_lookup(
         .transpose()?)
 }
 
-/// The current revision of `urn`.
+/// The current revision of `urn`: the last revision in its part of the stream index.
 pub(crate) fn stream_revision(
-    table: &impl ReadableTable<&'static str, u64>,
+    table: &impl ReadableTable<(&'static str, u64), (u64, u32)>,
     urn: &Urn,
 ) -> Result<Option<u64>, ApplyError> {
-    Ok(table.get(urn.as_str())?.map(|v| v.value()))
+    let last = table
+        .range((urn.as_str(), 0)..=(urn.as_str(), u64::MAX))?
+        .next_back()
+        .transpose()?;
+    Ok(last.map(|(k, _)| k.value().1))
 }

@@ -45,6 +45,7 @@ fn event(urn: &str, event_type: &str) -> ProposedEvent {
     ProposedEvent {
         event,
         expected: Default::default(),
+        client_id: true,
     }
 }
 

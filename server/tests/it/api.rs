@@ -75,7 +75,7 @@ async fn append_read_retry_and_conflict() {
     let id = "6b1f6c0e-3f2a-4c41-9a57-0d3c1a2b4c5d";
     let body = json!({"expected_revision": "no_stream", "events": [
         {"id": id, "type": "UserRegistered", "op": "put", "data": {"name": "Alice", "tags": ["a", "b"]}},
-        {"type": "EmailChanged", "op": "patch", "data": {"email": "a@example.org"}, "metadata": {"by": "test"}}
+        {"id": "0b7c2d1e-5f4a-4b3c-8d2e-1f0a9b8c7d6e", "type": "EmailChanged", "op": "patch", "data": {"email": "a@example.org"}, "metadata": {"by": "test"}}
     ]});
     let first = post(b, &format!("/v1/streams/{urn}"), &body).await;
     assert_eq!(first.status, 201, "{}", first.text);
@@ -87,9 +87,7 @@ async fn append_read_retry_and_conflict() {
     assert!(first["token"].as_str().unwrap().starts_with("t1."));
 
     // A retry with the same ids appends nothing and answers the original positions.
-    let mut retry = body.clone();
-    retry["events"][1]["id"] = first["events"][1]["id"].clone();
-    let again = post(b, &format!("/v1/streams/{urn}"), &retry).await;
+    let again = post(b, &format!("/v1/streams/{urn}"), &body).await;
     assert_eq!(again.status, 201, "{}", again.text);
     let again = again.json();
     assert_eq!(again["duplicate"], true);
@@ -99,6 +97,7 @@ async fn append_read_retry_and_conflict() {
     // The same first id with a new second event is neither a retry nor new: refused.
     let mut mixed = body.clone();
     mixed["expected_revision"] = json!("any");
+    mixed["events"][1]["id"] = json!("9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a");
     post(b, &format!("/v1/streams/{urn}"), &mixed)
         .await
         .problem(409, "idempotency_conflict");
