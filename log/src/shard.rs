@@ -21,8 +21,8 @@ use crate::event::{Event, EventId, ExpectedRevision};
 use crate::ids::{Lsn, Position, ShardId};
 use crate::raft::{self, Raft, RaftTiming, TransportNetworkFactory};
 use crate::seam::{Clock, NodeId, Transport};
-use crate::store::state::{self, DEDUP, OUTCOMES, SM_META, STREAM_EVENTS};
-use crate::store::{ShardStore, StoreConfig};
+use crate::store::state;
+use crate::store::{NodeStore, ShardStore};
 use crate::urn::Urn;
 use crate::{Error, Result};
 
@@ -121,8 +121,6 @@ pub struct LogEntryView {
 pub struct ShardConfig {
     /// Raft timing.
     pub timing: RaftTiming,
-    /// Store tunables.
-    pub store: StoreConfig,
     /// Group commit tunables.
     pub proposer: ProposerConfig,
 }
@@ -209,27 +207,19 @@ impl Shard {
         id: ShardId,
         node: NodeId,
         advertise: &str,
-        disk: &dyn themis_storage::Disk,
+        node_store: &NodeStore,
         clock: Arc<dyn Clock>,
         transport: Arc<dyn Transport>,
         config: &ShardConfig,
     ) -> Result<Shard> {
-        let name = format!("shard-{:04}", id.0);
-        let db = disk.open_database(&name).map_err(|e| match e {
-            themis_storage::Error::Database { location, source } => Error::Corrupted {
-                location,
-                detail: source.to_string(),
-            },
-            other => Error::Storage(other.to_string()),
-        })?;
-        let (store, sm) = ShardStore::open(id, db, disk.describe(&name), config.store.clone())?;
+        let (store, sm) = node_store.shard(id)?;
         let last_ts = {
             let tx = store
                 .database()
                 .begin_read()
                 .map_err(|e| Error::Storage(e.to_string()))?;
             let meta = tx
-                .open_table(SM_META)
+                .open_table(store.tables().sm_meta())
                 .map_err(|e| Error::Storage(e.to_string()))?;
             let ts = meta.get("ts").map_err(|e| Error::Storage(e.to_string()))?;
             ts.and_then(|v| v.value().try_into().ok())
@@ -341,7 +331,9 @@ impl Shard {
     /// events, or an expected revision the stream has already passed.
     fn precheck(&self, events: &[ProposedEvent]) -> Result<Option<Appended>> {
         let tx = self.store.database().begin_read().map_err(self.storage())?;
-        let dedup = tx.open_table(DEDUP).map_err(self.storage())?;
+        let dedup = tx
+            .open_table(self.store.tables().dedup())
+            .map_err(self.storage())?;
         let mut originals = Vec::with_capacity(events.len());
         for p in events {
             let record = state::dedup_lookup(&dedup, &p.event.id).map_err(self.storage())?;
@@ -390,7 +382,9 @@ impl Shard {
                 ),
             });
         }
-        let streams = tx.open_table(STREAM_EVENTS).map_err(self.storage())?;
+        let streams = tx
+            .open_table(self.store.tables().stream_events())
+            .map_err(self.storage())?;
         let mut checked = std::collections::BTreeSet::new();
         for p in events {
             if !checked.insert(p.event.urn.as_str()) {
@@ -440,7 +434,9 @@ impl Shard {
     /// Reads up to `limit` events of `urn` from revision `from`.
     pub fn read_stream(&self, urn: &Urn, from: u64, limit: usize) -> Result<StreamPage> {
         let tx = self.store.database().begin_read().map_err(self.storage())?;
-        let index = tx.open_table(STREAM_EVENTS).map_err(self.storage())?;
+        let index = tx
+            .open_table(self.store.tables().stream_events())
+            .map_err(self.storage())?;
         let revision = state::stream_revision(&index, urn).map_err(self.storage())?;
         let mut slots = Vec::new();
         let mut next_revision = None;
@@ -519,7 +515,9 @@ impl Shard {
         let end = applied.min(from.0.saturating_add(limit as u64 - 1));
         let entries = self.store.entries(from.0..=end)?;
         let tx = self.store.database().begin_read().map_err(self.storage())?;
-        let outcomes = tx.open_table(OUTCOMES).map_err(self.storage())?;
+        let outcomes = tx
+            .open_table(self.store.tables().outcomes())
+            .map_err(self.storage())?;
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
             let index = entry.log_id.index;

@@ -17,6 +17,7 @@ use crate::ids::ShardId;
 use crate::ring::Ring;
 use crate::seam::{Clock, Entropy, NodeId, Transport, random_uuid};
 use crate::shard::{Appended, Shard, ShardConfig};
+use crate::store::{NodeStore, StoreConfig};
 use crate::token::Token;
 use crate::urn::Urn;
 use crate::{Error, Result};
@@ -34,6 +35,8 @@ pub struct LogConfig {
     pub shards: u32,
     /// Shard tunables.
     pub shard: ShardConfig,
+    /// Store tunables.
+    pub store: StoreConfig,
     /// Per-event limits.
     pub limits: EventLimits,
     /// Most events in one append.
@@ -47,6 +50,7 @@ impl Default for LogConfig {
             advertise: "127.0.0.1:8765".into(),
             shards: 4,
             shard: ShardConfig::default(),
+            store: StoreConfig::default(),
             limits: EventLimits::default(),
             batch_events_max: 10_000,
         }
@@ -114,13 +118,21 @@ impl Log {
             )));
         }
         check_shard_count(disk.as_ref(), config.shards)?;
+        let db = disk.open_database("log").map_err(|e| match e {
+            themis_storage::Error::Database { location, source } => Error::Corrupted {
+                location,
+                detail: source.to_string(),
+            },
+            other => Error::Storage(other.to_string()),
+        })?;
+        let store = NodeStore::open(db, disk.describe("log"), config.store.clone())?;
         let mut shards = Vec::with_capacity(config.shards as usize);
         for i in 0..config.shards {
             let shard = Shard::open(
                 ShardId(i),
                 config.node_id,
                 &config.advertise,
-                disk.as_ref(),
+                &store,
                 clock.clone(),
                 transport.clone(),
                 &config.shard,

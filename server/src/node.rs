@@ -29,10 +29,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 in_flight_max: args.proposals_in_flight_max.max(1),
                 ..Default::default()
             },
-            store: themis_log::store::StoreConfig {
-                dedup_window: args.dedup_window,
-                ..Default::default()
-            },
+            ..Default::default()
+        },
+        store: themis_log::store::StoreConfig {
+            dedup_window: args.dedup_window,
             ..Default::default()
         },
         batch_events_max: args.batch_events_max,

@@ -1,16 +1,17 @@
-//! One shard's durable store: its Raft log, vote and state machine in one redb database, written
-//! by one storage thread per shard.
+//! The node's durable store: every shard's Raft log, vote and state machine, each shard in its
+//! own tables of one redb database, written by one storage thread per node.
 //!
 //! Invariants:
 //! - An append is reported durable to openraft only after the redb commit holding it returned
-//!   with `Durability::Immediate` (fsync). Appends that arrive while a commit is in flight are
-//!   group-committed by the next one.
+//!   with `Durability::Immediate` (fsync). Appends, applies and committed-index updates that
+//!   arrive together, from any shard, share one commit: redb's copy-on-write commits cost far
+//!   more than the entries they carry, so the node pays one per burst, not one per shard.
 //! - After a failed commit the store refuses every later write until it is reopened: a failed
 //!   fsync is never retried.
 //! - State-machine changes commit without fsync; they become durable with the next log commit,
 //!   and after a crash openraft re-applies the committed log from the last durable apply.
 //! - At open, every record's checksum and the hash chain are verified; a corrupted byte is
-//!   reported with the file and index and never served.
+//!   reported with the file, shard and index and never served.
 
 // openraft's storage traits return its `StorageError`, a large type; the helpers here share it.
 #![allow(clippy::result_large_err)]
@@ -32,11 +33,11 @@ use openraft::{
     AnyError, BasicNode, LogId, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership, Vote,
 };
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::{oneshot, watch};
 
 pub use record::{Chain, GENESIS};
-use state::{LOG, LOG_META, SM_META};
+pub(crate) use state::Tables;
 
 use crate::entry::Outcome;
 use crate::ids::ShardId;
@@ -48,15 +49,17 @@ type NodeId = u64;
 type StorageResult<T> = std::result::Result<T, StorageError<NodeId>>;
 /// The last snapshot built or installed: its metadata and image.
 type CurrentSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
+/// The last entry of a shard's log and its chain, as the storage thread tracks it.
+type LastEntry = Option<(u64, Chain)>;
 
-/// Tunables of a shard store.
+/// Tunables of the node store.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// How long an event id stays in the idempotency table, measured in commit timestamps.
     /// Every replica of a shard must use the same value.
     pub dedup_window: Duration,
-    /// Most appends one group commit gathers.
-    pub group_commit_appends_max: usize,
+    /// Most commands one group commit gathers.
+    pub group_commit_commands_max: usize,
     /// Most commands waiting for the storage thread before callers wait for room.
     pub queue_depth_max: usize,
 }
@@ -65,16 +68,16 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             dedup_window: Duration::from_secs(24 * 3600),
-            group_commit_appends_max: 1024,
-            queue_depth_max: 4096,
+            group_commit_commands_max: 4096,
+            queue_depth_max: 16_384,
         }
     }
 }
 
-/// Counters of a shard store, for `/metrics`.
+/// Counters of a shard's store, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct StoreStats {
-    /// Durable log commits (each one fsync).
+    /// Durable commits that carried this shard's entries (each one fsync, maybe shared).
     pub log_commits: AtomicU64,
     /// Entries written to the log.
     pub entries_written: AtomicU64,
@@ -86,49 +89,82 @@ pub struct StoreStats {
 
 enum Command {
     Append {
+        shard: Arc<Shared>,
         entries: Vec<Entry>,
         callback: LogFlushed<TypeConfig>,
     },
     SaveVote {
+        shard: Arc<Shared>,
         vote: Vote<NodeId>,
         done: oneshot::Sender<StorageResult<()>>,
     },
     SaveCommitted {
+        shard: Arc<Shared>,
         committed: Option<LogId<NodeId>>,
     },
     Truncate {
+        shard: Arc<Shared>,
         since: u64,
         done: oneshot::Sender<StorageResult<()>>,
     },
     Purge {
+        shard: Arc<Shared>,
         upto: LogId<NodeId>,
         done: oneshot::Sender<StorageResult<()>>,
     },
     Apply {
+        shard: Arc<Shared>,
         entries: Vec<Entry>,
         done: oneshot::Sender<StorageResult<Vec<Vec<Outcome>>>>,
     },
     InstallSnapshot {
+        shard: Arc<Shared>,
         data: Vec<u8>,
         done: oneshot::Sender<StorageResult<()>>,
     },
 }
 
+impl Command {
+    fn groups(&self) -> bool {
+        matches!(
+            self,
+            Command::Append { .. } | Command::Apply { .. } | Command::SaveCommitted { .. }
+        )
+    }
+}
+
+/// What every shard of the node shares: the database, written only by the storage thread.
 #[derive(Debug)]
-struct Shared {
-    shard: ShardId,
+struct Node {
     db: Database,
     location: String,
     config: StoreConfig,
-    commands: SyncSender<Command>,
-    /// Entries handed to the storage thread and not yet committed, readable meanwhile.
-    pending: Mutex<BTreeMap<u64, Entry>>,
     /// Set after a failed commit; later writes are refused.
     failure: Mutex<Option<String>>,
+}
+
+/// One shard's part of the store.
+#[derive(Debug)]
+struct Shared {
+    shard: ShardId,
+    node: Arc<Node>,
+    /// The storage thread's queue; the thread stops when every sender is gone.
+    commands: SyncSender<Command>,
+    tables: Tables,
+    /// Entries handed to the storage thread and not yet committed, readable meanwhile.
+    pending: Mutex<BTreeMap<u64, Entry>>,
     applied: watch::Sender<u64>,
     snapshot: Mutex<Option<CurrentSnapshot>>,
     snapshot_seq: AtomicU64,
     stats: StoreStats,
+}
+
+/// The node's store: one redb database and its storage thread, shared by every shard.
+#[derive(Debug)]
+pub struct NodeStore {
+    node: Arc<Node>,
+    commands: SyncSender<Command>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// A shard's log store (openraft `RaftLogStorage`). Clones share the store.
@@ -137,7 +173,7 @@ pub struct ShardStore {
     shared: Arc<Shared>,
 }
 
-/// A shard's state machine (openraft `RaftStateMachine`), over the same database.
+/// A shard's state machine (openraft `RaftStateMachine`), over the same tables' database.
 #[derive(Debug, Clone)]
 pub struct ShardStateMachine {
     shared: Arc<Shared>,
@@ -151,46 +187,75 @@ fn read_error(e: impl std::fmt::Display) -> StorageError<NodeId> {
     StorageIOError::<NodeId>::read(AnyError::error(e.to_string())).into()
 }
 
-impl ShardStore {
-    /// Opens shard `shard`'s database `db` (described as `location` in errors), verifies its
-    /// log, and starts its storage thread.
-    pub fn open(
-        shard: ShardId,
-        db: Database,
-        location: String,
-        config: StoreConfig,
-    ) -> Result<(ShardStore, ShardStateMachine)> {
-        let storage = |e: redb::Error| Error::Storage(format!("{location}: {e}"));
-        {
-            let tx = db.begin_write().map_err(|e| storage(e.into()))?;
-            for table in [LOG_META, SM_META] {
-                tx.open_table(table).map_err(|e| storage(e.into()))?;
-            }
-            tx.open_table(LOG).map_err(|e| storage(e.into()))?;
-            snapshot::create_tables(&tx).map_err(|e| storage(e.into()))?;
-            tx.commit().map_err(|e| storage(e.into()))?;
-        }
-        let last = verify_log(&db, &location)?;
-        let applied = read_applied(&db).map_err(|e| Error::Storage(format!("{location}: {e}")))?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(config.queue_depth_max);
-        let shared = Arc::new(Shared {
-            shard,
+fn json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+fn range_of(range: &impl RangeBounds<u64>) -> (std::ops::Bound<u64>, std::ops::Bound<u64>) {
+    (range.start_bound().cloned(), range.end_bound().cloned())
+}
+
+impl NodeStore {
+    /// Takes the node's database `db` (described as `location` in errors) and starts its
+    /// storage thread.
+    pub fn open(db: Database, location: String, config: StoreConfig) -> Result<NodeStore> {
+        let (commands, rx) = std::sync::mpsc::sync_channel(config.queue_depth_max.max(1));
+        let node = Arc::new(Node {
             db,
             location,
             config,
-            commands: tx,
-            pending: Mutex::new(BTreeMap::new()),
             failure: Mutex::new(None),
+        });
+        let worker = node.clone();
+        let thread = spawn_thread("themis-store".into(), move || worker.run(rx))
+            .map_err(|e| Error::Storage(format!("cannot start the storage thread: {e}")))?;
+        Ok(NodeStore {
+            node,
+            commands,
+            thread,
+        })
+    }
+
+    /// Waits for the storage thread to finish the work queued so far and closes the database.
+    /// Every shard store of this node must have been dropped, or this waits for ever.
+    pub fn close(self) {
+        drop(self.commands);
+        let _ = self.thread.join();
+    }
+
+    /// Opens shard `shard`'s tables, creating them when new, and verifies its log.
+    pub fn shard(&self, shard: ShardId) -> Result<(ShardStore, ShardStateMachine)> {
+        let node = &self.node;
+        let tables = Tables::new(shard);
+        let storage = |e: redb::Error| Error::Storage(format!("{}: {e}", node.location));
+        {
+            let tx = node.db.begin_write().map_err(|e| storage(e.into()))?;
+            tx.open_table(tables.log()).map_err(|e| storage(e.into()))?;
+            tx.open_table(tables.log_meta())
+                .map_err(|e| storage(e.into()))?;
+            tx.open_table(tables.sm_meta())
+                .map_err(|e| storage(e.into()))?;
+            snapshot::create_tables(&tx, &tables).map_err(|e| storage(e.into()))?;
+            tx.commit().map_err(|e| storage(e.into()))?;
+        }
+        verify_log(
+            &node.db,
+            &tables,
+            &format!("{}, shard {}", node.location, shard.0),
+        )?;
+        let applied = read_applied(&node.db, &tables)
+            .map_err(|e| Error::Storage(format!("{}: {e}", node.location)))?;
+        let shared = Arc::new(Shared {
+            shard,
+            node: node.clone(),
+            commands: self.commands.clone(),
+            tables,
+            pending: Mutex::new(BTreeMap::new()),
             applied: watch::channel(applied.map_or(0, |id| id.index)).0,
             snapshot: Mutex::new(None),
             snapshot_seq: AtomicU64::new(0),
             stats: StoreStats::default(),
         });
-        let worker = shared.clone();
-        spawn_thread(format!("themis-store-{}", shard.0), move || {
-            worker.run(rx, last)
-        })
-        .map_err(|e| Error::Storage(format!("cannot start the storage thread: {e}")))?;
         Ok((
             ShardStore {
                 shared: shared.clone(),
@@ -199,14 +264,33 @@ impl ShardStore {
         ))
     }
 
-    /// The shard's database, for reads.
-    pub fn database(&self) -> &Database {
-        &self.shared.db
+    /// Why the store stopped accepting writes, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.node.failure.lock().expect("failure lock").clone()
     }
 
-    /// Where the database lives (file path), for messages.
-    pub fn location(&self) -> &str {
-        &self.shared.location
+    #[cfg(test)]
+    fn fail(&self, reason: &str) {
+        self.node.fail(reason.to_owned());
+    }
+}
+
+impl ShardStore {
+    /// The node's database, for reads.
+    pub fn database(&self) -> &Database {
+        &self.shared.node.db
+    }
+
+    pub(crate) fn tables(&self) -> &Tables {
+        &self.shared.tables
+    }
+
+    /// Where the shard's data lives (file path and shard), for messages.
+    pub fn location(&self) -> String {
+        format!(
+            "{}, shard {}",
+            self.shared.node.location, self.shared.shard.0
+        )
     }
 
     /// Store counters.
@@ -221,26 +305,38 @@ impl ShardStore {
 
     /// Why the store stopped accepting writes, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.shared.failure.lock().expect("failure lock").clone()
+        self.shared
+            .node
+            .failure
+            .lock()
+            .expect("failure lock")
+            .clone()
+    }
+
+    /// The state machine over the same tables.
+    pub fn state_machine(&self) -> ShardStateMachine {
+        ShardStateMachine {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Reads and verifies the records of `range`, committed or pending.
     pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
-        let location = &self.shared.location;
+        let location = self.location();
+        let storage = |e: String| Error::Storage(format!("{location}: {e}"));
         let tx = self
-            .shared
-            .db
+            .database()
             .begin_read()
-            .map_err(|e| Error::Storage(e.to_string()))?;
+            .map_err(|e| storage(e.to_string()))?;
         let table = tx
-            .open_table(LOG)
-            .map_err(|e| Error::Storage(e.to_string()))?;
+            .open_table(self.tables().log())
+            .map_err(|e| storage(e.to_string()))?;
         let mut out = BTreeMap::new();
         for item in table
             .range(range_of(&range))
-            .map_err(|e| Error::Storage(e.to_string()))?
+            .map_err(|e| storage(e.to_string()))?
         {
-            let (k, v) = item.map_err(|e| Error::Storage(e.to_string()))?;
+            let (k, v) = item.map_err(|e| storage(e.to_string()))?;
             let at = format!("{location}, log entry {}", k.value());
             let decoded = record::decode(v.value(), &at).map_err(|e| Error::Corrupted {
                 location: at.clone(),
@@ -257,26 +353,21 @@ impl ShardStore {
 
     /// The chain hash of the log up to and including `index`, if that entry is stored.
     pub fn chain_at(&self, index: u64) -> Result<Option<Chain>> {
+        let storage = |e: String| Error::Storage(format!("{}: {e}", self.location()));
         let tx = self
-            .shared
-            .db
+            .database()
             .begin_read()
-            .map_err(|e| Error::Storage(e.to_string()))?;
+            .map_err(|e| storage(e.to_string()))?;
         let table = tx
-            .open_table(LOG)
-            .map_err(|e| Error::Storage(e.to_string()))?;
-        let value = table
-            .get(index)
-            .map_err(|e| Error::Storage(e.to_string()))?;
+            .open_table(self.tables().log())
+            .map_err(|e| storage(e.to_string()))?;
+        let value = table.get(index).map_err(|e| storage(e.to_string()))?;
         Ok(value.map(|v| record::chain_of_frame(v.value())))
     }
 
     fn send(&self, command: Command) -> StorageResult<()> {
-        if let Some(reason) = self.failure() {
-            return Err(storage_error(format!(
-                "{}: store stopped after an error: {reason}",
-                self.location()
-            )));
+        if let Some(e) = self.shared.node.failed() {
+            return Err(e);
         }
         self.shared
             .commands
@@ -286,26 +377,30 @@ impl ShardStore {
 
     async fn request<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<StorageResult<T>>) -> Command,
+        make: impl FnOnce(Arc<Shared>, oneshot::Sender<StorageResult<T>>) -> Command,
     ) -> StorageResult<T> {
         let (done, wait) = oneshot::channel();
-        self.send(make(done))?;
+        self.send(make(self.shared.clone(), done))?;
         wait.await
             .map_err(|_| storage_error("storage thread stopped"))?
     }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> StorageResult<Option<T>> {
+        let tx = self.database().begin_read().map_err(read_error)?;
+        let meta = tx
+            .open_table(self.tables().log_meta())
+            .map_err(read_error)?;
+        let value = meta.get(key).map_err(read_error)?;
+        value
+            .map(|v| json(v.value()))
+            .transpose()
+            .map_err(read_error)
+    }
 }
 
-fn range_of(range: &impl RangeBounds<u64>) -> (std::ops::Bound<u64>, std::ops::Bound<u64>) {
-    (range.start_bound().cloned(), range.end_bound().cloned())
-}
-
-fn json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|e| e.to_string())
-}
-
-fn read_applied(db: &Database) -> std::result::Result<Option<LogId<NodeId>>, String> {
+fn read_applied(db: &Database, t: &Tables) -> std::result::Result<Option<LogId<NodeId>>, String> {
     let tx = db.begin_read().map_err(|e| e.to_string())?;
-    let meta = tx.open_table(SM_META).map_err(|e| e.to_string())?;
+    let meta = tx.open_table(t.sm_meta()).map_err(|e| e.to_string())?;
     let value = meta.get("applied").map_err(|e| e.to_string())?;
     value.map(|v| json(v.value())).transpose()
 }
@@ -337,49 +432,57 @@ fn anchor(
     Ok(GENESIS)
 }
 
-/// Verifies every record's checksum and the hash chain; returns the last entry and its chain.
-fn verify_log(db: &Database, location: &str) -> Result<Option<(u64, Chain)>> {
+/// The last entry of a shard's log and its chain.
+fn last_entry(
+    log: &impl ReadableTable<u64, &'static [u8]>,
+) -> std::result::Result<LastEntry, String> {
+    Ok(log
+        .last()
+        .map_err(|e| e.to_string())?
+        .map(|(k, v)| (k.value(), record::chain_of_frame(v.value()))))
+}
+
+/// Verifies every record's checksum and the hash chain of one shard's log.
+fn verify_log(db: &Database, t: &Tables, location: &str) -> Result<()> {
     let storage = |e: String| Error::Storage(format!("{location}: {e}"));
     let tx = db.begin_read().map_err(|e| storage(e.to_string()))?;
-    let log = tx.open_table(LOG).map_err(|e| storage(e.to_string()))?;
+    let log = tx.open_table(t.log()).map_err(|e| storage(e.to_string()))?;
     let meta = tx
-        .open_table(LOG_META)
+        .open_table(t.log_meta())
         .map_err(|e| storage(e.to_string()))?;
-    let mut last: Option<(u64, Chain)> = None;
+    let mut last: LastEntry = None;
     for item in log.iter().map_err(|e| storage(e.to_string()))? {
         let (k, v) = item.map_err(|e| storage(e.to_string()))?;
         let index = k.value();
         let at = format!("{location}, log entry {index}");
-        let decoded = record::decode(v.value(), &at).map_err(|e| Error::Corrupted {
+        let corrupted = |detail: String| Error::Corrupted {
             location: location.to_owned(),
-            detail: e.to_string(),
-        })?;
+            detail,
+        };
+        let decoded = record::decode(v.value(), &at).map_err(|e| corrupted(e.to_string()))?;
         if decoded.entry.log_id.index != index {
-            return Err(Error::Corrupted {
-                location: location.to_owned(),
-                detail: format!("{at}: record holds index {}", decoded.entry.log_id.index),
-            });
+            return Err(corrupted(format!(
+                "{at}: record holds index {}",
+                decoded.entry.log_id.index
+            )));
         }
         let expected = match last {
             Some((i, chain)) if i + 1 == index => chain,
             _ => anchor(&meta, index).map_err(storage)?,
         };
         if decoded.prev != expected {
-            return Err(Error::Corrupted {
-                location: location.to_owned(),
-                detail: format!(
-                    "{at}: hash chain broken (the entry does not extend its predecessor)"
-                ),
-            });
+            return Err(corrupted(format!(
+                "{at}: hash chain broken (the entry does not extend its predecessor)"
+            )));
         }
         last = Some((index, decoded.chain));
     }
-    Ok(last)
+    Ok(())
 }
 
-impl Shared {
+impl Node {
     fn fail(&self, reason: String) {
-        tracing::error!(shard = self.shard.0, location = %self.location, %reason, "store stopped");
+        tracing::error!(location = %self.location, %reason, "store stopped");
         self.failure
             .lock()
             .expect("failure lock")
@@ -399,10 +502,35 @@ impl Shared {
             })
     }
 
+    /// Runs `f` in one write transaction; a failure stops the store.
+    fn write<T>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&WriteTransaction) -> std::result::Result<T, String>,
+    ) -> StorageResult<T> {
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        let result = (|| {
+            let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
+            if !matches!(durability, Durability::Immediate) {
+                tx.set_durability(durability).map_err(|e| e.to_string())?;
+            }
+            let value = f(&tx)?;
+            tx.commit().map_err(|e| format!("commit failed: {e}"))?;
+            Ok(value)
+        })();
+        result.map_err(|e: String| {
+            self.fail(e.clone());
+            storage_error(e)
+        })
+    }
+
     /// The storage thread: executes commands in arrival order. Consecutive appends, applies and
-    /// committed-index updates share one redb transaction, so concurrent work costs one commit
-    /// (and one fsync when it holds an append).
-    fn run(self: Arc<Self>, rx: Receiver<Command>, mut last: Option<(u64, Chain)>) {
+    /// committed-index updates, of any shard, share one redb transaction, so concurrent work
+    /// costs one commit (and one fsync when it holds an append).
+    fn run(self: Arc<Self>, rx: Receiver<Command>) {
+        let mut last: BTreeMap<ShardId, LastEntry> = BTreeMap::new();
         let mut next: Option<Command> = None;
         loop {
             let command = match next.take() {
@@ -412,132 +540,181 @@ impl Shared {
                     Err(_) => return,
                 },
             };
-            match command {
-                c @ (Command::Append { .. }
-                | Command::Apply { .. }
-                | Command::SaveCommitted { .. }) => {
-                    let mut group = vec![c];
-                    while group.len() < self.config.group_commit_appends_max {
-                        match rx.try_recv() {
-                            Ok(
-                                c @ (Command::Append { .. }
-                                | Command::Apply { .. }
-                                | Command::SaveCommitted { .. }),
-                            ) => group.push(c),
-                            Ok(other) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            if command.groups() {
+                let mut group = vec![command];
+                while group.len() < self.config.group_commit_commands_max {
+                    match rx.try_recv() {
+                        Ok(c) if c.groups() => group.push(c),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
                         }
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                     }
-                    self.execute_group(group, &mut last);
                 }
-                Command::SaveVote { vote, done } => {
-                    let r = self.write_meta("vote", &vote, Durability::Immediate);
-                    let _ = done.send(r);
+                self.execute_group(group, &mut last);
+                continue;
+            }
+            match command {
+                Command::SaveVote { shard, vote, done } => {
+                    let bytes = serde_json::to_vec(&vote).expect("json");
+                    let _ = done.send(self.write(Durability::Immediate, |tx| {
+                        let mut meta = tx
+                            .open_table(shard.tables.log_meta())
+                            .map_err(|e| e.to_string())?;
+                        meta.insert("vote", bytes.as_slice())
+                            .map_err(|e| e.to_string())?;
+                        Ok(())
+                    }));
                 }
-                Command::Truncate { since, done } => {
-                    let _ = done.send(self.truncate(since, &mut last));
+                Command::Truncate { shard, since, done } => {
+                    let result = self.write(Durability::Immediate, |tx| {
+                        let mut log = tx
+                            .open_table(shard.tables.log())
+                            .map_err(|e| e.to_string())?;
+                        log.retain_in(since.., |_, _| false)
+                            .map_err(|e| e.to_string())?;
+                        last_entry(&log)
+                    });
+                    shard
+                        .pending
+                        .lock()
+                        .expect("pending lock")
+                        .retain(|&k, _| k < since);
+                    let _ = done.send(result.map(|new_last| {
+                        last.insert(shard.shard, new_last);
+                    }));
                 }
-                Command::Purge { upto, done } => {
-                    let _ = done.send(self.purge(upto));
+                Command::Purge { shard, upto, done } => {
+                    let _ = done.send(self.write(Durability::Immediate, |tx| {
+                        let t = &shard.tables;
+                        let mut log = tx.open_table(t.log()).map_err(|e| e.to_string())?;
+                        let mut meta = tx.open_table(t.log_meta()).map_err(|e| e.to_string())?;
+                        let chain = log
+                            .get(upto.index)
+                            .map_err(|e| e.to_string())?
+                            .map(|v| record::chain_of_frame(v.value()));
+                        if let Some(chain) = chain {
+                            let anchor = serde_json::to_vec(&(upto.index, chain)).expect("json");
+                            meta.insert("anchor", anchor.as_slice())
+                                .map_err(|e| e.to_string())?;
+                        }
+                        let purged = serde_json::to_vec(&upto).expect("json");
+                        meta.insert("purged", purged.as_slice())
+                            .map_err(|e| e.to_string())?;
+                        log.retain_in(..=upto.index, |_, _| false)
+                            .map_err(|e| e.to_string())?;
+                        Ok(())
+                    }));
                 }
-                Command::InstallSnapshot { data, done } => {
-                    let r = self.install_snapshot(&data, &mut last);
-                    let _ = done.send(r);
+                Command::InstallSnapshot { shard, data, done } => {
+                    let result = self.write(Durability::Immediate, |tx| {
+                        let applied = snapshot::install(tx, &shard.tables, &data)?;
+                        let log = tx
+                            .open_table(shard.tables.log())
+                            .map_err(|e| e.to_string())?;
+                        Ok((applied, last_entry(&log)?))
+                    });
+                    let _ = done.send(result.map(|(applied, new_last)| {
+                        last.insert(shard.shard, new_last);
+                        shard.applied.send_replace(applied);
+                    }));
                 }
+                _ => unreachable!("grouped commands are handled above"),
             }
         }
     }
 
     /// Runs appends, applies and committed-index updates in one transaction, in order, then
     /// answers each. The transaction is durable (fsynced) when it holds an append.
-    fn execute_group(&self, group: Vec<Command>, last: &mut Option<(u64, Chain)>) {
+    fn execute_group(&self, group: Vec<Command>, last: &mut BTreeMap<ShardId, LastEntry>) {
         let durable = group.iter().any(|c| matches!(c, Command::Append { .. }));
         let window = self.config.dedup_window.as_millis() as u64;
-        let mut new_last = *last;
+        // Per shard: the shard, its new last entry, entries and bytes written.
+        let mut written: BTreeMap<ShardId, (Arc<Shared>, LastEntry, u64, u64)> = BTreeMap::new();
         let mut outcomes: Vec<Vec<Vec<Outcome>>> = Vec::new();
-        let (mut bytes, mut count) = (0u64, 0u64);
-        let result = match self.failed() {
-            Some(e) => Err(e.to_string()),
-            None => (|| -> std::result::Result<(), String> {
-                let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
-                if !durable {
-                    tx.set_durability(Durability::None)
-                        .map_err(|e| e.to_string())?;
-                }
-                for command in &group {
-                    match command {
-                        Command::Append { entries, .. } => {
-                            let mut log = tx.open_table(LOG).map_err(|e| e.to_string())?;
-                            let meta = tx.open_table(LOG_META).map_err(|e| e.to_string())?;
-                            for entry in entries {
-                                let index = entry.log_id.index;
-                                let prev = match new_last {
-                                    Some((i, chain)) if i + 1 == index => chain,
-                                    _ => prev_chain(&log, &meta, index)?,
-                                };
-                                let (frame, chain) = record::encode(entry, &prev);
-                                log.insert(index, frame.as_slice())
-                                    .map_err(|e| e.to_string())?;
-                                bytes += frame.len() as u64;
-                                count += 1;
-                                new_last = Some((index, chain));
-                            }
-                        }
-                        Command::Apply { entries, .. } => {
-                            let mut batch = Vec::with_capacity(entries.len());
-                            for entry in entries {
-                                batch.push(
-                                    state::apply(&tx, entry, window).map_err(|e| e.to_string())?,
-                                );
-                            }
-                            outcomes.push(batch);
-                        }
-                        Command::SaveCommitted { committed } => {
-                            let bytes = serde_json::to_vec(committed).expect("json");
-                            tx.open_table(LOG_META)
-                                .map_err(|e| e.to_string())?
-                                .insert("committed", bytes.as_slice())
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        let result = self.write(durability, |tx| {
+            for command in &group {
+                match command {
+                    Command::Append { shard, entries, .. } => {
+                        let t = &shard.tables;
+                        let mut log = tx.open_table(t.log()).map_err(|e| e.to_string())?;
+                        let meta = tx.open_table(t.log_meta()).map_err(|e| e.to_string())?;
+                        let slot = written.entry(shard.shard).or_insert_with(|| {
+                            (
+                                shard.clone(),
+                                last.get(&shard.shard).copied().flatten(),
+                                0,
+                                0,
+                            )
+                        });
+                        for entry in entries {
+                            let index = entry.log_id.index;
+                            let prev = match slot.1 {
+                                Some((i, chain)) if i + 1 == index => chain,
+                                _ => prev_chain(&log, &meta, index)?,
+                            };
+                            let (frame, chain) = record::encode(entry, &prev);
+                            log.insert(index, frame.as_slice())
                                 .map_err(|e| e.to_string())?;
-                        }
-                        _ => {
-                            unreachable!("only appends, applies and committed updates are grouped")
+                            slot.1 = Some((index, chain));
+                            slot.2 += 1;
+                            slot.3 += frame.len() as u64;
                         }
                     }
+                    Command::Apply { shard, entries, .. } => {
+                        let mut batch = Vec::with_capacity(entries.len());
+                        for entry in entries {
+                            let outcome = state::apply(tx, &shard.tables, entry, window);
+                            batch.push(outcome.map_err(|e| e.to_string())?);
+                        }
+                        outcomes.push(batch);
+                    }
+                    Command::SaveCommitted { shard, committed } => {
+                        let bytes = serde_json::to_vec(committed).expect("json");
+                        tx.open_table(shard.tables.log_meta())
+                            .map_err(|e| e.to_string())?
+                            .insert("committed", bytes.as_slice())
+                            .map_err(|e| e.to_string())?;
+                    }
+                    _ => unreachable!("only appends, applies and committed updates are grouped"),
                 }
-                tx.commit().map_err(|e| format!("commit failed: {e}"))
-            })(),
-        };
-        if let Err(e) = &result {
-            self.fail(e.clone());
-        } else {
-            *last = new_last;
-            if durable {
-                self.stats.log_commits.fetch_add(1, Ordering::Relaxed);
             }
-            self.stats
-                .entries_written
-                .fetch_add(count, Ordering::Relaxed);
-            self.stats.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-        }
+            Ok(())
+        });
         let mut outcomes = outcomes.into_iter();
         for command in group {
             match command {
-                Command::Append { entries, callback } => {
-                    let mut pending = self.pending.lock().expect("pending lock");
+                Command::Append {
+                    shard,
+                    entries,
+                    callback,
+                } => {
+                    let mut pending = shard.pending.lock().expect("pending lock");
                     for e in &entries {
                         pending.remove(&e.log_id.index);
                     }
                     drop(pending);
-                    callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+                    let flushed = result
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| std::io::Error::other(e.to_string()));
+                    callback.log_io_completed(flushed);
                 }
-                Command::Apply { entries, done } => {
+                Command::Apply {
+                    shard,
+                    entries,
+                    done,
+                } => {
                     let answer = match &result {
                         Ok(()) => {
                             if let Some(last) = entries.last() {
-                                self.applied.send_replace(last.log_id.index);
+                                shard.applied.send_replace(last.log_id.index);
                             }
                             Ok(outcomes.next().expect("one outcome list per apply"))
                         }
@@ -548,125 +725,18 @@ impl Shared {
                 _ => {}
             }
         }
-    }
-
-    fn write_meta<T: serde::Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        durability: Durability,
-    ) -> StorageResult<()> {
-        if let Some(e) = self.failed() {
-            return Err(e);
-        }
-        let result = (|| -> std::result::Result<(), String> {
-            let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
-            tx.set_durability(durability).map_err(|e| e.to_string())?;
-            let bytes = serde_json::to_vec(value).expect("json");
-            tx.open_table(LOG_META)
-                .map_err(|e| e.to_string())?
-                .insert(key, bytes.as_slice())
-                .map_err(|e| e.to_string())?;
-            tx.commit().map_err(|e| format!("commit failed: {e}"))
-        })();
-        result.map_err(|e| {
-            self.fail(e.clone());
-            storage_error(e)
-        })
-    }
-
-    fn truncate(&self, since: u64, last: &mut Option<(u64, Chain)>) -> StorageResult<()> {
-        if let Some(e) = self.failed() {
-            return Err(e);
-        }
-        let result = (|| -> std::result::Result<Option<(u64, Chain)>, String> {
-            let tx = self.db.begin_write().map_err(|e| e.to_string())?;
-            let new_last;
-            {
-                let mut log = tx.open_table(LOG).map_err(|e| e.to_string())?;
-                log.retain_in(since.., |_, _| false)
-                    .map_err(|e| e.to_string())?;
-                new_last = log
-                    .last()
-                    .map_err(|e| e.to_string())?
-                    .map(|(k, v)| (k.value(), record::chain_of_frame(v.value())));
-            }
-            tx.commit().map_err(|e| format!("commit failed: {e}"))?;
-            Ok(new_last)
-        })();
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .retain(|&k, _| k < since);
-        match result {
-            Ok(new_last) => {
-                *last = new_last;
-                Ok(())
-            }
-            Err(e) => {
-                self.fail(e.clone());
-                Err(storage_error(e))
-            }
-        }
-    }
-
-    fn purge(&self, upto: LogId<NodeId>) -> StorageResult<()> {
-        if let Some(e) = self.failed() {
-            return Err(e);
-        }
-        let result = (|| -> std::result::Result<(), String> {
-            let tx = self.db.begin_write().map_err(|e| e.to_string())?;
-            {
-                let mut log = tx.open_table(LOG).map_err(|e| e.to_string())?;
-                let mut meta = tx.open_table(LOG_META).map_err(|e| e.to_string())?;
-                let chain = log
-                    .get(upto.index)
-                    .map_err(|e| e.to_string())?
-                    .map(|v| record::chain_of_frame(v.value()));
-                if let Some(chain) = chain {
-                    let anchor = serde_json::to_vec(&(upto.index, chain)).expect("json");
-                    meta.insert("anchor", anchor.as_slice())
-                        .map_err(|e| e.to_string())?;
-                }
-                let purged = serde_json::to_vec(&upto).expect("json");
-                meta.insert("purged", purged.as_slice())
-                    .map_err(|e| e.to_string())?;
-                log.retain_in(..=upto.index, |_, _| false)
-                    .map_err(|e| e.to_string())?;
-            }
-            tx.commit().map_err(|e| format!("commit failed: {e}"))
-        })();
-        result.map_err(|e| {
-            self.fail(e.clone());
-            storage_error(e)
-        })
-    }
-
-    fn install_snapshot(&self, data: &[u8], last: &mut Option<(u64, Chain)>) -> StorageResult<()> {
-        if let Some(e) = self.failed() {
-            return Err(e);
-        }
-        let result = (|| -> std::result::Result<u64, String> {
-            let tx = self.db.begin_write().map_err(|e| e.to_string())?;
-            let applied = snapshot::install(&tx, data)?;
-            {
-                let log = tx.open_table(LOG).map_err(|e| e.to_string())?;
-                *last = log
-                    .last()
-                    .map_err(|e| e.to_string())?
-                    .map(|(k, v)| (k.value(), record::chain_of_frame(v.value())));
-            }
-            tx.commit().map_err(|e| format!("commit failed: {e}"))?;
-            Ok(applied)
-        })();
-        match result {
-            Ok(applied) => {
-                self.applied.send_replace(applied);
-                Ok(())
-            }
-            Err(e) => {
-                self.fail(e.clone());
-                Err(storage_error(e))
+        if result.is_ok() {
+            for (id, (shard, new_last, count, bytes)) in written {
+                last.insert(id, new_last);
+                shard.stats.log_commits.fetch_add(1, Ordering::Relaxed);
+                shard
+                    .stats
+                    .entries_written
+                    .fetch_add(count, Ordering::Relaxed);
+                shard
+                    .stats
+                    .bytes_written
+                    .fetch_add(bytes, Ordering::Relaxed);
             }
         }
     }
@@ -685,18 +755,20 @@ impl RaftLogStorage<TypeConfig> for ShardStore {
     type LogReader = ShardStore;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let tx = self.shared.db.begin_read().map_err(read_error)?;
-        let meta = tx.open_table(LOG_META).map_err(read_error)?;
+        let tx = self.database().begin_read().map_err(read_error)?;
+        let meta = tx
+            .open_table(self.tables().log_meta())
+            .map_err(read_error)?;
         let purged: Option<LogId<NodeId>> = meta
             .get("purged")
             .map_err(read_error)?
             .map(|v| json(v.value()))
             .transpose()
             .map_err(read_error)?;
-        let log = tx.open_table(LOG).map_err(read_error)?;
+        let log = tx.open_table(self.tables().log()).map_err(read_error)?;
         let last_stored = match log.last().map_err(read_error)? {
             Some((k, v)) => {
-                let at = format!("{}, log entry {}", self.shared.location, k.value());
+                let at = format!("{}, log entry {}", self.location(), k.value());
                 Some(
                     record::decode(v.value(), &at)
                         .map_err(read_error)?
@@ -729,7 +801,8 @@ impl RaftLogStorage<TypeConfig> for ShardStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
         let vote = *vote;
-        self.request(|done| Command::SaveVote { vote, done }).await
+        self.request(|shard, done| Command::SaveVote { shard, vote, done })
+            .await
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
@@ -743,7 +816,10 @@ impl RaftLogStorage<TypeConfig> for ShardStore {
                 .committed
                 .fetch_max(id.index, Ordering::Relaxed);
         }
-        self.send(Command::SaveCommitted { committed })
+        self.send(Command::SaveCommitted {
+            shard: self.shared.clone(),
+            committed,
+        })
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
@@ -764,11 +840,16 @@ impl RaftLogStorage<TypeConfig> for ShardStore {
                 pending.insert(e.log_id.index, e.clone());
             }
         }
-        self.send(Command::Append { entries, callback })
+        self.send(Command::Append {
+            shard: self.shared.clone(),
+            entries,
+            callback,
+        })
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        self.request(|done| Command::Truncate {
+        self.request(|shard, done| Command::Truncate {
+            shard,
             since: log_id.index,
             done,
         })
@@ -776,31 +857,18 @@ impl RaftLogStorage<TypeConfig> for ShardStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        self.request(|done| Command::Purge { upto: log_id, done })
-            .await
-    }
-}
-
-impl ShardStore {
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> StorageResult<Option<T>> {
-        let tx = self.shared.db.begin_read().map_err(read_error)?;
-        let meta = tx.open_table(LOG_META).map_err(read_error)?;
-        let value = meta.get(key).map_err(read_error)?;
-        value
-            .map(|v| json(v.value()))
-            .transpose()
-            .map_err(read_error)
-    }
-
-    fn state_machine(&self) -> ShardStateMachine {
-        ShardStateMachine {
-            shared: self.shared.clone(),
-        }
+        self.request(|shard, done| Command::Purge {
+            shard,
+            upto: log_id,
+            done,
+        })
+        .await
     }
 }
 
 impl ShardStateMachine {
-    fn store(&self) -> ShardStore {
+    /// The log store over the same tables.
+    pub fn log_store(&self) -> ShardStore {
         ShardStore {
             shared: self.shared.clone(),
         }
@@ -809,7 +877,8 @@ impl ShardStateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for ShardStateMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let (data, applied, membership) = snapshot::build(&self.shared.db).map_err(read_error)?;
+        let (data, applied, membership) =
+            snapshot::build(&self.shared.node.db, &self.shared.tables).map_err(read_error)?;
         let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match applied {
             Some(id) => format!(
@@ -837,8 +906,10 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     async fn applied_state(
         &mut self,
     ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
-        let tx = self.shared.db.begin_read().map_err(read_error)?;
-        let meta = tx.open_table(SM_META).map_err(read_error)?;
+        let tx = self.shared.node.db.begin_read().map_err(read_error)?;
+        let meta = tx
+            .open_table(self.shared.tables.sm_meta())
+            .map_err(read_error)?;
         let applied = meta
             .get("applied")
             .map_err(read_error)?
@@ -861,8 +932,12 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        self.store()
-            .request(|done| Command::Apply { entries, done })
+        self.log_store()
+            .request(|shard, done| Command::Apply {
+                shard,
+                entries,
+                done,
+            })
             .await
     }
 
@@ -880,10 +955,11 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         snapshot: Box<std::io::Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
-        let to_install = data.clone();
-        self.store()
-            .request(|done| Command::InstallSnapshot {
-                data: to_install,
+        let image = data.clone();
+        self.log_store()
+            .request(|shard, done| Command::InstallSnapshot {
+                shard,
+                data: image,
                 done,
             })
             .await?;
@@ -897,20 +973,6 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             meta,
             snapshot: Box::new(std::io::Cursor::new(data)),
         }))
-    }
-}
-
-impl ShardStateMachine {
-    /// The log store over the same database.
-    pub fn log_store(&self) -> ShardStore {
-        self.store()
-    }
-}
-
-impl ShardStore {
-    /// The state machine over the same database.
-    pub fn sm(&self) -> ShardStateMachine {
-        self.state_machine()
     }
 }
 

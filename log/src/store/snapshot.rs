@@ -9,7 +9,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Wri
 
 use super::record::{self, Chain};
 use super::state::DedupRecord;
-use super::state::{DEDUP, DEDUP_EXPIRY, LOG, LOG_META, OUTCOMES, SM_META, STREAM_EVENTS};
+use super::state::Tables;
 use crate::codec::{Reader, Writer};
 
 const SNAPSHOT_VERSION: u8 = 1;
@@ -18,11 +18,11 @@ const COUNT_MAX: usize = 1 << 40;
 type Membership = StoredMembership<u64, BasicNode>;
 
 /// Creates the state-machine tables so readers never meet a missing table.
-pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
-    tx.open_table(STREAM_EVENTS)?;
-    tx.open_table(DEDUP)?;
-    tx.open_table(DEDUP_EXPIRY)?;
-    tx.open_table(OUTCOMES)?;
+pub(crate) fn create_tables(tx: &WriteTransaction, t: &Tables) -> Result<(), redb::TableError> {
+    tx.open_table(t.stream_events())?;
+    tx.open_table(t.dedup())?;
+    tx.open_table(t.dedup_expiry())?;
+    tx.open_table(t.outcomes())?;
     Ok(())
 }
 
@@ -30,10 +30,10 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), redb::TableErro
 pub(crate) type Image = (Vec<u8>, Option<LogId<u64>>, Membership);
 
 /// Builds the image of the state machine as of its applied LSN.
-pub(crate) fn build(db: &Database) -> Result<Image, String> {
+pub(crate) fn build(db: &Database, t: &Tables) -> Result<Image, String> {
     let e = |e: redb::Error| e.to_string();
     let tx = db.begin_read().map_err(|x| e(x.into()))?;
-    let meta = tx.open_table(SM_META).map_err(|x| e(x.into()))?;
+    let meta = tx.open_table(t.sm_meta()).map_err(|x| e(x.into()))?;
     let get = |key: &str| -> Result<Option<Vec<u8>>, String> {
         Ok(meta
             .get(key)
@@ -56,7 +56,7 @@ pub(crate) fn build(db: &Database) -> Result<Image, String> {
         .unwrap_or_default();
     let chain: Chain = match applied {
         Some(id) => {
-            let log = tx.open_table(LOG).map_err(|x| e(x.into()))?;
+            let log = tx.open_table(t.log()).map_err(|x| e(x.into()))?;
             let frame = log.get(id.index).map_err(|x| e(x.into()))?;
             frame
                 .map(|v| record::chain_of_frame(v.value()))
@@ -72,7 +72,7 @@ pub(crate) fn build(db: &Database) -> Result<Image, String> {
     w.raw(&chain);
     w.bytes(&ts);
 
-    let events = tx.open_table(STREAM_EVENTS).map_err(|x| e(x.into()))?;
+    let events = tx.open_table(t.stream_events()).map_err(|x| e(x.into()))?;
     w.varint(events.len().map_err(|x| e(x.into()))?);
     for item in events.iter().map_err(|x| e(x.into()))? {
         let (k, v) = item.map_err(|x| e(x.into()))?;
@@ -82,14 +82,14 @@ pub(crate) fn build(db: &Database) -> Result<Image, String> {
         w.varint(lsn);
         w.varint(u64::from(index));
     }
-    let dedup = tx.open_table(DEDUP).map_err(|x| e(x.into()))?;
+    let dedup = tx.open_table(t.dedup()).map_err(|x| e(x.into()))?;
     w.varint(dedup.len().map_err(|x| e(x.into()))?);
     for item in dedup.iter().map_err(|x| e(x.into()))? {
         let (k, v) = item.map_err(|x| e(x.into()))?;
         w.bytes(k.value());
         w.bytes(v.value());
     }
-    let outcomes = tx.open_table(OUTCOMES).map_err(|x| e(x.into()))?;
+    let outcomes = tx.open_table(t.outcomes()).map_err(|x| e(x.into()))?;
     w.varint(outcomes.len().map_err(|x| e(x.into()))?);
     for item in outcomes.iter().map_err(|x| e(x.into()))? {
         let (k, v) = item.map_err(|x| e(x.into()))?;
@@ -100,9 +100,9 @@ pub(crate) fn build(db: &Database) -> Result<Image, String> {
 }
 
 /// Replaces the state machine with an image; returns the image's applied LSN.
-pub(crate) fn install(tx: &WriteTransaction, data: &[u8]) -> Result<u64, String> {
+pub(crate) fn install(tx: &WriteTransaction, t: &Tables, data: &[u8]) -> Result<u64, String> {
     let s = |x: redb::StorageError| x.to_string();
-    let t = |x: redb::TableError| x.to_string();
+    let te = |x: redb::TableError| x.to_string();
     let d = |x: crate::codec::DecodeError| format!("snapshot image: {x}");
     let mut r = Reader::new(data);
     let version = r.u8("snapshot version").map_err(d)?;
@@ -119,11 +119,11 @@ pub(crate) fn install(tx: &WriteTransaction, data: &[u8]) -> Result<u64, String>
         Some(serde_json::from_slice(&applied_json).map_err(|x| x.to_string())?)
     };
 
-    tx.delete_table(STREAM_EVENTS).map_err(t)?;
-    tx.delete_table(DEDUP).map_err(t)?;
-    tx.delete_table(DEDUP_EXPIRY).map_err(t)?;
-    tx.delete_table(OUTCOMES).map_err(t)?;
-    let mut meta = tx.open_table(SM_META).map_err(t)?;
+    tx.delete_table(t.stream_events()).map_err(te)?;
+    tx.delete_table(t.dedup()).map_err(te)?;
+    tx.delete_table(t.dedup_expiry()).map_err(te)?;
+    tx.delete_table(t.outcomes()).map_err(te)?;
+    let mut meta = tx.open_table(t.sm_meta()).map_err(te)?;
     meta.retain(|_, _| false).map_err(s)?;
     if !applied_json.is_empty() {
         meta.insert("applied", applied_json.as_slice()).map_err(s)?;
@@ -134,7 +134,7 @@ pub(crate) fn install(tx: &WriteTransaction, data: &[u8]) -> Result<u64, String>
     }
     meta.insert("ts", ts.as_slice()).map_err(s)?;
 
-    let mut events = tx.open_table(STREAM_EVENTS).map_err(t)?;
+    let mut events = tx.open_table(t.stream_events()).map_err(te)?;
     for _ in 0..r.len("snapshot event count", COUNT_MAX).map_err(d)? {
         let urn = r.str("snapshot event stream").map_err(d)?;
         let revision = r.varint("snapshot event revision").map_err(d)?;
@@ -142,8 +142,8 @@ pub(crate) fn install(tx: &WriteTransaction, data: &[u8]) -> Result<u64, String>
         let index = r.varint("snapshot event index").map_err(d)? as u32;
         events.insert((urn, revision), (lsn, index)).map_err(s)?;
     }
-    let mut dedup = tx.open_table(DEDUP).map_err(t)?;
-    let mut expiry = tx.open_table(DEDUP_EXPIRY).map_err(t)?;
+    let mut dedup = tx.open_table(t.dedup()).map_err(te)?;
+    let mut expiry = tx.open_table(t.dedup_expiry()).map_err(te)?;
     for _ in 0..r.len("snapshot dedup count", COUNT_MAX).map_err(d)? {
         let id = r.bytes("snapshot dedup id").map_err(d)?;
         let value = r.bytes("snapshot dedup record").map_err(d)?;
@@ -151,7 +151,7 @@ pub(crate) fn install(tx: &WriteTransaction, data: &[u8]) -> Result<u64, String>
         dedup.insert(id, value).map_err(s)?;
         expiry.insert((record.ts_ms, id), ()).map_err(s)?;
     }
-    let mut outcomes = tx.open_table(OUTCOMES).map_err(t)?;
+    let mut outcomes = tx.open_table(t.outcomes()).map_err(te)?;
     for _ in 0..r.len("snapshot outcome count", COUNT_MAX).map_err(d)? {
         let lsn = r.varint("snapshot outcome lsn").map_err(d)?;
         outcomes
@@ -163,10 +163,10 @@ pub(crate) fn install(tx: &WriteTransaction, data: &[u8]) -> Result<u64, String>
     // The log below the snapshot is no longer needed, and entries after it must extend its chain.
     let applied_index = applied.map_or(0, |id| id.index);
     if let Some(id) = applied {
-        let mut log_meta = tx.open_table(LOG_META).map_err(t)?;
+        let mut log_meta = tx.open_table(t.log_meta()).map_err(te)?;
         let anchor = serde_json::to_vec(&(id.index, chain)).expect("json");
         log_meta.insert("anchor", anchor.as_slice()).map_err(s)?;
-        let mut log = tx.open_table(LOG).map_err(t)?;
+        let mut log = tx.open_table(t.log()).map_err(te)?;
         let keep = log
             .get(id.index)
             .map_err(s)?

@@ -12,26 +12,74 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::entry::{EventPosition, Outcome, ProposedEvent};
 use crate::event::EventId;
-use crate::ids::Lsn;
+use crate::ids::{Lsn, ShardId};
 use crate::raft::Entry;
 use crate::urn::Urn;
 
-/// Raft log: index → framed record.
-pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-/// Log store metadata: `vote`, `committed`, `purged` (JSON), `anchor` (chain at `purged`).
-pub(crate) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("log_meta");
-/// State machine metadata: `applied`, `membership` (JSON), `chain`, `ts`.
-pub(crate) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
-/// (stream, revision) → (lsn, index in entry). A stream's revision is its last key here.
-pub(crate) const STREAM_EVENTS: TableDefinition<(&str, u64), (u64, u32)> =
-    TableDefinition::new("stream_events");
-/// Client-chosen event id → [`DedupRecord`].
-pub(crate) const DEDUP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dedup");
-/// (commit timestamp, event id) → (): the idempotency table's expiry order.
-pub(crate) const DEDUP_EXPIRY: TableDefinition<(u64, &[u8]), ()> =
-    TableDefinition::new("dedup_expiry");
-/// LSN → JSON [`Outcome`] of every entry that carried events.
-pub(crate) const OUTCOMES: TableDefinition<u64, &[u8]> = TableDefinition::new("outcomes");
+/// The names of one shard's tables in the node's database. Every shard of a node keeps its log,
+/// log metadata and state machine in its own tables of one redb database, so one commit (and one
+/// fsync) can carry the work of every shard.
+#[derive(Debug, Clone)]
+pub(crate) struct Tables {
+    log: String,
+    log_meta: String,
+    sm_meta: String,
+    stream_events: String,
+    dedup: String,
+    dedup_expiry: String,
+    outcomes: String,
+}
+
+impl Tables {
+    /// The tables of shard `shard`, named `s<shard>.<table>`.
+    pub(crate) fn new(shard: ShardId) -> Self {
+        let name = |table: &str| format!("s{:04}.{table}", shard.0);
+        Self {
+            log: name("log"),
+            log_meta: name("log_meta"),
+            sm_meta: name("sm_meta"),
+            stream_events: name("stream_events"),
+            dedup: name("dedup"),
+            dedup_expiry: name("dedup_expiry"),
+            outcomes: name("outcomes"),
+        }
+    }
+
+    /// Raft log: index → framed record.
+    pub(crate) fn log(&self) -> TableDefinition<'_, u64, &'static [u8]> {
+        TableDefinition::new(&self.log)
+    }
+
+    /// Log store metadata: `vote`, `committed`, `purged` (JSON), `anchor` (chain at `purged`).
+    pub(crate) fn log_meta(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
+        TableDefinition::new(&self.log_meta)
+    }
+
+    /// State machine metadata: `applied`, `membership` (JSON), `ts`.
+    pub(crate) fn sm_meta(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
+        TableDefinition::new(&self.sm_meta)
+    }
+
+    /// (stream, revision) → (lsn, index in entry). A stream's revision is its last key here.
+    pub(crate) fn stream_events(&self) -> TableDefinition<'_, (&'static str, u64), (u64, u32)> {
+        TableDefinition::new(&self.stream_events)
+    }
+
+    /// Client-chosen event id → [`DedupRecord`].
+    pub(crate) fn dedup(&self) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+        TableDefinition::new(&self.dedup)
+    }
+
+    /// (commit timestamp, event id) → (): the idempotency table's expiry order.
+    pub(crate) fn dedup_expiry(&self) -> TableDefinition<'_, (u64, &'static [u8]), ()> {
+        TableDefinition::new(&self.dedup_expiry)
+    }
+
+    /// LSN → JSON list of the [`Outcome`]s of an entry that carried events.
+    pub(crate) fn outcomes(&self) -> TableDefinition<'_, u64, &'static [u8]> {
+        TableDefinition::new(&self.outcomes)
+    }
+}
 
 /// What the idempotency table remembers of an appended event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +150,7 @@ from_redb!(
 /// Raft's own entries).
 pub(crate) fn apply(
     tx: &WriteTransaction,
+    t: &Tables,
     entry: &Entry,
     dedup_window_ms: u64,
 ) -> Result<Vec<Outcome>, ApplyError> {
@@ -109,7 +158,7 @@ pub(crate) fn apply(
         EntryPayload::Blank => Vec::new(),
         EntryPayload::Membership(membership) => {
             let stored = openraft::StoredMembership::new(Some(entry.log_id), membership.clone());
-            tx.open_table(SM_META)?.insert(
+            tx.open_table(t.sm_meta())?.insert(
                 "membership",
                 &serde_json::to_vec(&stored).expect("json")[..],
             )?;
@@ -120,27 +169,27 @@ pub(crate) fn apply(
             let mut outcomes = Vec::with_capacity(proposal.batches.len());
             let mut first_index = 0u32;
             for batch in &proposal.batches {
-                let outcome = decide(tx, lsn, batch)?;
+                let outcome = decide(tx, t, lsn, batch)?;
                 if let Outcome::Appended { revisions } = &outcome {
-                    record(tx, lsn, first_index, proposal.ts_ms, batch, revisions)?;
+                    record(tx, t, lsn, first_index, proposal.ts_ms, batch, revisions)?;
                 }
                 outcomes.push(outcome);
                 first_index += batch.len() as u32;
             }
-            expire(tx, proposal.ts_ms.saturating_sub(dedup_window_ms))?;
-            let mut meta = tx.open_table(SM_META)?;
+            expire(tx, t, proposal.ts_ms.saturating_sub(dedup_window_ms))?;
+            let mut meta = tx.open_table(t.sm_meta())?;
             let last_ts = meta.get("ts")?.map(|v| v.value().to_vec());
             let last_ts =
                 last_ts.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or_default()));
             meta.insert("ts", &proposal.ts_ms.max(last_ts).to_le_bytes()[..])?;
-            tx.open_table(OUTCOMES)?.insert(
+            tx.open_table(t.outcomes())?.insert(
                 entry.log_id.index,
                 &serde_json::to_vec(&outcomes).expect("json")[..],
             )?;
             outcomes
         }
     };
-    tx.open_table(SM_META)?.insert(
+    tx.open_table(t.sm_meta())?.insert(
         "applied",
         &serde_json::to_vec(&entry.log_id).expect("json")[..],
     )?;
@@ -148,8 +197,13 @@ pub(crate) fn apply(
 }
 
 /// Decides the outcome of one batch against the tables without changing them.
-fn decide(tx: &WriteTransaction, lsn: Lsn, batch: &[ProposedEvent]) -> Result<Outcome, ApplyError> {
-    let dedup = tx.open_table(DEDUP)?;
+fn decide(
+    tx: &WriteTransaction,
+    t: &Tables,
+    lsn: Lsn,
+    batch: &[ProposedEvent],
+) -> Result<Outcome, ApplyError> {
+    let dedup = tx.open_table(t.dedup())?;
     let mut seen = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
         // Server-drawn ids were never in the table: no client can retry with them.
@@ -204,7 +258,7 @@ fn decide(tx: &WriteTransaction, lsn: Lsn, batch: &[ProposedEvent]) -> Result<Ou
         return Ok(Outcome::Duplicate { original });
     }
 
-    let stream_events = tx.open_table(STREAM_EVENTS)?;
+    let stream_events = tx.open_table(t.stream_events())?;
     let mut overlay: BTreeMap<&str, Option<u64>> = BTreeMap::new();
     let mut revisions = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
@@ -230,15 +284,16 @@ fn decide(tx: &WriteTransaction, lsn: Lsn, batch: &[ProposedEvent]) -> Result<Ou
 /// stream and idempotency tables.
 fn record(
     tx: &WriteTransaction,
+    t: &Tables,
     lsn: Lsn,
     first_index: u32,
     ts_ms: u64,
     batch: &[ProposedEvent],
     revisions: &[u64],
 ) -> Result<(), ApplyError> {
-    let mut stream_events = tx.open_table(STREAM_EVENTS)?;
-    let mut dedup = tx.open_table(DEDUP)?;
-    let mut expiry = tx.open_table(DEDUP_EXPIRY)?;
+    let mut stream_events = tx.open_table(t.stream_events())?;
+    let mut dedup = tx.open_table(t.dedup())?;
+    let mut expiry = tx.open_table(t.dedup_expiry())?;
     for (i, (p, &revision)) in batch.iter().zip(revisions).enumerate() {
         let urn = p.event.urn.as_str();
         let index = first_index + i as u32;
@@ -263,9 +318,9 @@ fn record(
 }
 
 /// Forgets idempotency records committed before `horizon_ms`.
-fn expire(tx: &WriteTransaction, horizon_ms: u64) -> Result<(), ApplyError> {
-    let mut expiry = tx.open_table(DEDUP_EXPIRY)?;
-    let mut dedup = tx.open_table(DEDUP)?;
+fn expire(tx: &WriteTransaction, t: &Tables, horizon_ms: u64) -> Result<(), ApplyError> {
+    let mut expiry = tx.open_table(t.dedup_expiry())?;
+    let mut dedup = tx.open_table(t.dedup())?;
     let old: Vec<(u64, Vec<u8>)> = expiry
         .range::<(u64, &[u8])>(..(horizon_ms, &[][..]))?
         .map(|item| item.map(|(k, _)| (k.value().0, k.value().1.to_vec())))

@@ -16,9 +16,11 @@ impl StoreBuilder<TypeConfig, ShardStore, ShardStateMachine, ()> for MemoryStore
     async fn build(&self) -> StorageResult<((), ShardStore, ShardStateMachine)> {
         let disk = MemoryDisk::new();
         let db = disk.open_database("s").map_err(storage_error)?;
-        let (store, sm) =
-            ShardStore::open(ShardId(0), db, "memory:s".into(), StoreConfig::default())
+        let (store, sm) = {
+            let node = NodeStore::open(db, "memory:s".into(), StoreConfig::default())
                 .map_err(storage_error)?;
+            node.shard(ShardId(0)).map_err(storage_error)?
+        };
         Ok(((), store, sm))
     }
 }
@@ -60,28 +62,28 @@ fn entry(index: u64, event_type: &str) -> Entry {
     }
 }
 
-fn open(disk: &dyn Disk) -> Result<(ShardStore, ShardStateMachine)> {
+fn open(disk: &dyn Disk) -> Result<(NodeStore, ShardStore, ShardStateMachine)> {
     let db = disk
         .open_database("shard")
         .map_err(|e| Error::Storage(e.to_string()))?;
-    ShardStore::open(
-        ShardId(0),
-        db,
-        disk.describe("shard"),
-        StoreConfig::default(),
-    )
+    let node = NodeStore::open(db, disk.describe("shard"), StoreConfig::default())?;
+    let (store, sm) = node.shard(ShardId(0))?;
+    Ok((node, store, sm))
 }
 
+/// Appends `entries` and closes the database.
 async fn write(disk: &dyn Disk, entries: Vec<Entry>) {
-    let (mut store, _) = open(disk).unwrap();
+    let (node, mut store, sm) = open(disk).unwrap();
     store.blocking_append(entries).await.unwrap();
+    drop((store, sm));
+    node.close();
 }
 
 #[tokio::test]
 async fn entries_survive_reopen_and_chain_links_them() {
     let disk = MemoryDisk::new();
     write(&disk, (1..=3).map(|i| entry(i, &format!("e{i}"))).collect()).await;
-    let (mut store, _) = open(&disk).unwrap();
+    let (node, mut store, _) = open(&disk).unwrap();
     let read = store.try_get_log_entries(1..=3).await.unwrap();
     assert_eq!(
         read.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
@@ -99,7 +101,7 @@ async fn entries_survive_reopen_and_chain_links_them() {
     )
     .await;
     assert_eq!(
-        open(&other).unwrap().0.chain_at(3).unwrap(),
+        open(&other).unwrap().1.chain_at(3).unwrap(),
         store.chain_at(3).unwrap()
     );
     // A different entry 2 changes every later chain.
@@ -110,7 +112,7 @@ async fn entries_survive_reopen_and_chain_links_them() {
     )
     .await;
     assert_ne!(
-        open(&third).unwrap().0.chain_at(3).unwrap(),
+        open(&third).unwrap().1.chain_at(3).unwrap(),
         store.chain_at(3).unwrap()
     );
 }
@@ -121,7 +123,7 @@ fn rewrite(disk: &dyn Disk, index: u64, f: impl FnOnce(&mut Vec<u8>)) {
     let db = disk.open_database("shard").unwrap();
     let tx = db.begin_write().unwrap();
     {
-        let mut log = tx.open_table(LOG).unwrap();
+        let mut log = tx.open_table(Tables::new(ShardId(0)).log()).unwrap();
         let mut bytes = log.get(index).unwrap().unwrap().value().to_vec();
         f(&mut bytes);
         log.insert(index, bytes.as_slice()).unwrap();
@@ -190,8 +192,8 @@ async fn a_corrupted_file_is_refused_with_its_path() {
 #[tokio::test]
 async fn a_failed_store_refuses_later_writes() {
     let disk = MemoryDisk::new();
-    let (mut store, _) = open(&disk).unwrap();
-    store.shared.fail("simulated fsync error".into());
+    let (node, mut store, _) = open(&disk).unwrap();
+    node.fail("simulated fsync error");
     let err = store
         .blocking_append(vec![entry(1, "e1")])
         .await

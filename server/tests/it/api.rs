@@ -376,7 +376,7 @@ fn a_corrupted_log_file_is_refused_at_start_naming_the_file() {
         }
     });
     assert!(server.terminate().success());
-    let file = dir.path().join("shard-0000.redb");
+    let file = dir.path().join("log.redb");
     let mut bytes = std::fs::read(&file).unwrap();
     // redb writes copy-on-write, so stale copies of a record may sit in freed pages; flipping
     // one byte in every copy guarantees the live one is hit.
