@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - An append is reported durable to openraft only after the redb commit holding it returned
-//!   with `Durability::Immediate` (fsync). Appends, applies and committed-index updates that
+//!   with `Durability::Immediate` (fsync). Appends and applies that
 //!   arrive together, from any shard, share one commit: redb's copy-on-write commits cost far
 //!   more than the entries they carry, so the node pays one per burst, not one per shard.
 //! - After a failed commit the store refuses every later write until it is reopened: a failed
@@ -98,10 +98,6 @@ enum Command {
         vote: Vote<NodeId>,
         done: oneshot::Sender<StorageResult<()>>,
     },
-    SaveCommitted {
-        shard: Arc<Shared>,
-        committed: Option<LogId<NodeId>>,
-    },
     Truncate {
         shard: Arc<Shared>,
         since: u64,
@@ -126,10 +122,7 @@ enum Command {
 
 impl Command {
     fn groups(&self) -> bool {
-        matches!(
-            self,
-            Command::Append { .. } | Command::Apply { .. } | Command::SaveCommitted { .. }
-        )
+        matches!(self, Command::Append { .. } | Command::Apply { .. })
     }
 }
 
@@ -526,8 +519,8 @@ impl Node {
         })
     }
 
-    /// The storage thread: executes commands in arrival order. Consecutive appends, applies and
-    /// committed-index updates, of any shard, share one redb transaction, so concurrent work
+    /// The storage thread: executes commands in arrival order. Consecutive appends and applies, of any
+    /// shard, share one redb transaction, so concurrent work
     /// costs one commit (and one fsync when it holds an append).
     fn run(self: Arc<Self>, rx: Receiver<Command>) {
         let mut last: BTreeMap<ShardId, LastEntry> = BTreeMap::new();
@@ -625,7 +618,7 @@ impl Node {
         }
     }
 
-    /// Runs appends, applies and committed-index updates in one transaction, in order, then
+    /// Runs appends and applies in one transaction, in order, then
     /// answers each. The transaction is durable (fsynced) when it holds an append.
     fn execute_group(&self, group: Vec<Command>, last: &mut BTreeMap<ShardId, LastEntry>) {
         let durable = group.iter().any(|c| matches!(c, Command::Append { .. }));
@@ -675,14 +668,7 @@ impl Node {
                         }
                         outcomes.push(batch);
                     }
-                    Command::SaveCommitted { shard, committed } => {
-                        let bytes = serde_json::to_vec(committed).expect("json");
-                        tx.open_table(shard.tables.log_meta())
-                            .map_err(|e| e.to_string())?
-                            .insert("committed", bytes.as_slice())
-                            .map_err(|e| e.to_string())?;
-                    }
-                    _ => unreachable!("only appends, applies and committed updates are grouped"),
+                    _ => unreachable!("only appends and applies are grouped"),
                 }
             }
             Ok(())
@@ -809,6 +795,9 @@ impl RaftLogStorage<TypeConfig> for ShardStore {
         self.read_meta("vote")
     }
 
+    // The committed index is kept in memory only (openraft's default): persisting it would add
+    // a table write to every commit, and after a restart the leader's first commit re-commits
+    // everything before it anyway.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
         if let Some(id) = committed {
             self.shared
@@ -816,16 +805,7 @@ impl RaftLogStorage<TypeConfig> for ShardStore {
                 .committed
                 .fetch_max(id.index, Ordering::Relaxed);
         }
-        self.send(Command::SaveCommitted {
-            shard: self.shared.clone(),
-            committed,
-        })
-    }
-
-    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        Ok(self
-            .read_meta::<Option<LogId<NodeId>>>("committed")?
-            .flatten())
+        Ok(())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
