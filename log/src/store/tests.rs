@@ -83,7 +83,7 @@ async fn write(disk: &dyn Disk, entries: Vec<Entry>) {
 async fn entries_survive_reopen_and_chain_links_them() {
     let disk = MemoryDisk::new();
     write(&disk, (1..=3).map(|i| entry(i, &format!("e{i}"))).collect()).await;
-    let (node, mut store, _) = open(&disk).unwrap();
+    let (_node, mut store, _) = open(&disk).unwrap();
     let read = store.try_get_log_entries(1..=3).await.unwrap();
     assert_eq!(
         read.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
