@@ -179,16 +179,7 @@ async fn append(
         if smoke && (ours.errors > 0 || theirs.errors > 0 || ours.ok == 0 || theirs.ok == 0) {
             bail!("smoke run failed at concurrency {c}: themis {ours:?}, etcd {theirs:?}");
         }
-        println!(
-            "c={c:<4} themis {:>9.0}/s p50 {} p99 {} | etcd {:>9.0}/s p50 {} p99 {} | ratio {:.2}x",
-            ours.per_second,
-            ms(ours.p50),
-            ms(ours.p99),
-            theirs.per_second,
-            ms(theirs.p50),
-            ms(theirs.p99),
-            ours.per_second / theirs.per_second
-        );
+        println!("{}", row(c, &ours, &theirs));
         rows.push((c, ours, theirs));
     }
     let after = fsync_probe(&dir, Duration::from_secs(if smoke { 1 } else { 5 }))?;
@@ -203,17 +194,7 @@ fn print_table(rows: &[(usize, RunStats, RunStats)], before: &FsyncProbe, after:
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (c, ours, theirs) in rows {
-        println!(
-            "| {c} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2}x | {:.2} |",
-            ours.per_second,
-            ms(ours.p50),
-            ms(ours.p99),
-            theirs.per_second,
-            ms(theirs.p50),
-            ms(theirs.p99),
-            ours.per_second / theirs.per_second,
-            ours.p99.as_secs_f64() / theirs.p99.as_secs_f64().max(1e-9),
-        );
+        println!("{}", row(*c, ours, theirs));
     }
     println!();
     for (when, p) in [("before", before), ("after", after)] {
@@ -225,4 +206,19 @@ fn print_table(rows: &[(usize, RunStats, RunStats)], before: &FsyncProbe, after:
             p.regime()
         );
     }
+}
+
+/// One markdown table row: themis and etcd at concurrency `c`, and their ratios.
+fn row(c: usize, ours: &RunStats, theirs: &RunStats) -> String {
+    format!(
+        "| {c} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2}x | {:.2} |",
+        ours.per_second,
+        ms(ours.p50),
+        ms(ours.p99),
+        theirs.per_second,
+        ms(theirs.p50),
+        ms(theirs.p99),
+        ours.per_second / theirs.per_second,
+        ours.p99.as_secs_f64() / theirs.p99.as_secs_f64().max(1e-9),
+    )
 }

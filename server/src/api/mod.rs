@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         PositionBody,
         BatchResponse,
         ShardResult,
+        PartResult,
         StreamPageBody,
         LogPageBody,
         BulkItemResult,
@@ -390,9 +391,7 @@ async fn append_events(
             match r {
                 Ok(appended) => results.push(ShardResult {
                     shard: shard.0,
-                    status: 201,
-                    result: Some(AppendResponse::new(appended)),
-                    error: None,
+                    part: PartResult::ok(AppendResponse::new(appended)),
                 }),
                 // One shard means one atomic batch: its failure is the answer's.
                 Err(e) if single => return Err(Problem::from(e)),
@@ -401,9 +400,7 @@ async fn append_events(
                     let p = Problem::from(e);
                     results.push(ShardResult {
                         shard: shard.0,
-                        status: p.status().as_u16(),
-                        result: None,
-                        error: Some(p.body()),
+                        part: PartResult::failed(&p),
                     });
                 }
             }
@@ -472,15 +469,11 @@ async fn bulk(state: &AppState, bytes: &Bytes) -> Response {
             match result {
                 Ok(r) => BulkItemResult {
                     index,
-                    status: 201,
-                    result: Some(r),
-                    error: None,
+                    part: PartResult::ok(r),
                 },
                 Err(p) => BulkItemResult {
                     index,
-                    status: p.status().as_u16(),
-                    result: None,
-                    error: Some(p.body()),
+                    part: PartResult::failed(&p),
                 },
             }
         })

@@ -102,12 +102,11 @@ impl AppendResponse {
     }
 }
 
-/// One shard's part of a batch answer.
+/// The answer for one part of a request that is answered part by part: a shard's share of a
+/// batch, or one line of an NDJSON bulk append.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ShardResult {
-    /// The shard.
-    pub shard: u32,
-    /// HTTP status of this part (201 or the problem's status).
+pub struct PartResult {
+    /// HTTP status of this part (201, or the problem's status).
     pub status: u16,
     /// The append, when it succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,6 +115,36 @@ pub struct ShardResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub error: Option<serde_json::Value>,
+}
+
+impl PartResult {
+    /// A successful part.
+    pub fn ok(result: AppendResponse) -> Self {
+        Self {
+            status: 201,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A failed part.
+    pub fn failed(problem: &super::Problem) -> Self {
+        Self {
+            status: problem.status().as_u16(),
+            result: None,
+            error: Some(problem.body()),
+        }
+    }
+}
+
+/// One shard's part of a batch answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShardResult {
+    /// The shard.
+    pub shard: u32,
+    /// How the part went.
+    #[serde(flatten)]
+    pub part: PartResult,
 }
 
 /// The answer to `POST /v1/events` (JSON).
@@ -160,13 +189,7 @@ pub struct LogPageBody {
 pub struct BulkItemResult {
     /// Line number in the request, from 0.
     pub index: usize,
-    /// HTTP status of this item.
-    pub status: u16,
-    /// The append, when it succeeded.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<AppendResponse>,
-    /// The problem, when it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub error: Option<serde_json::Value>,
+    /// How the line went.
+    #[serde(flatten)]
+    pub part: PartResult,
 }
