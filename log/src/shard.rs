@@ -513,19 +513,15 @@ impl Shard {
             return Ok(Vec::new());
         }
         let end = applied.min(from.0.saturating_add(limit as u64 - 1));
-        let entries = self.store.entries(from.0..=end)?;
+        let entries = self.store.stored_entries(from.0..=end)?;
         let tx = self.store.database().begin_read().map_err(self.storage())?;
         let outcomes = tx
             .open_table(self.store.tables().outcomes())
             .map_err(self.storage())?;
         let mut out = Vec::with_capacity(entries.len());
-        for entry in entries {
+        for (entry, chain) in entries {
             let index = entry.log_id.index;
-            let chain = self
-                .store
-                .chain_at(index)?
-                .map(|c| hex(&c))
-                .unwrap_or_default();
+            let chain = hex(&chain);
             let (kind, ts_ms, events) = match entry.payload {
                 EntryPayload::Blank => ("blank", None, Vec::new()),
                 EntryPayload::Membership(_) => ("membership", None, Vec::new()),

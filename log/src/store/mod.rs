@@ -315,6 +315,20 @@ impl ShardStore {
 
     /// Reads and verifies the records of `range`, committed or pending.
     pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
+        let mut out: BTreeMap<u64, Entry> = self
+            .stored_entries(range_of(&range))?
+            .into_iter()
+            .map(|(entry, _)| (entry.log_id.index, entry))
+            .collect();
+        let pending = self.shared.pending.lock().expect("pending lock");
+        for (k, e) in pending.range(range_of(&range)) {
+            out.entry(*k).or_insert_with(|| e.clone());
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// Reads and verifies the records of `range` that are on disk, each with its chain hash.
+    pub fn stored_entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<(Entry, Chain)>> {
         let location = self.location();
         let storage = |e: String| Error::Storage(format!("{location}: {e}"));
         let tx = self
@@ -324,7 +338,7 @@ impl ShardStore {
         let table = tx
             .open_table(self.tables().log())
             .map_err(|e| storage(e.to_string()))?;
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         for item in table
             .range(range_of(&range))
             .map_err(|e| storage(e.to_string()))?
@@ -335,13 +349,9 @@ impl ShardStore {
                 location: at.clone(),
                 detail: e.to_string(),
             })?;
-            out.insert(k.value(), decoded.entry);
+            out.push((decoded.entry, decoded.chain));
         }
-        let pending = self.shared.pending.lock().expect("pending lock");
-        for (k, e) in pending.range(range_of(&range)) {
-            out.entry(*k).or_insert_with(|| e.clone());
-        }
-        Ok(out.into_values().collect())
+        Ok(out)
     }
 
     /// The chain hash of the log up to and including `index`, if that entry is stored.

@@ -544,9 +544,18 @@ async fn livez() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: every shard has a leader.
+/// Readiness: the store accepts writes and every shard has a leader.
 #[utoipa::path(get, path = "/readyz", responses((status = 200), (status = 503, body = ProblemBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
+    if let Some(reason) = state.log.shards().first().and_then(|s| s.store().failure()) {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_failed",
+            format!(
+                "the store stopped after an error and refuses writes until restarted: {reason}"
+            ),
+        ));
+    }
     let leaderless: Vec<u32> = state
         .log
         .shards()
