@@ -215,7 +215,7 @@ impl Shard {
         let (store, sm) = node_store.shard(id)?;
         let last_ts = {
             let tx = store
-                .database()
+                .state_database()
                 .begin_read()
                 .map_err(|e| Error::Storage(e.to_string()))?;
             let meta = tx
@@ -330,7 +330,11 @@ impl Shard {
     /// Answers from the applied state alone when that is certain: an exact retry of appended
     /// events, or an expected revision the stream has already passed.
     fn precheck(&self, events: &[ProposedEvent]) -> Result<Option<Appended>> {
-        let tx = self.store.database().begin_read().map_err(self.storage())?;
+        let tx = self
+            .store
+            .state_database()
+            .begin_read()
+            .map_err(self.storage())?;
         let dedup = tx
             .open_table(self.store.tables().dedup())
             .map_err(self.storage())?;
@@ -433,7 +437,11 @@ impl Shard {
 
     /// Reads up to `limit` events of `urn` from revision `from`.
     pub fn read_stream(&self, urn: &Urn, from: u64, limit: usize) -> Result<StreamPage> {
-        let tx = self.store.database().begin_read().map_err(self.storage())?;
+        let tx = self
+            .store
+            .state_database()
+            .begin_read()
+            .map_err(self.storage())?;
         let index = tx
             .open_table(self.store.tables().stream_events())
             .map_err(self.storage())?;
@@ -514,7 +522,11 @@ impl Shard {
         }
         let end = applied.min(from.0.saturating_add(limit as u64 - 1));
         let entries = self.store.stored_entries(from.0..=end)?;
-        let tx = self.store.database().begin_read().map_err(self.storage())?;
+        let tx = self
+            .store
+            .state_database()
+            .begin_read()
+            .map_err(self.storage())?;
         let outcomes = tx
             .open_table(self.store.tables().outcomes())
             .map_err(self.storage())?;

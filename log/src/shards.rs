@@ -118,14 +118,17 @@ impl Log {
             )));
         }
         check_shard_count(disk.as_ref(), config.shards)?;
-        let db = disk.open_database("log").map_err(|e| match e {
-            themis_storage::Error::Database { location, source } => Error::Corrupted {
-                location,
-                detail: source.to_string(),
-            },
-            other => Error::Storage(other.to_string()),
-        })?;
-        let store = NodeStore::open(db, disk.describe("log"), config.store.clone())?;
+        let open = |name: &str| {
+            disk.open_database(name).map_err(|e| match e {
+                themis_storage::Error::Database { location, source } => Error::Corrupted {
+                    location,
+                    detail: source.to_string(),
+                },
+                other => Error::Storage(other.to_string()),
+            })
+        };
+        let (db, state_db) = (open("log")?, open("state")?);
+        let store = NodeStore::open(db, state_db, disk.describe("log"), config.store.clone())?;
         let mut shards = Vec::with_capacity(config.shards as usize);
         for i in 0..config.shards {
             let shard = Shard::open(

@@ -60,8 +60,10 @@ pub struct StoreConfig {
     pub dedup_window: Duration,
     /// Most commands one group commit gathers.
     pub group_commit_commands_max: usize,
-    /// Most commands waiting for the storage thread before callers wait for room.
+    /// Most commands waiting for a storage thread before callers wait for room.
     pub queue_depth_max: usize,
+    /// Apply groups after which the state is made durable even when the state thread is busy.
+    pub state_durable_every: usize,
 }
 
 impl Default for StoreConfig {
@@ -69,6 +71,7 @@ impl Default for StoreConfig {
         Self {
             dedup_window: Duration::from_secs(24 * 3600),
             group_commit_commands_max: 4096,
+            state_durable_every: 64,
             queue_depth_max: 16_384,
         }
     }
@@ -113,23 +116,39 @@ enum Command {
         entries: Vec<Entry>,
         done: oneshot::Sender<StorageResult<Vec<Vec<Outcome>>>>,
     },
+    /// After a snapshot install: the log's chain continues from `chain` at `applied`, and a
+    /// local log that disagrees with it is dropped.
+    Anchor {
+        shard: Arc<Shared>,
+        applied: LogId<NodeId>,
+        chain: Chain,
+        done: oneshot::Sender<StorageResult<()>>,
+    },
     InstallSnapshot {
         shard: Arc<Shared>,
         data: Vec<u8>,
-        done: oneshot::Sender<StorageResult<()>>,
+        done: oneshot::Sender<StorageResult<(Option<LogId<NodeId>>, Chain)>>,
     },
 }
 
 impl Command {
-    fn groups(&self) -> bool {
-        matches!(self, Command::Append { .. } | Command::Apply { .. })
+    /// Whether the state thread executes it (otherwise the log thread does).
+    fn is_state(&self) -> bool {
+        matches!(
+            self,
+            Command::Apply { .. } | Command::InstallSnapshot { .. }
+        )
     }
 }
 
 /// What every shard of the node shares: the database, written only by the storage thread.
 #[derive(Debug)]
 struct Node {
+    /// The Raft logs and votes: every append is durable before it is acknowledged.
     db: Database,
+    /// The state machines: applied without fsync, made durable when the state thread is idle
+    /// or every `state_durable_every` applies, and replayed from the log after a crash.
+    state_db: Database,
     location: String,
     config: StoreConfig,
     /// Set after a failed commit; later writes are refused.
@@ -141,8 +160,10 @@ struct Node {
 struct Shared {
     shard: ShardId,
     node: Arc<Node>,
-    /// The storage thread's queue; the thread stops when every sender is gone.
+    /// The log thread's queue; the thread stops when every sender is gone.
     commands: SyncSender<Command>,
+    /// The state thread's queue.
+    state_commands: SyncSender<Command>,
     tables: Tables,
     /// Entries handed to the storage thread and not yet committed, readable meanwhile.
     pending: Mutex<BTreeMap<u64, Entry>>,
@@ -157,7 +178,8 @@ struct Shared {
 pub struct NodeStore {
     node: Arc<Node>,
     commands: SyncSender<Command>,
-    thread: std::thread::JoinHandle<()>,
+    state_commands: SyncSender<Command>,
+    threads: [std::thread::JoinHandle<()>; 2],
 }
 
 /// A shard's log store (openraft `RaftLogStorage`). Clones share the store.
@@ -189,31 +211,46 @@ fn range_of(range: &impl RangeBounds<u64>) -> (std::ops::Bound<u64>, std::ops::B
 }
 
 impl NodeStore {
-    /// Takes the node's database `db` (described as `location` in errors) and starts its
-    /// storage thread.
-    pub fn open(db: Database, location: String, config: StoreConfig) -> Result<NodeStore> {
-        let (commands, rx) = std::sync::mpsc::sync_channel(config.queue_depth_max.max(1));
+    /// Takes the node's log database `db` and state database `state_db` (described as
+    /// `location` in errors) and starts their storage threads.
+    pub fn open(
+        db: Database,
+        state_db: Database,
+        location: String,
+        config: StoreConfig,
+    ) -> Result<NodeStore> {
+        let depth = config.queue_depth_max.max(1);
+        let (commands, rx) = std::sync::mpsc::sync_channel(depth);
+        let (state_commands, state_rx) = std::sync::mpsc::sync_channel(depth);
         let node = Arc::new(Node {
             db,
+            state_db,
             location,
             config,
             failure: Mutex::new(None),
         });
+        let spawn_error = |e| Error::Storage(format!("cannot start a storage thread: {e}"));
         let worker = node.clone();
-        let thread = spawn_thread("themis-store".into(), move || worker.run(rx))
-            .map_err(|e| Error::Storage(format!("cannot start the storage thread: {e}")))?;
+        let log = spawn_thread("themis-log".into(), move || worker.run(rx)).map_err(spawn_error)?;
+        let worker = node.clone();
+        let state = spawn_thread("themis-state".into(), move || worker.run_state(state_rx))
+            .map_err(spawn_error)?;
         Ok(NodeStore {
             node,
             commands,
-            thread,
+            state_commands,
+            threads: [log, state],
         })
     }
 
-    /// Waits for the storage thread to finish the work queued so far and closes the database.
-    /// Every shard store of this node must have been dropped, or this waits for ever.
+    /// Waits for the storage threads to finish the work queued so far and closes the
+    /// databases. Every shard store of this node must have been dropped, or this waits for ever.
     pub fn close(self) {
         drop(self.commands);
-        let _ = self.thread.join();
+        drop(self.state_commands);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
     }
 
     /// Opens shard `shard`'s tables, creating them when new, and verifies its log.
@@ -226,6 +263,8 @@ impl NodeStore {
             tx.open_table(tables.log()).map_err(|e| storage(e.into()))?;
             tx.open_table(tables.log_meta())
                 .map_err(|e| storage(e.into()))?;
+            tx.commit().map_err(|e| storage(e.into()))?;
+            let tx = node.state_db.begin_write().map_err(|e| storage(e.into()))?;
             tx.open_table(tables.sm_meta())
                 .map_err(|e| storage(e.into()))?;
             snapshot::create_tables(&tx, &tables).map_err(|e| storage(e.into()))?;
@@ -236,12 +275,13 @@ impl NodeStore {
             &tables,
             &format!("{}, shard {}", node.location, shard.0),
         )?;
-        let applied = read_applied(&node.db, &tables)
+        let applied = read_applied(&node.state_db, &tables)
             .map_err(|e| Error::Storage(format!("{}: {e}", node.location)))?;
         let shared = Arc::new(Shared {
             shard,
             node: node.clone(),
             commands: self.commands.clone(),
+            state_commands: self.state_commands.clone(),
             tables,
             pending: Mutex::new(BTreeMap::new()),
             applied: watch::channel(applied.map_or(0, |id| id.index)).0,
@@ -269,9 +309,14 @@ impl NodeStore {
 }
 
 impl ShardStore {
-    /// The node's database, for reads.
+    /// The node's log database, for reads.
     pub fn database(&self) -> &Database {
         &self.shared.node.db
+    }
+
+    /// The node's state-machine database, for reads.
+    pub fn state_database(&self) -> &Database {
+        &self.shared.node.state_db
     }
 
     pub(crate) fn tables(&self) -> &Tables {
@@ -372,8 +417,12 @@ impl ShardStore {
         if let Some(e) = self.shared.node.failed() {
             return Err(e);
         }
-        self.shared
-            .commands
+        let queue = if command.is_state() {
+            &self.shared.state_commands
+        } else {
+            &self.shared.commands
+        };
+        queue
             .send(command)
             .map_err(|_| storage_error("storage thread stopped"))
     }
@@ -505,9 +554,10 @@ impl Node {
             })
     }
 
-    /// Runs `f` in one write transaction; a failure stops the store.
+    /// Runs `f` in one write transaction of `db`; a failure stops the store.
     fn write<T>(
         &self,
+        db: &Database,
         durability: Durability,
         f: impl FnOnce(&WriteTransaction) -> std::result::Result<T, String>,
     ) -> StorageResult<T> {
@@ -515,7 +565,7 @@ impl Node {
             return Err(e);
         }
         let result = (|| {
-            let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
+            let mut tx = db.begin_write().map_err(|e| e.to_string())?;
             if !matches!(durability, Durability::Immediate) {
                 tx.set_durability(durability).map_err(|e| e.to_string())?;
             }
@@ -529,39 +579,50 @@ impl Node {
         })
     }
 
-    /// The storage thread: executes commands in arrival order. Consecutive appends and applies, of any
-    /// shard, share one redb transaction, so concurrent work
-    /// costs one commit (and one fsync when it holds an append).
+    /// Takes the next command and, when it is one that groups, every such command queued
+    /// behind it (up to `group_commit_commands_max`); keeps the first other one for later.
+    fn next_group(
+        &self,
+        rx: &Receiver<Command>,
+        next: &mut Option<Command>,
+        groups: impl Fn(&Command) -> bool,
+    ) -> Option<Vec<Command>> {
+        let first = match next.take() {
+            Some(c) => c,
+            None => rx.recv().ok()?,
+        };
+        if !groups(&first) {
+            return Some(vec![first]);
+        }
+        let mut group = vec![first];
+        while group.len() < self.config.group_commit_commands_max {
+            match rx.try_recv() {
+                Ok(c) if groups(&c) => group.push(c),
+                Ok(other) => {
+                    *next = Some(other);
+                    break;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        Some(group)
+    }
+
+    /// The log thread: executes log commands in arrival order. Consecutive appends, of any
+    /// shard, share one durable transaction: one commit and one fsync for all of them.
     fn run(self: Arc<Self>, rx: Receiver<Command>) {
         let mut last: BTreeMap<ShardId, LastEntry> = BTreeMap::new();
         let mut next: Option<Command> = None;
-        loop {
-            let command = match next.take() {
-                Some(c) => c,
-                None => match rx.recv() {
-                    Ok(c) => c,
-                    Err(_) => return,
-                },
-            };
-            if command.groups() {
-                let mut group = vec![command];
-                while group.len() < self.config.group_commit_commands_max {
-                    match rx.try_recv() {
-                        Ok(c) if c.groups() => group.push(c),
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                    }
-                }
-                self.execute_group(group, &mut last);
+        let is_append = |c: &Command| matches!(c, Command::Append { .. });
+        while let Some(mut group) = self.next_group(&rx, &mut next, is_append) {
+            if is_append(&group[0]) {
+                self.execute_appends(group, &mut last);
                 continue;
             }
-            match command {
+            match group.pop().expect("one command") {
                 Command::SaveVote { shard, vote, done } => {
                     let bytes = serde_json::to_vec(&vote).expect("json");
-                    let _ = done.send(self.write(Durability::Immediate, |tx| {
+                    let _ = done.send(self.write(&self.db, Durability::Immediate, |tx| {
                         let mut meta = tx
                             .open_table(shard.tables.log_meta())
                             .map_err(|e| e.to_string())?;
@@ -571,7 +632,7 @@ impl Node {
                     }));
                 }
                 Command::Truncate { shard, since, done } => {
-                    let result = self.write(Durability::Immediate, |tx| {
+                    let result = self.write(&self.db, Durability::Immediate, |tx| {
                         let mut log = tx
                             .open_table(shard.tables.log())
                             .map_err(|e| e.to_string())?;
@@ -589,7 +650,7 @@ impl Node {
                     }));
                 }
                 Command::Purge { shard, upto, done } => {
-                    let _ = done.send(self.write(Durability::Immediate, |tx| {
+                    let _ = done.send(self.write(&self.db, Durability::Immediate, |tx| {
                         let t = &shard.tables;
                         let mut log = tx.open_table(t.log()).map_err(|e| e.to_string())?;
                         let mut meta = tx.open_table(t.log_meta()).map_err(|e| e.to_string())?;
@@ -610,117 +671,104 @@ impl Node {
                         Ok(())
                     }));
                 }
-                Command::InstallSnapshot { shard, data, done } => {
-                    let result = self.write(Durability::Immediate, |tx| {
-                        let applied = snapshot::install(tx, &shard.tables, &data)?;
+                Command::Anchor {
+                    shard,
+                    applied,
+                    chain,
+                    done,
+                } => {
+                    let result = self.write(&self.db, Durability::Immediate, |tx| {
+                        snapshot::anchor_log(tx, &shard.tables, applied, chain)?;
                         let log = tx
                             .open_table(shard.tables.log())
                             .map_err(|e| e.to_string())?;
-                        Ok((applied, last_entry(&log)?))
+                        last_entry(&log)
                     });
-                    let _ = done.send(result.map(|(applied, new_last)| {
+                    let _ = done.send(result.map(|new_last| {
                         last.insert(shard.shard, new_last);
-                        shard.applied.send_replace(applied);
                     }));
                 }
-                _ => unreachable!("grouped commands are handled above"),
+                _ => unreachable!("state commands go to the state thread"),
             }
         }
     }
 
-    /// Runs appends and applies in one transaction, in order, then
-    /// answers each. The transaction is durable (fsynced) when it holds an append.
-    fn execute_group(&self, group: Vec<Command>, last: &mut BTreeMap<ShardId, LastEntry>) {
-        let durable = group.iter().any(|c| matches!(c, Command::Append { .. }));
-        let window = self.config.dedup_window.as_millis() as u64;
+    /// The state thread: applies committed entries, grouping the applies queued together into
+    /// one transaction without fsync. Every `state_durable_every` groups the applied state is
+    /// made durable; after a crash openraft replays the committed log from there and reaches the
+    /// same state, since applying is deterministic.
+    fn run_state(self: Arc<Self>, rx: Receiver<Command>) {
+        let mut next: Option<Command> = None;
+        let mut since_durable = 0usize;
+        let is_apply = |c: &Command| matches!(c, Command::Apply { .. });
+        while let Some(mut group) = self.next_group(&rx, &mut next, is_apply) {
+            if is_apply(&group[0]) {
+                self.execute_applies(group);
+                since_durable += 1;
+            } else {
+                match group.pop().expect("one command") {
+                    Command::InstallSnapshot { shard, data, done } => {
+                        let result = self.write(&self.state_db, Durability::Immediate, |tx| {
+                            snapshot::install(tx, &shard.tables, &data)
+                        });
+                        if let Ok((applied, _)) = &result {
+                            shard.applied.send_replace(applied.map_or(0, |id| id.index));
+                        }
+                        let _ = done.send(result);
+                        since_durable = 0;
+                    }
+                    _ => unreachable!("log commands go to the log thread"),
+                }
+            }
+            if since_durable >= self.config.state_durable_every {
+                // Make everything applied so far durable (an empty durable commit persists
+                // every earlier one), bounding what a crash makes the log replay.
+                if self
+                    .write(&self.state_db, Durability::Immediate, |_| Ok(()))
+                    .is_ok()
+                {
+                    since_durable = 0;
+                }
+            }
+        }
+    }
+
+    /// Writes appends of any shards in one durable transaction, then answers each.
+    fn execute_appends(&self, group: Vec<Command>, last: &mut BTreeMap<ShardId, LastEntry>) {
         // Per shard: the shard, its new last entry, entries and bytes written.
         let mut written: BTreeMap<ShardId, (Arc<Shared>, LastEntry, u64, u64)> = BTreeMap::new();
-        let mut outcomes: Vec<Vec<Vec<Outcome>>> = Vec::new();
-        let durability = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        let result = self.write(durability, |tx| {
+        let result = self.write(&self.db, Durability::Immediate, |tx| {
             for command in &group {
-                match command {
-                    Command::Append { shard, entries, .. } => {
-                        let t = &shard.tables;
-                        let mut log = tx.open_table(t.log()).map_err(|e| e.to_string())?;
-                        let meta = tx.open_table(t.log_meta()).map_err(|e| e.to_string())?;
-                        let slot = written.entry(shard.shard).or_insert_with(|| {
-                            (
-                                shard.clone(),
-                                last.get(&shard.shard).copied().flatten(),
-                                0,
-                                0,
-                            )
-                        });
-                        for entry in entries {
-                            let index = entry.log_id.index;
-                            let prev = match slot.1 {
-                                Some((i, chain)) if i + 1 == index => chain,
-                                _ => prev_chain(&log, &meta, index)?,
-                            };
-                            let (frame, chain) = record::encode(entry, &prev);
-                            log.insert(index, frame.as_slice())
-                                .map_err(|e| e.to_string())?;
-                            slot.1 = Some((index, chain));
-                            slot.2 += 1;
-                            slot.3 += frame.len() as u64;
-                        }
-                    }
-                    Command::Apply { shard, entries, .. } => {
-                        let mut batch = Vec::with_capacity(entries.len());
-                        for entry in entries {
-                            let outcome = state::apply(tx, &shard.tables, entry, window);
-                            batch.push(outcome.map_err(|e| e.to_string())?);
-                        }
-                        outcomes.push(batch);
-                    }
-                    _ => unreachable!("only appends and applies are grouped"),
+                let Command::Append { shard, entries, .. } = command else {
+                    unreachable!("only appends are grouped on the log thread")
+                };
+                let t = &shard.tables;
+                let mut log = tx.open_table(t.log()).map_err(|e| e.to_string())?;
+                let meta = tx.open_table(t.log_meta()).map_err(|e| e.to_string())?;
+                let slot = written.entry(shard.shard).or_insert_with(|| {
+                    (
+                        shard.clone(),
+                        last.get(&shard.shard).copied().flatten(),
+                        0,
+                        0,
+                    )
+                });
+                for entry in entries {
+                    let index = entry.log_id.index;
+                    let prev = match slot.1 {
+                        Some((i, chain)) if i + 1 == index => chain,
+                        _ => prev_chain(&log, &meta, index)?,
+                    };
+                    let (frame, chain) = record::encode(entry, &prev);
+                    log.insert(index, frame.as_slice())
+                        .map_err(|e| e.to_string())?;
+                    slot.1 = Some((index, chain));
+                    slot.2 += 1;
+                    slot.3 += frame.len() as u64;
                 }
             }
             Ok(())
         });
-        let mut outcomes = outcomes.into_iter();
-        for command in group {
-            match command {
-                Command::Append {
-                    shard,
-                    entries,
-                    callback,
-                } => {
-                    let mut pending = shard.pending.lock().expect("pending lock");
-                    for e in &entries {
-                        pending.remove(&e.log_id.index);
-                    }
-                    drop(pending);
-                    let flushed = result
-                        .as_ref()
-                        .map(|_| ())
-                        .map_err(|e| std::io::Error::other(e.to_string()));
-                    callback.log_io_completed(flushed);
-                }
-                Command::Apply {
-                    shard,
-                    entries,
-                    done,
-                } => {
-                    let answer = match &result {
-                        Ok(()) => {
-                            if let Some(last) = entries.last() {
-                                shard.applied.send_replace(last.log_id.index);
-                            }
-                            Ok(outcomes.next().expect("one outcome list per apply"))
-                        }
-                        Err(e) => Err(storage_error(e)),
-                    };
-                    let _ = done.send(answer);
-                }
-                _ => {}
-            }
-        }
         if result.is_ok() {
             for (id, (shard, new_last, count, bytes)) in written {
                 last.insert(id, new_last);
@@ -733,6 +781,65 @@ impl Node {
                     .stats
                     .bytes_written
                     .fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
+        for command in group {
+            if let Command::Append {
+                shard,
+                entries,
+                callback,
+            } = command
+            {
+                let mut pending = shard.pending.lock().expect("pending lock");
+                for e in &entries {
+                    pending.remove(&e.log_id.index);
+                }
+                drop(pending);
+                let flushed = result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| std::io::Error::other(e.to_string()));
+                callback.log_io_completed(flushed);
+            }
+        }
+    }
+
+    /// Applies entries of any shards in one transaction without fsync, then answers each.
+    fn execute_applies(&self, group: Vec<Command>) {
+        let window = self.config.dedup_window.as_millis() as u64;
+        let mut outcomes: Vec<Vec<Vec<Outcome>>> = Vec::with_capacity(group.len());
+        let result = self.write(&self.state_db, Durability::None, |tx| {
+            for command in &group {
+                let Command::Apply { shard, entries, .. } = command else {
+                    unreachable!("only applies are grouped on the state thread")
+                };
+                let mut batch = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    let outcome = state::apply(tx, &shard.tables, entry, window);
+                    batch.push(outcome.map_err(|e| e.to_string())?);
+                }
+                outcomes.push(batch);
+            }
+            Ok(())
+        });
+        let mut outcomes = outcomes.into_iter();
+        for command in group {
+            if let Command::Apply {
+                shard,
+                entries,
+                done,
+            } = command
+            {
+                let answer = match &result {
+                    Ok(()) => {
+                        if let Some(last) = entries.last() {
+                            shard.applied.send_replace(last.log_id.index);
+                        }
+                        Ok(outcomes.next().expect("one outcome list per apply"))
+                    }
+                    Err(e) => Err(storage_error(e)),
+                };
+                let _ = done.send(answer);
             }
         }
     }
@@ -867,8 +974,12 @@ impl ShardStateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for ShardStateMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let (data, applied, membership) =
-            snapshot::build(&self.shared.node.db, &self.shared.tables).map_err(read_error)?;
+        let (data, applied, membership) = snapshot::build(
+            &self.shared.node.state_db,
+            &self.shared.node.db,
+            &self.shared.tables,
+        )
+        .map_err(read_error)?;
         let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match applied {
             Some(id) => format!(
@@ -896,7 +1007,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     async fn applied_state(
         &mut self,
     ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
-        let tx = self.shared.node.db.begin_read().map_err(read_error)?;
+        let tx = self.shared.node.state_db.begin_read().map_err(read_error)?;
         let meta = tx
             .open_table(self.shared.tables.sm_meta())
             .map_err(read_error)?;
@@ -946,13 +1057,24 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
         let image = data.clone();
-        self.log_store()
+        let store = self.log_store();
+        let (applied, chain) = store
             .request(|shard, done| Command::InstallSnapshot {
                 shard,
                 data: image,
                 done,
             })
             .await?;
+        if let Some(applied) = applied {
+            store
+                .request(|shard, done| Command::Anchor {
+                    shard,
+                    applied,
+                    chain,
+                    done,
+                })
+                .await?;
+        }
         *self.shared.snapshot.lock().expect("snapshot lock") = Some((meta.clone(), data));
         Ok(())
     }

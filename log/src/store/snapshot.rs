@@ -30,9 +30,9 @@ pub(crate) fn create_tables(tx: &WriteTransaction, t: &Tables) -> Result<(), red
 pub(crate) type Image = (Vec<u8>, Option<LogId<u64>>, Membership);
 
 /// Builds the image of the state machine as of its applied LSN.
-pub(crate) fn build(db: &Database, t: &Tables) -> Result<Image, String> {
+pub(crate) fn build(state_db: &Database, log_db: &Database, t: &Tables) -> Result<Image, String> {
     let e = |e: redb::Error| e.to_string();
-    let tx = db.begin_read().map_err(|x| e(x.into()))?;
+    let tx = state_db.begin_read().map_err(|x| e(x.into()))?;
     let meta = tx.open_table(t.sm_meta()).map_err(|x| e(x.into()))?;
     let get = |key: &str| -> Result<Option<Vec<u8>>, String> {
         Ok(meta
@@ -56,7 +56,8 @@ pub(crate) fn build(db: &Database, t: &Tables) -> Result<Image, String> {
         .unwrap_or_default();
     let chain: Chain = match applied {
         Some(id) => {
-            let log = tx.open_table(t.log()).map_err(|x| e(x.into()))?;
+            let log_tx = log_db.begin_read().map_err(|x| e(x.into()))?;
+            let log = log_tx.open_table(t.log()).map_err(|x| e(x.into()))?;
             let frame = log.get(id.index).map_err(|x| e(x.into()))?;
             frame
                 .map(|v| record::chain_of_frame(v.value()))
@@ -100,7 +101,11 @@ pub(crate) fn build(db: &Database, t: &Tables) -> Result<Image, String> {
 }
 
 /// Replaces the state machine with an image; returns the image's applied LSN.
-pub(crate) fn install(tx: &WriteTransaction, t: &Tables, data: &[u8]) -> Result<u64, String> {
+pub(crate) fn install(
+    tx: &WriteTransaction,
+    t: &Tables,
+    data: &[u8],
+) -> Result<(Option<LogId<u64>>, Chain), String> {
     let s = |x: redb::StorageError| x.to_string();
     let te = |x: redb::TableError| x.to_string();
     let d = |x: crate::codec::DecodeError| format!("snapshot image: {x}");
@@ -160,22 +165,29 @@ pub(crate) fn install(tx: &WriteTransaction, t: &Tables, data: &[u8]) -> Result<
     }
     r.finish("snapshot image").map_err(d)?;
 
-    // The log below the snapshot is no longer needed, and entries after it must extend its chain.
-    let applied_index = applied.map_or(0, |id| id.index);
-    if let Some(id) = applied {
-        let mut log_meta = tx.open_table(t.log_meta()).map_err(te)?;
-        let anchor = serde_json::to_vec(&(id.index, chain)).expect("json");
-        log_meta.insert("anchor", anchor.as_slice()).map_err(s)?;
-        let mut log = tx.open_table(t.log()).map_err(te)?;
-        let keep = log
-            .get(id.index)
-            .map_err(s)?
-            .map(|v| record::chain_of_frame(v.value()))
-            == Some(chain);
-        if !keep {
-            // Our log disagrees with the snapshot: it is superseded.
-            log.retain(|_, _| false).map_err(s)?;
-        }
+    Ok((applied, chain))
+}
+
+/// Continues a shard's log after an installed snapshot: later entries extend `chain` at
+/// `applied`, and a local log that disagrees with the snapshot is dropped.
+pub(crate) fn anchor_log(
+    tx: &WriteTransaction,
+    t: &Tables,
+    applied: LogId<u64>,
+    chain: Chain,
+) -> Result<(), String> {
+    let s = |x: redb::StorageError| x.to_string();
+    let te = |x: redb::TableError| x.to_string();
+    let mut log_meta = tx.open_table(t.log_meta()).map_err(te)?;
+    let anchor = serde_json::to_vec(&(applied.index, chain)).expect("json");
+    log_meta.insert("anchor", anchor.as_slice()).map_err(s)?;
+    let mut log = tx.open_table(t.log()).map_err(te)?;
+    let ours = log
+        .get(applied.index)
+        .map_err(s)?
+        .map(|v| record::chain_of_frame(v.value()));
+    if ours != Some(chain) {
+        log.retain(|_, _| false).map_err(s)?;
     }
-    Ok(applied_index)
+    Ok(())
 }

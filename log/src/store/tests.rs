@@ -17,7 +17,8 @@ impl StoreBuilder<TypeConfig, ShardStore, ShardStateMachine, ()> for MemoryStore
         let disk = MemoryDisk::new();
         let db = disk.open_database("s").map_err(storage_error)?;
         let (store, sm) = {
-            let node = NodeStore::open(db, "memory:s".into(), StoreConfig::default())
+            let state_db = disk.open_database("s-state").map_err(storage_error)?;
+            let node = NodeStore::open(db, state_db, "memory:s".into(), StoreConfig::default())
                 .map_err(storage_error)?;
             node.shard(ShardId(0)).map_err(storage_error)?
         };
@@ -66,7 +67,10 @@ fn open(disk: &dyn Disk) -> Result<(NodeStore, ShardStore, ShardStateMachine)> {
     let db = disk
         .open_database("shard")
         .map_err(|e| Error::Storage(e.to_string()))?;
-    let node = NodeStore::open(db, disk.describe("shard"), StoreConfig::default())?;
+    let state_db = disk
+        .open_database("shard-state")
+        .map_err(|e| Error::Storage(e.to_string()))?;
+    let node = NodeStore::open(db, state_db, disk.describe("shard"), StoreConfig::default())?;
     let (store, sm) = node.shard(ShardId(0))?;
     Ok((node, store, sm))
 }
