@@ -303,16 +303,22 @@ impl Shard {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
 
-    /// Waits until the shard has a leader, at most `timeout`.
+    /// Waits until the shard has a leader and has applied every entry of its local log, at
+    /// most `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<()> {
+        // The state machine is made durable only now and then, so after a restart it replays
+        // the log once a leader commits again; until then reads would see an older state.
+        let ready = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+            m.current_leader.is_some() && m.last_applied.map(|id| id.index) >= m.last_log_index
+        };
         self.raft
             .wait(Some(timeout))
-            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .metrics(ready, "a leader and the local log applied")
             .await
             .map(|_| ())
             .map_err(|e| Error::Unavailable {
                 shard: self.id,
-                reason: format!("no leader: {e}"),
+                reason: format!("no leader, or the log not applied: {e}"),
             })
     }
 

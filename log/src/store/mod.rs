@@ -1,15 +1,17 @@
-//! The node's durable store: every shard's Raft log, vote and state machine, each shard in its
-//! own tables of one redb database, written by one storage thread per node.
+//! The node's durable store: every shard's Raft log and vote in the log database, and its state
+//! machine in the state database, each shard in its own tables, each database written by its own
+//! storage thread.
 //!
 //! Invariants:
 //! - An append is reported durable to openraft only after the redb commit holding it returned
-//!   with `Durability::Immediate` (fsync). Appends and applies that
-//!   arrive together, from any shard, share one commit: redb's copy-on-write commits cost far
-//!   more than the entries they carry, so the node pays one per burst, not one per shard.
+//!   with `Durability::Immediate` (fsync). Appends of every shard that arrive together share one
+//!   commit: redb's copy-on-write commits cost far more than the entries they carry.
 //! - After a failed commit the store refuses every later write until it is reopened: a failed
 //!   fsync is never retried.
-//! - State-machine changes commit without fsync; they become durable with the next log commit,
-//!   and after a crash openraft re-applies the committed log from the last durable apply.
+//! - State-machine changes commit without fsync, each together with its `applied` marker, and
+//!   are made durable every `state_durable_every` apply groups; after a crash openraft re-applies
+//!   the committed log from the last durable apply and, applying being deterministic, reaches the
+//!   same state.
 //! - At open, every record's checksum and the hash chain are verified; a corrupted byte is
 //!   reported with the file, shard and index and never served.
 
