@@ -811,13 +811,21 @@ impl Node {
         let window = self.config.dedup_window.as_millis() as u64;
         let mut outcomes: Vec<Vec<Vec<Outcome>>> = Vec::with_capacity(group.len());
         let result = self.write(&self.state_db, Durability::None, |tx| {
+            // Each shard's tables are opened once for the whole group.
+            let mut tables: BTreeMap<ShardId, state::Open<'_>> = BTreeMap::new();
             for command in &group {
                 let Command::Apply { shard, entries, .. } = command else {
                     unreachable!("only applies are grouped on the state thread")
                 };
+                let open = match tables.entry(shard.shard) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(state::Open::new(tx, &shard.tables).map_err(|e| e.to_string())?)
+                    }
+                };
                 let mut batch = Vec::with_capacity(entries.len());
                 for entry in entries {
-                    let outcome = state::apply(tx, &shard.tables, entry, window);
+                    let outcome = state::apply(open, entry, window);
                     batch.push(outcome.map_err(|e| e.to_string())?);
                 }
                 outcomes.push(batch);

@@ -81,6 +81,29 @@ impl Tables {
     }
 }
 
+/// One shard's state tables, opened once for a whole apply group: opening a redb table costs a
+/// lookup in its table tree, which per entry and batch added up to a large share of applying.
+pub(crate) struct Open<'t> {
+    meta: redb::Table<'t, &'static str, &'static [u8]>,
+    stream_events: redb::Table<'t, (&'static str, u64), (u64, u32)>,
+    dedup: redb::Table<'t, &'static [u8], &'static [u8]>,
+    expiry: redb::Table<'t, (u64, &'static [u8]), ()>,
+    outcomes: redb::Table<'t, u64, &'static [u8]>,
+}
+
+impl<'t> Open<'t> {
+    /// Opens shard `t`'s state tables in `tx`.
+    pub(crate) fn new(tx: &'t WriteTransaction, t: &Tables) -> Result<Self, ApplyError> {
+        Ok(Self {
+            meta: tx.open_table(t.sm_meta())?,
+            stream_events: tx.open_table(t.stream_events())?,
+            dedup: tx.open_table(t.dedup())?,
+            expiry: tx.open_table(t.dedup_expiry())?,
+            outcomes: tx.open_table(t.outcomes())?,
+        })
+    }
+}
+
 /// What the idempotency table remembers of an appended event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DedupRecord {
@@ -149,8 +172,7 @@ from_redb!(
 /// Applies one committed entry inside `tx` and returns one outcome per client batch (none for
 /// Raft's own entries).
 pub(crate) fn apply(
-    tx: &WriteTransaction,
-    t: &Tables,
+    open: &mut Open<'_>,
     entry: &Entry,
     dedup_window_ms: u64,
 ) -> Result<Vec<Outcome>, ApplyError> {
@@ -158,7 +180,7 @@ pub(crate) fn apply(
         EntryPayload::Blank => Vec::new(),
         EntryPayload::Membership(membership) => {
             let stored = openraft::StoredMembership::new(Some(entry.log_id), membership.clone());
-            tx.open_table(t.sm_meta())?.insert(
+            open.meta.insert(
                 "membership",
                 &serde_json::to_vec(&stored).expect("json")[..],
             )?;
@@ -169,27 +191,27 @@ pub(crate) fn apply(
             let mut outcomes = Vec::with_capacity(proposal.batches.len());
             let mut first_index = 0u32;
             for batch in &proposal.batches {
-                let outcome = decide(tx, t, lsn, batch)?;
+                let outcome = decide(open, lsn, batch)?;
                 if let Outcome::Appended { revisions } = &outcome {
-                    record(tx, t, lsn, first_index, proposal.ts_ms, batch, revisions)?;
+                    record(open, lsn, first_index, proposal.ts_ms, batch, revisions)?;
                 }
                 outcomes.push(outcome);
                 first_index += batch.len() as u32;
             }
-            expire(tx, t, proposal.ts_ms.saturating_sub(dedup_window_ms))?;
-            let mut meta = tx.open_table(t.sm_meta())?;
+            expire(open, proposal.ts_ms.saturating_sub(dedup_window_ms))?;
+            let meta = &mut open.meta;
             let last_ts = meta.get("ts")?.map(|v| v.value().to_vec());
             let last_ts =
                 last_ts.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or_default()));
             meta.insert("ts", &proposal.ts_ms.max(last_ts).to_le_bytes()[..])?;
-            tx.open_table(t.outcomes())?.insert(
+            open.outcomes.insert(
                 entry.log_id.index,
                 &serde_json::to_vec(&outcomes).expect("json")[..],
             )?;
             outcomes
         }
     };
-    tx.open_table(t.sm_meta())?.insert(
+    open.meta.insert(
         "applied",
         &serde_json::to_vec(&entry.log_id).expect("json")[..],
     )?;
@@ -197,18 +219,13 @@ pub(crate) fn apply(
 }
 
 /// Decides the outcome of one batch against the tables without changing them.
-fn decide(
-    tx: &WriteTransaction,
-    t: &Tables,
-    lsn: Lsn,
-    batch: &[ProposedEvent],
-) -> Result<Outcome, ApplyError> {
-    let dedup = tx.open_table(t.dedup())?;
+fn decide(open: &Open<'_>, lsn: Lsn, batch: &[ProposedEvent]) -> Result<Outcome, ApplyError> {
+    let dedup = &open.dedup;
     let mut seen = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
         // Server-drawn ids were never in the table: no client can retry with them.
         let record = if p.client_id {
-            dedup_lookup(&dedup, &p.event.id)?
+            dedup_lookup(dedup, &p.event.id)?
         } else {
             None
         };
@@ -258,12 +275,12 @@ fn decide(
         return Ok(Outcome::Duplicate { original });
     }
 
-    let stream_events = tx.open_table(t.stream_events())?;
+    let stream_events = &open.stream_events;
     let mut overlay: BTreeMap<&str, Option<u64>> = BTreeMap::new();
     let mut revisions = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
         let urn = p.event.urn.as_str();
-        let committed = stream_revision(&stream_events, &p.event.urn)?;
+        let committed = stream_revision(stream_events, &p.event.urn)?;
         let current = *overlay.entry(urn).or_insert(committed);
         if !p.expected.admits(current) {
             return Ok(Outcome::WrongExpectedRevision {
@@ -283,17 +300,19 @@ fn decide(
 /// Records an accepted batch, whose first event has index `first_index` in the entry, in the
 /// stream and idempotency tables.
 fn record(
-    tx: &WriteTransaction,
-    t: &Tables,
+    open: &mut Open<'_>,
     lsn: Lsn,
     first_index: u32,
     ts_ms: u64,
     batch: &[ProposedEvent],
     revisions: &[u64],
 ) -> Result<(), ApplyError> {
-    let mut stream_events = tx.open_table(t.stream_events())?;
-    let mut dedup = tx.open_table(t.dedup())?;
-    let mut expiry = tx.open_table(t.dedup_expiry())?;
+    let Open {
+        stream_events,
+        dedup,
+        expiry,
+        ..
+    } = open;
     for (i, (p, &revision)) in batch.iter().zip(revisions).enumerate() {
         let urn = p.event.urn.as_str();
         let index = first_index + i as u32;
@@ -318,9 +337,8 @@ fn record(
 }
 
 /// Forgets idempotency records committed before `horizon_ms`.
-fn expire(tx: &WriteTransaction, t: &Tables, horizon_ms: u64) -> Result<(), ApplyError> {
-    let mut expiry = tx.open_table(t.dedup_expiry())?;
-    let mut dedup = tx.open_table(t.dedup())?;
+fn expire(open: &mut Open<'_>, horizon_ms: u64) -> Result<(), ApplyError> {
+    let Open { expiry, dedup, .. } = open;
     let old: Vec<(u64, Vec<u8>)> = expiry
         .range::<(u64, &[u8])>(..(horizon_ms, &[][..]))?
         .map(|item| item.map(|(k, _)| (k.value().0, k.value().1.to_vec())))
