@@ -167,7 +167,8 @@ struct Shared {
     /// The state thread's queue.
     state_commands: SyncSender<Command>,
     tables: Tables,
-    /// Entries handed to the storage thread and not yet committed, readable meanwhile.
+    /// Entries handed to the log thread and not yet applied: readable before they are on disk,
+    /// and served to the state machine's apply without reading and decoding them back.
     pending: Mutex<BTreeMap<u64, Entry>>,
     applied: watch::Sender<u64>,
     snapshot: Mutex<Option<CurrentSnapshot>>,
@@ -362,6 +363,16 @@ impl ShardStore {
 
     /// Reads and verifies the records of `range`, committed or pending.
     pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
+        // Entries about to be applied are usually all still in memory.
+        if let (std::ops::Bound::Included(&start), std::ops::Bound::Excluded(&end)) =
+            (range.start_bound(), range.end_bound())
+        {
+            let pending = self.shared.pending.lock().expect("pending lock");
+            let held: Vec<Entry> = pending.range(start..end).map(|(_, e)| e.clone()).collect();
+            if held.len() as u64 == end.saturating_sub(start) {
+                return Ok(held);
+            }
+        }
         let mut out: BTreeMap<u64, Entry> = self
             .stored_entries(range_of(&range))?
             .into_iter()
@@ -652,6 +663,11 @@ impl Node {
                     }));
                 }
                 Command::Purge { shard, upto, done } => {
+                    shard
+                        .pending
+                        .lock()
+                        .expect("pending lock")
+                        .retain(|&k, _| k > upto.index);
                     let _ = done.send(self.write(&self.db, Durability::Immediate, |tx| {
                         let t = &shard.tables;
                         let mut log = tx.open_table(t.log()).map_err(|e| e.to_string())?;
@@ -714,7 +730,13 @@ impl Node {
                             snapshot::install(tx, &shard.tables, &data)
                         });
                         if let Ok((applied, _)) = &result {
-                            shard.applied.send_replace(applied.map_or(0, |id| id.index));
+                            let applied = applied.map_or(0, |id| id.index);
+                            shard
+                                .pending
+                                .lock()
+                                .expect("pending lock")
+                                .retain(|&k, _| k > applied);
+                            shard.applied.send_replace(applied);
                         }
                         let _ = done.send(result);
                         since_durable = 0;
@@ -792,11 +814,13 @@ impl Node {
                 callback,
             } = command
             {
-                let mut pending = shard.pending.lock().expect("pending lock");
-                for e in &entries {
-                    pending.remove(&e.log_id.index);
+                // Written entries stay in memory until applied; unwritten ones must go.
+                if result.is_err() {
+                    let mut pending = shard.pending.lock().expect("pending lock");
+                    for e in &entries {
+                        pending.remove(&e.log_id.index);
+                    }
                 }
-                drop(pending);
                 let flushed = result
                     .as_ref()
                     .map(|_| ())
@@ -843,7 +867,13 @@ impl Node {
                 let answer = match &result {
                     Ok(()) => {
                         if let Some(last) = entries.last() {
-                            shard.applied.send_replace(last.log_id.index);
+                            let applied = last.log_id.index;
+                            shard
+                                .pending
+                                .lock()
+                                .expect("pending lock")
+                                .retain(|&k, _| k > applied);
+                            shard.applied.send_replace(applied);
                         }
                         Ok(outcomes.next().expect("one outcome list per apply"))
                     }
