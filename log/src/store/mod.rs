@@ -545,6 +545,18 @@ fn verify_log(db: &Database, t: &Tables, location: &str) -> Result<()> {
     Ok(())
 }
 
+impl Shared {
+    /// Records that the state machine applied everything up to `index`: entries kept for the
+    /// apply are dropped and waiters on the applied index wake.
+    fn mark_applied(&self, index: u64) {
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .retain(|&k, _| k > index);
+        self.applied.send_replace(index);
+    }
+}
+
 impl Node {
     fn fail(&self, reason: String) {
         tracing::error!(location = %self.location, %reason, "store stopped");
@@ -731,12 +743,7 @@ impl Node {
                         });
                         if let Ok((applied, _)) = &result {
                             let applied = applied.map_or(0, |id| id.index);
-                            shard
-                                .pending
-                                .lock()
-                                .expect("pending lock")
-                                .retain(|&k, _| k > applied);
-                            shard.applied.send_replace(applied);
+                            shard.mark_applied(applied);
                         }
                         let _ = done.send(result);
                         since_durable = 0;
@@ -868,12 +875,7 @@ impl Node {
                     Ok(()) => {
                         if let Some(last) = entries.last() {
                             let applied = last.log_id.index;
-                            shard
-                                .pending
-                                .lock()
-                                .expect("pending lock")
-                                .retain(|&k, _| k > applied);
-                            shard.applied.send_replace(applied);
+                            shard.mark_applied(applied);
                         }
                         Ok(outcomes.next().expect("one outcome list per apply"))
                     }
