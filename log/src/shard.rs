@@ -346,7 +346,12 @@ impl Shard {
             .map_err(self.storage())?;
         let mut originals = Vec::with_capacity(events.len());
         for p in events {
-            let record = state::dedup_lookup(&dedup, &p.event.id).map_err(self.storage())?;
+            // Server-drawn ids never enter the idempotency table (as in the state machine).
+            let record = if p.client_id {
+                state::dedup_lookup(&dedup, &p.event.id).map_err(self.storage())?
+            } else {
+                None
+            };
             originals.push(record);
         }
         let seen = originals.iter().filter(|r| r.is_some()).count();
@@ -474,13 +479,18 @@ impl Shard {
             }
             let (ts_ms, proposal) = &entries[&lsn];
             let event = proposal.get(i as usize).ok_or_else(|| Error::Corrupted {
-                location: self.store.location().to_owned(),
+                location: self.store.location(),
                 detail: format!("stream index points at event {i} of entry {lsn}, which has fewer"),
             })?;
-            assert_eq!(
-                &event.event.urn, urn,
-                "stream index points at another stream's event"
-            );
+            if &event.event.urn != urn {
+                return Err(Error::Corrupted {
+                    location: self.store.location(),
+                    detail: format!(
+                        "stream index of {urn} points at event {i} of entry {lsn}, which belongs to {}",
+                        event.event.urn
+                    ),
+                });
+            }
             events.push(StoredEvent {
                 event: event.event.clone(),
                 revision,
@@ -506,13 +516,13 @@ impl Shard {
             .entries(lsn..=lsn)?
             .pop()
             .ok_or_else(|| Error::Corrupted {
-                location: self.store.location().to_owned(),
+                location: self.store.location(),
                 detail: format!("log entry {lsn} is referenced by the stream index but missing"),
             })?;
         match entry.payload {
             EntryPayload::Normal(p) => Ok((p.ts_ms, p.batches.into_iter().flatten().collect())),
             _ => Err(Error::Corrupted {
-                location: self.store.location().to_owned(),
+                location: self.store.location(),
                 detail: format!(
                     "log entry {lsn} is referenced by the stream index but holds no events"
                 ),

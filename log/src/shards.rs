@@ -76,13 +76,6 @@ pub struct ValidatedBatch {
     precheck: bool,
 }
 
-impl ValidatedBatch {
-    /// The events, in batch order.
-    pub fn events(&self) -> &[ProposedEvent] {
-        &self.events
-    }
-}
-
 /// The answer to an append: per shard, and the token covering all of them.
 #[derive(Debug, Clone)]
 pub struct AppendResult {

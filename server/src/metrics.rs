@@ -82,7 +82,7 @@ impl Metrics {
     pub fn render(&self, log: &Log) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let per_shard: [PerShard; 10] = [
+        let per_shard: [PerShard; 11] = [
             (
                 "themis_appends_total",
                 "counter",
@@ -118,6 +118,12 @@ impl Metrics {
                 "counter",
                 "entries written to the log",
                 &|s| load(&s.store().stats().entries_written),
+            ),
+            (
+                "themis_log_bytes_written_total",
+                "counter",
+                "bytes of log records written",
+                &|s| load(&s.store().stats().bytes_written),
             ),
             (
                 "themis_commit_index",

@@ -300,11 +300,6 @@ impl NodeStore {
         ))
     }
 
-    /// Why the store stopped accepting writes, if it did.
-    pub fn failure(&self) -> Option<String> {
-        self.node.failure.lock().expect("failure lock").clone()
-    }
-
     #[cfg(test)]
     fn fail(&self, reason: &str) {
         self.node.fail(reason.to_owned());
@@ -352,13 +347,6 @@ impl ShardStore {
             .lock()
             .expect("failure lock")
             .clone()
-    }
-
-    /// The state machine over the same tables.
-    pub fn state_machine(&self) -> ShardStateMachine {
-        ShardStateMachine {
-            shared: self.shared.clone(),
-        }
     }
 
     /// Reads and verifies the records of `range`, committed or pending.
