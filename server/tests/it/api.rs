@@ -321,7 +321,11 @@ async fn health_metrics_openapi_and_graceful_shutdown() {
         metrics.text
     );
     assert!(metrics.text.contains("themis_commit_index{shard=\"0\"}"));
-    assert!(metrics.text.contains("themis_log_bytes_written_total{shard=\"0\"}"));
+    assert!(
+        metrics
+            .text
+            .contains("themis_log_bytes_written_total{shard=\"0\"}")
+    );
     let openapi = get(&b, "/v1/openapi.json").await.json();
     for path in [
         "/v1/streams/{urn}",
