@@ -17,6 +17,10 @@ pub struct RunStats {
     pub ok: u64,
     /// Failed operations (a correct run has none).
     pub errors: u64,
+    /// Cores the server used during the run (CPU seconds / elapsed), when known.
+    pub server_cores: Option<f64>,
+    /// Cores this load generator used during the run.
+    pub client_cores: Option<f64>,
 }
 
 /// Runs `op(worker, n)` from `concurrency` workers for `duration`.
@@ -70,5 +74,7 @@ where
         p99: at(0.99).unwrap_or_default(),
         ok: all.len() as u64,
         errors,
+        server_cores: None,
+        client_cores: None,
     }
 }

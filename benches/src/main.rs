@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use themis_bench::load::{RunStats, run};
 use themis_bench::probe::{FsyncProbe, fsync_probe};
-use themis_bench::process::{start_etcd, start_themis, themis_binary};
+use themis_bench::process::{self, cpu_seconds, pin_self, start_etcd, start_themis, themis_binary};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,6 +52,12 @@ enum Command {
         /// Measure an already running themis at this URL instead of starting one (for profiling).
         #[arg(long)]
         themis_url: Option<String>,
+        /// CPUs (a `taskset` list) for the servers, themis and etcd alike, e.g. `0`.
+        #[arg(long)]
+        server_cpus: Option<String>,
+        /// CPUs (a `taskset` list) for this load generator, e.g. `1`.
+        #[arg(long)]
+        client_cpus: Option<String>,
     },
 }
 
@@ -67,7 +73,12 @@ async fn main() -> anyhow::Result<()> {
             dir,
             smoke,
             themis_url,
+            server_cpus,
+            client_cpus,
         } => {
+            if let Some(cpus) = &client_cpus {
+                pin_self(cpus)?;
+            }
             let (seconds, concurrency, pairs) = if smoke {
                 (1, vec![1, 16], 1)
             } else {
@@ -80,10 +91,28 @@ async fn main() -> anyhow::Result<()> {
                 shards,
                 smoke,
                 themis_url,
+                server_cpus,
+                client_cpus,
             };
             append(&options, &concurrency, dir).await
         }
     }
+}
+
+/// Runs `load`, recording the cores the server (`server_pid`) and this generator used meanwhile.
+async fn measured(
+    server_pid: Option<u32>,
+    load: impl std::future::Future<Output = RunStats>,
+) -> RunStats {
+    let me = std::process::id();
+    let cpu = |pid: Option<u32>| pid.and_then(cpu_seconds);
+    let (server0, client0, start) = (cpu(server_pid), cpu(Some(me)), std::time::Instant::now());
+    let mut stats = load.await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cores = |before: Option<f64>, after: Option<f64>| Some((after? - before?) / elapsed);
+    stats.server_cores = cores(server0, cpu(server_pid));
+    stats.client_cores = cores(client0, cpu(Some(me)));
+    stats
 }
 
 fn median(mut runs: Vec<RunStats>) -> RunStats {
@@ -102,6 +131,8 @@ struct Options {
     shards: u32,
     smoke: bool,
     themis_url: Option<String>,
+    server_cpus: Option<String>,
+    client_cpus: Option<String>,
 }
 
 async fn append(
@@ -122,14 +153,16 @@ async fn append(
     std::fs::create_dir_all(&dir)?;
     let binary = themis_binary()?;
     let before = fsync_probe(&dir, Duration::from_secs(if smoke { 1 } else { 5 }))?;
-    let (_themis, base) = match &options.themis_url {
+    let (themis, base) = match &options.themis_url {
         Some(url) => (None, url.clone()),
         None => {
-            let (guard, base) = start_themis(&binary, &dir, shards)?;
+            let (guard, base) =
+                start_themis(&binary, &dir, shards, options.server_cpus.as_deref())?;
             (Some(guard), base)
         }
     };
-    let (_etcd, endpoint) = start_etcd(&dir)?;
+    let themis_pid = themis.as_ref().map(process::Guard::pid);
+    let (etcd_guard, endpoint) = start_etcd(&dir, options.server_cpus.as_deref())?;
     let etcd = etcd_client::Client::connect([endpoint.as_str()], None)
         .await
         .context("connect to etcd")?;
@@ -143,13 +176,19 @@ async fn append(
         duration.as_secs()
     );
     println!("themis binary: {}", binary.display());
+    println!(
+        "CPUs: servers {}, load generator {} (it may use {} CPUs)",
+        options.server_cpus.as_deref().unwrap_or("any"),
+        options.client_cpus.as_deref().unwrap_or("any"),
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
     let mut rows = Vec::new();
     for &c in concurrency {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..pairs {
             let (http, base, ours_payload) = (http.clone(), base.clone(), payload.clone());
             ours.push(
-                run(c, duration, move |w, _| {
+                measured(themis_pid, run(c, duration, move |w, _| {
                     let (http, base, payload) = (http.clone(), base.clone(), ours_payload.clone());
                     async move {
                         let url = format!("{base}/v1/streams/urn:themis:document:bench:w{w}");
@@ -160,18 +199,21 @@ async fn append(
                         }
                         Ok(())
                     }
-                })
+                }))
                 .await,
             );
             let (etcd, payload) = (etcd.clone(), payload.clone());
             theirs.push(
-                run(c, duration, move |w, n| {
-                    let (mut etcd, payload) = (etcd.clone(), payload.clone());
-                    async move {
-                        etcd.put(format!("bench/w{w}/{n}"), payload, None).await?;
-                        Ok(())
-                    }
-                })
+                measured(
+                    Some(etcd_guard.pid()),
+                    run(c, duration, move |w, n| {
+                        let (mut etcd, payload) = (etcd.clone(), payload.clone());
+                        async move {
+                            etcd.put(format!("bench/w{w}/{n}"), payload, None).await?;
+                            Ok(())
+                        }
+                    }),
+                )
                 .await,
             );
         }
@@ -190,9 +232,9 @@ async fn append(
 fn print_table(rows: &[(usize, RunStats, RunStats)], before: &FsyncProbe, after: &FsyncProbe) {
     println!();
     println!(
-        "| concurrency | themis appends/s | themis p50 | themis p99 | etcd puts/s | etcd p50 | etcd p99 | throughput ratio | p99 ratio (themis/etcd) |"
+        "| concurrency | themis appends/s | themis p50 | themis p99 | etcd puts/s | etcd p50 | etcd p99 | throughput ratio | p99 ratio (themis/etcd) | cores themis / etcd | generator cores (themis / etcd run) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (c, ours, theirs) in rows {
         println!("{}", row(*c, ours, theirs));
     }
@@ -211,7 +253,7 @@ fn print_table(rows: &[(usize, RunStats, RunStats)], before: &FsyncProbe, after:
 /// One markdown table row: themis and etcd at concurrency `c`, and their ratios.
 fn row(c: usize, ours: &RunStats, theirs: &RunStats) -> String {
     format!(
-        "| {c} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2}x | {:.2} |",
+        "| {c} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2}x | {:.2} | {} / {} | {} / {} |",
         ours.per_second,
         ms(ours.p50),
         ms(ours.p99),
@@ -220,5 +262,13 @@ fn row(c: usize, ours: &RunStats, theirs: &RunStats) -> String {
         ms(theirs.p99),
         ours.per_second / theirs.per_second,
         ours.p99.as_secs_f64() / theirs.p99.as_secs_f64().max(1e-9),
+        cores(ours.server_cores),
+        cores(theirs.server_cores),
+        cores(ours.client_cores),
+        cores(theirs.client_cores),
     )
+}
+
+fn cores(c: Option<f64>) -> String {
+    c.map_or_else(|| "?".to_owned(), |c| format!("{c:.2}"))
 }

@@ -22,6 +22,26 @@ impl Drop for Guard {
     }
 }
 
+impl Guard {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// CPU time (user + system) that process `pid` has used so far, from `/proc/<pid>/stat`
+/// (Linux; clock ticks of 1/100 s, the USER_HZ every Linux ABI fixes).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces; utime and
+    // stime are fields 14 and 15 of the whole line.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -42,12 +62,44 @@ pub fn themis_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Starts `themis serve` with `shards` shards in a temporary directory under `parent`; returns
-/// its base URL.
-pub fn start_themis(binary: &Path, parent: &Path, shards: u32) -> anyhow::Result<(Guard, String)> {
+/// A command for `program`, restricted to the CPUs in `cpus` (a `taskset` list such as `0` or
+/// `0-1`) when given.
+fn pinned(program: &Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.args(["--cpu-list", cpus]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Restricts every thread of this process to the CPUs in `cpus` (a `taskset` list).
+pub fn pin_self(cpus: &str) -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args(["--all-tasks", "--cpu-list", "--pid", cpus])
+        .arg(std::process::id().to_string())
+        .stdout(Stdio::null())
+        .status()
+        .context("cannot run taskset (util-linux)")?;
+    if !status.success() {
+        bail!("taskset --cpu-list {cpus} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Starts `themis serve` with `shards` shards in a temporary directory under `parent`, on the
+/// CPUs in `cpus` when given; returns its base URL.
+pub fn start_themis(
+    binary: &Path,
+    parent: &Path,
+    shards: u32,
+    cpus: Option<&str>,
+) -> anyhow::Result<(Guard, String)> {
     let dir = tempfile::tempdir_in(parent)?;
     let listen = format!("127.0.0.1:{}", free_port()?);
-    let mut child = Command::new(binary)
+    let mut child = pinned(binary, cpus)
         .args([
             "serve",
             "--listen",
@@ -78,12 +130,13 @@ pub fn start_themis(binary: &Path, parent: &Path, shards: u32) -> anyhow::Result
 
 /// Starts a single-node etcd (Debian `etcd-server`) in a temporary directory under `parent`;
 /// returns its client endpoint. etcd fsyncs its WAL before acknowledging a put (its default).
-pub fn start_etcd(parent: &Path) -> anyhow::Result<(Guard, String)> {
+/// It runs on the CPUs in `cpus` when given.
+pub fn start_etcd(parent: &Path, cpus: Option<&str>) -> anyhow::Result<(Guard, String)> {
     let dir = tempfile::tempdir_in(parent)?;
     let (client, peer) = (free_port()?, free_port()?);
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new("etcd")
+    let child = pinned(Path::new("etcd"), cpus)
         .args(["--name", "bench", "--data-dir"])
         .arg(dir.path().join("etcd"))
         .args([

@@ -6,6 +6,7 @@
 //! applied by the deterministic state machine; nothing in this crate reads time, randomness,
 //! threads, the network or metadata except through [`seam`].
 
+pub mod cluster;
 mod codec;
 pub mod entry;
 pub mod event;
@@ -30,12 +31,17 @@ pub use seam::NodeId;
 pub use shard::{
     Appended, AppendedEvent, LogEntryView, Shard, ShardConfig, StoredEvent, StreamPage,
 };
-pub use shards::{AppendResult, BatchError, Log, LogConfig, ValidatedBatch};
+pub use shards::{
+    AppendResult, BatchError, Consistency, Log, LogConfig, ReplicaStatus, ShardStatus, Topology,
+    ValidatedBatch,
+};
 pub use token::{Token, TokenError};
 pub use urn::{Model, Urn, UrnError};
 
 /// Errors of the log crate. [`Error::code`] gives the stable snake_case code clients branch on.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Errors travel between nodes (an append forwarded to the shard's leader answers with one), so
+/// they serialize.
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     /// An expected-revision check failed; nothing was appended.
     #[error("wrong expected revision for {urn}: expected {expected}, the stream is at {}", revision_text(*.actual))]
@@ -71,6 +77,24 @@ pub enum Error {
         shard: ShardId,
         /// The leader, when known.
         leader: Option<NodeId>,
+    },
+    /// This node holds no replica of the shard.
+    #[error("this node holds no replica of shard {shard}{}", if replicas.is_empty() { String::new() } else { format!("; nodes {} do", replicas.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")) })]
+    NotHosted {
+        /// The shard.
+        shard: ShardId,
+        /// The nodes that hold it.
+        replicas: Vec<NodeId>,
+    },
+    /// The request reached the shard's leader through another node and the answer was lost on
+    /// the way: the append may or may not have been applied. Read the stream to find out, or
+    /// retry with client-chosen event ids, which makes the retry safe.
+    #[error("shard {shard}: the outcome is unknown: {reason}")]
+    OutcomeUnknown {
+        /// The shard.
+        shard: ShardId,
+        /// What failed.
+        reason: String,
     },
     /// The shard cannot serve now (no leader, stopped, Raft failure).
     #[error("shard {shard} is unavailable: {reason}")]
@@ -116,6 +140,8 @@ impl Error {
             Error::IdempotencyConflict { .. } => "idempotency_conflict",
             Error::CrossShardBatch { .. } => "cross_shard_batch",
             Error::NotLeader { .. } => "not_leader",
+            Error::NotHosted { .. } => "not_hosted",
+            Error::OutcomeUnknown { .. } => "outcome_unknown",
             Error::Unavailable { .. } => "unavailable",
             Error::UnknownShard { .. } => "unknown_shard",
             Error::Corrupted { .. } => "corrupted",

@@ -168,3 +168,19 @@ impl RaftNetwork<TypeConfig> for TransportNetwork {
         self.call("vote", &rpc, &option).await
     }
 }
+
+/// Serves one Raft RPC that arrived on channel `raft/<shard>/<rpc>`: decodes the JSON request,
+/// hands it to the shard's Raft and encodes its `Result` as JSON, as [`TransportNetwork`]
+/// expects. An `Err` means the request was unusable.
+pub async fn serve_rpc(raft: &Raft, rpc: &str, body: &[u8]) -> Result<Bytes, String> {
+    fn decode<T: DeserializeOwned>(rpc: &str, body: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(body).map_err(|e| format!("undecodable {rpc} request: {e}"))
+    }
+    let answer = match rpc {
+        "append" => serde_json::to_vec(&raft.append_entries(decode(rpc, body)?).await),
+        "vote" => serde_json::to_vec(&raft.vote(decode(rpc, body)?).await),
+        "snapshot" => serde_json::to_vec(&raft.install_snapshot(decode(rpc, body)?).await),
+        other => return Err(format!("unknown raft rpc {other:?}")),
+    };
+    answer.map(Bytes::from).map_err(|e| e.to_string())
+}

@@ -203,7 +203,13 @@ pub enum MetaError {
     /// The store could not be reached or answered with an error.
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),
+    /// The lease lapsed (or never existed): keys written under it are gone.
+    #[error("metadata lease {0} expired")]
+    LeaseExpired(LeaseId),
 }
+
+/// A lease of the metadata store: keys written under it vanish when it is not renewed in time.
+pub type LeaseId = i64;
 
 /// A key's value and the store-wide revision at which it was last written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,34 +236,108 @@ pub trait MetaStore: Debug + Send + Sync + 'static {
         expected: i64,
         value: Bytes,
     ) -> Result<Option<i64>, MetaError>;
+    /// Writes `value` unconditionally, attached to `lease` when given; returns the new revision.
+    async fn put(&self, key: &str, value: Bytes, lease: Option<LeaseId>) -> Result<i64, MetaError>;
+    /// Grants a lease that lapses `ttl` after its last renewal.
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, MetaError>;
+    /// Renews `lease`; [`MetaError::LeaseExpired`] when it has already lapsed.
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), MetaError>;
 }
 
-/// An in-memory metadata store with etcd's revision semantics.
+#[derive(Debug, Default)]
+struct MemoryMeta {
+    revision: i64,
+    keys: BTreeMap<String, (MetaValue, Option<LeaseId>)>,
+    /// Lease → (time to live, monotonic deadline).
+    leases: BTreeMap<LeaseId, (Duration, Duration)>,
+    next_lease: LeaseId,
+}
+
+/// An in-memory metadata store with etcd's revision and lease semantics. Leases lapse by the
+/// given [`Clock`] (never, without one).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryMetaStore {
-    state: Arc<Mutex<(i64, BTreeMap<String, MetaValue>)>>,
+    state: Arc<Mutex<MemoryMeta>>,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl MemoryMetaStore {
-    /// An empty store at revision 0.
+    /// An empty store at revision 0 whose leases never lapse.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose leases lapse by `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            state: Arc::default(),
+            clock: Some(clock),
+        }
+    }
+
+    /// Locks the state after dropping lapsed leases and their keys.
+    fn state(&self) -> std::sync::MutexGuard<'_, MemoryMeta> {
+        let mut state = self.state.lock().expect("meta lock");
+        if let Some(clock) = &self.clock {
+            let now = clock.monotonic();
+            let lapsed: Vec<LeaseId> = state
+                .leases
+                .iter()
+                .filter(|(_, (_, deadline))| *deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            if !lapsed.is_empty() {
+                state.leases.retain(|id, _| !lapsed.contains(id));
+                let before = state.keys.len();
+                state
+                    .keys
+                    .retain(|_, (_, lease)| lease.is_none_or(|l| !lapsed.contains(&l)));
+                if state.keys.len() != before {
+                    state.revision += 1;
+                }
+            }
+        }
+        state
+    }
+
+    fn now(&self) -> Duration {
+        self.clock
+            .as_ref()
+            .map_or(Duration::ZERO, |c| c.monotonic())
+    }
+}
+
+impl MemoryMeta {
+    fn write(&mut self, key: &str, value: Bytes, lease: Option<LeaseId>) -> i64 {
+        self.revision += 1;
+        let mod_revision = self.revision;
+        self.keys.insert(
+            key.to_owned(),
+            (
+                MetaValue {
+                    value,
+                    mod_revision,
+                },
+                lease,
+            ),
+        );
+        mod_revision
     }
 }
 
 #[async_trait]
 impl MetaStore for MemoryMetaStore {
     async fn get(&self, key: &str) -> Result<Option<MetaValue>, MetaError> {
-        Ok(self.state.lock().expect("meta lock").1.get(key).cloned())
+        Ok(self.state().keys.get(key).map(|(v, _)| v.clone()))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, MetaValue)>, MetaError> {
-        let state = self.state.lock().expect("meta lock");
+        let state = self.state();
         Ok(state
-            .1
+            .keys
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
             .collect())
     }
 
@@ -267,21 +347,43 @@ impl MetaStore for MemoryMetaStore {
         expected: i64,
         value: Bytes,
     ) -> Result<Option<i64>, MetaError> {
-        let mut state = self.state.lock().expect("meta lock");
-        let current = state.1.get(key).map_or(0, |v| v.mod_revision);
+        let mut state = self.state();
+        let current = state.keys.get(key).map_or(0, |(v, _)| v.mod_revision);
         if current != expected {
             return Ok(None);
         }
-        state.0 += 1;
-        let revision = state.0;
-        state.1.insert(
-            key.to_owned(),
-            MetaValue {
-                value,
-                mod_revision: revision,
-            },
-        );
-        Ok(Some(revision))
+        Ok(Some(state.write(key, value, None)))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, lease: Option<LeaseId>) -> Result<i64, MetaError> {
+        let mut state = self.state();
+        if let Some(lease) = lease
+            && !state.leases.contains_key(&lease)
+        {
+            return Err(MetaError::LeaseExpired(lease));
+        }
+        Ok(state.write(key, value, lease))
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, MetaError> {
+        let now = self.now();
+        let mut state = self.state();
+        state.next_lease += 1;
+        let id = state.next_lease;
+        state.leases.insert(id, (ttl, now + ttl));
+        Ok(id)
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), MetaError> {
+        let now = self.now();
+        let mut state = self.state();
+        match state.leases.get_mut(&lease) {
+            Some((ttl, deadline)) => {
+                *deadline = now + *ttl;
+                Ok(())
+            }
+            None => Err(MetaError::LeaseExpired(lease)),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use openraft::error::ClientWriteError;
 use openraft::{BasicNode, EntryPayload, ServerState};
 use redb::ReadableDatabase;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::entry::{EventPosition, Outcome, Proposal, ProposedEvent};
@@ -40,7 +40,7 @@ pub struct ShardStats {
 }
 
 /// An accepted event's place in the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendedEvent {
     /// The event id.
     pub id: EventId,
@@ -55,7 +55,7 @@ pub struct AppendedEvent {
 }
 
 /// The answer to a successful append on one shard.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appended {
     /// The shard and LSN of the entry holding the events (the original entry for a retry).
     pub position: Position,
@@ -201,12 +201,15 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Shard {
-    /// Opens the shard's store and starts its Raft group with this node as its only voter
-    /// when the group is new.
+    /// Opens the shard's store and starts its Raft group. A new group is initialized with
+    /// `members` as its voters only when `bootstrap` is set (on exactly one of them); the other
+    /// members wait for its leader to reach them.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         id: ShardId,
         node: NodeId,
-        advertise: &str,
+        members: BTreeMap<NodeId, BasicNode>,
+        bootstrap: bool,
         node_store: &NodeStore,
         clock: Arc<dyn Clock>,
         transport: Arc<dyn Transport>,
@@ -245,8 +248,7 @@ impl Shard {
                 shard: id,
                 reason: e.to_string(),
             })?;
-        if !initialized {
-            let members = BTreeMap::from([(node, BasicNode::new(advertise))]);
+        if !initialized && bootstrap {
             raft.initialize(members)
                 .await
                 .map_err(|e| Error::Unavailable {
@@ -301,6 +303,64 @@ impl Shard {
     /// Whether this node leads the shard.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The leader this replica knows of, waiting at most `timeout` for one to be elected.
+    pub async fn leader(&self, timeout: Duration) -> Result<NodeId> {
+        if let Some(leader) = self.raft.metrics().borrow().current_leader {
+            return Ok(leader);
+        }
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a known leader")
+            .await
+            .map_err(|e| Error::Unavailable {
+                shard: self.id,
+                reason: format!("no leader was elected in time: {e}"),
+            })
+            .map(|m| m.current_leader.expect("waited for a leader"))
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the LSN a linearizable read
+    /// must see applied (the read index).
+    pub async fn read_index(&self) -> Result<Lsn> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _)) => Ok(Lsn(read.map_or(0, |id| id.index))),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+            )) => Err(Error::NotLeader {
+                shard: self.id,
+                leader: f.leader_id,
+            }),
+            Err(e) => Err(Error::Unavailable {
+                shard: self.id,
+                reason: format!("cannot confirm leadership: {e}"),
+            }),
+        }
+    }
+
+    /// Waits until this replica has applied `lsn`, at most `timeout`.
+    pub async fn wait_applied(&self, lsn: Lsn, timeout: Duration) -> Result<()> {
+        if self.applied() >= lsn {
+            return Ok(());
+        }
+        let mut applied = self.store.applied();
+        let wait = applied.wait_for(|&a| a >= lsn.0);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Unavailable {
+                shard: self.id,
+                reason: "the shard stopped".into(),
+            }),
+            Err(_) => Err(Error::Unavailable {
+                shard: self.id,
+                reason: format!(
+                    "this replica did not apply LSN {} within {timeout:?} (it is at {})",
+                    lsn.0,
+                    self.applied().0
+                ),
+            }),
+        }
     }
 
     /// Waits until the shard has a leader and has applied every entry of its local log, at

@@ -5,18 +5,22 @@
 //! start, and opening with another count fails, since placement would send streams to shards that
 //! do not hold them.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
+use openraft::BasicNode;
 use rand::rngs::StdRng;
 use redb::{ReadableDatabase, TableDefinition};
 
-use crate::entry::ProposedEvent;
+use crate::cluster::{NodeInfo, Placement};
+use crate::entry::{Proposal, ProposedEvent};
 use crate::event::{EventInput, EventLimits, ExpectedRevision};
-use crate::ids::ShardId;
+use crate::ids::{Lsn, ShardId};
 use crate::ring::Ring;
-use crate::seam::{Clock, Entropy, NodeId, Transport, random_uuid};
-use crate::shard::{Appended, Shard, ShardConfig};
+use crate::seam::{Clock, Entropy, NodeId, Transport, TransportError, random_uuid};
+use crate::shard::{Appended, Shard, ShardConfig, StreamPage};
 use crate::store::{NodeStore, StoreConfig};
 use crate::token::Token;
 use crate::urn::Urn;
@@ -41,6 +45,25 @@ pub struct LogConfig {
     pub limits: EventLimits,
     /// Most events in one append.
     pub batch_events_max: usize,
+    /// Where every shard's replicas live, in a cluster; `None` runs every shard on this node
+    /// alone.
+    pub topology: Option<Topology>,
+    /// Whether an append that reaches a node that does not lead its shard is forwarded to the
+    /// leader (otherwise it fails with [`Error::NotLeader`], naming the leader).
+    pub forwarding: bool,
+    /// How long an append or a read waits for its shard to elect a leader.
+    pub leader_wait: Duration,
+    /// How long a forwarded append or read may take.
+    pub forward_timeout: Duration,
+}
+
+/// The cluster as this node knows it: replica placement and the registered nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Replicas of every shard.
+    pub placement: Placement,
+    /// Nodes by id, with their addresses.
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
 }
 
 impl Default for LogConfig {
@@ -53,9 +76,65 @@ impl Default for LogConfig {
             store: StoreConfig::default(),
             limits: EventLimits::default(),
             batch_events_max: 10_000,
+            topology: None,
+            forwarding: true,
+            leader_wait: Duration::from_secs(3),
+            forward_timeout: Duration::from_secs(30),
         }
     }
 }
+
+/// How a stream read is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Reflects every append acknowledged before the read began (read index through the
+    /// shard's leader).
+    #[default]
+    Linearizable,
+    /// Whatever this node's replica has applied, however far behind the leader it is.
+    Stale,
+}
+
+/// One shard as its leader (or, without one, this node's replica) sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardStatus {
+    /// The shard.
+    pub shard: ShardId,
+    /// The node that answered.
+    pub reported_by: NodeId,
+    /// The leader, when known.
+    pub leader: Option<NodeId>,
+    /// The Raft term.
+    pub term: u64,
+    /// Highest LSN known committed.
+    pub commit_lsn: u64,
+    /// Highest LSN applied by the reporting replica.
+    pub applied_lsn: u64,
+    /// Voters and learners with their replication state.
+    pub replicas: Vec<ReplicaStatus>,
+    /// Why the leader could not be asked, when it could not.
+    pub error: Option<String>,
+}
+
+/// One replica of a shard, as the leader tracks it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaStatus {
+    /// The node holding it.
+    pub node: NodeId,
+    /// Whether it votes (false: a learner catching up).
+    pub voter: bool,
+    /// Highest LSN the leader knows it holds (the leader's own last LSN for itself); unknown
+    /// when the reporter is not the leader.
+    pub matched_lsn: Option<u64>,
+    /// Entries it is behind the leader's last LSN.
+    pub lag: Option<u64>,
+}
+
+/// Hops a forwarded request may take before it gives up (a leader change while forwarding can
+/// send it one node further).
+const FORWARD_HOPS_MAX: u8 = 2;
+/// Format version of a forwarded append.
+const FORWARD_VERSION: u8 = 1;
 
 /// Why one event of a batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,8 +167,15 @@ pub struct AppendResult {
 /// The shards this node hosts.
 #[derive(Debug)]
 pub struct Log {
+    node_id: NodeId,
     ring: Ring,
-    shards: Vec<Shard>,
+    /// Indexed by shard id; `None` where this node holds no replica.
+    shards: Vec<Option<Shard>>,
+    topology: RwLock<Option<Topology>>,
+    transport: Arc<dyn Transport>,
+    forwarding: bool,
+    leader_wait: Duration,
+    forward_timeout: Duration,
     limits: EventLimits,
     batch_events_max: usize,
     ids: Mutex<StdRng>,
@@ -122,53 +208,400 @@ impl Log {
         };
         let (db, state_db) = (open("log")?, open("state")?);
         let store = NodeStore::open(db, state_db, disk.describe("log"), config.store.clone())?;
+        if let Some(t) = &config.topology
+            && t.placement.shards.len() != config.shards as usize
+        {
+            return Err(Error::Config(format!(
+                "the placement covers {} shards, the node was started with {}",
+                t.placement.shards.len(),
+                config.shards
+            )));
+        }
         let mut shards = Vec::with_capacity(config.shards as usize);
         for i in 0..config.shards {
+            let id = ShardId(i);
+            // Members of a new group, and whether this node initializes it.
+            let (members, bootstrap) = match &config.topology {
+                None => (
+                    BTreeMap::from([(config.node_id, BasicNode::new(&config.advertise))]),
+                    true,
+                ),
+                Some(t) => {
+                    let replicas = t.placement.replicas(id);
+                    if !replicas.contains(&config.node_id) {
+                        shards.push(None);
+                        continue;
+                    }
+                    let members = replicas
+                        .iter()
+                        .map(|&n| {
+                            let peer = t.nodes.get(&n).map(|i| i.peer.clone()).unwrap_or_default();
+                            (n, BasicNode::new(peer))
+                        })
+                        .collect();
+                    (members, replicas.first() == Some(&config.node_id))
+                }
+            };
             let shard = Shard::open(
-                ShardId(i),
+                id,
                 config.node_id,
-                &config.advertise,
+                members,
+                bootstrap,
                 &store,
                 clock.clone(),
                 transport.clone(),
                 &config.shard,
             )
             .await?;
-            shards.push(shard);
+            shards.push(Some(shard));
         }
         Ok(Log {
+            node_id: config.node_id,
             ring: Ring::new(config.shards),
             shards,
+            topology: RwLock::new(config.topology),
+            transport,
+            forwarding: config.forwarding,
+            leader_wait: config.leader_wait,
+            forward_timeout: config.forward_timeout,
             limits: config.limits,
             batch_events_max: config.batch_events_max,
             ids: Mutex::new(entropy.stream("event-ids")),
         })
     }
 
-    /// Waits until every shard has a leader.
+    /// Waits until every shard hosted here has a leader and has applied its local log.
     pub async fn wait_for_leaders(&self, timeout: Duration) -> Result<()> {
-        for shard in &self.shards {
+        for shard in self.shards() {
             shard.wait_for_leader(timeout).await?;
         }
         Ok(())
     }
 
-    /// The shards, in id order.
-    pub fn shards(&self) -> &[Shard] {
-        &self.shards
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
     }
 
-    /// Shard `id`, or an error naming the valid range.
+    /// Number of shards in the cluster.
+    pub fn shard_count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    /// The shards this node holds a replica of, in id order.
+    pub fn shards(&self) -> impl Iterator<Item = &Shard> {
+        self.shards.iter().flatten()
+    }
+
+    /// This node's replica of shard `id`: an error names the valid range for an unknown shard
+    /// and the replicas' nodes for a shard held elsewhere.
     pub fn shard(&self, id: ShardId) -> Result<&Shard> {
-        self.shards.get(id.0 as usize).ok_or(Error::UnknownShard {
-            shard: id,
-            shards: self.shards.len() as u32,
-        })
+        match self.shards.get(id.0 as usize) {
+            Some(Some(shard)) => Ok(shard),
+            Some(None) => Err(Error::NotHosted {
+                shard: id,
+                replicas: self.replicas(id),
+            }),
+            None => Err(Error::UnknownShard {
+                shard: id,
+                shards: self.shards.len() as u32,
+            }),
+        }
     }
 
     /// The shard holding `urn`'s stream.
-    pub fn shard_for(&self, urn: &Urn) -> &Shard {
-        &self.shards[self.ring.shard_for_urn(urn).0 as usize]
+    pub fn shard_id_for(&self, urn: &Urn) -> ShardId {
+        self.ring.shard_for_urn(urn)
+    }
+
+    /// The cluster as this node knows it (`None` on a single node).
+    pub fn topology(&self) -> Option<Topology> {
+        self.topology.read().expect("topology lock").clone()
+    }
+
+    /// Replaces the known topology (new node addresses, a changed placement).
+    pub fn set_topology(&self, topology: Topology) {
+        *self.topology.write().expect("topology lock") = Some(topology);
+    }
+
+    /// The nodes holding replicas of `id` (this node alone on a single node).
+    pub fn replicas(&self, id: ShardId) -> Vec<NodeId> {
+        match &*self.topology.read().expect("topology lock") {
+            Some(t) => t.placement.replicas(id).to_vec(),
+            None => vec![self.node_id],
+        }
+    }
+
+    /// Where node `id` can be reached, when known.
+    pub fn node_info(&self, id: NodeId) -> Option<NodeInfo> {
+        self.topology
+            .read()
+            .expect("topology lock")
+            .as_ref()
+            .and_then(|t| t.nodes.get(&id).cloned())
+    }
+
+    /// Where to send a request for shard `id`: `Ok(None)` when this node leads it, otherwise
+    /// the leader this node knows of (waiting for an election if needed), or for a shard held
+    /// elsewhere its first replica.
+    async fn route(&self, id: ShardId) -> Result<Option<NodeId>> {
+        match self.shard(id) {
+            Ok(shard) => {
+                let leader = shard.leader(self.leader_wait).await?;
+                Ok((leader != self.node_id).then_some(leader))
+            }
+            Err(Error::NotHosted { replicas, .. }) => match replicas.first() {
+                Some(&first) => Ok(Some(first)),
+                None => Err(Error::Unavailable {
+                    shard: id,
+                    reason: "no node is known to hold the shard".into(),
+                }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends `request` for shard `id` on `channel` to node `to`; decodes its JSON answer.
+    async fn forward<T: serde::de::DeserializeOwned>(
+        &self,
+        to: NodeId,
+        id: ShardId,
+        channel: String,
+        request: Bytes,
+    ) -> Result<T> {
+        match self
+            .transport
+            .call(to, &channel, request, self.forward_timeout)
+            .await
+        {
+            Ok(answer) => serde_json::from_slice::<Result<T>>(&answer).unwrap_or_else(|e| {
+                Err(Error::OutcomeUnknown {
+                    shard: id,
+                    reason: format!("node {to} answered unreadably: {e}"),
+                })
+            }),
+            Err(e @ TransportError::Unreachable(..)) => Err(Error::Unavailable {
+                shard: id,
+                reason: e.to_string(),
+            }),
+            Err(e @ TransportError::Timeout(..)) => Err(Error::OutcomeUnknown {
+                shard: id,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Appends one shard's part of a batch here when this node leads the shard, otherwise on
+    /// its leader (forwarded at most [`FORWARD_HOPS_MAX`] times).
+    async fn append_part(
+        &self,
+        id: ShardId,
+        events: Vec<ProposedEvent>,
+        precheck: bool,
+        hops: u8,
+    ) -> Result<Appended> {
+        let Some(to) = self.route(id).await? else {
+            return self.shard(id)?.append(events, precheck).await;
+        };
+        if !self.forwarding || hops >= FORWARD_HOPS_MAX {
+            return Err(Error::NotLeader {
+                shard: id,
+                leader: Some(to),
+            });
+        }
+        let mut body = vec![FORWARD_VERSION, hops + 1, u8::from(precheck)];
+        body.extend(
+            Proposal {
+                ts_ms: 0,
+                batches: vec![events],
+            }
+            .encode(),
+        );
+        self.forward(to, id, format!("append/{}", id.0), Bytes::from(body))
+            .await
+    }
+
+    /// Reads up to `limit` events of `urn` from revision `from`. A linearizable read first
+    /// learns the read index from the shard's leader and waits until this replica applied it.
+    pub async fn read_stream(
+        &self,
+        urn: &Urn,
+        from: u64,
+        limit: usize,
+        consistency: Consistency,
+    ) -> Result<StreamPage> {
+        let id = self.shard_id_for(urn);
+        let shard = self.shard(id)?;
+        if consistency == Consistency::Linearizable {
+            let index = self.read_index(id, 0).await?;
+            shard.wait_applied(index, self.forward_timeout).await?;
+        }
+        shard.read_stream(urn, from, limit)
+    }
+
+    /// The read index of shard `id`, from its leader.
+    async fn read_index(&self, id: ShardId, hops: u8) -> Result<Lsn> {
+        match self.route(id).await? {
+            None => self.shard(id)?.read_index().await,
+            Some(to) if hops < FORWARD_HOPS_MAX => {
+                self.forward(
+                    to,
+                    id,
+                    format!("read_index/{}", id.0),
+                    Bytes::from(vec![hops + 1]),
+                )
+                .await
+            }
+            Some(to) => Err(Error::NotLeader {
+                shard: id,
+                leader: Some(to),
+            }),
+        }
+    }
+
+    /// The status of every shard, from each shard's leader where it can be reached.
+    pub async fn status(&self) -> Vec<ShardStatus> {
+        let all = (0..self.shards.len() as u32).map(|i| async move {
+            let id = ShardId(i);
+            match self.shard_status(id, 0).await {
+                Ok(status) => status,
+                Err(e) => {
+                    let mut status =
+                        self.shard(id)
+                            .map(|s| self.local_status(s))
+                            .unwrap_or_else(|_| ShardStatus {
+                                shard: id,
+                                reported_by: self.node_id,
+                                leader: None,
+                                term: 0,
+                                commit_lsn: 0,
+                                applied_lsn: 0,
+                                replicas: self
+                                    .replicas(id)
+                                    .into_iter()
+                                    .map(|node| ReplicaStatus {
+                                        node,
+                                        voter: true,
+                                        matched_lsn: None,
+                                        lag: None,
+                                    })
+                                    .collect(),
+                                error: None,
+                            });
+                    status.error = Some(e.to_string());
+                    status
+                }
+            }
+        });
+        futures::future::join_all(all).await
+    }
+
+    /// Shard `id`'s status from its leader.
+    async fn shard_status(&self, id: ShardId, hops: u8) -> Result<ShardStatus> {
+        match self.route(id).await? {
+            None => Ok(self.local_status(self.shard(id)?)),
+            Some(to) if hops < FORWARD_HOPS_MAX => {
+                self.forward(
+                    to,
+                    id,
+                    format!("status/{}", id.0),
+                    Bytes::from(vec![hops + 1]),
+                )
+                .await
+            }
+            Some(to) => Err(Error::NotLeader {
+                shard: id,
+                leader: Some(to),
+            }),
+        }
+    }
+
+    /// What this node's replica of `shard` knows.
+    fn local_status(&self, shard: &Shard) -> ShardStatus {
+        let m = shard.raft().metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let replication = m.replication.clone();
+        let replicas = membership
+            .nodes()
+            .map(|(&node, _)| {
+                let matched = if node == self.node_id && m.current_leader == Some(node) {
+                    Some(last)
+                } else {
+                    replication
+                        .as_ref()
+                        .and_then(|r| r.get(&node))
+                        .map(|id| id.map_or(0, |id| id.index))
+                };
+                ReplicaStatus {
+                    node,
+                    voter: voters.contains(&node),
+                    matched_lsn: matched,
+                    lag: matched.map(|x| last.saturating_sub(x)),
+                }
+            })
+            .collect();
+        ShardStatus {
+            shard: shard.id(),
+            reported_by: self.node_id,
+            leader: m.current_leader,
+            term: m.current_term,
+            commit_lsn: shard
+                .store()
+                .stats()
+                .committed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            applied_lsn: m.last_applied.map_or(0, |id| id.index),
+            replicas,
+            error: None,
+        }
+    }
+
+    /// Serves a request from another node: Raft RPCs (`raft/<shard>/<rpc>`), forwarded appends
+    /// (`append/<shard>`) and read-index requests (`read_index/<shard>`). The answer is JSON;
+    /// an `Err` means the request itself was unusable (unknown channel, undecodable body).
+    pub async fn handle_peer(
+        &self,
+        channel: &str,
+        body: Bytes,
+    ) -> std::result::Result<Bytes, String> {
+        let mut parts = channel.split('/');
+        let (kind, shard, rpc) = (parts.next(), parts.next(), parts.next());
+        let id = shard
+            .and_then(|s| s.parse::<u32>().ok())
+            .map(ShardId)
+            .ok_or_else(|| format!("channel {channel:?} names no shard"))?;
+        let json = |v: serde_json::Result<Vec<u8>>| v.map(Bytes::from).map_err(|e| e.to_string());
+        match (kind, rpc) {
+            (Some("raft"), Some(rpc)) => {
+                let shard = self.shard(id).map_err(|e| e.to_string())?;
+                crate::raft::serve_rpc(shard.raft(), rpc, &body).await
+            }
+            (Some("append"), None) => {
+                let (version, hops, precheck) = match body.get(..3) {
+                    Some(&[v, h, p]) => (v, h, p != 0),
+                    _ => return Err("forwarded append too short".into()),
+                };
+                if version != FORWARD_VERSION {
+                    return Err(format!("forwarded append has unknown version {version}"));
+                }
+                let proposal = Proposal::decode(&body[3..]).map_err(|e| e.to_string())?;
+                let events = proposal.batches.into_iter().flatten().collect();
+                json(serde_json::to_vec(
+                    &self.append_part(id, events, precheck, hops).await,
+                ))
+            }
+            (Some("read_index"), None) => {
+                let hops = body.first().copied().unwrap_or(FORWARD_HOPS_MAX);
+                json(serde_json::to_vec(&self.read_index(id, hops).await))
+            }
+            (Some("status"), None) => {
+                let hops = body.first().copied().unwrap_or(FORWARD_HOPS_MAX);
+                json(serde_json::to_vec(&self.shard_status(id, hops).await))
+            }
+            _ => Err(format!("unknown peer channel {channel:?}")),
+        }
     }
 
     /// Event limits.
@@ -274,10 +707,7 @@ impl Log {
             });
         }
         let appends = groups.into_iter().map(|(id, events)| async move {
-            (
-                id,
-                self.shards[id.0 as usize].append(events, precheck).await,
-            )
+            (id, self.append_part(id, events, precheck, 0).await)
         });
         let shards = futures::future::join_all(appends).await;
         let mut token = Token::new();
@@ -291,7 +721,7 @@ impl Log {
 
     /// Stops every shard's Raft group.
     pub async fn shutdown(&self) {
-        for shard in &self.shards {
+        for shard in self.shards() {
             shard.shutdown().await;
         }
     }

@@ -36,6 +36,25 @@ pub struct ServeArgs {
     /// group-committed into the next entry.
     #[arg(long, env = "THEMIS_PROPOSALS_IN_FLIGHT_MAX", default_value_t = 1)]
     pub proposals_in_flight_max: usize,
+    /// etcd endpoints (comma-separated `host:port`): run as a member of the cluster whose
+    /// metadata lives there (see `themis cluster init`). Without it the node runs alone on its
+    /// embedded metadata.
+    #[arg(long, env = "THEMIS_ETCD")]
+    pub etcd: Option<String>,
+    /// Address the peer listener (Raft and forwarded requests between nodes) listens on;
+    /// required with --etcd.
+    #[arg(long, env = "THEMIS_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Address clients and other nodes use to reach this node's HTTP API (default: --listen).
+    #[arg(long, env = "THEMIS_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Forward an append or read that reaches a node not leading its shard to the leader
+    /// (otherwise answer 421 `not_leader` with the leader's address).
+    #[arg(long, env = "THEMIS_FORWARDING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub forwarding: bool,
+    /// How long this node's registration in etcd outlives its last renewal.
+    #[arg(long, env = "THEMIS_LEASE_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "THEMIS_LOG", default_value = "info,openraft=warn")]
     pub log: String,

@@ -7,5 +7,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod meta;
 pub mod metrics;
 pub mod node;
+pub mod peer;

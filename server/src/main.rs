@@ -5,6 +5,11 @@ use serde_json::Value;
 use themis_server::client::{Client, json_arg};
 use themis_server::config::ServeArgs;
 
+/// mimalloc instead of glibc malloc: allocation and free were about 12% of the server's CPU
+/// under load (perf, docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "themis",
@@ -77,6 +82,11 @@ enum Command {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Create and inspect a cluster whose metadata lives in etcd.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Read a shard's committed log.
     Log {
         /// The shard.
@@ -89,6 +99,27 @@ enum Command {
         limit: usize,
         #[command(flatten)]
         server: ServerArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Write the cluster's shape into etcd (once; again with the same shape is a no-op). Nodes
+    /// started with `themis serve --etcd` wait for it, then place replicas once the initial
+    /// nodes have registered.
+    Init {
+        /// etcd endpoints, comma-separated `host:port`.
+        #[arg(long, env = "THEMIS_ETCD")]
+        etcd: String,
+        /// Number of shards.
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+        /// Replicas per shard.
+        #[arg(long, default_value_t = 3)]
+        replication: u32,
+        /// Nodes that must register before replicas are placed (default: the replication).
+        #[arg(long)]
+        initial_nodes: Option<u32>,
     },
 }
 
@@ -182,6 +213,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &Client::new(&server.server)?
                     .read(&urn, from_revision, limit)
                     .await?,
+            );
+            Ok(())
+        }
+        Command::Cluster {
+            command:
+                ClusterCommand::Init {
+                    etcd,
+                    shards,
+                    replication,
+                    initial_nodes,
+                },
+        } => {
+            let spec = themis_log::cluster::ClusterSpec {
+                shards,
+                replication,
+                initial_nodes: initial_nodes.unwrap_or(replication),
+            };
+            let meta = themis_server::meta::EtcdMetaStore::connect(&etcd).await?;
+            let outcome = themis_log::cluster::init(&meta, spec).await?;
+            let what = match outcome {
+                themis_log::cluster::InitOutcome::Created => "initialized",
+                themis_log::cluster::InitOutcome::AlreadyInitialized => "was already initialized",
+            };
+            println!(
+                "cluster {what}: {shards} shards, replication {replication}, placement once {} nodes registered",
+                spec.initial_nodes
             );
             Ok(())
         }

@@ -1,28 +1,43 @@
-//! Node assembly: the production seams (files, the system clock, OS randomness, no peers yet)
-//! wired into the log, and the HTTP server in front of it with graceful shutdown.
+//! Node assembly: the production seams (files, the system clock, OS randomness, HTTP between
+//! nodes, etcd) wired into the log, and the HTTP server in front of it with graceful shutdown.
 //!
-//! Invariant: the listener opens only after every shard has a leader, so the first request a
-//! client can send is served.
+//! Invariants: a single node opens its API only after every shard has a leader and has applied
+//! its local log, so the first request a client can send is served; a cluster node opens its
+//! peer listener before anything else (peers must reach it to elect leaders) and its API once
+//! its replicas are open (reads are linearizable by default, so an unready replica never answers
+//! from stale state unless asked to).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use themis_log::seam::{NoPeers, OsEntropy, SystemClock};
-use themis_log::{Log, LogConfig, ShardConfig};
+use anyhow::{Context, bail};
+use themis_log::cluster::{self, NodeInfo};
+use themis_log::seam::{Clock, MetaError, MetaStore, NoPeers, OsEntropy, SystemClock, Transport};
+use themis_log::{Log, LogConfig, ShardConfig, Topology};
 use themis_storage::FileDisk;
 
 use crate::api::{self, ApiLimits, AppState};
 use crate::config::ServeArgs;
+use crate::meta::EtcdMetaStore;
 use crate::metrics::Metrics;
+use crate::peer::{self, HttpTransport, PeerState};
+
+/// How long a starting cluster node waits for `themis cluster init` and for the initial nodes.
+const CLUSTER_START_WAIT: Duration = Duration::from_secs(120);
+/// How often a cluster node re-reads nodes and placement from the metadata store.
+const TOPOLOGY_REFRESH: Duration = Duration::from_secs(1);
 
 /// Runs a node until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let disk = FileDisk::new(&args.data_dir)
         .with_context(|| format!("cannot use data directory {}", args.data_dir.display()))?;
-    let config = LogConfig {
+    let advertise = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| args.listen.to_string());
+    let mut config = LogConfig {
         node_id: args.node_id,
-        advertise: args.listen.to_string(),
+        advertise: advertise.clone(),
         shards: args.shards,
         shard: ShardConfig {
             proposer: themis_log::shard::ProposerConfig {
@@ -36,22 +51,85 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         batch_events_max: args.batch_events_max,
+        forwarding: args.forwarding,
+        forward_timeout: args.request_timeout,
         ..Default::default()
     };
     let clock = Arc::new(SystemClock::new());
+
+    // Cluster mode: peer listener first, then registration and placement from etcd.
+    let mut cluster = None;
+    let transport: Arc<dyn Transport> = match &args.etcd {
+        None => Arc::new(NoPeers),
+        Some(endpoints) => {
+            let Some(peer_listen) = args.peer_listen else {
+                bail!(
+                    "--peer-listen is required with --etcd (the address other nodes reach this one at)"
+                );
+            };
+            let meta: Arc<dyn MetaStore> = Arc::new(
+                EtcdMetaStore::connect(endpoints)
+                    .await
+                    .context("cannot reach the metadata store")?,
+            );
+            let transport = Arc::new(HttpTransport::new()?);
+            let peers = PeerState::default();
+            let listener = tokio::net::TcpListener::bind(peer_listen)
+                .await
+                .with_context(|| format!("cannot listen on {peer_listen} for peers"))?;
+            let peer_local = listener.local_addr()?;
+            let router = peer::router(peers.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!("peer listener failed: {e}");
+                }
+            });
+            let me = NodeInfo {
+                id: args.node_id,
+                api: advertise.clone(),
+                peer: peer_local.to_string(),
+            };
+            let topology = join_cluster(meta.as_ref(), &me, args.lease_ttl, clock.as_ref()).await?;
+            tracing::info!(
+                node = me.id,
+                shards = topology.placement.shards.len(),
+                hosted = ?topology.placement.hosted_by(me.id),
+                "joined the cluster"
+            );
+            config.shards = topology.placement.shards.len() as u32;
+            transport.update(&topology);
+            config.topology = Some(topology);
+            cluster = Some((meta, me, peers, transport.clone()));
+            transport
+        }
+    };
+
     let log = Log::open(
         config,
         Arc::new(disk),
         clock.clone(),
         Arc::new(OsEntropy),
-        Arc::new(NoPeers),
+        transport,
     )
     .await
     .with_context(|| format!("cannot open the log in {}", args.data_dir.display()))?;
     let log = Arc::new(log);
-    log.wait_for_leaders(Duration::from_secs(30))
-        .await
-        .context("shards did not elect a leader")?;
+    match cluster {
+        None => log
+            .wait_for_leaders(Duration::from_secs(30))
+            .await
+            .context("shards did not elect a leader")?,
+        Some((meta, me, peers, transport)) => {
+            peers.set(log.clone());
+            tokio::spawn(keep_registered(
+                meta.clone(),
+                me,
+                args.lease_ttl,
+                log.clone(),
+                transport,
+            ));
+        }
+    }
 
     let state = AppState {
         log: log.clone(),
@@ -67,7 +145,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!(%local, data_dir = %args.data_dir.display(), shards = args.shards, "themis listening");
+    tracing::info!(%local, data_dir = %args.data_dir.display(), shards = log.shard_count(), "themis listening");
     // A line for scripts and tests that wait for the server to be ready.
     println!("themis listening on http://{local}");
     axum::serve(listener, api::router(state))
@@ -77,6 +155,93 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     log.shutdown().await;
     Ok(())
+}
+
+/// Waits for the cluster spec, registers this node, and waits for the placement.
+async fn join_cluster(
+    meta: &dyn MetaStore,
+    me: &NodeInfo,
+    lease_ttl: Duration,
+    clock: &dyn Clock,
+) -> anyhow::Result<Topology> {
+    let deadline = clock.monotonic() + CLUSTER_START_WAIT;
+    let spec = loop {
+        if let Some(spec) = cluster::read_spec(meta).await? {
+            break spec;
+        }
+        if clock.monotonic() > deadline {
+            bail!(
+                "the cluster is not initialized: run `themis cluster init --etcd ... --shards N --replication R`"
+            );
+        }
+        tracing::info!("waiting for `themis cluster init`");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    cluster::register(meta, me, lease_ttl).await?;
+    loop {
+        if let Some(placement) = cluster::ensure_placement(meta, &spec).await? {
+            let nodes = cluster::nodes(meta).await?;
+            return Ok(Topology { placement, nodes });
+        }
+        if clock.monotonic() > deadline {
+            bail!(
+                "only {} of the {} initial nodes registered in time",
+                cluster::nodes(meta).await?.len(),
+                spec.initial_nodes
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Keeps this node registered (renewing its lease, registering again if it lapsed) and the
+/// log's and transport's view of nodes and placement fresh.
+async fn keep_registered(
+    meta: Arc<dyn MetaStore>,
+    me: NodeInfo,
+    lease_ttl: Duration,
+    log: Arc<Log>,
+    transport: Arc<HttpTransport>,
+) {
+    let mut lease = None;
+    let renew_every = (lease_ttl / 3).max(Duration::from_millis(200));
+    let mut since_renewal = Duration::ZERO;
+    loop {
+        if lease.is_none() || since_renewal >= renew_every {
+            since_renewal = Duration::ZERO;
+            let renewed = match lease {
+                Some(l) => meta.keep_alive(l).await,
+                None => Err(MetaError::LeaseExpired(0)),
+            };
+            if let Err(e) = renewed {
+                if !matches!(e, MetaError::LeaseExpired(0)) {
+                    tracing::warn!("registration lease: {e}; registering again");
+                }
+                lease = cluster::register(meta.as_ref(), &me, lease_ttl)
+                    .await
+                    .inspect_err(|e| tracing::warn!("cannot register: {e}"))
+                    .ok();
+            }
+        }
+        if let (Ok(Some((placement, _))), Ok(nodes)) = (
+            cluster::read_placement(meta.as_ref()).await,
+            cluster::nodes(meta.as_ref()).await,
+        ) {
+            // Nodes whose registration lapsed keep their last known address: they may be back.
+            let mut known = log.topology().map(|t| t.nodes).unwrap_or_default();
+            known.extend(nodes);
+            let topology = Topology {
+                placement,
+                nodes: known,
+            };
+            if log.topology().as_ref() != Some(&topology) {
+                transport.update(&topology);
+                log.set_topology(topology);
+            }
+        }
+        tokio::time::sleep(TOPOLOGY_REFRESH).await;
+        since_renewal += TOPOLOGY_REFRESH;
+    }
 }
 
 async fn shutdown_signal() {

@@ -77,3 +77,35 @@ async fn memory_meta_store_compares_revisions() {
         Bytes::from_static(b"2")
     );
 }
+
+#[tokio::test]
+async fn memory_meta_store_leases_lapse_by_the_clock_and_take_their_keys() {
+    let clock = ManualClock::new(0);
+    let meta = MemoryMetaStore::with_clock(Arc::new(clock.clone()));
+    let lease = meta.grant_lease(Duration::from_secs(2)).await.unwrap();
+    meta.put("/nodes/1", Bytes::from_static(b"n1"), Some(lease))
+        .await
+        .unwrap();
+    meta.put("/kept", Bytes::from_static(b"k"), None)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_millis(1_500));
+    meta.keep_alive(lease).await.unwrap();
+    clock.advance(Duration::from_millis(1_500));
+    assert!(
+        meta.get("/nodes/1").await.unwrap().is_some(),
+        "renewed in time"
+    );
+    clock.advance(Duration::from_millis(600));
+    assert_eq!(meta.get("/nodes/1").await.unwrap(), None, "lapsed");
+    assert!(meta.get("/kept").await.unwrap().is_some());
+    assert!(matches!(
+        meta.keep_alive(lease).await,
+        Err(MetaError::LeaseExpired(l)) if l == lease
+    ));
+    assert!(matches!(
+        meta.put("/nodes/1", Bytes::from_static(b"n1"), Some(lease))
+            .await,
+        Err(MetaError::LeaseExpired(_))
+    ));
+}

@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use themis_log::{EventInput, Log, Lsn, ShardId, Urn};
+use themis_log::{Consistency, EventInput, Log, Lsn, ShardId, Urn};
 use utoipa::OpenApi;
 
 pub use problem::{Problem, ProblemBody};
@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/streams/{urn}", post(append_stream).get(read_stream))
         .route("/v1/events", post(append_events))
         .route("/v1/log/{shard}", get(read_log))
+        .route("/v1/cluster", get(cluster))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         read_stream,
         append_events,
         read_log,
+        cluster,
         livez,
         readyz,
         metrics
@@ -117,6 +119,8 @@ pub fn router(state: AppState) -> Router {
         PartResult,
         StreamPageBody,
         LogPageBody,
+        ClusterBody,
+        ClusterNodeBody,
         BulkItemResult,
         ProblemBody
     ))
@@ -212,12 +216,18 @@ async fn timed<T>(state: &AppState, f: impl Future<Output = T>) -> Result<T, Pro
     })
 }
 
+/// Counts an error answer; a `not_leader` answer gains the leader's API address
+/// (`leader_url`), so the client can send the request there.
 fn count_error(state: &AppState, p: Problem) -> Problem {
     state
         .metrics
         .errors
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    p
+    let leader = p.member("leader").and_then(serde_json::Value::as_u64);
+    match leader.and_then(|l| state.log.node_info(l)) {
+        Some(info) => p.with("leader_url", format!("http://{}", info.api)),
+        None => p,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,12 +305,29 @@ struct ReadStreamParams {
     from_revision: u64,
     #[serde(default)]
     limit: Option<usize>,
+    #[serde(default)]
+    consistency: ConsistencyParam,
+}
+
+/// How a read is served: `linearizable` (the default) reflects every append acknowledged before
+/// it; `stale` answers from this node's replica at once and reports how far it may lag.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ConsistencyParam {
+    #[default]
+    Linearizable,
+    Stale,
 }
 
 /// Read a stream's events in revision order.
 #[utoipa::path(
     get, path = "/v1/streams/{urn}",
-    params(("urn" = String, Path), ("from_revision" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
+    params(
+        ("urn" = String, Path),
+        ("from_revision" = Option<u64>, Query),
+        ("limit" = Option<usize>, Query),
+        ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")
+    ),
     responses(
         (status = 200, body = StreamPageBody, description = "JSON, or one event per line with Accept: application/x-ndjson"),
         (status = 404, body = ProblemBody, description = "stream_not_found")
@@ -315,10 +342,15 @@ async fn read_stream(
     let params = query(params)?;
     let urn = parse_urn(&urn)?;
     let limit = read_limit(&state, params.limit)?;
+    let consistency = match params.consistency {
+        ConsistencyParam::Linearizable => Consistency::Linearizable,
+        ConsistencyParam::Stale => Consistency::Stale,
+    };
     let page = state
         .log
-        .shard_for(&urn)
-        .read_stream(&urn, params.from_revision, limit)?;
+        .read_stream(&urn, params.from_revision, limit, consistency)
+        .await?;
+    let replica = replica_headers(&state, &urn)?;
     let Some(revision) = page.revision else {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
@@ -331,6 +363,7 @@ async fn read_stream(
         if let Some(next) = page.next_revision {
             meta.push(("themis-next-revision", next.to_string()));
         }
+        meta.extend(replica);
         return Ok(ndjson(page.events, &meta));
     }
     let body = StreamPageBody {
@@ -339,7 +372,28 @@ async fn read_stream(
         events: page.events,
         next_revision: page.next_revision,
     };
-    Ok(Json(body).into_response())
+    let mut response = Json(body).into_response();
+    for (name, value) in replica {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+/// Headers saying which replica answered and how far behind its local log it has applied:
+/// `themis-node`, `themis-applied-lsn` and `themis-replica-lag` (entries this replica holds but
+/// has not applied yet).
+fn replica_headers(state: &AppState, urn: &Urn) -> Result<Vec<(&'static str, String)>, Problem> {
+    let shard = state.log.shard(state.log.shard_id_for(urn))?;
+    let metrics = shard.raft().metrics().borrow().clone();
+    let applied = metrics.last_applied.map_or(0, |id| id.index);
+    let lag = metrics.last_log_index.unwrap_or(0).saturating_sub(applied);
+    Ok(vec![
+        ("themis-node", state.log.node_id().to_string()),
+        ("themis-applied-lsn", applied.to_string()),
+        ("themis-replica-lag", lag.to_string()),
+    ])
 }
 
 fn read_limit(state: &AppState, limit: Option<usize>) -> Result<usize, Problem> {
@@ -511,10 +565,12 @@ async fn read_log(
             format!("shard must be a number, not {shard:?}"),
         )
     })?;
-    let shard = state
-        .log
-        .shard(ShardId(shard))
-        .map_err(|e| Problem::new(StatusCode::NOT_FOUND, e.code(), e.to_string()))?;
+    let shard = state.log.shard(ShardId(shard)).map_err(|e| match e {
+        themis_log::Error::UnknownShard { .. } => {
+            Problem::new(StatusCode::NOT_FOUND, e.code(), e.to_string())
+        }
+        other => Problem::from(other),
+    })?;
     let limit = read_limit(&state, params.limit)?;
     let entries = shard.read_log(Lsn(params.from_lsn), limit)?;
     let applied = shard.applied().0;
@@ -538,6 +594,34 @@ async fn read_log(
     .into_response())
 }
 
+/// The cluster: nodes, and every shard's leader, replicas and replication lag.
+#[utoipa::path(get, path = "/v1/cluster", responses((status = 200, body = ClusterBody)))]
+async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
+    let topology = state.log.topology();
+    let nodes = match &topology {
+        Some(t) => t
+            .nodes
+            .values()
+            .map(|n| ClusterNodeBody {
+                id: n.id,
+                api: n.api.clone(),
+                peer: n.peer.clone(),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Json(ClusterBody {
+        mode: if topology.is_some() {
+            "cluster"
+        } else {
+            "single"
+        },
+        node: state.log.node_id(),
+        nodes,
+        shards: state.log.status().await,
+    })
+}
+
 /// Liveness: the process serves HTTP.
 #[utoipa::path(get, path = "/livez", responses((status = 200)))]
 async fn livez() -> Json<serde_json::Value> {
@@ -547,7 +631,7 @@ async fn livez() -> Json<serde_json::Value> {
 /// Readiness: the store accepts writes and every shard has a leader.
 #[utoipa::path(get, path = "/readyz", responses((status = 200), (status = 503, body = ProblemBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
-    if let Some(reason) = state.log.shards().first().and_then(|s| s.store().failure()) {
+    if let Some(reason) = state.log.shards().next().and_then(|s| s.store().failure()) {
         return Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_failed",
@@ -559,13 +643,12 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     let leaderless: Vec<u32> = state
         .log
         .shards()
-        .iter()
         .filter(|s| s.raft().metrics().borrow().current_leader.is_none())
         .map(|s| s.id().0)
         .collect();
     if leaderless.is_empty() {
         Ok(Json(
-            serde_json::json!({"status": "ready", "shards": state.log.shards().len()}),
+            serde_json::json!({"status": "ready", "shards": state.log.shard_count(), "hosted": state.log.shards().count()}),
         ))
     } else {
         Err(Problem::new(

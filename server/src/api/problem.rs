@@ -53,6 +53,11 @@ impl Problem {
         self
     }
 
+    /// A member added with [`Problem::with`].
+    pub fn member(&self, key: &str) -> Option<&Value> {
+        self.extra.get(key)
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -113,7 +118,10 @@ impl From<LogError> for Problem {
             LogError::CrossShardBatch { .. } | LogError::UnknownShard { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            LogError::NotLeader { .. } => StatusCode::MISDIRECTED_REQUEST,
+            LogError::NotLeader { .. } | LogError::NotHosted { .. } => {
+                StatusCode::MISDIRECTED_REQUEST
+            }
+            LogError::OutcomeUnknown { .. } => StatusCode::BAD_GATEWAY,
             LogError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             LogError::Corrupted { .. } | LogError::Storage(_) | LogError::Config(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -134,9 +142,12 @@ impl From<LogError> for Problem {
             LogError::NotLeader { shard, leader } => {
                 problem.with("shard", shard).with("leader", leader)
             }
-            LogError::Unavailable { shard, .. } | LogError::UnknownShard { shard, .. } => {
-                problem.with("shard", shard)
+            LogError::NotHosted { shard, replicas } => {
+                problem.with("shard", shard).with("replicas", replicas)
             }
+            LogError::Unavailable { shard, .. }
+            | LogError::UnknownShard { shard, .. }
+            | LogError::OutcomeUnknown { shard, .. } => problem.with("shard", shard),
             _ => problem,
         }
     }

@@ -193,3 +193,29 @@ pub struct BulkItemResult {
     #[serde(flatten)]
     pub part: PartResult,
 }
+
+/// `GET /v1/cluster`: the nodes and every shard's replicas as the leaders see them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterBody {
+    /// `single` (one node, embedded metadata) or `cluster` (metadata in etcd).
+    pub mode: &'static str,
+    /// The node that answered.
+    pub node: u64,
+    /// Registered nodes (and nodes whose registration lapsed but that hold replicas).
+    pub nodes: Vec<ClusterNodeBody>,
+    /// Every shard: leader, term, commit and apply LSNs, replicas with their lag (entries behind
+    /// the leader's last LSN); `error` says why the leader could not be asked.
+    #[schema(value_type = Vec<Object>)]
+    pub shards: Vec<themis_log::ShardStatus>,
+}
+
+/// A node of the cluster.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterNodeBody {
+    /// Node id.
+    pub id: u64,
+    /// HTTP API address.
+    pub api: String,
+    /// Peer address.
+    pub peer: String,
+}
