@@ -133,6 +133,8 @@ pub struct ReplicaStatus {
 /// Hops a forwarded request may take before it gives up (a leader change while forwarding can
 /// send it one node further).
 const FORWARD_HOPS_MAX: u8 = 2;
+/// Pause between attempts at routing a request whose leader could not be reached.
+const ROUTE_RETRY: Duration = Duration::from_millis(25);
 /// Format version of a forwarded append.
 const FORWARD_VERSION: u8 = 1;
 
@@ -361,38 +363,49 @@ impl Log {
         }
     }
 
-    /// Sends `request` for shard `id` on `channel` to node `to`; decodes its JSON answer.
+    /// Sends `request` for shard `id` on `channel` to node `to` and decodes its JSON answer.
+    /// The outer `Err` means the request was certainly not delivered, so it may be sent again.
     async fn forward<T: serde::de::DeserializeOwned>(
         &self,
         to: NodeId,
         id: ShardId,
         channel: String,
         request: Bytes,
-    ) -> Result<T> {
+    ) -> std::result::Result<Result<T>, Error> {
         match self
             .transport
             .call(to, &channel, request, self.forward_timeout)
             .await
         {
-            Ok(answer) => serde_json::from_slice::<Result<T>>(&answer).unwrap_or_else(|e| {
-                Err(Error::OutcomeUnknown {
-                    shard: id,
-                    reason: format!("node {to} answered unreadably: {e}"),
-                })
-            }),
+            Ok(answer) => Ok(
+                serde_json::from_slice::<Result<T>>(&answer).unwrap_or_else(|e| {
+                    Err(Error::OutcomeUnknown {
+                        shard: id,
+                        reason: format!("node {to} answered unreadably: {e}"),
+                    })
+                }),
+            ),
             Err(e @ TransportError::Unreachable(..)) => Err(Error::Unavailable {
                 shard: id,
                 reason: e.to_string(),
             }),
-            Err(e @ TransportError::Timeout(..)) => Err(Error::OutcomeUnknown {
+            Err(e @ TransportError::Timeout(..)) => Ok(Err(Error::OutcomeUnknown {
                 shard: id,
                 reason: e.to_string(),
-            }),
+            })),
         }
     }
 
+    /// Attempts at routing a request before giving up, [`ROUTE_RETRY`] apart: together they
+    /// span the leader wait, so a request that meets a dead leader waits for the next one.
+    fn route_attempts(&self) -> u32 {
+        (self.leader_wait.as_millis() / ROUTE_RETRY.as_millis()).max(1) as u32
+    }
+
     /// Appends one shard's part of a batch here when this node leads the shard, otherwise on
-    /// its leader (forwarded at most [`FORWARD_HOPS_MAX`] times).
+    /// its leader (forwarded at most [`FORWARD_HOPS_MAX`] times). A forward that could not be
+    /// delivered (the leader died, an election is under way) is routed again until the leader
+    /// wait has passed; a delivered one is never sent twice.
     async fn append_part(
         &self,
         id: ShardId,
@@ -400,25 +413,42 @@ impl Log {
         precheck: bool,
         hops: u8,
     ) -> Result<Appended> {
-        let Some(to) = self.route(id).await? else {
-            return self.shard(id)?.append(events, precheck).await;
-        };
-        if !self.forwarding || hops >= FORWARD_HOPS_MAX {
-            return Err(Error::NotLeader {
-                shard: id,
-                leader: Some(to),
-            });
-        }
-        let mut body = vec![FORWARD_VERSION, hops + 1, u8::from(precheck)];
-        body.extend(
-            Proposal {
-                ts_ms: 0,
-                batches: vec![events],
+        let mut events = events;
+        let mut body: Option<Bytes> = None;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(to) = self.route(id).await? else {
+                return self.shard(id)?.append(events, precheck).await;
+            };
+            if !self.forwarding || hops >= FORWARD_HOPS_MAX {
+                return Err(Error::NotLeader {
+                    shard: id,
+                    leader: Some(to),
+                });
             }
-            .encode(),
-        );
-        self.forward(to, id, format!("append/{}", id.0), Bytes::from(body))
-            .await
+            let bytes = match &body {
+                Some(bytes) => bytes.clone(),
+                None => {
+                    let proposal = Proposal {
+                        ts_ms: 0,
+                        batches: vec![events],
+                    };
+                    let mut bytes = vec![FORWARD_VERSION, hops + 1, u8::from(precheck)];
+                    bytes.extend(proposal.encode());
+                    events = proposal.batches.into_iter().next().unwrap_or_default();
+                    body.insert(Bytes::from(bytes)).clone()
+                }
+            };
+            match self
+                .forward(to, id, format!("append/{}", id.0), bytes)
+                .await
+            {
+                Ok(answer) => return answer,
+                Err(e) if attempt >= self.route_attempts() => return Err(e),
+                Err(_) => tokio::time::sleep(ROUTE_RETRY).await,
+            }
+        }
     }
 
     /// Reads up to `limit` events of `urn` from revision `from`. A linearizable read first
@@ -439,23 +469,31 @@ impl Log {
         shard.read_stream(urn, from, limit)
     }
 
-    /// The read index of shard `id`, from its leader.
+    /// The read index of shard `id`, from its leader (routed again, like an append, when the
+    /// leader cannot be reached).
     async fn read_index(&self, id: ShardId, hops: u8) -> Result<Lsn> {
-        match self.route(id).await? {
-            None => self.shard(id)?.read_index().await,
-            Some(to) if hops < FORWARD_HOPS_MAX => {
-                self.forward(
-                    to,
-                    id,
-                    format!("read_index/{}", id.0),
-                    Bytes::from(vec![hops + 1]),
-                )
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let to = match self.route(id).await? {
+                None => return self.shard(id)?.read_index().await,
+                Some(to) if hops < FORWARD_HOPS_MAX => to,
+                Some(to) => {
+                    return Err(Error::NotLeader {
+                        shard: id,
+                        leader: Some(to),
+                    });
+                }
+            };
+            let body = Bytes::from(vec![hops + 1]);
+            match self
+                .forward(to, id, format!("read_index/{}", id.0), body)
                 .await
+            {
+                Ok(answer) => return answer,
+                Err(e) if attempt >= self.route_attempts() => return Err(e),
+                Err(_) => tokio::time::sleep(ROUTE_RETRY).await,
             }
-            Some(to) => Err(Error::NotLeader {
-                shard: id,
-                leader: Some(to),
-            }),
         }
     }
 
@@ -500,15 +538,15 @@ impl Log {
     async fn shard_status(&self, id: ShardId, hops: u8) -> Result<ShardStatus> {
         match self.route(id).await? {
             None => Ok(self.local_status(self.shard(id)?)),
-            Some(to) if hops < FORWARD_HOPS_MAX => {
-                self.forward(
+            Some(to) if hops < FORWARD_HOPS_MAX => self
+                .forward(
                     to,
                     id,
                     format!("status/{}", id.0),
                     Bytes::from(vec![hops + 1]),
                 )
                 .await
-            }
+                .unwrap_or_else(Err),
             Some(to) => Err(Error::NotLeader {
                 shard: id,
                 leader: Some(to),

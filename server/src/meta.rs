@@ -49,11 +49,17 @@ impl EtcdMetaStore {
         let options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(5));
-        let client = Client::connect(&endpoints, Some(options))
+        let cannot = |e: etcd_client::Error| {
+            MetaError::Unavailable(format!(
+                "cannot connect to etcd at {}: {e}",
+                endpoints.join(",")
+            ))
+        };
+        let mut client = Client::connect(&endpoints, Some(options))
             .await
-            .map_err(|e| {
-                MetaError::Unavailable(format!("cannot connect to etcd at {endpoints:?}: {e}"))
-            })?;
+            .map_err(cannot)?;
+        // The client connects lazily: one request tells now whether etcd answers.
+        client.status().await.map_err(cannot)?;
         Ok(Self {
             client,
             endpoints,

@@ -18,7 +18,7 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_themis")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -34,7 +34,12 @@ impl Server {
 
     /// Starts a server; on failure returns what it printed to stderr.
     pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
-        let listen = format!("127.0.0.1:{}", free_port());
+        Self::try_start_on(data_dir, &format!("127.0.0.1:{}", free_port()), extra)
+    }
+
+    /// Starts a server whose API listens on `listen`; on failure returns its stderr.
+    pub fn try_start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Result<Server, String> {
+        let listen = listen.to_owned();
         let mut child = Command::new(binary())
             .args(["serve", "--data-dir"])
             .arg(data_dir)
@@ -114,6 +119,54 @@ impl Server {
 }
 
 impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A single-member etcd (Debian `etcd-server`) on loopback ports with its own data directory,
+/// killed when dropped.
+pub struct Etcd {
+    child: Child,
+    /// Client endpoint, `127.0.0.1:port`.
+    pub endpoint: String,
+}
+
+impl Etcd {
+    /// Starts etcd in `dir` and waits (at most 30 s) until it accepts connections.
+    pub fn start(dir: &Path) -> Etcd {
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(dir.join("etcd"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .args(["--log-level", "error", "--logger", "zap"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd is not installed: run ./scripts/test, which installs Debian etcd-server");
+        let etcd = Etcd {
+            child,
+            endpoint: format!("127.0.0.1:{client}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        etcd
+    }
+}
+
+impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

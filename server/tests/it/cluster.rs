@@ -1,0 +1,364 @@
+//! A real cluster on loopback: a real etcd, `themis cluster init`, and three `themis serve`
+//! processes. Appends and reads go through every node (forwarded to each shard's leader); the
+//! leader of a shard is killed with SIGKILL and the survivors keep accepting appends; the killed
+//! node comes back and catches up; every replica's committed log is the same.
+#![allow(clippy::disallowed_methods)] // test harness: real threads and real time
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::api::{get, post};
+use crate::harness::{Etcd, Server, cli, free_port};
+
+/// Streams the failover test appends to (their shards are fixed by the ring: they cover all 4).
+const STREAMS: usize = 12;
+
+/// One cluster node's fixed addresses (kept across restarts) and its process.
+struct Node {
+    id: u64,
+    listen: String,
+    peer: String,
+    server: Option<Server>,
+}
+
+impl Node {
+    fn base(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+}
+
+fn args<'a>(node: &'a Node, etcd: &'a str, extra: &[&'a str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--node-id",
+        &node.id.to_string(),
+        "--peer-listen",
+        &node.peer,
+        "--etcd",
+        etcd,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Starts nodes in parallel (each waits for the others to register before it listens).
+fn start_nodes(dir: &Path, etcd: &str, nodes: &mut [Node], extra: &[&str]) {
+    let started: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let data = dir.join(format!("n{}", node.id));
+                let args = args(node, etcd, extra);
+                let listen = node.listen.clone();
+                scope.spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    Server::try_start_on(&data, &listen, &args)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (node, server) in nodes.iter_mut().zip(started) {
+        node.server =
+            Some(server.unwrap_or_else(|e| panic!("node {} did not start: {e}", node.id)));
+    }
+}
+
+fn new_nodes(n: u64) -> Vec<Node> {
+    (1..=n)
+        .map(|id| Node {
+            id,
+            listen: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            server: None,
+        })
+        .collect()
+}
+
+fn init(etcd: &Etcd, shards: u32, replication: u32) {
+    let (code, out, err) = cli(&[
+        "cluster",
+        "init",
+        "--etcd",
+        &etcd.endpoint,
+        "--shards",
+        &shards.to_string(),
+        "--replication",
+        &replication.to_string(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Appends one event with a client-chosen id through `base`, retrying (bounded) while the
+/// cluster has no reachable leader for the stream's shard; returns the answer.
+async fn append_retrying(base: &str, urn: &str, id: &str, n: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = post(
+            base,
+            &format!("/v1/streams/{urn}"),
+            &json!({"events": [{"op": "put", "id": id, "data": {"n": n}}]}),
+        )
+        .await;
+        if a.status == 201 {
+            return a.json();
+        }
+        assert!(
+            [421, 502, 503, 504].contains(&a.status),
+            "unexpected answer {}: {}",
+            a.status,
+            a.text
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no leader within 20 s: {}",
+            a.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The shard of every stream, the events each stream must hold, and who leads each shard.
+async fn cluster_status(base: &str) -> Value {
+    let a = get(base, "/v1/cluster").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    a.json()
+}
+
+/// Waits (bounded) until every replica of every shard has applied the leader's commit LSN, then
+/// compares the replicas' committed logs entry by entry.
+async fn assert_replicas_converge(nodes: &[Node], shards: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for shard in 0..shards {
+        loop {
+            let mut logs = Vec::new();
+            for node in nodes {
+                let a = get(&node.base(), &format!("/v1/log/{shard}?limit=10000")).await;
+                assert_eq!(a.status, 200, "{}", a.text);
+                logs.push(a.json());
+            }
+            let applied: Vec<u64> = logs
+                .iter()
+                .map(|l| l["applied_lsn"].as_u64().unwrap())
+                .collect();
+            if applied.iter().all(|&a| a == applied[0]) {
+                let entries: Vec<&Value> = logs.iter().map(|l| &l["entries"]).collect();
+                for (node, e) in nodes.iter().zip(&entries) {
+                    assert_eq!(
+                        *e, entries[0],
+                        "shard {shard}: node {}'s log differs from node {}'s",
+                        node.id, nodes[0].id
+                    );
+                }
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shard {shard}: replicas did not converge: applied {applied:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_route_replicate_fail_over_and_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    init(&etcd, 4, 3);
+    let mut nodes = new_nodes(3);
+    start_nodes(dir.path(), &etcd.endpoint, &mut nodes, &[]);
+
+    // Every shard has a leader and three voting replicas, as every node reports.
+    for node in &nodes {
+        let status = cluster_status(&node.base()).await;
+        assert_eq!(status["mode"], "cluster");
+        assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
+        for shard in status["shards"].as_array().unwrap() {
+            let replicas: Vec<u64> = shard["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["node"].as_u64().unwrap())
+                .collect();
+            assert_eq!(replicas, [1, 2, 3], "{shard}");
+        }
+    }
+
+    // Appends through every node, to 12 streams spread over the shards; reads through every
+    // node (linearizable by default) see every acknowledged append at its position.
+    let mut acked: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    let mut shard_of: BTreeMap<String, u64> = BTreeMap::new();
+    let mut n = 0u64;
+    for round in 0..3 {
+        for (i, node) in nodes.iter().enumerate() {
+            for s in 0..STREAMS {
+                n += 1;
+                let urn = format!("urn:themis:document:cl:s{s}");
+                let id = format!("00000000-0000-4000-8000-{n:012}");
+                let answer = append_retrying(&node.base(), &urn, &id, n).await;
+                assert_eq!(
+                    answer["events"][0]["revision"].as_u64().unwrap(),
+                    (round * 3 + i) as u64,
+                    "{answer}"
+                );
+                shard_of.insert(urn.clone(), answer["position"]["shard"].as_u64().unwrap());
+                acked.entry(urn).or_default().push((id, n));
+            }
+        }
+    }
+    let covered: std::collections::BTreeSet<u64> = shard_of.values().copied().collect();
+    assert_eq!(
+        covered.len(),
+        4,
+        "the streams cover every shard: {shard_of:?}"
+    );
+    for node in &nodes {
+        for (urn, events) in &acked {
+            let a = get(&node.base(), &format!("/v1/streams/{urn}")).await;
+            assert_eq!(a.status, 200, "{}", a.text);
+            let got: Vec<(String, u64)> = a.json()["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["id"].as_str().unwrap().to_owned(),
+                        e["data"]["n"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(&got, events, "node {} reading {urn}", node.id);
+        }
+    }
+
+    // Kill the node that leads stream s0's shard; the survivors elect a leader and keep
+    // appending to every stream.
+    let target = shard_of["urn:themis:document:cl:s0"] as usize;
+    let status = cluster_status(&nodes[0].base()).await;
+    let victim = status["shards"][target]["leader"].as_u64().unwrap();
+    let victim_index = nodes.iter().position(|n| n.id == victim).unwrap();
+    nodes[victim_index].server.take().unwrap().kill();
+    let survivor = nodes.iter().find(|n| n.id != victim).unwrap().base();
+    for s in 0..STREAMS {
+        n += 1;
+        let urn = format!("urn:themis:document:cl:s{s}");
+        let id = format!("00000000-0000-4000-8000-{n:012}");
+        append_retrying(&survivor, &urn, &id, n).await;
+        acked.entry(urn).or_default().push((id, n));
+    }
+    let status = cluster_status(&survivor).await;
+    let leader = status["shards"][target]["leader"].as_u64();
+    assert!(
+        leader.is_some() && leader != Some(victim),
+        "shard {target} has a new leader: {status}"
+    );
+
+    // The killed node comes back on the same addresses and catches up; all logs agree.
+    let victim_node = &mut nodes[victim_index];
+    let data = dir.path().join(format!("n{}", victim_node.id));
+    let args = args(victim_node, &etcd.endpoint, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    victim_node.server = Some(
+        Server::try_start_on(&data, &victim_node.listen, &args)
+            .unwrap_or_else(|e| panic!("restart: {e}")),
+    );
+    assert_replicas_converge(&nodes, 4).await;
+    for (urn, events) in &acked {
+        let a = get(
+            &nodes[victim_index].base(),
+            &format!("/v1/streams/{urn}?consistency=stale"),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(
+            a.json()["events"].as_array().unwrap().len(),
+            events.len(),
+            "the restarted node holds every acknowledged append of {urn}"
+        );
+        assert_eq!(
+            a.headers["themis-node"].to_str().unwrap(),
+            victim.to_string()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_forwarding_a_follower_answers_421_with_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    init(&etcd, 2, 3);
+    let mut nodes = new_nodes(3);
+    start_nodes(
+        dir.path(),
+        &etcd.endpoint,
+        &mut nodes,
+        &["--forwarding", "false"],
+    );
+    let status = cluster_status(&nodes[0].base()).await;
+    let leader = status["shards"][0]["leader"].as_u64().unwrap();
+    // Appends of candidate streams through a follower of shard 0: those of shards it leads
+    // succeed, the first one of shard 0 is refused with the leader's address.
+    let follower = nodes.iter().find(|n| n.id != leader).unwrap();
+    for i in 0..200 {
+        let a = post(
+            &follower.base(),
+            &format!("/v1/streams/urn:themis:document:fw:s{i}"),
+            &json!({"events": [{"op": "put", "data": {}}]}),
+        )
+        .await;
+        if a.status == 201 {
+            continue;
+        }
+        let body = a.problem(421, "not_leader");
+        if body["shard"] != 0 {
+            continue;
+        }
+        assert_eq!(body["leader"], leader);
+        assert_eq!(
+            body["leader_url"],
+            format!("http://{}", nodes[(leader - 1) as usize].listen)
+        );
+        return;
+    }
+    panic!("no stream of shard 0 among 200 candidates");
+}
+
+#[tokio::test]
+async fn cluster_commands_fail_readably() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    init(&etcd, 4, 3);
+    // Initializing again with the same shape is a no-op; with another it is refused.
+    init(&etcd, 4, 3);
+    let (code, _, err) = cli(&["cluster", "init", "--etcd", &etcd.endpoint, "--shards", "8"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("already initialized with 4 shards"), "{err}");
+    let (code, _, err) = cli(&[
+        "cluster",
+        "init",
+        "--etcd",
+        &etcd.endpoint,
+        "--replication",
+        "0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("replication must be between 1 and 7"), "{err}");
+    // --etcd without --peer-listen.
+    let e = Server::try_start(
+        &dir.path().join("n"),
+        &["--etcd", &etcd.endpoint, "--node-id", "9"],
+    )
+    .err()
+    .expect("refused");
+    assert!(e.contains("--peer-listen is required"), "{e}");
+    // An unreachable etcd.
+    let (code, _, err) = cli(&["cluster", "init", "--etcd", "127.0.0.1:1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot connect to etcd"), "{err}");
+}
