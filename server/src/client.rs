@@ -97,6 +97,85 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The cluster status (`GET /v1/cluster`).
+    pub async fn cluster(&self) -> anyhow::Result<Value> {
+        let url = format!("{}/v1/cluster", self.base);
+        self.answer(self.http.get(url), "read the cluster status")
+            .await
+    }
+}
+
+/// Renders `GET /v1/cluster` as text: the nodes, then one line per shard with its leader,
+/// term, commit and apply LSNs, and each replica's lag (`*` marks the leader, `~` a learner,
+/// `?` an unknown lag).
+pub fn render_cluster(status: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "mode: {}, answered by node {}",
+        status["mode"].as_str().unwrap_or("?"),
+        status["node"]
+    );
+    let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+    if !nodes.is_empty() {
+        let _ = writeln!(out, "\nnodes:");
+        for n in &nodes {
+            let _ = writeln!(
+                out,
+                "  {:>4}  api {}  peer {}",
+                n["id"],
+                n["api"].as_str().unwrap_or("?"),
+                n["peer"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{:>5} {:>6} {:>6} {:>10} {:>10}  replicas (node:lag)",
+        "shard", "leader", "term", "commit", "applied"
+    );
+    for s in status["shards"].as_array().cloned().unwrap_or_default() {
+        let leader = s["leader"].as_u64();
+        let replicas: Vec<String> = s["replicas"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                let node = r["node"].as_u64().unwrap_or(0);
+                let mark = if Some(node) == leader {
+                    "*"
+                } else if r["voter"] == false {
+                    "~"
+                } else {
+                    ""
+                };
+                let lag = r["lag"]
+                    .as_u64()
+                    .map_or_else(|| "?".to_owned(), |l| l.to_string());
+                format!("{node}{mark}:{lag}")
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "{:>5} {:>6} {:>6} {:>10} {:>10}  {}",
+            s["shard"],
+            leader.map_or_else(|| "-".to_owned(), |l| l.to_string()),
+            s["term"],
+            s["commit_lsn"],
+            s["applied_lsn"],
+            replicas.join(" ")
+        );
+        if let Some(e) = s["error"].as_str() {
+            let _ = write!(out, "  ({e})");
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Parses a JSON command-line argument, naming the flag in the error.
 pub fn json_arg(flag: &str, text: &str) -> anyhow::Result<Value> {
     serde_json::from_str(text).map_err(|e| anyhow!("{flag} is not valid JSON: {e}"))

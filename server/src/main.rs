@@ -121,6 +121,14 @@ enum ClusterCommand {
         #[arg(long)]
         initial_nodes: Option<u32>,
     },
+    /// Show nodes, shards, leaders, replicas, commit LSNs and per-replica lag.
+    Status {
+        /// Print the JSON of `GET /v1/cluster` instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArg,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -240,6 +248,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "cluster {what}: {shards} shards, replication {replication}, placement once {} nodes registered",
                 spec.initial_nodes
             );
+            Ok(())
+        }
+        Command::Cluster {
+            command: ClusterCommand::Status { json, server },
+        } => {
+            let status = Client::new(&server.server)?.cluster().await?;
+            if json {
+                print(&status);
+            } else {
+                print!("{}", themis_server::client::render_cluster(&status));
+            }
             Ok(())
         }
         Command::Log {

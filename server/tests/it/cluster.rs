@@ -190,6 +190,20 @@ async fn three_nodes_route_replicate_fail_over_and_catch_up() {
         }
     }
 
+    // The CLI shows the same truthfully: a leader (marked *) and three replicas per shard.
+    let (code, out, err) = cli(&["cluster", "status", "--server", &nodes[1].base()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("mode: cluster, answered by node 2"), "{out}");
+    let table = &out[out.find("shard").expect("a shard table")..];
+    for shard in 0..4 {
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&shard.to_string()))
+            .unwrap_or_else(|| panic!("no line for shard {shard}: {out}"));
+        assert_eq!(line.matches('*').count(), 1, "{line}");
+        assert_eq!(line.matches(':').count(), 3, "{line}");
+    }
+
     // Appends through every node, to 12 streams spread over the shards; reads through every
     // node (linearizable by default) see every acknowledged append at its position.
     let mut acked: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
