@@ -5,6 +5,7 @@
 //! clock directly; it is never part of a node.
 #![allow(clippy::disallowed_methods)]
 
+pub mod cluster;
 pub mod load;
 pub mod probe;
 pub mod process;

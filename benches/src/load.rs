@@ -23,8 +23,44 @@ pub struct RunStats {
     pub client_cores: Option<f64>,
 }
 
+/// Runs `op(worker, n)` from `concurrency` workers for `duration`, paced to `rate` operations
+/// per second in total: worker `w`'s `n`-th operation is due `w / rate + n * concurrency / rate`
+/// after the start. A worker that falls behind goes on at once, so the achieved rate shows when
+/// the system cannot keep up; latency counts from the due time (no coordinated omission).
+pub async fn run_paced<F, Fut>(concurrency: usize, rate: f64, duration: Duration, op: F) -> RunStats
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let rate = rate.max(1e-3);
+    let pace = Pace {
+        offset: Duration::from_secs_f64(1.0 / rate),
+        interval: Duration::from_secs_f64(concurrency as f64 / rate),
+    };
+    run_with(concurrency, duration, Some(pace), op).await
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    offset: Duration,
+    interval: Duration,
+}
+
 /// Runs `op(worker, n)` from `concurrency` workers for `duration`.
 pub async fn run<F, Fut>(concurrency: usize, duration: Duration, op: F) -> RunStats
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    run_with(concurrency, duration, None, op).await
+}
+
+async fn run_with<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    pace: Option<Pace>,
+    op: F,
+) -> RunStats
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
@@ -39,7 +75,17 @@ where
                 let mut errors = 0u64;
                 let mut n = 0u64;
                 while Instant::now() < deadline {
-                    let t = Instant::now();
+                    let t = match pace {
+                        Some(p) => {
+                            let due = start + p.offset * w as u32 + p.interval * n as u32;
+                            if due >= deadline {
+                                break;
+                            }
+                            tokio::time::sleep_until(due.into()).await;
+                            due
+                        }
+                        None => Instant::now(),
+                    };
                     match op(w, n).await {
                         Ok(()) => latencies.push(t.elapsed()),
                         Err(e) => {

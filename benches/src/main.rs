@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use themis_bench::cluster::{ClusterOptions, run_cluster};
 use themis_bench::load::{RunStats, run};
 use themis_bench::probe::{FsyncProbe, fsync_probe};
 use themis_bench::process::{self, cpu_seconds, pin_self, start_etcd, start_themis, themis_binary};
@@ -59,6 +60,47 @@ enum Command {
         #[arg(long)]
         client_cpus: Option<String>,
     },
+    /// A 3-node themis cluster vs a 3-member etcd cluster on loopback: throughput at one
+    /// concurrency, replication lag at a fixed rate, failover times over repeated leader kills.
+    Cluster {
+        /// Seconds per throughput run and of the lag run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Interleaved themis/etcd pairs (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        pairs: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Appends per second of the replication-lag run.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// SIGKILLs of shard leaders in the failover run.
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Shards of the themis cluster.
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+        /// Bytes of each event's payload and of each etcd value.
+        #[arg(long, default_value_t = 256)]
+        event_bytes: usize,
+        /// A short run for CI: 1 s runs, one pair, 2 kills; fails on any error.
+        #[arg(long)]
+        smoke: bool,
+        /// Directory for data (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// CPUs (a `taskset` list) for the servers.
+        #[arg(long)]
+        server_cpus: Option<String>,
+        /// CPUs (a `taskset` list) for this load generator.
+        #[arg(long)]
+        client_cpus: Option<String>,
+        /// An extra `themis serve` flag for every node (repeatable), e.g.
+        /// `--node-arg=--raft-election-max=200ms`.
+        #[arg(long = "node-arg", allow_hyphen_values = true)]
+        node_args: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -96,7 +138,113 @@ async fn main() -> anyhow::Result<()> {
             };
             append(&options, &concurrency, dir).await
         }
+        Command::Cluster {
+            seconds,
+            pairs,
+            concurrency,
+            rate,
+            kills,
+            shards,
+            event_bytes,
+            smoke,
+            dir,
+            server_cpus,
+            client_cpus,
+            node_args,
+        } => {
+            if let Some(cpus) = &client_cpus {
+                pin_self(cpus)?;
+            }
+            let options = ClusterOptions {
+                node_args,
+                seconds: if smoke { 1 } else { seconds },
+                pairs: if smoke { 1 } else { pairs.max(1) },
+                concurrency,
+                rate: if smoke { rate.min(1_000) } else { rate },
+                kills: if smoke { 2 } else { kills },
+                shards,
+                event_bytes,
+                server_cpus,
+            };
+            cluster(&options, dir, smoke).await
+        }
     }
+}
+
+async fn cluster(
+    options: &ClusterOptions,
+    dir: Option<PathBuf>,
+    smoke: bool,
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
+    let binary = themis_binary()?;
+    println!(
+        "themis-bench cluster: 3 themis nodes ({} shards, 3 replicas each) vs 3 etcd members on loopback; {}-byte events, {}s runs, {} pair(s), concurrency {}; lag at {}/s; {} leader kills",
+        options.shards,
+        options.event_bytes,
+        options.seconds,
+        options.pairs,
+        options.concurrency,
+        options.rate,
+        options.kills
+    );
+    let before = fsync_probe(&dir, Duration::from_secs(if smoke { 1 } else { 5 }))?;
+    let report = run_cluster(&binary, &dir, options).await?;
+    let after = fsync_probe(&dir, Duration::from_secs(if smoke { 1 } else { 5 }))?;
+    let (times, failures) = &report.failovers;
+    if smoke
+        && (report.themis.errors > 0
+            || report.etcd.errors > 0
+            || report.themis.ok == 0
+            || *failures > 0)
+    {
+        bail!(
+            "smoke run failed: themis {:?}, etcd {:?}, failover failures {failures}",
+            report.themis,
+            report.etcd
+        );
+    }
+    println!();
+    println!(
+        "| concurrency | themis appends/s | themis p50 | themis p99 | etcd puts/s | etcd p50 | etcd p99 | throughput ratio | p99 ratio (themis/etcd) | cores themis / etcd | generator cores (themis / etcd run) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("{}", row(options.concurrency, &report.themis, &report.etcd));
+    let (rate, lag) = report.lag;
+    println!();
+    println!(
+        "replication lag (proposal on the leader to apply on each replica, all replicas of all shards) at {rate:.0} appends/s achieved of {} asked: p50 <= {} ms, p99 <= {} ms, mean {:.2} ms, {} entries",
+        options.rate,
+        lag.p50 * 1e3,
+        lag.p99 * 1e3,
+        lag.mean * 1e3,
+        lag.count
+    );
+    let at = |q: f64| {
+        times
+            .get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1)))
+            .map_or_else(|| "-".to_owned(), |d| ms(*d))
+    };
+    println!(
+        "failover (SIGKILL of a shard leader to the first acknowledged append of each of its shards through a survivor): {} samples, p50 {}, p99 {}, max {}, failures {failures}",
+        times.len(),
+        at(0.5),
+        at(0.99),
+        times.last().map_or_else(|| "-".to_owned(), |d| ms(*d)),
+    );
+    println!();
+    for (when, p) in [("before", &before), ("after", &after)] {
+        println!(
+            "fsync probe {when}: {:.0} fdatasync/s, p50 {}, p99 {} ({} regime)",
+            p.per_second,
+            ms(p.p50),
+            ms(p.p99),
+            p.regime()
+        );
+    }
+    Ok(())
 }
 
 /// Runs `load`, recording the cores the server (`server_pid`) and this generator used meanwhile.

@@ -173,3 +173,151 @@ pub fn start_etcd(parent: &Path, cpus: Option<&str>) -> anyhow::Result<(Guard, S
     }
     Ok((guard, format!("127.0.0.1:{client}")))
 }
+
+/// Starts `count` etcd members forming one cluster on loopback, in temporary directories under
+/// `parent`; returns their guards and client endpoints once every member listens.
+pub fn start_etcd_cluster(
+    parent: &Path,
+    count: usize,
+    cpus: Option<&str>,
+) -> anyhow::Result<(Vec<Guard>, Vec<String>)> {
+    let ports: Vec<(u16, u16)> = (0..count)
+        .map(|_| Ok((free_port()?, free_port()?)))
+        .collect::<anyhow::Result<_>>()?;
+    let initial = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut guards = Vec::with_capacity(count);
+    let mut endpoints = Vec::with_capacity(count);
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        let dir = tempfile::tempdir_in(parent)?;
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = pinned(Path::new("etcd"), cpus)
+            .args(["--name", &format!("m{i}"), "--data-dir"])
+            .arg(dir.path().join("etcd"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &initial])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--log-level", "error", "--logger", "zap"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start etcd (install Debian etcd-server)")?;
+        guards.push(Guard { child, _dir: dir });
+        endpoints.push(format!("127.0.0.1:{client}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (client, _) in &ports {
+        while std::net::TcpStream::connect(("127.0.0.1", *client)).is_err() {
+            if Instant::now() > deadline {
+                bail!("etcd members did not listen within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok((guards, endpoints))
+}
+
+/// One node of a themis cluster: fixed addresses and data directory, so it can be killed and
+/// started again as the same node.
+#[derive(Debug)]
+pub struct ClusterNode {
+    /// Node id.
+    pub id: u64,
+    /// HTTP API address.
+    pub listen: String,
+    /// Peer address.
+    pub peer: String,
+    dir: PathBuf,
+    process: Option<Child>,
+}
+
+impl ClusterNode {
+    /// A node with fresh loopback ports and a data directory `parent/n<id>`.
+    pub fn new(parent: &Path, id: u64) -> anyhow::Result<Self> {
+        Ok(Self {
+            id,
+            listen: format!("127.0.0.1:{}", free_port()?),
+            peer: format!("127.0.0.1:{}", free_port()?),
+            dir: parent.join(format!("n{id}")),
+            process: None,
+        })
+    }
+
+    /// The base URL of its API.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    /// Starts `themis serve --etcd` without waiting for it (a cluster node listens only once
+    /// the initial nodes have registered).
+    pub fn spawn(
+        &mut self,
+        binary: &Path,
+        etcd: &str,
+        cpus: Option<&str>,
+        extra: &[String],
+    ) -> anyhow::Result<()> {
+        let child = pinned(binary, cpus)
+            .args(["serve", "--node-id", &self.id.to_string()])
+            .args(extra)
+            .args(["--listen", &self.listen, "--peer-listen", &self.peer])
+            // openraft logs every failed RPC to a killed node as an error: expected here.
+            .args(["--etcd", etcd, "--log", "error,openraft=off", "--data-dir"])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        self.process = Some(child);
+        Ok(())
+    }
+
+    /// Waits (at most `timeout`) until the API answers `/livez`.
+    pub async fn wait_listening(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = &mut self.process
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("node {} exited with {status}", self.id);
+            }
+            let answer = http
+                .get(format!("{}/livez", self.base()))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await;
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("node {} did not listen within {timeout:?}", self.id);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -10,6 +10,7 @@ pub mod cluster;
 mod codec;
 pub mod entry;
 pub mod event;
+pub mod histogram;
 pub mod ids;
 pub mod raft;
 pub mod ring;

@@ -209,7 +209,13 @@ impl Log {
             })
         };
         let (db, state_db) = (open("log")?, open("state")?);
-        let store = NodeStore::open(db, state_db, disk.describe("log"), config.store.clone())?;
+        let store = NodeStore::open(
+            db,
+            state_db,
+            disk.describe("log"),
+            config.store.clone(),
+            clock.clone(),
+        )?;
         if let Some(t) = &config.topology
             && t.placement.shards.len() != config.shards as usize
         {

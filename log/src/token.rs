@@ -348,7 +348,7 @@ fn get_varint(bytes: &[u8], offset: &mut usize) -> Result<u64, TokenError> {
     Err(TokenError::Varint { offset: start })
 }
 
-fn base64_encode(bytes: &[u8], out: &mut String) {
+pub(crate) fn base64_encode(bytes: &[u8], out: &mut String) {
     let symbol = |index: u32| char::from(BASE64_ALPHABET[(index & 0x3f) as usize]);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -366,7 +366,7 @@ fn base64_encode(bytes: &[u8], out: &mut String) {
 
 /// Decodes unpadded URL-safe base64. `column_base` is the number of characters before `text` in the
 /// token, so errors point at the column the client sees.
-fn base64_decode(text: &str, column_base: usize) -> Result<Vec<u8>, TokenError> {
+pub(crate) fn base64_decode(text: &str, column_base: usize) -> Result<Vec<u8>, TokenError> {
     if let Some((offset, ch)) = text
         .char_indices()
         .find(|&(_, c)| base64_value(c).is_none())

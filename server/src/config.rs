@@ -55,6 +55,17 @@ pub struct ServeArgs {
     /// How long this node's registration in etcd outlives its last renewal.
     #[arg(long, env = "THEMIS_LEASE_TTL", default_value = "5s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
+    /// Raft heartbeat period of every shard (all nodes of a cluster should agree).
+    #[arg(long, env = "THEMIS_RAFT_HEARTBEAT", default_value = "40ms", value_parser = parse_duration)]
+    pub raft_heartbeat: Duration,
+    /// Lower bound of the randomized Raft election timeout. A follower that stops hearing
+    /// from its leader campaigns after the leader lease (the upper bound) plus a random
+    /// timeout between the bounds, so failover takes about 1.5-2x the upper bound.
+    #[arg(long, env = "THEMIS_RAFT_ELECTION_MIN", default_value = "100ms", value_parser = parse_duration)]
+    pub raft_election_min: Duration,
+    /// Upper bound of the randomized Raft election timeout (and the leader lease).
+    #[arg(long, env = "THEMIS_RAFT_ELECTION_MAX", default_value = "200ms", value_parser = parse_duration)]
+    pub raft_election_max: Duration,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "THEMIS_LOG", default_value = "info,openraft=warn")]
     pub log: String,

@@ -29,6 +29,17 @@ const TOPOLOGY_REFRESH: Duration = Duration::from_secs(1);
 
 /// Runs a node until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.raft_heartbeat.is_zero()
+        || args.raft_election_min <= args.raft_heartbeat
+        || args.raft_election_max <= args.raft_election_min
+    {
+        bail!(
+            "Raft timing must satisfy 0 < heartbeat < election min < election max, not {:?} / {:?} / {:?}",
+            args.raft_heartbeat,
+            args.raft_election_min,
+            args.raft_election_max
+        );
+    }
     let disk = FileDisk::new(&args.data_dir)
         .with_context(|| format!("cannot use data directory {}", args.data_dir.display()))?;
     let advertise = args
@@ -44,7 +55,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 in_flight_max: args.proposals_in_flight_max.max(1),
                 ..Default::default()
             },
-            ..Default::default()
+            timing: themis_log::raft::RaftTiming {
+                heartbeat_interval: args.raft_heartbeat,
+                election_timeout_min: args.raft_election_min,
+                election_timeout_max: args.raft_election_max,
+            },
         },
         store: themis_log::store::StoreConfig {
             dedup_window: args.dedup_window,

@@ -44,7 +44,7 @@ pub(crate) use state::Tables;
 use crate::entry::Outcome;
 use crate::ids::ShardId;
 use crate::raft::{Entry, TypeConfig};
-use crate::seam::spawn_thread;
+use crate::seam::{Clock, spawn_thread};
 use crate::{Error, Result};
 
 type NodeId = u64;
@@ -90,6 +90,10 @@ pub struct StoreStats {
     pub bytes_written: AtomicU64,
     /// Highest log index openraft reported committed.
     pub committed: AtomicU64,
+    /// Time from an entry's proposal on the leader (its commit timestamp) to its apply on this
+    /// replica, by this node's wall clock: on a follower, the replication lag (an upper bound,
+    /// since it includes the leader's own commit).
+    pub apply_lag: crate::histogram::Histogram,
 }
 
 enum Command {
@@ -153,6 +157,8 @@ struct Node {
     state_db: Database,
     location: String,
     config: StoreConfig,
+    /// Wall time for the apply-lag metric (never for anything applied).
+    clock: Arc<dyn Clock>,
     /// Set after a failed commit; later writes are refused.
     failure: Mutex<Option<String>>,
 }
@@ -215,12 +221,13 @@ fn range_of(range: &impl RangeBounds<u64>) -> (std::ops::Bound<u64>, std::ops::B
 
 impl NodeStore {
     /// Takes the node's log database `db` and state database `state_db` (described as
-    /// `location` in errors) and starts their storage threads.
+    /// `location` in errors) and starts their storage threads. `clock` only times metrics.
     pub fn open(
         db: Database,
         state_db: Database,
         location: String,
         config: StoreConfig,
+        clock: Arc<dyn Clock>,
     ) -> Result<NodeStore> {
         let depth = config.queue_depth_max.max(1);
         let (commands, rx) = std::sync::mpsc::sync_channel(depth);
@@ -230,6 +237,7 @@ impl NodeStore {
             state_db,
             location,
             config,
+            clock,
             failure: Mutex::new(None),
         });
         let spawn_error = |e| Error::Storage(format!("cannot start a storage thread: {e}"));
@@ -864,6 +872,13 @@ impl Node {
                         if let Some(last) = entries.last() {
                             let applied = last.log_id.index;
                             shard.mark_applied(applied);
+                        }
+                        let now = self.clock.wall_ms();
+                        for entry in &entries {
+                            if let openraft::EntryPayload::Normal(p) = &entry.payload {
+                                let lag = Duration::from_millis(now.saturating_sub(p.ts_ms));
+                                shard.stats.apply_lag.observe(lag);
+                            }
                         }
                         Ok(outcomes.next().expect("one outcome list per apply"))
                     }

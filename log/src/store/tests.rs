@@ -18,8 +18,14 @@ impl StoreBuilder<TypeConfig, ShardStore, ShardStateMachine, ()> for MemoryStore
         let db = disk.open_database("s").map_err(storage_error)?;
         let (store, sm) = {
             let state_db = disk.open_database("s-state").map_err(storage_error)?;
-            let node = NodeStore::open(db, state_db, "memory:s".into(), StoreConfig::default())
-                .map_err(storage_error)?;
+            let node = NodeStore::open(
+                db,
+                state_db,
+                "memory:s".into(),
+                StoreConfig::default(),
+                clock(),
+            )
+            .map_err(storage_error)?;
             node.shard(ShardId(0)).map_err(storage_error)?
         };
         Ok(((), store, sm))
@@ -70,7 +76,13 @@ fn open(disk: &dyn Disk) -> Result<(NodeStore, ShardStore, ShardStateMachine)> {
     let state_db = disk
         .open_database("shard-state")
         .map_err(|e| Error::Storage(e.to_string()))?;
-    let node = NodeStore::open(db, state_db, disk.describe("shard"), StoreConfig::default())?;
+    let node = NodeStore::open(
+        db,
+        state_db,
+        disk.describe("shard"),
+        StoreConfig::default(),
+        clock(),
+    )?;
     let (store, sm) = node.shard(ShardId(0))?;
     Ok((node, store, sm))
 }
@@ -208,4 +220,8 @@ async fn a_failed_store_refuses_later_writes() {
         "{err}"
     );
     assert!(store.save_vote(&openraft::Vote::new(1, 1)).await.is_err());
+}
+
+fn clock() -> std::sync::Arc<dyn crate::seam::Clock> {
+    std::sync::Arc::new(crate::seam::ManualClock::new(0))
 }
