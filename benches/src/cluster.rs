@@ -36,6 +36,9 @@ pub struct ClusterOptions {
     pub server_cpus: Option<String>,
     /// Extra `themis serve` flags for every node.
     pub node_args: Vec<String>,
+    /// Send each append to its shard's leader (a leader-aware client) instead of spreading
+    /// appends over all nodes (which forward to the leader).
+    pub to_leaders: bool,
 }
 
 /// The results, for the table.
@@ -269,6 +272,30 @@ pub async fn run_cluster(
         .await
         .context("connect to etcd")?;
     let bases: Vec<String> = nodes.iter().map(ClusterNode::base).collect();
+    // Per worker, the node its appends go to: its shard's leader, or node w mod 3.
+    let ring = Ring::new(o.shards);
+    let leaders: Vec<String> = {
+        let s = status(&http, &nodes[0]).await?;
+        s["shards"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|shard| {
+                let leader = shard["leader"].as_u64().unwrap_or(1);
+                bases[(leader as usize - 1).min(bases.len() - 1)].clone()
+            })
+            .collect()
+    };
+    let target = |prefix: &str, w: usize| -> String {
+        if o.to_leaders {
+            let urn = Urn::parse(&format!("urn:themis:document:{prefix}:w{w}")).expect("urn");
+            leaders[ring.shard_for_urn(&urn).0 as usize].clone()
+        } else {
+            bases[w % bases.len()].clone()
+        }
+    };
+    let bench_targets: Vec<String> = (0..o.concurrency).map(|w| target("bench", w)).collect();
+    let lag_targets: Vec<String> = (0..o.concurrency).map(|w| target("lag", w)).collect();
     let payload = "x".repeat(o.event_bytes);
     let duration = Duration::from_secs(o.seconds);
 
@@ -276,14 +303,10 @@ pub async fn run_cluster(
     // client spreads over its members.
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..o.pairs {
-        let (http2, bases2, payload2) = (http.clone(), bases.clone(), payload.clone());
+        let (http2, targets, payload2) = (http.clone(), bench_targets.clone(), payload.clone());
         ours.push(
             run(o.concurrency, duration, move |w, _| {
-                let (http, base, payload) = (
-                    http2.clone(),
-                    bases2[w % bases2.len()].clone(),
-                    payload2.clone(),
-                );
+                let (http, base, payload) = (http2.clone(), targets[w].clone(), payload2.clone());
                 async move {
                     let url = format!("{base}/v1/streams/urn:themis:document:bench:w{w}");
                     let body = serde_json::json!({"events": [{"op": "put", "type": "Bench", "data": {"p": payload}}]});
@@ -316,13 +339,9 @@ pub async fn run_cluster(
 
     // Replication lag at a fixed rate.
     let before = lag_buckets(&http, &nodes).await?;
-    let (http2, bases2, payload2) = (http.clone(), bases.clone(), payload.clone());
+    let (http2, targets, payload2) = (http.clone(), lag_targets, payload.clone());
     let paced = run_paced(o.concurrency, o.rate as f64, duration, move |w, _| {
-        let (http, base, payload) = (
-            http2.clone(),
-            bases2[w % bases2.len()].clone(),
-            payload2.clone(),
-        );
+        let (http, base, payload) = (http2.clone(), targets[w].clone(), payload2.clone());
         async move {
             let url = format!("{base}/v1/streams/urn:themis:document:lag:w{w}");
             let body = serde_json::json!({"events": [{"op": "put", "data": {"p": payload}}]});

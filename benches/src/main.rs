@@ -100,6 +100,10 @@ enum Command {
         /// `--node-arg=--raft-election-max=200ms`.
         #[arg(long = "node-arg", allow_hyphen_values = true)]
         node_args: Vec<String>,
+        /// Send each append to its shard's leader (a leader-aware client) instead of spreading
+        /// appends over the nodes, which forward them.
+        #[arg(long)]
+        to_leaders: bool,
     },
 }
 
@@ -151,12 +155,14 @@ async fn main() -> anyhow::Result<()> {
             server_cpus,
             client_cpus,
             node_args,
+            to_leaders,
         } => {
             if let Some(cpus) = &client_cpus {
                 pin_self(cpus)?;
             }
             let options = ClusterOptions {
                 node_args,
+                to_leaders,
                 seconds: if smoke { 1 } else { seconds },
                 pairs: if smoke { 1 } else { pairs.max(1) },
                 concurrency,
