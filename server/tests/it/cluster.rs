@@ -17,20 +17,21 @@ use crate::harness::{Etcd, Server, cli, free_port};
 const STREAMS: usize = 12;
 
 /// One cluster node's fixed addresses (kept across restarts) and its process.
-struct Node {
-    id: u64,
-    listen: String,
-    peer: String,
-    server: Option<Server>,
+pub struct Node {
+    pub id: u64,
+    pub listen: String,
+    pub peer: String,
+    pub server: Option<Server>,
 }
 
 impl Node {
-    fn base(&self) -> String {
+    pub fn base(&self) -> String {
         format!("http://{}", self.listen)
     }
 }
 
-fn args<'a>(node: &'a Node, etcd: &'a str, extra: &[&'a str]) -> Vec<String> {
+/// The `themis serve` flags of `node` in the cluster whose etcd is `etcd`.
+pub fn node_args(node: &Node, etcd: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "--node-id",
         &node.id.to_string(),
@@ -47,13 +48,13 @@ fn args<'a>(node: &'a Node, etcd: &'a str, extra: &[&'a str]) -> Vec<String> {
 }
 
 /// Starts nodes in parallel (each waits for the others to register before it listens).
-fn start_nodes(dir: &Path, etcd: &str, nodes: &mut [Node], extra: &[&str]) {
+pub fn start_nodes(dir: &Path, etcd: &str, nodes: &mut [Node], extra: &[&str]) {
     let started: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = nodes
             .iter()
             .map(|node| {
                 let data = dir.join(format!("n{}", node.id));
-                let args = args(node, etcd, extra);
+                let args = node_args(node, etcd, extra);
                 let listen = node.listen.clone();
                 scope.spawn(move || {
                     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -69,7 +70,7 @@ fn start_nodes(dir: &Path, etcd: &str, nodes: &mut [Node], extra: &[&str]) {
     }
 }
 
-fn new_nodes(n: u64) -> Vec<Node> {
+pub fn new_nodes(n: u64) -> Vec<Node> {
     (1..=n)
         .map(|id| Node {
             id,
@@ -80,7 +81,7 @@ fn new_nodes(n: u64) -> Vec<Node> {
         .collect()
 }
 
-fn init(etcd: &Etcd, shards: u32, replication: u32) {
+pub fn init(etcd: &Etcd, shards: u32, replication: u32) {
     let (code, out, err) = cli(&[
         "cluster",
         "init",
@@ -132,7 +133,7 @@ async fn cluster_status(base: &str) -> Value {
 
 /// Waits (bounded) until every replica of every shard has applied the leader's commit LSN, then
 /// compares the replicas' committed logs entry by entry.
-async fn assert_replicas_converge(nodes: &[Node], shards: u32) {
+pub async fn assert_replicas_converge(nodes: &[Node], shards: u32) {
     let deadline = Instant::now() + Duration::from_secs(30);
     for shard in 0..shards {
         loop {
@@ -276,7 +277,7 @@ async fn three_nodes_route_replicate_fail_over_and_catch_up() {
     // The killed node comes back on the same addresses and catches up; all logs agree.
     let victim_node = &mut nodes[victim_index];
     let data = dir.path().join(format!("n{}", victim_node.id));
-    let args = args(victim_node, &etcd.endpoint, &[]);
+    let args = node_args(victim_node, &etcd.endpoint, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     victim_node.server = Some(
         Server::try_start_on(&data, &victim_node.listen, &args)

@@ -91,6 +91,15 @@ impl Server {
         })
     }
 
+    /// Sends `signal` (for example `STOP` or `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(mut self) {
         let _ = self.child.kill();

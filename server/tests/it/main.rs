@@ -5,4 +5,5 @@ mod api;
 mod cluster;
 mod crash;
 mod harness;
+mod nemesis;
 mod tidy;
