@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use themis_log::cluster::{self, NodeInfo};
 use themis_log::seam::{Clock, MetaError, MetaStore, NoPeers, OsEntropy, SystemClock, Transport};
 use themis_log::{Log, LogConfig, ShardConfig, Topology};
@@ -94,6 +95,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {peer_listen} for peers"))?;
             let peer_local = listener.local_addr()?;
             let router = peer::router(peers.clone());
+            let listener = listener.tap_io(no_delay);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
                     tracing::error!("peer listener failed: {e}");
@@ -163,7 +165,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%local, data_dir = %args.data_dir.display(), shards = log.shard_count(), "themis listening");
     // A line for scripts and tests that wait for the server to be ready.
     println!("themis listening on http://{local}");
-    axum::serve(listener, api::router(state))
+    axum::serve(listener.tap_io(no_delay), api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("http server failed")?;
@@ -256,6 +258,13 @@ async fn keep_registered(
         }
         tokio::time::sleep(TOPOLOGY_REFRESH).await;
         since_renewal += TOPOLOGY_REFRESH;
+    }
+}
+
+/// Answers leave at once: small request/response exchanges must not wait for Nagle's algorithm.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {e}");
     }
 }
 
