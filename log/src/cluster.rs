@@ -91,6 +91,9 @@ pub struct NodeInfo {
 pub struct Placement {
     /// Replica node ids per shard, indexed by shard id.
     pub shards: Vec<Vec<NodeId>>,
+    /// Replica moves per shard since the first placement (absent: none).
+    #[serde(default)]
+    pub moves: Vec<u64>,
 }
 
 impl Placement {
@@ -111,7 +114,41 @@ impl Placement {
         let shards = (0..spec.shards as usize)
             .map(|s| (0..r).map(|k| nodes[(s + k) % n]).collect())
             .collect();
-        Ok(Placement { shards })
+        Ok(Placement {
+            shards,
+            moves: vec![0; spec.shards as usize],
+        })
+    }
+
+    /// Whether `node` initializes shard `shard`'s Raft group when it finds it new: only the
+    /// first replica of the first placement. A replica added by a move joins as a learner.
+    pub fn bootstraps(&self, shard: ShardId, node: NodeId) -> bool {
+        self.replicas(shard).first() == Some(&node)
+            && self.moves.get(shard.0 as usize).copied().unwrap_or(0) == 0
+    }
+
+    /// Adds `to` as a replica of `shard` (a move's first step).
+    pub fn add_replica(&mut self, shard: ShardId, to: NodeId) -> Result<(), String> {
+        let replicas = self
+            .shards
+            .get_mut(shard.0 as usize)
+            .ok_or_else(|| format!("shard {} does not exist", shard.0))?;
+        if !replicas.contains(&to) {
+            replicas.push(to);
+        }
+        self.moves.resize(self.shards.len(), 0);
+        self.moves[shard.0 as usize] += 1;
+        Ok(())
+    }
+
+    /// Removes `from` from `shard`'s replicas (a move's last step).
+    pub fn remove_replica(&mut self, shard: ShardId, from: NodeId) -> Result<(), String> {
+        let replicas = self
+            .shards
+            .get_mut(shard.0 as usize)
+            .ok_or_else(|| format!("shard {} does not exist", shard.0))?;
+        replicas.retain(|&n| n != from);
+        Ok(())
     }
 
     /// The replicas of `shard` (empty for a shard out of range).
@@ -257,6 +294,127 @@ pub async fn ensure_placement(
     }
     // Another node wrote it first: theirs is the placement.
     Ok(read_placement(meta).await?.map(|(p, _)| p))
+}
+
+/// Moves shard `shard`'s replica on node `from` to node `to` without making the shard
+/// unavailable: the placement first names `to` as an extra replica (so `to` opens it and the
+/// leader can add it as a learner), the shard's leader swaps the voters once `to` has caught up
+/// (within `catch_up`), and only then the placement drops `from` (which closes its replica).
+/// Each step is idempotent, so a failed move can be repeated.
+pub async fn move_replica(
+    meta: &dyn MetaStore,
+    log: &crate::Log,
+    shard: ShardId,
+    from: NodeId,
+    to: NodeId,
+    catch_up: Duration,
+) -> Result<Placement, MoveError> {
+    if from == to {
+        return Err(MoveError::Invalid(format!(
+            "moving a replica from node {from} to itself does nothing"
+        )));
+    }
+    let registered = nodes(meta).await?;
+    if !registered.contains_key(&to) {
+        return Err(MoveError::Invalid(format!(
+            "node {to} is not registered (start it with `themis serve --etcd ... --node-id {to}`)"
+        )));
+    }
+    // Step 1: `to` becomes an extra replica.
+    let placement = update_placement(meta, |p| {
+        let replicas = p.replicas(shard);
+        if replicas.is_empty() {
+            return Err(format!("shard {} does not exist", shard.0));
+        }
+        if !replicas.contains(&from) && !replicas.contains(&to) {
+            return Err(format!(
+                "node {from} holds no replica of shard {} (replicas: {replicas:?})",
+                shard.0
+            ));
+        }
+        if replicas.contains(&to) {
+            return Ok(false);
+        }
+        p.add_replica(shard, to)?;
+        Ok(true)
+    })
+    .await?;
+    refresh(log, &placement, registered.clone()).await?;
+    // Step 2: the leader swaps the voters once `to` caught up.
+    log.swap_voter(shard, from, to, catch_up).await?;
+    // Step 3: `from` leaves the placement.
+    let placement = update_placement(meta, |p| {
+        if !p.replicas(shard).contains(&from) {
+            return Ok(false);
+        }
+        p.remove_replica(shard, from)?;
+        Ok(true)
+    })
+    .await?;
+    refresh(log, &placement, registered).await?;
+    Ok(placement)
+}
+
+/// Why a move failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MoveError {
+    /// The move makes no sense for this cluster.
+    #[error("{0}")]
+    Invalid(String),
+    /// Metadata could not be read or written.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The shard's Raft group refused or failed.
+    #[error(transparent)]
+    Log(#[from] crate::Error),
+}
+
+impl From<MetaError> for MoveError {
+    fn from(e: MetaError) -> Self {
+        MoveError::Cluster(e.into())
+    }
+}
+
+/// Applies `change` to the stored placement with compare-and-put, retrying when another
+/// writer got there first. `change` returns whether it changed anything.
+async fn update_placement(
+    meta: &dyn MetaStore,
+    change: impl Fn(&mut Placement) -> Result<bool, String>,
+) -> Result<Placement, MoveError> {
+    loop {
+        let Some((mut placement, revision)) = read_placement(meta).await? else {
+            return Err(MoveError::Invalid(
+                "the cluster has no placement yet: its initial nodes have not all registered"
+                    .into(),
+            ));
+        };
+        if !change(&mut placement).map_err(MoveError::Invalid)? {
+            return Ok(placement);
+        }
+        if meta
+            .compare_and_put(&placement_key(), revision, encode(&placement))
+            .await?
+            .is_some()
+        {
+            return Ok(placement);
+        }
+    }
+}
+
+/// Gives `log` the new placement at once (other nodes see it within their refresh period).
+async fn refresh(
+    log: &crate::Log,
+    placement: &Placement,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+) -> Result<(), MoveError> {
+    let mut known = log.topology().map(|t| t.nodes).unwrap_or_default();
+    known.extend(nodes);
+    log.set_topology(crate::Topology {
+        placement: placement.clone(),
+        nodes: known,
+    });
+    log.reconcile().await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -124,6 +124,10 @@ pub enum Error {
     /// The storage layer failed (I/O, a stopped store).
     #[error("storage error: {0}")]
     Storage(String),
+    /// The request contradicts the cluster's state (an unknown node, a replica that is not
+    /// there).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// The configuration is invalid or contradicts the data directory.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -147,6 +151,7 @@ impl Error {
             Error::UnknownShard { .. } => "unknown_shard",
             Error::Corrupted { .. } => "corrupted",
             Error::Storage(_) => "storage_error",
+            Error::InvalidRequest(_) => "invalid_request",
             Error::Config(_) => "invalid_configuration",
         }
     }

@@ -181,6 +181,7 @@ struct Proposer {
 /// One shard's Raft group and store on this node.
 pub struct Shard {
     id: ShardId,
+    node: NodeId,
     raft: Raft,
     store: ShardStore,
     proposer: Arc<Proposer>,
@@ -268,6 +269,7 @@ impl Shard {
         tokio::spawn(proposer.clone().run(queue));
         Ok(Shard {
             id,
+            node,
             raft,
             store,
             proposer,
@@ -303,6 +305,18 @@ impl Shard {
     /// Whether this node leads the shard.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Whether this replica belongs to its group's membership yet (false for a new replica
+    /// until the leader adds it).
+    pub fn joined(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&self.node)
+            .is_some()
     }
 
     /// The leader this replica knows of, waiting at most `timeout` for one to be elected.

@@ -130,6 +130,18 @@ pub struct ReplicaStatus {
     pub lag: Option<u64>,
 }
 
+/// The Raft members of shard `id` by the placement, with their peer addresses.
+fn members_of(t: &Topology, id: ShardId) -> BTreeMap<NodeId, BasicNode> {
+    t.placement
+        .replicas(id)
+        .iter()
+        .map(|&n| {
+            let peer = t.nodes.get(&n).map(|i| i.peer.clone()).unwrap_or_default();
+            (n, BasicNode::new(peer))
+        })
+        .collect()
+}
+
 /// Hops a forwarded request may take before it gives up (a leader change while forwarding can
 /// send it one node further).
 const FORWARD_HOPS_MAX: u8 = 2;
@@ -171,8 +183,13 @@ pub struct AppendResult {
 pub struct Log {
     node_id: NodeId,
     ring: Ring,
-    /// Indexed by shard id; `None` where this node holds no replica.
-    shards: Vec<Option<Shard>>,
+    /// Indexed by shard id; `None` where this node holds no replica. Replicas are opened and
+    /// closed at run time when the placement changes.
+    shards: RwLock<Vec<Option<Arc<Shard>>>>,
+    /// What opening a replica at run time needs.
+    store: NodeStore,
+    clock: Arc<dyn Clock>,
+    shard_config: ShardConfig,
     topology: RwLock<Option<Topology>>,
     transport: Arc<dyn Transport>,
     forwarding: bool,
@@ -235,19 +252,14 @@ impl Log {
                     true,
                 ),
                 Some(t) => {
-                    let replicas = t.placement.replicas(id);
-                    if !replicas.contains(&config.node_id) {
+                    if !t.placement.replicas(id).contains(&config.node_id) {
                         shards.push(None);
                         continue;
                     }
-                    let members = replicas
-                        .iter()
-                        .map(|&n| {
-                            let peer = t.nodes.get(&n).map(|i| i.peer.clone()).unwrap_or_default();
-                            (n, BasicNode::new(peer))
-                        })
-                        .collect();
-                    (members, replicas.first() == Some(&config.node_id))
+                    (
+                        members_of(t, id),
+                        t.placement.bootstraps(id, config.node_id),
+                    )
                 }
             };
             let shard = Shard::open(
@@ -261,12 +273,15 @@ impl Log {
                 &config.shard,
             )
             .await?;
-            shards.push(Some(shard));
+            shards.push(Some(Arc::new(shard)));
         }
         Ok(Log {
             node_id: config.node_id,
             ring: Ring::new(config.shards),
-            shards,
+            shards: RwLock::new(shards),
+            store,
+            clock,
+            shard_config: config.shard,
             topology: RwLock::new(config.topology),
             transport,
             forwarding: config.forwarding,
@@ -293,28 +308,78 @@ impl Log {
 
     /// Number of shards in the cluster.
     pub fn shard_count(&self) -> u32 {
-        self.shards.len() as u32
+        self.ring.shards().len() as u32
     }
 
     /// The shards this node holds a replica of, in id order.
-    pub fn shards(&self) -> impl Iterator<Item = &Shard> {
-        self.shards.iter().flatten()
+    pub fn shards(&self) -> Vec<Arc<Shard>> {
+        self.shards
+            .read()
+            .expect("shards lock")
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// This node's replica of shard `id`: an error names the valid range for an unknown shard
     /// and the replicas' nodes for a shard held elsewhere.
-    pub fn shard(&self, id: ShardId) -> Result<&Shard> {
-        match self.shards.get(id.0 as usize) {
-            Some(Some(shard)) => Ok(shard),
+    pub fn shard(&self, id: ShardId) -> Result<Arc<Shard>> {
+        let shards = self.shards.read().expect("shards lock");
+        match shards.get(id.0 as usize) {
+            Some(Some(shard)) => Ok(shard.clone()),
             Some(None) => Err(Error::NotHosted {
                 shard: id,
                 replicas: self.replicas(id),
             }),
             None => Err(Error::UnknownShard {
                 shard: id,
-                shards: self.shards.len() as u32,
+                shards: shards.len() as u32,
             }),
         }
+    }
+
+    /// Opens the replicas the placement newly gives this node (they join as learners: the
+    /// shard's leader adds them) and closes those it no longer gives it (a move removes a
+    /// replica from the placement only after the Raft membership change committed). A closed
+    /// replica's log and state are deleted, so adding it back later starts a clean learner
+    /// instead of a replica that remembers an old membership. Returns the shards opened and
+    /// closed.
+    pub async fn reconcile(&self) -> Result<(Vec<ShardId>, Vec<ShardId>)> {
+        let Some(topology) = self.topology() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let (mut opened, mut closed) = (Vec::new(), Vec::new());
+        for i in 0..self.shard_count() {
+            let id = ShardId(i);
+            let placed = topology.placement.replicas(id).contains(&self.node_id);
+            let current = self.shards.read().expect("shards lock")[i as usize].clone();
+            match (placed, current) {
+                (true, None) => {
+                    let shard = Shard::open(
+                        id,
+                        self.node_id,
+                        members_of(&topology, id),
+                        false,
+                        &self.store,
+                        self.clock.clone(),
+                        self.transport.clone(),
+                        &self.shard_config,
+                    )
+                    .await?;
+                    self.shards.write().expect("shards lock")[i as usize] = Some(Arc::new(shard));
+                    opened.push(id);
+                }
+                (false, Some(shard)) => {
+                    self.shards.write().expect("shards lock")[i as usize] = None;
+                    shard.shutdown().await;
+                    shard.store().destroy().await?;
+                    closed.push(id);
+                }
+                _ => {}
+            }
+        }
+        Ok((opened, closed))
     }
 
     /// The shard holding `urn`'s stream.
@@ -353,18 +418,25 @@ impl Log {
     /// the leader this node knows of (waiting for an election if needed), or for a shard held
     /// elsewhere its first replica.
     async fn route(&self, id: ShardId) -> Result<Option<NodeId>> {
+        let other_replica = || {
+            self.replicas(id)
+                .into_iter()
+                .find(|&n| n != self.node_id)
+                .map(Some)
+                .ok_or(Error::Unavailable {
+                    shard: id,
+                    reason: "no other node is known to hold the shard".into(),
+                })
+        };
         match self.shard(id) {
+            // A replica that has not joined its group yet (a learner being added) knows no
+            // leader: ask a replica that does.
+            Ok(shard) if !shard.joined() => other_replica(),
             Ok(shard) => {
                 let leader = shard.leader(self.leader_wait).await?;
                 Ok((leader != self.node_id).then_some(leader))
             }
-            Err(Error::NotHosted { replicas, .. }) => match replicas.first() {
-                Some(&first) => Ok(Some(first)),
-                None => Err(Error::Unavailable {
-                    shard: id,
-                    reason: "no node is known to hold the shard".into(),
-                }),
-            },
+            Err(Error::NotHosted { .. }) => other_replica(),
             Err(e) => Err(e),
         }
     }
@@ -503,35 +575,131 @@ impl Log {
         }
     }
 
+    /// Makes node `to` a voter of shard `id` in place of node `from`, on the shard's leader:
+    /// `to` joins as a learner, and once it has caught up (within `catch_up`) one joint
+    /// membership change swaps the voters. `to` must already run a replica of the shard (the
+    /// placement names it). Repeating a finished move does nothing.
+    pub async fn swap_voter(
+        &self,
+        id: ShardId,
+        from: NodeId,
+        to: NodeId,
+        catch_up: Duration,
+    ) -> Result<()> {
+        self.swap_voter_hop(id, from, to, catch_up, 0).await
+    }
+
+    async fn swap_voter_hop(
+        &self,
+        id: ShardId,
+        from: NodeId,
+        to: NodeId,
+        catch_up: Duration,
+        hops: u8,
+    ) -> Result<()> {
+        if let Some(leader) = self.route(id).await? {
+            if hops >= FORWARD_HOPS_MAX {
+                return Err(Error::NotLeader {
+                    shard: id,
+                    leader: Some(leader),
+                });
+            }
+            let body = serde_json::to_vec(&(from, to, catch_up.as_millis() as u64, hops + 1))
+                .expect("json");
+            return self
+                .forward(
+                    leader,
+                    id,
+                    format!("membership/{}", id.0),
+                    Bytes::from(body),
+                )
+                .await
+                .unwrap_or_else(Err);
+        }
+        let shard = self.shard(id)?;
+        let raft = shard.raft();
+        let unavailable = |what: &str, e: &dyn std::fmt::Display| Error::Unavailable {
+            shard: id,
+            reason: format!("{what}: {e}"),
+        };
+        let voters: std::collections::BTreeSet<NodeId> = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        let target: std::collections::BTreeSet<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|&n| n != from)
+            .chain([to])
+            .collect();
+        if voters == target {
+            return Ok(());
+        }
+        if !voters.contains(&from) {
+            return Err(Error::InvalidRequest(format!(
+                "node {from} is not a voter of shard {} (voters: {voters:?})",
+                id.0
+            )));
+        }
+        let Some(node) = self.node_info(to) else {
+            return Err(Error::InvalidRequest(format!(
+                "node {to} is not registered in the cluster"
+            )));
+        };
+        raft.add_learner(to, BasicNode::new(node.peer), false)
+            .await
+            .map_err(|e| unavailable("cannot add the learner", &e))?;
+        let last = raft.metrics().borrow().last_log_index.unwrap_or(0);
+        raft.wait(Some(catch_up))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&to))
+                        .is_some_and(|matched| matched.is_some_and(|l| l.index >= last))
+                },
+                "the learner caught up",
+            )
+            .await
+            .map_err(|e| unavailable(&format!("node {to} did not catch up"), &e))?;
+        raft.change_membership(target, false)
+            .await
+            .map_err(|e| unavailable("the membership change failed", &e))?;
+        Ok(())
+    }
+
     /// The status of every shard, from each shard's leader where it can be reached.
     pub async fn status(&self) -> Vec<ShardStatus> {
-        let all = (0..self.shards.len() as u32).map(|i| async move {
+        let all = (0..self.shard_count()).map(|i| async move {
             let id = ShardId(i);
             match self.shard_status(id, 0).await {
                 Ok(status) => status,
                 Err(e) => {
-                    let mut status =
-                        self.shard(id)
-                            .map(|s| self.local_status(s))
-                            .unwrap_or_else(|_| ShardStatus {
-                                shard: id,
-                                reported_by: self.node_id,
-                                leader: None,
-                                term: 0,
-                                commit_lsn: 0,
-                                applied_lsn: 0,
-                                replicas: self
-                                    .replicas(id)
-                                    .into_iter()
-                                    .map(|node| ReplicaStatus {
-                                        node,
-                                        voter: true,
-                                        matched_lsn: None,
-                                        lag: None,
-                                    })
-                                    .collect(),
-                                error: None,
-                            });
+                    let mut status = self
+                        .shard(id)
+                        .map(|s| self.local_status(&s))
+                        .unwrap_or_else(|_| ShardStatus {
+                            shard: id,
+                            reported_by: self.node_id,
+                            leader: None,
+                            term: 0,
+                            commit_lsn: 0,
+                            applied_lsn: 0,
+                            replicas: self
+                                .replicas(id)
+                                .into_iter()
+                                .map(|node| ReplicaStatus {
+                                    node,
+                                    voter: true,
+                                    matched_lsn: None,
+                                    lag: None,
+                                })
+                                .collect(),
+                            error: None,
+                        });
                     status.error = Some(e.to_string());
                     status
                 }
@@ -543,7 +711,7 @@ impl Log {
     /// Shard `id`'s status from its leader.
     async fn shard_status(&self, id: ShardId, hops: u8) -> Result<ShardStatus> {
         match self.route(id).await? {
-            None => Ok(self.local_status(self.shard(id)?)),
+            None => Ok(self.local_status(&*self.shard(id)?)),
             Some(to) if hops < FORWARD_HOPS_MAX => self
                 .forward(
                     to,
@@ -639,6 +807,14 @@ impl Log {
             (Some("read_index"), None) => {
                 let hops = body.first().copied().unwrap_or(FORWARD_HOPS_MAX);
                 json(serde_json::to_vec(&self.read_index(id, hops).await))
+            }
+            (Some("membership"), None) => {
+                let (from, to, catch_up_ms, hops): (NodeId, NodeId, u64, u8) =
+                    serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+                let answer = self
+                    .swap_voter_hop(id, from, to, Duration::from_millis(catch_up_ms), hops)
+                    .await;
+                json(serde_json::to_vec(&answer))
             }
             (Some("status"), None) => {
                 let hops = body.first().copied().unwrap_or(FORWARD_HOPS_MAX);

@@ -1,6 +1,8 @@
 //! The command-line client: `themis append`, `read` and `log` speak the HTTP API and turn its
 //! problem+json answers into readable messages and non-zero exit codes.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 
@@ -98,6 +100,14 @@ impl Client {
 }
 
 impl Client {
+    /// Moves shard `shard`'s replica from node `from` to node `to`.
+    pub async fn move_replica(&self, shard: u32, from: u64, to: u64) -> anyhow::Result<Value> {
+        let url = format!("{}/v1/cluster/move-replica", self.base);
+        let body = serde_json::json!({"shard": shard, "from": from, "to": to});
+        self.answer(self.http.post(url).json(&body), "move the replica")
+            .await
+    }
+
     /// The cluster status (`GET /v1/cluster`).
     pub async fn cluster(&self) -> anyhow::Result<Value> {
         let url = format!("{}/v1/cluster", self.base);
@@ -176,7 +186,162 @@ pub fn render_cluster(status: &Value) -> String {
     out
 }
 
+/// Replicas per node and the replicas of each shard, from `GET /v1/cluster` (voters and
+/// learners alike, as the shards' leaders report them).
+fn replica_map(status: &Value) -> (BTreeMap<u64, usize>, Vec<Vec<u64>>) {
+    let mut load: BTreeMap<u64, usize> = status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["id"].as_u64())
+        .map(|id| (id, 0))
+        .collect();
+    let shards: Vec<Vec<u64>> = status["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            s["replicas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["node"].as_u64())
+                .collect()
+        })
+        .collect();
+    for replicas in &shards {
+        for n in replicas {
+            *load.entry(*n).or_default() += 1;
+        }
+    }
+    (load, shards)
+}
+
+/// The moves that empty node `node`: each of its replicas goes to the least loaded registered
+/// node that holds no replica of that shard.
+pub fn plan_remove(status: &Value, node: u64) -> anyhow::Result<Vec<(u32, u64, u64)>> {
+    let (mut load, shards) = replica_map(status);
+    if !load.contains_key(&node) {
+        bail!("node {node} is neither registered nor holding replicas");
+    }
+    let mut moves = Vec::new();
+    for (shard, replicas) in shards.iter().enumerate() {
+        if !replicas.contains(&node) {
+            continue;
+        }
+        let target = load
+            .iter()
+            .filter(|(n, _)| **n != node && !replicas.contains(n))
+            .min_by_key(|(n, l)| (**l, **n))
+            .map(|(n, _)| *n)
+            .ok_or_else(|| {
+                anyhow!(
+                    "no registered node can take shard {shard}'s replica: every other node holds one; add a node first"
+                )
+            })?;
+        *load.get_mut(&target).expect("known") += 1;
+        *load.get_mut(&node).expect("known") -= 1;
+        moves.push((shard as u32, node, target));
+    }
+    Ok(moves)
+}
+
+/// The moves that give the registered node `node` its share of replicas: from the most loaded
+/// nodes, shards `node` does not hold yet, until it holds the average (rounded down).
+pub fn plan_add(status: &Value, node: u64) -> anyhow::Result<Vec<(u32, u64, u64)>> {
+    let (mut load, mut shards) = replica_map(status);
+    if !load.contains_key(&node) {
+        bail!(
+            "node {node} is not registered: start it with `themis serve --etcd ... --node-id {node}` first"
+        );
+    }
+    let total: usize = load.values().sum();
+    let target = total / load.len();
+    let mut moves = Vec::new();
+    while load[&node] < target {
+        let donor = load
+            .iter()
+            .filter(|(n, _)| **n != node)
+            .max_by_key(|(n, l)| (**l, std::cmp::Reverse(**n)))
+            .map(|(n, _)| *n)
+            .expect("another node");
+        if load[&donor] <= load[&node] + 1 {
+            break;
+        }
+        let Some(shard) = shards
+            .iter()
+            .position(|r| r.contains(&donor) && !r.contains(&node))
+        else {
+            break;
+        };
+        shards[shard].retain(|n| *n != donor);
+        shards[shard].push(node);
+        *load.get_mut(&donor).expect("known") -= 1;
+        *load.get_mut(&node).expect("known") += 1;
+        moves.push((shard as u32, donor, node));
+    }
+    Ok(moves)
+}
+
 /// Parses a JSON command-line argument, naming the flag in the error.
 pub fn json_arg(flag: &str, text: &str) -> anyhow::Result<Value> {
     serde_json::from_str(text).map_err(|e| anyhow!("{flag} is not valid JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(nodes: &[u64], shards: &[&[u64]]) -> Value {
+        serde_json::json!({
+            "nodes": nodes.iter().map(|n| serde_json::json!({"id": n})).collect::<Vec<_>>(),
+            "shards": shards.iter().map(|r| serde_json::json!({
+                "replicas": r.iter().map(|n| serde_json::json!({"node": n})).collect::<Vec<_>>()
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    #[test]
+    fn removing_a_node_spreads_its_replicas_over_the_others() {
+        let s = status(
+            &[1, 2, 3, 4, 5],
+            &[&[1, 2, 3], &[2, 3, 4], &[3, 4, 1], &[4, 1, 2]],
+        );
+        let moves = plan_remove(&s, 1).unwrap();
+        // Node 5 holds nothing, so it takes all three (ending with three replicas, as the rest).
+        assert_eq!(moves, [(0, 1, 5), (2, 1, 5), (3, 1, 5)]);
+        let full = status(&[1, 2, 3], &[&[1, 2, 3]]);
+        assert!(
+            plan_remove(&full, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("add a node first")
+        );
+    }
+
+    #[test]
+    fn adding_a_node_takes_replicas_from_the_most_loaded() {
+        let s = status(
+            &[1, 2, 3, 4],
+            &[&[1, 2, 3], &[2, 3, 1], &[3, 1, 2], &[1, 2, 3]],
+        );
+        let moves = plan_add(&s, 4).unwrap();
+        assert_eq!(moves.len(), 3);
+        let mut shards: Vec<Vec<u64>> =
+            vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2], vec![1, 2, 3]];
+        for (shard, from, to) in &moves {
+            let r = &mut shards[*shard as usize];
+            assert!(r.contains(from) && !r.contains(to));
+            r.retain(|n| n != from);
+            r.push(*to);
+        }
+        let on = |n: u64| shards.iter().filter(|r| r.contains(&n)).count();
+        assert_eq!((on(1), on(2), on(3), on(4)), (3, 3, 3, 3));
+        assert!(
+            plan_add(&s, 9)
+                .unwrap_err()
+                .to_string()
+                .contains("not registered")
+        );
+    }
 }

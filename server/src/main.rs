@@ -121,6 +121,33 @@ enum ClusterCommand {
         #[arg(long)]
         initial_nodes: Option<u32>,
     },
+    /// Move one shard's replica from a node to another, without unavailability (learner,
+    /// catch up, promote, remove).
+    MoveReplica {
+        /// The shard.
+        shard: u32,
+        /// The node whose replica leaves.
+        from: u64,
+        /// The node that receives it (registered and running).
+        to: u64,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Give a newly started node its share of replicas, moved one at a time from the most
+    /// loaded nodes.
+    AddNode {
+        /// The node (already started with `themis serve --etcd ... --node-id N`).
+        node: u64,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Move every replica off a node, one at a time, to the least loaded other nodes.
+    RemoveNode {
+        /// The node to empty.
+        node: u64,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Show nodes, shards, leaders, replicas, commit LSNs and per-replica lag.
     Status {
         /// Print the JSON of `GET /v1/cluster` instead of a table.
@@ -150,6 +177,27 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn run_moves(client: &Client, moves: &[(u32, u64, u64)]) -> anyhow::Result<()> {
+    if moves.is_empty() {
+        println!("nothing to move: the replicas are already balanced");
+    }
+    for (i, (shard, from, to)) in moves.iter().enumerate() {
+        client.move_replica(*shard, *from, *to).await.map_err(|e| {
+            anyhow::anyhow!(
+                "move {} of {} (shard {shard}: node {from} -> node {to}) failed: {e}; the earlier moves stand, run the command again to continue",
+                i + 1,
+                moves.len()
+            )
+        })?;
+        println!(
+            "moved shard {shard}'s replica from node {from} to node {to} ({}/{})",
+            i + 1,
+            moves.len()
+        );
+    }
+    Ok(())
 }
 
 fn print(value: &Value) {
@@ -249,6 +297,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 spec.initial_nodes
             );
             Ok(())
+        }
+        Command::Cluster {
+            command:
+                ClusterCommand::MoveReplica {
+                    shard,
+                    from,
+                    to,
+                    server,
+                },
+        } => {
+            let status = Client::new(&server.server)?
+                .move_replica(shard, from, to)
+                .await?;
+            println!("moved shard {shard}'s replica from node {from} to node {to}");
+            print!("{}", themis_server::client::render_cluster(&status));
+            Ok(())
+        }
+        Command::Cluster {
+            command: ClusterCommand::AddNode { node, server },
+        } => {
+            let client = Client::new(&server.server)?;
+            let moves = themis_server::client::plan_add(&client.cluster().await?, node)?;
+            run_moves(&client, &moves).await
+        }
+        Command::Cluster {
+            command: ClusterCommand::RemoveNode { node, server },
+        } => {
+            let client = Client::new(&server.server)?;
+            let moves = themis_server::client::plan_remove(&client.cluster().await?, node)?;
+            run_moves(&client, &moves).await
         }
         Command::Cluster {
             command: ClusterCommand::Status { json, server },

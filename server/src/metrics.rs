@@ -107,7 +107,12 @@ impl Metrics {
         for (name, kind, help, value) in per_shard {
             family(&mut out, name, kind, help);
             for shard in log.shards() {
-                let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", shard.id().0, value(shard));
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{}\"}} {}",
+                    shard.id().0,
+                    value(&shard)
+                );
             }
         }
         family(

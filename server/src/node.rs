@@ -131,6 +131,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("cannot open the log in {}", args.data_dir.display()))?;
     let log = Arc::new(log);
+    let meta_for_api = cluster.as_ref().map(|(meta, ..)| meta.clone());
     match cluster {
         None => log
             .wait_for_leaders(Duration::from_secs(30))
@@ -157,6 +158,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         clock,
+        meta: meta_for_api,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -254,6 +256,14 @@ async fn keep_registered(
             if log.topology().as_ref() != Some(&topology) {
                 transport.update(&topology);
                 log.set_topology(topology);
+            }
+            // Open replicas the placement gave this node, close those it took away.
+            match log.reconcile().await {
+                Ok((opened, closed)) if !opened.is_empty() || !closed.is_empty() => {
+                    tracing::info!(?opened, ?closed, "replicas changed with the placement");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot open or close replicas: {e}"),
             }
         }
         tokio::time::sleep(TOPOLOGY_REFRESH).await;

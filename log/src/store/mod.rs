@@ -135,6 +135,15 @@ enum Command {
         data: Vec<u8>,
         done: oneshot::Sender<StorageResult<(Option<LogId<NodeId>>, Chain)>>,
     },
+    /// Drops a shard's log and vote (log thread), or its state machine (state thread).
+    DestroyLog {
+        shard: Arc<Shared>,
+        done: oneshot::Sender<StorageResult<()>>,
+    },
+    DestroyState {
+        shard: Arc<Shared>,
+        done: oneshot::Sender<StorageResult<()>>,
+    },
 }
 
 impl Command {
@@ -142,7 +151,7 @@ impl Command {
     fn is_state(&self) -> bool {
         matches!(
             self,
-            Command::Apply { .. } | Command::InstallSnapshot { .. }
+            Command::Apply { .. } | Command::InstallSnapshot { .. } | Command::DestroyState { .. }
         )
     }
 }
@@ -446,6 +455,19 @@ impl ShardStore {
             .map_err(|_| storage_error("storage thread stopped"))?
     }
 
+    /// Deletes the shard's log, vote and state machine from this node (after its replica left
+    /// the shard's Raft group: a replica added again later starts empty, as a learner). The
+    /// shard's Raft group must be shut down first.
+    pub async fn destroy(&self) -> Result<()> {
+        let storage = |e: StorageError<NodeId>| Error::Storage(e.to_string());
+        self.request(|shard, done| Command::DestroyLog { shard, done })
+            .await
+            .map_err(storage)?;
+        self.request(|shard, done| Command::DestroyState { shard, done })
+            .await
+            .map_err(storage)
+    }
+
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> StorageResult<Option<T>> {
         let tx = self.database().begin_read().map_err(read_error)?;
         let meta = tx
@@ -697,6 +719,17 @@ impl Node {
                         Ok(())
                     }));
                 }
+                Command::DestroyLog { shard, done } => {
+                    shard.pending.lock().expect("pending lock").clear();
+                    let result = self.write(&self.db, Durability::Immediate, |tx| {
+                        let t = &shard.tables;
+                        tx.delete_table(t.log()).map_err(|e| e.to_string())?;
+                        tx.delete_table(t.log_meta()).map_err(|e| e.to_string())?;
+                        Ok(())
+                    });
+                    last.remove(&shard.shard);
+                    let _ = done.send(result);
+                }
                 Command::Anchor {
                     shard,
                     applied,
@@ -733,6 +766,21 @@ impl Node {
                 since_durable += 1;
             } else {
                 match group.pop().expect("one command") {
+                    Command::DestroyState { shard, done } => {
+                        let result = self.write(&self.state_db, Durability::Immediate, |tx| {
+                            let t = &shard.tables;
+                            tx.delete_table(t.sm_meta()).map_err(|e| e.to_string())?;
+                            tx.delete_table(t.stream_events())
+                                .map_err(|e| e.to_string())?;
+                            tx.delete_table(t.dedup()).map_err(|e| e.to_string())?;
+                            tx.delete_table(t.dedup_expiry())
+                                .map_err(|e| e.to_string())?;
+                            tx.delete_table(t.outcomes()).map_err(|e| e.to_string())?;
+                            Ok(())
+                        });
+                        let _ = done.send(result);
+                        since_durable = 0;
+                    }
                     Command::InstallSnapshot { shard, data, done } => {
                         let result = self.write(&self.state_db, Durability::Immediate, |tx| {
                             snapshot::install(tx, &shard.tables, &data)

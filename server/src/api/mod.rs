@@ -64,6 +64,8 @@ pub struct AppState {
     pub limits: ApiLimits,
     /// Time source for latency measurements.
     pub clock: Arc<dyn themis_log::seam::Clock>,
+    /// The cluster's metadata store (`None` on a single node).
+    pub meta: Option<Arc<dyn themis_log::seam::MetaStore>>,
 }
 
 /// The API's routes.
@@ -74,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(append_events))
         .route("/v1/log/{shard}", get(read_log))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/move-replica", post(move_replica))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -104,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         append_events,
         read_log,
         cluster,
+        move_replica,
         livez,
         readyz,
         metrics
@@ -121,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         LogPageBody,
         ClusterBody,
         ClusterNodeBody,
+        MoveReplicaBody,
         BulkItemResult,
         ProblemBody
     ))
@@ -622,6 +627,59 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
     })
 }
 
+/// Move a shard's replica from one node to another without making the shard unavailable:
+/// the new node joins as a learner, catches up, becomes a voter, and the old one leaves.
+#[utoipa::path(
+    post, path = "/v1/cluster/move-replica",
+    request_body = MoveReplicaBody,
+    responses(
+        (status = 200, body = ClusterBody, description = "moved; the cluster as it is now"),
+        (status = 400, body = ProblemBody, description = "invalid_request (unknown node, no such replica, not a cluster)"),
+        (status = 503, body = ProblemBody, description = "unavailable (no leader, the new replica did not catch up in time)")
+    )
+)]
+async fn move_replica(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ClusterBody>, Problem> {
+    let bytes = body_bytes(body, state.limits.body_bytes_max)?;
+    let body: MoveReplicaBody = parse_json(&bytes)?;
+    let Some(meta) = &state.meta else {
+        return Err(Problem::bad_request(
+            "invalid_request",
+            "this node runs alone (no --etcd): there are no replicas to move",
+        ));
+    };
+    if body.shard >= state.log.shard_count() {
+        return Err(themis_log::Error::UnknownShard {
+            shard: ShardId(body.shard),
+            shards: state.log.shard_count(),
+        }
+        .into());
+    }
+    let catch_up = Duration::from_secs(body.catch_up_seconds.unwrap_or(60));
+    themis_log::cluster::move_replica(
+        meta.as_ref(),
+        &state.log,
+        ShardId(body.shard),
+        body.from,
+        body.to,
+        catch_up,
+    )
+    .await
+    .map_err(|e| match e {
+        themis_log::cluster::MoveError::Invalid(m) => Problem::bad_request("invalid_request", m),
+        themis_log::cluster::MoveError::Cluster(c) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metadata_unavailable",
+            c.to_string(),
+        ),
+        themis_log::cluster::MoveError::Log(e) => Problem::from(e),
+    })
+    .map_err(|p| count_error(&state, p))?;
+    Ok(cluster(State(state)).await)
+}
+
 /// Liveness: the process serves HTTP.
 #[utoipa::path(get, path = "/livez", responses((status = 200)))]
 async fn livez() -> Json<serde_json::Value> {
@@ -631,7 +689,7 @@ async fn livez() -> Json<serde_json::Value> {
 /// Readiness: the store accepts writes and every shard has a leader.
 #[utoipa::path(get, path = "/readyz", responses((status = 200), (status = 503, body = ProblemBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
-    if let Some(reason) = state.log.shards().next().and_then(|s| s.store().failure()) {
+    if let Some(reason) = state.log.shards().first().and_then(|s| s.store().failure()) {
         return Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_failed",
@@ -643,12 +701,13 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     let leaderless: Vec<u32> = state
         .log
         .shards()
+        .into_iter()
         .filter(|s| s.raft().metrics().borrow().current_leader.is_none())
         .map(|s| s.id().0)
         .collect();
     if leaderless.is_empty() {
         Ok(Json(
-            serde_json::json!({"status": "ready", "shards": state.log.shard_count(), "hosted": state.log.shards().count()}),
+            serde_json::json!({"status": "ready", "shards": state.log.shard_count(), "hosted": state.log.shards().len()}),
         ))
     } else {
         Err(Problem::new(

@@ -115,9 +115,9 @@ impl From<LogError> for Problem {
             LogError::WrongExpectedRevision { .. } | LogError::IdempotencyConflict { .. } => {
                 StatusCode::CONFLICT
             }
-            LogError::CrossShardBatch { .. } | LogError::UnknownShard { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            LogError::CrossShardBatch { .. }
+            | LogError::UnknownShard { .. }
+            | LogError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             LogError::NotLeader { .. } | LogError::NotHosted { .. } => {
                 StatusCode::MISDIRECTED_REQUEST
             }

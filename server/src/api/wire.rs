@@ -219,3 +219,18 @@ pub struct ClusterNodeBody {
     /// Peer address.
     pub peer: String,
 }
+
+/// `POST /v1/cluster/move-replica`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveReplicaBody {
+    /// The shard.
+    pub shard: u32,
+    /// The node whose replica leaves.
+    pub from: u64,
+    /// The node that receives the replica (registered, running).
+    pub to: u64,
+    /// How long the new replica may take to catch up before the move fails (default 60).
+    #[serde(default)]
+    pub catch_up_seconds: Option<u64>,
+}

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -376,4 +378,168 @@ async fn cluster_commands_fail_readably() {
     let (code, _, err) = cli(&["cluster", "init", "--etcd", "127.0.0.1:1"]);
     assert_ne!(code, 0);
     assert!(err.contains("cannot connect to etcd"), "{err}");
+}
+
+/// Waits (bounded) until the replicas of `shard` on `nodes` have applied the same LSN and hold
+/// equal logs.
+async fn assert_shard_converges(nodes: &[&Node], shard: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut logs = Vec::new();
+        for node in nodes {
+            let a = get(&node.base(), &format!("/v1/log/{shard}?limit=10000")).await;
+            assert_eq!(a.status, 200, "node {}: {}", node.id, a.text);
+            logs.push(a.json());
+        }
+        let applied: Vec<u64> = logs
+            .iter()
+            .map(|l| l["applied_lsn"].as_u64().unwrap())
+            .collect();
+        if applied.iter().all(|&a| a == applied[0]) {
+            for (node, log) in nodes.iter().zip(&logs) {
+                assert_eq!(
+                    log["entries"], logs[0]["entries"],
+                    "node {}'s log differs",
+                    node.id
+                );
+            }
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shard {shard} did not converge: {applied:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_move_between_nodes_while_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    init(&etcd, 2, 3);
+    let mut nodes = new_nodes(4);
+    let (first, fourth) = nodes.split_at_mut(3);
+    start_nodes(dir.path(), &etcd.endpoint, first, &[]);
+    // Node 4 joins later: the placement exists, so it holds nothing yet.
+    start_nodes(dir.path(), &etcd.endpoint, fourth, &[]);
+    // Every node learns of node 4 within its topology refresh (a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = cluster_status(&nodes[0].base()).await;
+        if status["nodes"].as_array().unwrap().len() == 4 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "node 4 never appeared: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let a = get(&nodes[3].base(), "/v1/log/0").await;
+    a.problem(421, "not_hosted");
+
+    // A follower of shard 0 gives its replica to node 4 while a client keeps appending.
+    let leader = status["shards"][0]["leader"].as_u64().unwrap();
+    let from = [1u64, 2, 3].into_iter().find(|&n| n != leader).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let appender = {
+        let (base, stop) = (nodes[((leader % 3) as usize + 1) % 3].base(), stop.clone());
+        tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let urn = format!("urn:themis:document:mv:s{}", n % 8);
+                let a = post(
+                    &base,
+                    &format!("/v1/streams/{urn}"),
+                    &json!({"events": [{"op": "put", "data": {"n": n}}]}),
+                )
+                .await;
+                if a.status == 201 {
+                    acked.push((
+                        urn,
+                        a.json()["events"][0]["id"].as_str().unwrap().to_owned(),
+                    ));
+                } else {
+                    failed.push(a.text);
+                }
+            }
+            (acked, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, out, err) = cli(&[
+        "cluster",
+        "move-replica",
+        "0",
+        &from.to_string(),
+        "4",
+        "--server",
+        &nodes[0].base(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "moved shard 0's replica from node {from} to node 4"
+        )),
+        "{out}"
+    );
+
+    // Shard 0's voters are now the other two and node 4; node `from` closes its replica.
+    let status = cluster_status(&nodes[3].base()).await;
+    let mut replicas: Vec<u64> = status["shards"][0]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["voter"], true, "{status}");
+            r["node"].as_u64().unwrap()
+        })
+        .collect();
+    replicas.sort();
+    let mut expected: Vec<u64> = [1u64, 2, 3, 4].into_iter().filter(|&n| n != from).collect();
+    expected.sort();
+    assert_eq!(replicas, expected, "{status}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = get(&nodes[(from - 1) as usize].base(), "/v1/log/0").await;
+        if a.status == 421 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {from} still serves shard 0: {}",
+            a.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // remove-node gives node 4's replica back (the only node without one of shard 0).
+    let (code, out, err) = cli(&["cluster", "remove-node", "4", "--server", &nodes[1].base()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "moved shard 0's replica from node 4 to node {from} (1/1)"
+        )),
+        "{out}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = appender.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "appends failed during the moves: {failed:?}"
+    );
+    assert!(
+        acked.len() > 20,
+        "the appender made progress: {}",
+        acked.len()
+    );
+    let holders: Vec<&Node> = nodes.iter().filter(|n| n.id != 4).collect();
+    assert_shard_converges(&holders, 0).await;
+    for (urn, id) in &acked {
+        let a = get(
+            &nodes[(from - 1) as usize].base(),
+            &format!("/v1/streams/{urn}?limit=10000"),
+        )
+        .await;
+        assert!(a.text.contains(id.as_str()), "{id} missing from {urn}");
+    }
 }
