@@ -65,17 +65,23 @@ impl Default for RaftTiming {
     }
 }
 
-/// The openraft configuration of shard `shard`.
-pub fn config(shard: ShardId, timing: &RaftTiming) -> Arc<Config> {
+/// The openraft configuration of shard `shard`. With `snapshot_every` > 0 a snapshot is built
+/// every that many entries and the log before it is purged (logically: the records stay, they
+/// are the events), so a replica that fell further behind catches up by installing a snapshot
+/// and then the tail; with 0 snapshots are built only on demand and lagging replicas replay
+/// the log.
+pub fn config(shard: ShardId, timing: &RaftTiming, snapshot_every: u64) -> Arc<Config> {
+    let (snapshot_policy, keep) = match snapshot_every {
+        0 => (SnapshotPolicy::Never, u64::MAX),
+        n => (SnapshotPolicy::LogsSinceLast(n), 0),
+    };
     let config = Config {
         cluster_name: format!("themis-shard-{}", shard.0),
         heartbeat_interval: timing.heartbeat_interval.as_millis() as u64,
         election_timeout_min: timing.election_timeout_min.as_millis() as u64,
         election_timeout_max: timing.election_timeout_max.as_millis() as u64,
-        // Stream reads resolve events through the log, so the log is never purged until
-        // tiering to object storage exists (a later issue); snapshots are built on demand.
-        snapshot_policy: SnapshotPolicy::Never,
-        max_in_snapshot_log_to_keep: u64::MAX,
+        snapshot_policy,
+        max_in_snapshot_log_to_keep: keep,
         max_payload_entries: 256,
         ..Default::default()
     };

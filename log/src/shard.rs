@@ -121,6 +121,9 @@ pub struct LogEntryView {
 pub struct ShardConfig {
     /// Raft timing.
     pub timing: RaftTiming,
+    /// Entries between snapshots (and logical purges of the Raft log); 0: snapshots only on
+    /// demand.
+    pub snapshot_every: u64,
     /// Group commit tunables.
     pub proposer: ProposerConfig,
 }
@@ -232,7 +235,7 @@ impl Shard {
         let network = TransportNetworkFactory::new(id, transport);
         let raft = Raft::new(
             node,
-            raft::config(id, &config.timing),
+            raft::config(id, &config.timing, config.snapshot_every),
             network,
             store.clone(),
             sm,
@@ -604,11 +607,12 @@ impl Shard {
         }
     }
 
-    /// Reads up to `limit` committed entries from `from`.
-    pub fn read_log(&self, from: Lsn, limit: usize) -> Result<Vec<LogEntryView>> {
+    /// Reads up to `limit` applied entries from `from`; returns them with the applied LSN the
+    /// page was bounded by (so a page and its LSN always agree).
+    pub fn read_log(&self, from: Lsn, limit: usize) -> Result<(Vec<LogEntryView>, Lsn)> {
         let applied = self.applied().0;
         if from.0 > applied || limit == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Lsn(applied)));
         }
         let end = applied.min(from.0.saturating_add(limit as u64 - 1));
         let entries = self.store.stored_entries(from.0..=end)?;
@@ -649,7 +653,7 @@ impl Shard {
                 events,
             });
         }
-        Ok(out)
+        Ok((out, Lsn(applied)))
     }
 }
 

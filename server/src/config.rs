@@ -66,6 +66,13 @@ pub struct ServeArgs {
     /// Upper bound of the randomized Raft election timeout (and the leader lease).
     #[arg(long, env = "THEMIS_RAFT_ELECTION_MAX", default_value = "200ms", value_parser = parse_duration)]
     pub raft_election_max: Duration,
+    /// Entries of a shard's log between Raft snapshots; after each, the log before it counts as
+    /// purged, so a replica that falls further behind catches up by installing the snapshot
+    /// (state and log records) and then the tail. 0 (the default): snapshots only on demand,
+    /// lagging replicas replay the log. A snapshot holds the shard's whole history in memory
+    /// while it is built and sent.
+    #[arg(long, env = "THEMIS_SNAPSHOT_EVERY", default_value_t = 0)]
+    pub snapshot_every: u64,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "THEMIS_LOG", default_value = "info,openraft=warn")]
     pub log: String,

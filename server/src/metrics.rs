@@ -36,7 +36,7 @@ impl Metrics {
     pub fn render(&self, log: &Log) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let per_shard: [PerShard; 11] = [
+        let per_shard: [PerShard; 12] = [
             (
                 "themis_appends_total",
                 "counter",
@@ -78,6 +78,12 @@ impl Metrics {
                 "counter",
                 "bytes of log records written",
                 &|s| load(&s.store().stats().bytes_written),
+            ),
+            (
+                "themis_snapshots_installed_total",
+                "counter",
+                "Raft snapshots installed from a leader",
+                &|s| load(&s.store().stats().snapshots_installed),
             ),
             (
                 "themis_commit_index",

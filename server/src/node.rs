@@ -61,6 +61,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 election_timeout_min: args.raft_election_min,
                 election_timeout_max: args.raft_election_max,
             },
+            snapshot_every: args.snapshot_every,
         },
         store: themis_log::store::StoreConfig {
             dedup_window: args.dedup_window,

@@ -94,7 +94,12 @@ pub struct StoreStats {
     /// replica, by this node's wall clock: on a follower, the replication lag (an upper bound,
     /// since it includes the leader's own commit).
     pub apply_lag: crate::histogram::Histogram,
+    /// Snapshots installed from a leader (each replaced this replica's state and log prefix).
+    pub snapshots_installed: AtomicU64,
 }
+
+/// What installing a snapshot image produced: its applied log id, its chain there, its records.
+type Installed = (Option<LogId<NodeId>>, Chain, snapshot::Records);
 
 enum Command {
     Append {
@@ -123,17 +128,18 @@ enum Command {
         done: oneshot::Sender<StorageResult<Vec<Vec<Outcome>>>>,
     },
     /// After a snapshot install: the log's chain continues from `chain` at `applied`, and a
-    /// local log that disagrees with it is dropped.
+    /// local log that disagrees with it is replaced by the snapshot's records.
     Anchor {
         shard: Arc<Shared>,
         applied: LogId<NodeId>,
         chain: Chain,
+        records: snapshot::Records,
         done: oneshot::Sender<StorageResult<()>>,
     },
     InstallSnapshot {
         shard: Arc<Shared>,
         data: Vec<u8>,
-        done: oneshot::Sender<StorageResult<(Option<LogId<NodeId>>, Chain)>>,
+        done: oneshot::Sender<StorageResult<Installed>>,
     },
     /// Drops a shard's log and vote (log thread), or its state machine (state thread).
     DestroyLog {
@@ -188,6 +194,8 @@ struct Shared {
     applied: watch::Sender<u64>,
     snapshot: Mutex<Option<CurrentSnapshot>>,
     snapshot_seq: AtomicU64,
+    /// One more than the index the Raft log is purged up to (0: nothing purged).
+    purged: AtomicU64,
     stats: StoreStats,
 }
 
@@ -297,6 +305,7 @@ impl NodeStore {
         )?;
         let applied = read_applied(&node.state_db, &tables)
             .map_err(|e| Error::Storage(format!("{}: {e}", node.location)))?;
+        let purged = read_purged(&node.db, &tables)?.map_or(0, |id| id.index + 1);
         let shared = Arc::new(Shared {
             shard,
             node: node.clone(),
@@ -307,6 +316,7 @@ impl NodeStore {
             applied: watch::channel(applied.map_or(0, |id| id.index)).0,
             snapshot: Mutex::new(None),
             snapshot_seq: AtomicU64::new(0),
+            purged: AtomicU64::new(purged),
             stats: StoreStats::default(),
         });
         Ok((
@@ -479,6 +489,16 @@ impl ShardStore {
             .transpose()
             .map_err(read_error)
     }
+}
+
+fn read_purged(db: &Database, t: &Tables) -> Result<Option<LogId<NodeId>>> {
+    let storage = |e: String| Error::Storage(e);
+    let tx = db.begin_read().map_err(|e| storage(e.to_string()))?;
+    let meta = tx
+        .open_table(t.log_meta())
+        .map_err(|e| storage(e.to_string()))?;
+    let value = meta.get("purged").map_err(|e| storage(e.to_string()))?;
+    value.map(|v| json(v.value())).transpose().map_err(storage)
 }
 
 fn read_applied(db: &Database, t: &Tables) -> std::result::Result<Option<LogId<NodeId>>, String> {
@@ -693,6 +713,7 @@ impl Node {
                     }));
                 }
                 Command::Purge { shard, upto, done } => {
+                    shard.purged.fetch_max(upto.index + 1, Ordering::AcqRel);
                     shard
                         .pending
                         .lock()
@@ -700,7 +721,7 @@ impl Node {
                         .retain(|&k, _| k > upto.index);
                     let _ = done.send(self.write(&self.db, Durability::Immediate, |tx| {
                         let t = &shard.tables;
-                        let mut log = tx.open_table(t.log()).map_err(|e| e.to_string())?;
+                        let log = tx.open_table(t.log()).map_err(|e| e.to_string())?;
                         let mut meta = tx.open_table(t.log_meta()).map_err(|e| e.to_string())?;
                         let chain = log
                             .get(upto.index)
@@ -714,8 +735,8 @@ impl Node {
                         let purged = serde_json::to_vec(&upto).expect("json");
                         meta.insert("purged", purged.as_slice())
                             .map_err(|e| e.to_string())?;
-                        log.retain_in(..=upto.index, |_, _| false)
-                            .map_err(|e| e.to_string())?;
+                        // Purging is logical: the records stay, because they are the events
+                        // (stream reads decode them) until tiering moves them to object storage.
                         Ok(())
                     }));
                 }
@@ -734,10 +755,11 @@ impl Node {
                     shard,
                     applied,
                     chain,
+                    records,
                     done,
                 } => {
                     let result = self.write(&self.db, Durability::Immediate, |tx| {
-                        snapshot::anchor_log(tx, &shard.tables, applied, chain)?;
+                        snapshot::anchor_log(tx, &shard.tables, applied, chain, &records)?;
                         let log = tx
                             .open_table(shard.tables.log())
                             .map_err(|e| e.to_string())?;
@@ -785,9 +807,13 @@ impl Node {
                         let result = self.write(&self.state_db, Durability::Immediate, |tx| {
                             snapshot::install(tx, &shard.tables, &data)
                         });
-                        if let Ok((applied, _)) = &result {
+                        if let Ok((applied, _, _)) = &result {
                             let applied = applied.map_or(0, |id| id.index);
                             shard.mark_applied(applied);
+                            shard
+                                .stats
+                                .snapshots_installed
+                                .fetch_add(1, Ordering::Relaxed);
                         }
                         let _ = done.send(result);
                         since_durable = 0;
@@ -943,7 +969,13 @@ impl RaftLogReader<TypeConfig> for ShardStore {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry>> {
-        self.entries(range).map_err(read_error)
+        // Purged entries stay stored (they are the events) but are no longer Raft's log.
+        let purged = self.shared.purged.load(Ordering::Acquire);
+        let mut entries = self.entries(range).map_err(read_error)?;
+        if purged > 0 {
+            entries.retain(|e| e.log_id.index > purged - 1);
+        }
+        Ok(entries)
     }
 }
 
@@ -1151,7 +1183,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         let data = snapshot.into_inner();
         let image = data.clone();
         let store = self.log_store();
-        let (applied, chain) = store
+        let (applied, chain, records) = store
             .request(|shard, done| Command::InstallSnapshot {
                 shard,
                 data: image,
@@ -1164,6 +1196,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                     shard,
                     applied,
                     chain,
+                    records,
                     done,
                 })
                 .await?;

@@ -1,8 +1,11 @@
-//! Raft snapshots of a shard's state machine: every state-machine table at the applied LSN,
-//! in one versioned binary image. Layout in `docs/design/log-format.md`.
+//! Raft snapshots of a shard: every state-machine table at the applied LSN and the log records
+//! up to it (the events themselves: stream reads decode them from the log, and purging the Raft
+//! log only marks it purged, see `Purge` in the store), in one versioned binary image. Layout in
+//! `docs/design/log-format.md`.
 //!
 //! Invariant: installing the image built at LSN n leaves exactly the tables that applying the log
-//! up to n produced, plus the log's chain anchor at n so later entries still verify.
+//! up to n produced, the records of that log, and the log's chain anchor at n so later entries
+//! still verify; records whose hash chain does not verify are refused.
 
 use openraft::{BasicNode, LogId, StoredMembership};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
@@ -12,7 +15,7 @@ use super::state::DedupRecord;
 use super::state::Tables;
 use crate::codec::{Reader, Writer};
 
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 const COUNT_MAX: usize = 1 << 40;
 
 type Membership = StoredMembership<u64, BasicNode>;
@@ -54,10 +57,10 @@ pub(crate) fn build(state_db: &Database, log_db: &Database, t: &Tables) -> Resul
         .transpose()
         .map_err(|x| x.to_string())?
         .unwrap_or_default();
+    let log_tx = log_db.begin_read().map_err(|x| e(x.into()))?;
+    let log = log_tx.open_table(t.log()).map_err(|x| e(x.into()))?;
     let chain: Chain = match applied {
         Some(id) => {
-            let log_tx = log_db.begin_read().map_err(|x| e(x.into()))?;
-            let log = log_tx.open_table(t.log()).map_err(|x| e(x.into()))?;
             let frame = log.get(id.index).map_err(|x| e(x.into()))?;
             frame
                 .map(|v| record::chain_of_frame(v.value()))
@@ -97,15 +100,33 @@ pub(crate) fn build(state_db: &Database, log_db: &Database, t: &Tables) -> Resul
         w.varint(k.value());
         w.bytes(v.value());
     }
+    // The log records up to the applied LSN.
+    let upto = applied.map_or(0, |id| id.index);
+    let records: Vec<(u64, Vec<u8>)> = log
+        .range(..=upto)
+        .map_err(|x| e(x.into()))?
+        .map(|item| item.map(|(k, v)| (k.value(), v.value().to_vec())))
+        .collect::<Result<_, _>>()
+        .map_err(|x| e(x.into()))?;
+    w.varint(records.len() as u64);
+    for (index, frame) in records {
+        w.varint(index);
+        w.bytes(&frame);
+    }
     Ok((w.into_bytes(), applied, membership))
 }
 
-/// Replaces the state machine with an image; returns the image's applied LSN.
+/// Log records carried by a snapshot: (index, framed record), ascending.
+pub(crate) type Records = Vec<(u64, Vec<u8>)>;
+
+/// Replaces the state machine with an image; returns the image's applied LSN, its chain there
+/// and its log records, verified: each record decodes, holds its index, and extends its
+/// predecessor's chain, and the last one ends at the image's chain.
 pub(crate) fn install(
     tx: &WriteTransaction,
     t: &Tables,
     data: &[u8],
-) -> Result<(Option<LogId<u64>>, Chain), String> {
+) -> Result<(Option<LogId<u64>>, Chain, Records), String> {
     let s = |x: redb::StorageError| x.to_string();
     let te = |x: redb::TableError| x.to_string();
     let d = |x: crate::codec::DecodeError| format!("snapshot image: {x}");
@@ -163,18 +184,48 @@ pub(crate) fn install(
             .insert(lsn, r.bytes("snapshot outcome").map_err(d)?)
             .map_err(s)?;
     }
+    let mut records = Vec::new();
+    let mut last: Option<(u64, Chain)> = None;
+    for _ in 0..r.len("snapshot record count", COUNT_MAX).map_err(d)? {
+        let index = r.varint("snapshot record index").map_err(d)?;
+        let frame = r.bytes("snapshot record").map_err(d)?.to_vec();
+        let at = format!("snapshot record {index}");
+        let decoded = record::decode(&frame, &at).map_err(|x| x.to_string())?;
+        if decoded.entry.log_id.index != index {
+            return Err(format!(
+                "{at}: the record holds index {}",
+                decoded.entry.log_id.index
+            ));
+        }
+        if let Some((i, prev)) = last
+            && (i + 1 != index || decoded.prev != prev)
+        {
+            return Err(format!("{at}: the hash chain is broken"));
+        }
+        last = Some((index, decoded.chain));
+        records.push((index, frame));
+    }
     r.finish("snapshot image").map_err(d)?;
-
-    Ok((applied, chain))
+    if let (Some(id), Some((index, last_chain))) = (applied, last)
+        && (index != id.index || last_chain != chain)
+    {
+        return Err(format!(
+            "snapshot image: its records end at {index}, not at its applied LSN {}, or at another chain",
+            id.index
+        ));
+    }
+    Ok((applied, chain, records))
 }
 
 /// Continues a shard's log after an installed snapshot: later entries extend `chain` at
-/// `applied`, and a local log that disagrees with the snapshot is dropped.
+/// `applied`; a local log that disagrees with the snapshot is replaced by the snapshot's
+/// records (already verified).
 pub(crate) fn anchor_log(
     tx: &WriteTransaction,
     t: &Tables,
     applied: LogId<u64>,
     chain: Chain,
+    records: &Records,
 ) -> Result<(), String> {
     let s = |x: redb::StorageError| x.to_string();
     let te = |x: redb::TableError| x.to_string();
@@ -188,6 +239,20 @@ pub(crate) fn anchor_log(
         .map(|v| record::chain_of_frame(v.value()));
     if ours != Some(chain) {
         log.retain(|_, _| false).map_err(s)?;
+        for (index, frame) in records {
+            log.insert(*index, frame.as_slice()).map_err(s)?;
+        }
+        // The records may start after the genesis (where the source's own log began after a
+        // snapshot): the first one is then anchored at its predecessor's chain.
+        if let Some((first, frame)) = records.first()
+            && let Some(before) = first.checked_sub(1)
+        {
+            let prev = record::decode(frame, &"snapshot record")
+                .map_err(|x| x.to_string())?
+                .prev;
+            let anchor = serde_json::to_vec(&(before, prev)).expect("json");
+            log_meta.insert("anchor", anchor.as_slice()).map_err(s)?;
+        }
     }
     Ok(())
 }

@@ -577,8 +577,8 @@ async fn read_log(
         other => Problem::from(other),
     })?;
     let limit = read_limit(&state, params.limit)?;
-    let entries = shard.read_log(Lsn(params.from_lsn), limit)?;
-    let applied = shard.applied().0;
+    let (entries, applied) = shard.read_log(Lsn(params.from_lsn), limit)?;
+    let applied = applied.0;
     let next_lsn = entries
         .last()
         .map(|e| e.lsn.0 + 1)

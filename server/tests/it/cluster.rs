@@ -133,6 +133,28 @@ async fn cluster_status(base: &str) -> Value {
     a.json()
 }
 
+/// Asserts two replicas' log pages are equal, naming the first entry that differs.
+fn assert_same_log(shard: u32, (a_id, a): (u64, &Value), (b_id, b): (u64, &Value)) {
+    let (ea, eb) = (
+        a["entries"].as_array().unwrap(),
+        b["entries"].as_array().unwrap(),
+    );
+    for (x, y) in ea.iter().zip(eb) {
+        assert_eq!(
+            x, y,
+            "shard {shard}: node {a_id} and node {b_id} differ at LSN {}",
+            x["lsn"]
+        );
+    }
+    assert_eq!(
+        ea.len(),
+        eb.len(),
+        "shard {shard}: node {a_id} holds {} entries, node {b_id} {}",
+        ea.len(),
+        eb.len()
+    );
+}
+
 /// Waits (bounded) until every replica of every shard has applied the leader's commit LSN, then
 /// compares the replicas' committed logs entry by entry.
 pub async fn assert_replicas_converge(nodes: &[Node], shards: u32) {
@@ -150,13 +172,8 @@ pub async fn assert_replicas_converge(nodes: &[Node], shards: u32) {
                 .map(|l| l["applied_lsn"].as_u64().unwrap())
                 .collect();
             if applied.iter().all(|&a| a == applied[0]) {
-                let entries: Vec<&Value> = logs.iter().map(|l| &l["entries"]).collect();
-                for (node, e) in nodes.iter().zip(&entries) {
-                    assert_eq!(
-                        *e, entries[0],
-                        "shard {shard}: node {}'s log differs from node {}'s",
-                        node.id, nodes[0].id
-                    );
+                for (node, log) in nodes.iter().zip(&logs) {
+                    assert_same_log(shard, (nodes[0].id, &logs[0]), (node.id, log));
                 }
                 break;
             }
@@ -542,4 +559,62 @@ async fn replicas_move_between_nodes_while_appends_continue() {
         .await;
         assert!(a.text.contains(id.as_str()), "{id} missing from {urn}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    init(&etcd, 2, 3);
+    let mut nodes = new_nodes(3);
+    let extra = ["--snapshot-every", "10"];
+    start_nodes(dir.path(), &etcd.endpoint, &mut nodes, &extra);
+    // Node 3 goes down; the others append well past a few snapshots, purging their logs.
+    nodes[2].server.take().unwrap().kill();
+    let mut n = 0;
+    for round in 0..40 {
+        for s in 0..4 {
+            n += 1;
+            let urn = format!("urn:themis:document:snap:s{s}");
+            let id = format!("00000000-0000-4000-8000-{n:012}");
+            let answer = append_retrying(&nodes[round % 2].base(), &urn, &id, n).await;
+            assert_eq!(answer["events"][0]["revision"], round as u64, "{answer}");
+        }
+    }
+    // It comes back and installs a snapshot (state and log records), then the tail.
+    let node = &mut nodes[2];
+    let args = node_args(node, &etcd.endpoint, &extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    node.server = Some(
+        Server::try_start_on(&dir.path().join("n3"), &node.listen, &args)
+            .unwrap_or_else(|e| panic!("restart: {e}")),
+    );
+    assert_replicas_converge(&nodes, 2).await;
+    let metrics = get(&nodes[2].base(), "/metrics").await.text;
+    let installed: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("themis_snapshots_installed_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(installed >= 1, "node 3 installed no snapshot:\n{metrics}");
+    for s in 0..4 {
+        let urn = format!("urn:themis:document:snap:s{s}");
+        let a = get(
+            &nodes[2].base(),
+            &format!("/v1/streams/{urn}?consistency=stale&limit=1000"),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        let events = a.json()["events"].as_array().unwrap().len();
+        assert_eq!(events, 40, "node 3 holds every event of {urn}");
+    }
+    // The restarted node's log and state survive another restart (the installed records and
+    // their chain verify at start-up).
+    nodes[2].server.take().unwrap().kill();
+    let node = &mut nodes[2];
+    node.server = Some(
+        Server::try_start_on(&dir.path().join("n3"), &node.listen, &args)
+            .unwrap_or_else(|e| panic!("second restart: {e}")),
+    );
+    assert_replicas_converge(&nodes, 2).await;
 }
