@@ -39,6 +39,8 @@ pub struct ClusterOptions {
     /// Send each append to its shard's leader (a leader-aware client) instead of spreading
     /// appends over all nodes (which forward to the leader).
     pub to_leaders: bool,
+    /// Events per request in the replication-lag run (the rate counts events).
+    pub lag_batch: usize,
 }
 
 /// The results, for the table.
@@ -339,12 +341,18 @@ pub async fn run_cluster(
 
     // Replication lag at a fixed rate.
     let before = lag_buckets(&http, &nodes).await?;
+    // The rate counts events; each request carries `lag_batch` of them (one stream's events).
     let (http2, targets, payload2) = (http.clone(), lag_targets, payload.clone());
-    let paced = run_paced(o.concurrency, o.rate as f64, duration, move |w, _| {
+    let batch = o.lag_batch.max(1);
+    let requests_per_second = o.rate as f64 / batch as f64;
+    let paced = run_paced(o.concurrency, requests_per_second, duration, move |w, _| {
         let (http, base, payload) = (http2.clone(), targets[w].clone(), payload2.clone());
         async move {
             let url = format!("{base}/v1/streams/urn:themis:document:lag:w{w}");
-            let body = serde_json::json!({"events": [{"op": "put", "data": {"p": payload}}]});
+            let events: Vec<_> = (0..batch)
+                .map(|_| serde_json::json!({"op": "put", "data": {"p": payload}}))
+                .collect();
+            let body = serde_json::json!({ "events": events });
             let r = http.post(url).json(&body).send().await?;
             if r.status().as_u16() != 201 {
                 bail!("append answered {}", r.status());
@@ -355,7 +363,7 @@ pub async fn run_cluster(
     .await;
     wait_converged(&http, &nodes[0], Duration::from_secs(60)).await?;
     let after = lag_buckets(&http, &nodes).await?;
-    let lag = (paced.per_second, quantiles(&before, &after));
+    let lag = (paced.per_second * batch as f64, quantiles(&before, &after));
 
     // Failover: kill the node leading the most shards, time each of its shards' first
     // successful append through the survivors, restart it, let it catch up; repeat.

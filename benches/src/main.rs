@@ -104,6 +104,9 @@ enum Command {
         /// appends over the nodes, which forward them.
         #[arg(long)]
         to_leaders: bool,
+        /// Events per request in the replication-lag run (`--rate` counts events).
+        #[arg(long, default_value_t = 1)]
+        lag_batch: usize,
     },
 }
 
@@ -156,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             client_cpus,
             node_args,
             to_leaders,
+            lag_batch,
         } => {
             if let Some(cpus) = &client_cpus {
                 pin_self(cpus)?;
@@ -163,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
             let options = ClusterOptions {
                 node_args,
                 to_leaders,
+                lag_batch,
                 seconds: if smoke { 1 } else { seconds },
                 pairs: if smoke { 1 } else { pairs.max(1) },
                 concurrency,
@@ -221,8 +226,9 @@ async fn cluster(
     let (rate, lag) = report.lag;
     println!();
     println!(
-        "replication lag (proposal on the leader to apply on each replica, all replicas of all shards) at {rate:.0} appends/s achieved of {} asked: p50 <= {} ms, p99 <= {} ms, mean {:.2} ms, {} entries",
+        "replication lag (proposal on the leader to apply on each replica, all replicas of all shards) at {rate:.0} events/s achieved of {} asked, {} per request: p50 <= {} ms, p99 <= {} ms, mean {:.2} ms, {} entries",
         options.rate,
+        options.lag_batch,
         lag.p50 * 1e3,
         lag.p99 * 1e3,
         lag.mean * 1e3,
