@@ -242,11 +242,23 @@ pub trait MetaStore: Debug + Send + Sync + 'static {
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, MetaError>;
     /// Renews `lease`; [`MetaError::LeaseExpired`] when it has already lapsed.
     async fn keep_alive(&self, lease: LeaseId) -> Result<(), MetaError>;
+    /// Watches the keys under `prefix`: the watch wakes after each change made after it was
+    /// created (changes by lease expiry may go unreported by stores that expire lazily).
+    async fn watch(&self, prefix: &str) -> Result<Box<dyn MetaWatch>, MetaError>;
+}
+
+/// A watch on a key prefix of a [`MetaStore`].
+#[async_trait]
+pub trait MetaWatch: Send {
+    /// Waits until a key under the prefix changed since the last call (or since creation).
+    async fn changed(&mut self) -> Result<(), MetaError>;
 }
 
 #[derive(Debug, Default)]
 struct MemoryMeta {
     revision: i64,
+    /// Woken with the key of every write.
+    writes: Option<tokio::sync::broadcast::Sender<String>>,
     keys: BTreeMap<String, (MetaValue, Option<LeaseId>)>,
     /// Lease → (time to live, monotonic deadline).
     leases: BTreeMap<LeaseId, (Duration, Duration)>,
@@ -309,6 +321,9 @@ impl MemoryMetaStore {
 
 impl MemoryMeta {
     fn write(&mut self, key: &str, value: Bytes, lease: Option<LeaseId>) -> i64 {
+        if let Some(writes) = &self.writes {
+            let _ = writes.send(key.to_owned());
+        }
         self.revision += 1;
         let mod_revision = self.revision;
         self.keys.insert(
@@ -383,6 +398,39 @@ impl MetaStore for MemoryMetaStore {
                 Ok(())
             }
             None => Err(MetaError::LeaseExpired(lease)),
+        }
+    }
+
+    async fn watch(&self, prefix: &str) -> Result<Box<dyn MetaWatch>, MetaError> {
+        let mut state = self.state();
+        let writes = state
+            .writes
+            .get_or_insert_with(|| tokio::sync::broadcast::channel(1024).0);
+        Ok(Box::new(MemoryWatch {
+            prefix: prefix.to_owned(),
+            writes: writes.subscribe(),
+        }))
+    }
+}
+
+struct MemoryWatch {
+    prefix: String,
+    writes: tokio::sync::broadcast::Receiver<String>,
+}
+
+#[async_trait]
+impl MetaWatch for MemoryWatch {
+    async fn changed(&mut self) -> Result<(), MetaError> {
+        loop {
+            match self.writes.recv().await {
+                Ok(key) if key.starts_with(&self.prefix) => return Ok(()),
+                Ok(_) => {}
+                // Missed writes may have touched the prefix.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return Ok(()),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(MetaError::Unavailable("the store was dropped".into()));
+                }
+            }
         }
     }
 }

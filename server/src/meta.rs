@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
-    TxnOp,
+    TxnOp, WatchOptions, WatchStream,
 };
-use themis_log::seam::{LeaseId, MetaError, MetaStore, MetaValue};
+use themis_log::seam::{LeaseId, MetaError, MetaStore, MetaValue, MetaWatch};
 use tokio::sync::Mutex;
 
 /// Cluster metadata in etcd.
@@ -145,6 +145,16 @@ impl MetaStore for EtcdMetaStore {
         Ok(answer.id())
     }
 
+    async fn watch(&self, prefix: &str) -> Result<Box<dyn MetaWatch>, MetaError> {
+        let stream = self
+            .client
+            .clone()
+            .watch(prefix, Some(WatchOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        Ok(Box::new(EtcdWatch { stream }))
+    }
+
     async fn keep_alive(&self, lease: LeaseId) -> Result<(), MetaError> {
         let mut keepers = self.keepers.lock().await;
         let (keeper, stream) = match keepers.entry(lease) {
@@ -177,6 +187,31 @@ impl MetaStore for EtcdMetaStore {
             Err(e) => {
                 keepers.remove(&lease);
                 Err(unavailable(e))
+            }
+        }
+    }
+}
+
+/// An etcd watch on a prefix.
+struct EtcdWatch {
+    stream: WatchStream,
+}
+
+#[async_trait]
+impl MetaWatch for EtcdWatch {
+    async fn changed(&mut self) -> Result<(), MetaError> {
+        loop {
+            match self.stream.message().await.map_err(unavailable)? {
+                Some(answer) if answer.canceled() => {
+                    return Err(MetaError::Unavailable(format!(
+                        "etcd canceled the watch: {}",
+                        answer.cancel_reason()
+                    )));
+                }
+                Some(answer) if !answer.events().is_empty() => return Ok(()),
+                // The creation notice, or progress without events.
+                Some(_) => {}
+                None => return Err(MetaError::Unavailable("etcd closed the watch".into())),
             }
         }
     }

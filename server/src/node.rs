@@ -13,7 +13,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use themis_log::cluster::{self, NodeInfo};
-use themis_log::seam::{Clock, MetaError, MetaStore, NoPeers, OsEntropy, SystemClock, Transport};
+use themis_log::seam::{
+    Clock, LeaseId, MetaError, MetaStore, MetaWatch, NoPeers, OsEntropy, SystemClock, Transport,
+};
 use themis_log::{Log, LogConfig, ShardConfig, Topology};
 use themis_storage::FileDisk;
 
@@ -107,7 +109,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 api: advertise.clone(),
                 peer: peer_local.to_string(),
             };
-            let topology = join_cluster(meta.as_ref(), &me, args.lease_ttl, clock.as_ref()).await?;
+            let (topology, lease) =
+                join_cluster(meta.as_ref(), &me, args.lease_ttl, clock.as_ref()).await?;
             tracing::info!(
                 node = me.id,
                 shards = topology.placement.shards.len(),
@@ -117,7 +120,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.shards = topology.placement.shards.len() as u32;
             transport.update(&topology);
             config.topology = Some(topology);
-            cluster = Some((meta, me, peers, transport.clone()));
+            cluster = Some((meta, me, lease, peers, transport.clone()));
             transport
         }
     };
@@ -138,14 +141,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .wait_for_leaders(Duration::from_secs(30))
             .await
             .context("shards did not elect a leader")?,
-        Some((meta, me, peers, transport)) => {
+        Some((meta, me, lease, peers, transport)) => {
             peers.set(log.clone());
             tokio::spawn(keep_registered(
                 meta.clone(),
                 me,
+                lease,
                 args.lease_ttl,
                 log.clone(),
                 transport,
+                clock.clone(),
             ));
         }
     }
@@ -183,7 +188,7 @@ async fn join_cluster(
     me: &NodeInfo,
     lease_ttl: Duration,
     clock: &dyn Clock,
-) -> anyhow::Result<Topology> {
+) -> anyhow::Result<(Topology, LeaseId)> {
     let deadline = clock.monotonic() + CLUSTER_START_WAIT;
     let spec = loop {
         if let Some(spec) = cluster::read_spec(meta).await? {
@@ -197,12 +202,14 @@ async fn join_cluster(
         tracing::info!("waiting for `themis cluster init`");
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    cluster::register(meta, me, lease_ttl).await?;
+    let lease = cluster::register(meta, me, lease_ttl).await?;
     loop {
         if let Some(placement) = cluster::ensure_placement(meta, &spec).await? {
             let nodes = cluster::nodes(meta).await?;
-            return Ok(Topology { placement, nodes });
+            return Ok((Topology { placement, nodes }, lease));
         }
+        // Keep the registration alive while waiting for the other initial nodes.
+        meta.keep_alive(lease).await?;
         if clock.monotonic() > deadline {
             bail!(
                 "only {} of the {} initial nodes registered in time",
@@ -216,19 +223,23 @@ async fn join_cluster(
 
 /// Keeps this node registered (renewing its lease, registering again if it lapsed) and the
 /// log's and transport's view of nodes and placement fresh.
+#[allow(clippy::too_many_arguments)]
 async fn keep_registered(
     meta: Arc<dyn MetaStore>,
     me: NodeInfo,
+    lease: LeaseId,
     lease_ttl: Duration,
     log: Arc<Log>,
     transport: Arc<HttpTransport>,
+    clock: Arc<dyn Clock>,
 ) {
-    let mut lease = None;
+    let mut lease = Some(lease);
     let renew_every = (lease_ttl / 3).max(Duration::from_millis(200));
-    let mut since_renewal = Duration::ZERO;
+    let mut renewed_at = clock.monotonic();
+    let mut watch: Option<Box<dyn MetaWatch>> = None;
     loop {
-        if lease.is_none() || since_renewal >= renew_every {
-            since_renewal = Duration::ZERO;
+        if lease.is_none() || clock.monotonic().saturating_sub(renewed_at) >= renew_every {
+            renewed_at = clock.monotonic();
             let renewed = match lease {
                 Some(l) => meta.keep_alive(l).await,
                 None => Err(MetaError::LeaseExpired(0)),
@@ -267,8 +278,30 @@ async fn keep_registered(
                 Err(e) => tracing::warn!("cannot open or close replicas: {e}"),
             }
         }
-        tokio::time::sleep(TOPOLOGY_REFRESH).await;
-        since_renewal += TOPOLOGY_REFRESH;
+        // Wake on the next metadata change (a placement move, a node joining), or after the
+        // refresh period at the latest (lease renewal, and a fallback when watching fails).
+        if watch.is_none() {
+            watch = meta
+                .watch(cluster::PREFIX)
+                .await
+                .inspect_err(|e| tracing::warn!("cannot watch the metadata: {e}; polling"))
+                .ok();
+        }
+        let period = tokio::time::sleep(TOPOLOGY_REFRESH);
+        match &mut watch {
+            Some(w) => {
+                tokio::select! {
+                    _ = period => {}
+                    changed = w.changed() => {
+                        if let Err(e) = changed {
+                            tracing::warn!("metadata watch ended: {e}");
+                            watch = None;
+                        }
+                    }
+                }
+            }
+            None => period.await,
+        }
     }
 }
 

@@ -109,3 +109,26 @@ async fn memory_meta_store_leases_lapse_by_the_clock_and_take_their_keys() {
         Err(MetaError::LeaseExpired(_))
     ));
 }
+
+#[tokio::test]
+async fn memory_meta_store_watches_wake_on_writes_under_their_prefix() {
+    let meta = MemoryMetaStore::new();
+    let mut watch = meta.watch("/nodes/").await.unwrap();
+    meta.put("/other", Bytes::from_static(b"x"), None)
+        .await
+        .unwrap();
+    meta.put("/nodes/1", Bytes::from_static(b"n1"), None)
+        .await
+        .unwrap();
+    // The write outside the prefix is skipped; the one inside wakes the watch.
+    tokio::time::timeout(Duration::from_secs(5), watch.changed())
+        .await
+        .expect("woken")
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), watch.changed())
+            .await
+            .is_err(),
+        "no further change"
+    );
+}
