@@ -59,8 +59,19 @@ impl Server {
         });
         let (err_tx, err_rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
+        let name = listen.clone();
         std::thread::spawn(move || {
+            // A panic in a server is a bug whatever the test checks: show it in the test's
+            // output (with the next lines, the location and message).
+            let mut echo = 0;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("panicked at") {
+                    echo = 3;
+                }
+                if echo > 0 {
+                    echo -= 1;
+                    eprintln!("[themis {name}] {line}");
+                }
                 let _ = err_tx.send(line);
             }
         });
