@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// while it is built and sent.
     #[arg(long, env = "THEMIS_SNAPSHOT_EVERY", default_value_t = 0)]
     pub snapshot_every: u64,
+    /// Threads of the async runtime (HTTP, Raft); default: one per CPU.
+    #[arg(long, env = "THEMIS_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "THEMIS_LOG", default_value = "info,openraft=warn")]
     pub log: String,
