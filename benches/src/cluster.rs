@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use themis_log::{Ring, Urn};
 
-use crate::load::{RunStats, run, run_paced};
+use crate::load::{RunStats, etcd_puts, run, run_paced, themis_appends};
 use crate::process::{ClusterNode, start_etcd_cluster};
 
 /// What `themis-bench cluster` measures.
@@ -305,33 +305,16 @@ pub async fn run_cluster(
     // client spreads over its members.
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..o.pairs {
-        let (http2, targets, payload2) = (http.clone(), bench_targets.clone(), payload.clone());
-        ours.push(
-            run(o.concurrency, duration, move |w, _| {
-                let (http, base, payload) = (http2.clone(), targets[w].clone(), payload2.clone());
-                async move {
-                    let url = format!("{base}/v1/streams/urn:themis:document:bench:w{w}");
-                    let body = serde_json::json!({"events": [{"op": "put", "type": "Bench", "data": {"p": payload}}]});
-                    let r = http.post(url).json(&body).send().await?;
-                    if r.status().as_u16() != 201 {
-                        bail!("append answered {}: {}", r.status(), r.text().await?);
-                    }
-                    Ok(())
-                }
-            })
-            .await,
+        let op = themis_appends(
+            http.clone(),
+            bench_targets.clone(),
+            "bench",
+            payload.clone(),
+            1,
         );
-        let (etcd2, payload2) = (etcd.clone(), payload.clone());
-        theirs.push(
-            run(o.concurrency, duration, move |w, n| {
-                let (mut etcd, payload) = (etcd2.clone(), payload2.clone());
-                async move {
-                    etcd.put(format!("bench/w{w}/{n}"), payload, None).await?;
-                    Ok(())
-                }
-            })
-            .await,
-        );
+        ours.push(run(o.concurrency, duration, move |w, n| op(w, n)).await);
+        let op = etcd_puts(etcd.clone(), payload.clone());
+        theirs.push(run(o.concurrency, duration, move |w, n| op(w, n)).await);
     }
     let median = |mut runs: Vec<RunStats>| {
         runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
@@ -342,24 +325,14 @@ pub async fn run_cluster(
     // Replication lag at a fixed rate.
     let before = lag_buckets(&http, &nodes).await?;
     // The rate counts events; each request carries `lag_batch` of them (one stream's events).
-    let (http2, targets, payload2) = (http.clone(), lag_targets, payload.clone());
     let batch = o.lag_batch.max(1);
-    let requests_per_second = o.rate as f64 / batch as f64;
-    let paced = run_paced(o.concurrency, requests_per_second, duration, move |w, _| {
-        let (http, base, payload) = (http2.clone(), targets[w].clone(), payload2.clone());
-        async move {
-            let url = format!("{base}/v1/streams/urn:themis:document:lag:w{w}");
-            let events: Vec<_> = (0..batch)
-                .map(|_| serde_json::json!({"op": "put", "data": {"p": payload}}))
-                .collect();
-            let body = serde_json::json!({ "events": events });
-            let r = http.post(url).json(&body).send().await?;
-            if r.status().as_u16() != 201 {
-                bail!("append answered {}", r.status());
-            }
-            Ok(())
-        }
-    })
+    let op = themis_appends(http.clone(), lag_targets, "lag", payload.clone(), batch);
+    let paced = run_paced(
+        o.concurrency,
+        o.rate as f64 / batch as f64,
+        duration,
+        move |w, n| op(w, n),
+    )
     .await;
     wait_converged(&http, &nodes[0], Duration::from_secs(60)).await?;
     let after = lag_buckets(&http, &nodes).await?;

@@ -124,3 +124,50 @@ where
         client_cores: None,
     }
 }
+
+/// One worker's operation: `(worker, n) -> future`.
+pub type Op = std::sync::Arc<
+    dyn Fn(usize, u64) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send + Sync,
+>;
+
+/// Appends of one `events`-event request to stream `urn:themis:document:{prefix}:w{worker}`
+/// through `targets[worker % len]`, each event with a `payload`-sized string; anything but 201
+/// is an error.
+pub fn themis_appends(
+    http: reqwest::Client,
+    targets: Vec<String>,
+    prefix: &str,
+    payload: String,
+    events: usize,
+) -> Op {
+    let prefix = prefix.to_owned();
+    let targets = std::sync::Arc::new(targets);
+    std::sync::Arc::new(move |w, _| {
+        let url = format!(
+            "{}/v1/streams/urn:themis:document:{prefix}:w{w}",
+            targets[w % targets.len()]
+        );
+        let batch: Vec<_> = (0..events.max(1))
+            .map(|_| serde_json::json!({"op": "put", "type": "Bench", "data": {"p": payload}}))
+            .collect();
+        let request = http.post(url).json(&serde_json::json!({ "events": batch }));
+        Box::pin(async move {
+            let r = request.send().await?;
+            if r.status().as_u16() != 201 {
+                anyhow::bail!("append answered {}: {}", r.status(), r.text().await?);
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Puts of `payload` to a new key `bench/w{worker}/{n}` in etcd.
+pub fn etcd_puts(etcd: etcd_client::Client, payload: String) -> Op {
+    std::sync::Arc::new(move |w, n| {
+        let (mut etcd, payload) = (etcd.clone(), payload.clone());
+        Box::pin(async move {
+            etcd.put(format!("bench/w{w}/{n}"), payload, None).await?;
+            Ok(())
+        })
+    })
+}

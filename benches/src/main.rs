@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use themis_bench::cluster::{ClusterOptions, run_cluster};
-use themis_bench::load::{RunStats, run};
+use themis_bench::load::{RunStats, etcd_puts, run, themis_appends};
 use themis_bench::probe::{FsyncProbe, fsync_probe};
 use themis_bench::process::{self, cpu_seconds, pin_self, start_etcd, start_themis, themis_binary};
 
@@ -246,16 +246,7 @@ async fn cluster(
         at(0.99),
         times.last().map_or_else(|| "-".to_owned(), |d| ms(*d)),
     );
-    println!();
-    for (when, p) in [("before", &before), ("after", &after)] {
-        println!(
-            "fsync probe {when}: {:.0} fdatasync/s, p50 {}, p99 {} ({} regime)",
-            p.per_second,
-            ms(p.p50),
-            ms(p.p99),
-            p.regime()
-        );
-    }
+    print_probes(&before, &after);
     Ok(())
 }
 
@@ -346,33 +337,19 @@ async fn append(
     for &c in concurrency {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..pairs {
-            let (http, base, ours_payload) = (http.clone(), base.clone(), payload.clone());
-            ours.push(
-                measured(themis_pid, run(c, duration, move |w, _| {
-                    let (http, base, payload) = (http.clone(), base.clone(), ours_payload.clone());
-                    async move {
-                        let url = format!("{base}/v1/streams/urn:themis:document:bench:w{w}");
-                        let body = serde_json::json!({"events": [{"op": "put", "type": "Bench", "data": {"p": payload}}]});
-                        let r = http.post(url).json(&body).send().await?;
-                        if r.status().as_u16() != 201 {
-                            bail!("append answered {}: {}", r.status(), r.text().await?);
-                        }
-                        Ok(())
-                    }
-                }))
-                .await,
+            let op = themis_appends(
+                http.clone(),
+                vec![base.clone()],
+                "bench",
+                payload.clone(),
+                1,
             );
-            let (etcd, payload) = (etcd.clone(), payload.clone());
+            ours.push(measured(themis_pid, run(c, duration, move |w, n| op(w, n))).await);
+            let op = etcd_puts(etcd.clone(), payload.clone());
             theirs.push(
                 measured(
                     Some(etcd_guard.pid()),
-                    run(c, duration, move |w, n| {
-                        let (mut etcd, payload) = (etcd.clone(), payload.clone());
-                        async move {
-                            etcd.put(format!("bench/w{w}/{n}"), payload, None).await?;
-                            Ok(())
-                        }
-                    }),
+                    run(c, duration, move |w, n| op(w, n)),
                 )
                 .await,
             );
@@ -398,6 +375,11 @@ fn print_table(rows: &[(usize, RunStats, RunStats)], before: &FsyncProbe, after:
     for (c, ours, theirs) in rows {
         println!("{}", row(*c, ours, theirs));
     }
+    print_probes(before, after);
+}
+
+/// The fsync probes taken before and after a run.
+fn print_probes(before: &FsyncProbe, after: &FsyncProbe) {
     println!();
     for (when, p) in [("before", before), ("after", after)] {
         println!(

@@ -132,46 +132,8 @@ pub fn start_themis(
 /// returns its client endpoint. etcd fsyncs its WAL before acknowledging a put (its default).
 /// It runs on the CPUs in `cpus` when given.
 pub fn start_etcd(parent: &Path, cpus: Option<&str>) -> anyhow::Result<(Guard, String)> {
-    let dir = tempfile::tempdir_in(parent)?;
-    let (client, peer) = (free_port()?, free_port()?);
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = pinned(Path::new("etcd"), cpus)
-        .args(["--name", "bench", "--data-dir"])
-        .arg(dir.path().join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args([
-            "--initial-cluster",
-            &format!("bench={peer_url}"),
-            "--initial-cluster-state",
-            "new",
-        ])
-        .args(["--log-level", "error", "--logger", "zap"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start etcd (install Debian etcd-server)")?;
-    let guard = Guard { child, _dir: dir };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-        if Instant::now() > deadline {
-            bail!("etcd did not listen within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok((guard, format!("127.0.0.1:{client}")))
+    let (mut guards, mut endpoints) = start_etcd_cluster(parent, 1, cpus)?;
+    Ok((guards.remove(0), endpoints.remove(0)))
 }
 
 /// Starts `count` etcd members forming one cluster on loopback, in temporary directories under
