@@ -352,6 +352,20 @@ pub async fn move_replica(
     })
     .await?;
     refresh(log, &placement, registered).await?;
+    // Moving the leader's own replica away costs an election: answer once the shard has a
+    // leader among its new replicas, so the caller's next look at the cluster is the new one.
+    let replicas = placement.replicas(shard).to_vec();
+    for _ in 0..100 {
+        let status = log.status().await;
+        let settled = status
+            .iter()
+            .find(|s| s.shard == shard)
+            .is_some_and(|s| s.error.is_none() && s.leader.is_some_and(|l| replicas.contains(&l)));
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Ok(placement)
 }
 

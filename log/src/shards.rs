@@ -759,11 +759,14 @@ impl Log {
             reported_by: self.node_id,
             leader: m.current_leader,
             term: m.current_term,
+            // The committed index is kept in memory; after a restart it is known again only
+            // once something commits, but whatever was applied was committed.
             commit_lsn: shard
                 .store()
                 .stats()
                 .committed
-                .load(std::sync::atomic::Ordering::Relaxed),
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(m.last_applied.map_or(0, |id| id.index)),
             applied_lsn: m.last_applied.map_or(0, |id| id.index),
             replicas,
             error: None,

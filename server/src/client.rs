@@ -135,7 +135,7 @@ pub fn render_cluster(status: &Value) -> String {
             let _ = writeln!(
                 out,
                 "  {:>4}  api {}  peer {}",
-                n["id"],
+                n["id"].as_u64().unwrap_or(0),
                 n["api"].as_str().unwrap_or("?"),
                 n["peer"].as_str().unwrap_or("?")
             );
@@ -168,14 +168,16 @@ pub fn render_cluster(status: &Value) -> String {
                 format!("{node}{mark}:{lag}")
             })
             .collect();
+        // serde_json's Display ignores widths: format the numbers themselves.
+        let n = |v: &Value| v.as_u64().map_or_else(|| "?".to_owned(), |n| n.to_string());
         let _ = write!(
             out,
             "{:>5} {:>6} {:>6} {:>10} {:>10}  {}",
-            s["shard"],
+            n(&s["shard"]),
             leader.map_or_else(|| "-".to_owned(), |l| l.to_string()),
-            s["term"],
-            s["commit_lsn"],
-            s["applied_lsn"],
+            n(&s["term"]),
+            n(&s["commit_lsn"]),
+            n(&s["applied_lsn"]),
             replicas.join(" ")
         );
         if let Some(e) = s["error"].as_str() {
