@@ -31,8 +31,74 @@ openraft::declare_raft_types!(
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = std::io::Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = Runtime,
 );
+
+/// openraft's async runtime: tokio's tasks, timers and channels, but randomness (election
+/// timeouts) from [`crate::seam::raft_rng`], which is seeded through the Entropy seam instead of
+/// the thread RNG, so a simulated cluster draws the same timeouts from the same seed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Runtime;
+
+impl openraft::AsyncRuntime for Runtime {
+    type JoinError = <openraft::TokioRuntime as openraft::AsyncRuntime>::JoinError;
+    type JoinHandle<T: Send + 'static> =
+        <openraft::TokioRuntime as openraft::AsyncRuntime>::JoinHandle<T>;
+    type Sleep = <openraft::TokioRuntime as openraft::AsyncRuntime>::Sleep;
+    type Instant = <openraft::TokioRuntime as openraft::AsyncRuntime>::Instant;
+    type TimeoutError = <openraft::TokioRuntime as openraft::AsyncRuntime>::TimeoutError;
+    type Timeout<R, T: std::future::Future<Output = R> + Send> =
+        <openraft::TokioRuntime as openraft::AsyncRuntime>::Timeout<R, T>;
+    type ThreadLocalRng = rand::rngs::StdRng;
+    type OneshotSender<T: Send> =
+        <openraft::TokioRuntime as openraft::AsyncRuntime>::OneshotSender<T>;
+    type OneshotReceiverError =
+        <openraft::TokioRuntime as openraft::AsyncRuntime>::OneshotReceiverError;
+    type OneshotReceiver<T: Send> =
+        <openraft::TokioRuntime as openraft::AsyncRuntime>::OneshotReceiver<T>;
+
+    fn spawn<T>(future: T) -> Self::JoinHandle<T::Output>
+    where
+        T: std::future::Future + Send + 'static,
+        T::Output: Send + 'static,
+    {
+        <openraft::TokioRuntime as openraft::AsyncRuntime>::spawn(future)
+    }
+
+    fn sleep(duration: Duration) -> Self::Sleep {
+        <openraft::TokioRuntime as openraft::AsyncRuntime>::sleep(duration)
+    }
+
+    fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
+        <openraft::TokioRuntime as openraft::AsyncRuntime>::sleep_until(deadline)
+    }
+
+    fn timeout<R, F: std::future::Future<Output = R> + Send>(
+        duration: Duration,
+        future: F,
+    ) -> Self::Timeout<R, F> {
+        <openraft::TokioRuntime as openraft::AsyncRuntime>::timeout(duration, future)
+    }
+
+    fn timeout_at<R, F: std::future::Future<Output = R> + Send>(
+        deadline: Self::Instant,
+        future: F,
+    ) -> Self::Timeout<R, F> {
+        <openraft::TokioRuntime as openraft::AsyncRuntime>::timeout_at(deadline, future)
+    }
+
+    fn is_panic(join_error: &Self::JoinError) -> bool {
+        <openraft::TokioRuntime as openraft::AsyncRuntime>::is_panic(join_error)
+    }
+
+    fn thread_rng() -> Self::ThreadLocalRng {
+        crate::seam::raft_rng()
+    }
+
+    fn oneshot<T: Send>() -> (Self::OneshotSender<T>, Self::OneshotReceiver<T>) {
+        <openraft::TokioRuntime as openraft::AsyncRuntime>::oneshot()
+    }
+}
 
 /// A Raft entry of a shard log.
 pub type Entry = openraft::Entry<TypeConfig>;

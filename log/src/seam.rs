@@ -132,6 +132,36 @@ impl Entropy for SeededEntropy {
     }
 }
 
+/// The seed of the randomness openraft draws (election timeouts); see [`seed_raft_rng`].
+static RAFT_SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    static RAFT_RNG: std::cell::RefCell<Option<StdRng>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Seeds the randomness openraft draws on every thread from now on: production seeds it from
+/// [`Entropy`] once at start-up, the simulator from its run seed (it runs on one thread, so the
+/// draws are then a function of the seed).
+pub fn seed_raft_rng(entropy: &dyn Entropy) {
+    let seed = entropy.stream("raft-election").next_u64();
+    RAFT_SEED.store(seed, std::sync::atomic::Ordering::Relaxed);
+    // This thread starts from the seed at once; other threads when they first draw.
+    RAFT_RNG.with(|r| *r.borrow_mut() = Some(StdRng::seed_from_u64(seed)));
+}
+
+/// A generator for one openraft draw: a stream per thread, derived from the seed set by
+/// [`seed_raft_rng`] and a per-thread counter of seeds handed out.
+pub fn raft_rng() -> StdRng {
+    RAFT_RNG.with(|r| {
+        let mut r = r.borrow_mut();
+        let rng = r.get_or_insert_with(|| {
+            let seed = RAFT_SEED.load(std::sync::atomic::Ordering::Relaxed);
+            StdRng::seed_from_u64(seed)
+        });
+        StdRng::seed_from_u64(rng.next_u64())
+    })
+}
+
 /// Draws a random (version 4) UUID from `rng`.
 pub fn random_uuid(rng: &mut impl RngCore) -> uuid::Uuid {
     let mut bytes = [0u8; 16];

@@ -216,6 +216,7 @@ impl Log {
             )));
         }
         check_shard_count(disk.as_ref(), config.shards)?;
+        crate::seam::seed_raft_rng(entropy.as_ref());
         let open = |name: &str| {
             disk.open_database(name).map_err(|e| match e {
                 themis_storage::Error::Database { location, source } => Error::Corrupted {

@@ -132,3 +132,16 @@ async fn memory_meta_store_watches_wake_on_writes_under_their_prefix() {
         "no further change"
     );
 }
+
+#[test]
+fn raft_randomness_follows_the_seed() {
+    let draws = |seed: u64| {
+        seed_raft_rng(&SeededEntropy::new(seed));
+        (0..5)
+            .map(|_| raft_rng().gen_range(150..300u64))
+            .collect::<Vec<_>>()
+    };
+    let a = draws(1);
+    assert_eq!(a, draws(1), "the same seed gives the same election timeouts");
+    assert_ne!(a, draws(2));
+}
