@@ -142,6 +142,10 @@ fn raft_randomness_follows_the_seed() {
             .collect::<Vec<_>>()
     };
     let a = draws(1);
-    assert_eq!(a, draws(1), "the same seed gives the same election timeouts");
+    assert_eq!(
+        a,
+        draws(1),
+        "the same seed gives the same election timeouts"
+    );
     assert_ne!(a, draws(2));
 }
