@@ -11,3 +11,4 @@ pub mod meta;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod wire_tcp;

@@ -23,7 +23,8 @@ use crate::api::{self, ApiLimits, AppState};
 use crate::config::ServeArgs;
 use crate::meta::EtcdMetaStore;
 use crate::metrics::Metrics;
-use crate::peer::{self, HttpTransport, PeerState};
+use crate::peer::PeerState;
+use crate::wire_tcp::TcpTransport;
 
 /// How long a starting cluster node waits for `themis cluster init` and for the initial nodes.
 const CLUSTER_START_WAIT: Duration = Duration::from_secs(120);
@@ -91,19 +92,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .await
                     .context("cannot reach the metadata store")?,
             );
-            let transport = Arc::new(HttpTransport::new()?);
+            let transport = Arc::new(TcpTransport::default());
             let peers = PeerState::default();
             let listener = tokio::net::TcpListener::bind(peer_listen)
                 .await
                 .with_context(|| format!("cannot listen on {peer_listen} for peers"))?;
             let peer_local = listener.local_addr()?;
-            let router = peer::router(peers.clone());
-            let listener = listener.tap_io(no_delay);
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
-                    tracing::error!("peer listener failed: {e}");
-                }
-            });
+            tokio::spawn(crate::wire_tcp::serve(listener, peers.clone()));
             let me = NodeInfo {
                 id: args.node_id,
                 api: advertise.clone(),
@@ -118,7 +113,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "joined the cluster"
             );
             config.shards = topology.placement.shards.len() as u32;
-            transport.update(&topology);
+            transport.set_peers(peer_addresses(&topology));
             config.topology = Some(topology);
             cluster = Some((meta, me, lease, peers, transport.clone()));
             transport
@@ -230,7 +225,7 @@ async fn keep_registered(
     lease: LeaseId,
     lease_ttl: Duration,
     log: Arc<Log>,
-    transport: Arc<HttpTransport>,
+    transport: Arc<TcpTransport>,
     clock: Arc<dyn Clock>,
 ) {
     let mut lease = Some(lease);
@@ -266,7 +261,7 @@ async fn keep_registered(
                 nodes: known,
             };
             if log.topology().as_ref() != Some(&topology) {
-                transport.update(&topology);
+                transport.set_peers(peer_addresses(&topology));
                 log.set_topology(topology);
             }
             // Open replicas the placement gave this node, close those it took away.
@@ -303,6 +298,15 @@ async fn keep_registered(
             None => period.await,
         }
     }
+}
+
+/// Node id → peer address, from the topology.
+fn peer_addresses(topology: &Topology) -> std::collections::BTreeMap<u64, String> {
+    topology
+        .nodes
+        .values()
+        .map(|n| (n.id, n.peer.clone()))
+        .collect()
 }
 
 /// Answers leave at once: small request/response exchanges must not wait for Nagle's algorithm.
