@@ -81,18 +81,15 @@ impl TcpTransport {
             })?
             .map_err(|e| TransportError::Unreachable(to, format!("connect to {address}: {e}")))?;
         let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+        let (reader, mut writer) = stream.into_split();
+        let mut reader = tokio::io::BufReader::with_capacity(64 << 10, reader);
         let (frames, mut outgoing) = mpsc::unbounded_channel::<Bytes>();
         let pending: Pending = Arc::default();
         let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let write_dead = dead.clone();
         tokio::spawn(async move {
-            while let Some(frame) = outgoing.recv().await {
-                if writer.write_all(&frame).await.is_err() {
-                    write_dead.store(true, std::sync::atomic::Ordering::Release);
-                    break;
-                }
-            }
+            let _ = write_frames(&mut writer, &mut outgoing).await;
+            write_dead.store(true, std::sync::atomic::Ordering::Release);
         });
         let answers = pending.clone();
         let read_dead = dead.clone();
@@ -126,6 +123,30 @@ impl TcpTransport {
         connections.insert(to, connection.clone());
         Ok(connection)
     }
+}
+
+/// Bytes of queued frames written with one call at the most.
+const WRITE_BATCH_BYTES: usize = 1 << 20;
+
+/// Writes queued frames until the queue closes or a write fails; frames queued together (many
+/// shards' RPCs, many answers) go out in one write.
+async fn write_frames(
+    writer: &mut (impl AsyncWriteExt + Unpin),
+    outgoing: &mut mpsc::UnboundedReceiver<Bytes>,
+) -> std::io::Result<()> {
+    let mut batch = BytesMut::new();
+    while let Some(frame) = outgoing.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&frame);
+        while batch.len() < WRITE_BATCH_BYTES {
+            match outgoing.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        writer.write_all(&batch).await?;
+    }
+    Ok(())
 }
 
 async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<BytesMut> {
@@ -195,14 +216,11 @@ pub async fn serve(listener: tokio::net::TcpListener, state: PeerState) {
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
-            let (mut reader, mut writer) = stream.into_split();
+            let (reader, mut writer) = stream.into_split();
+            let mut reader = tokio::io::BufReader::with_capacity(64 << 10, reader);
             let (frames, mut outgoing) = mpsc::unbounded_channel::<Bytes>();
             tokio::spawn(async move {
-                while let Some(frame) = outgoing.recv().await {
-                    if writer.write_all(&frame).await.is_err() {
-                        break;
-                    }
-                }
+                let _ = write_frames(&mut writer, &mut outgoing).await;
             });
             while let Ok(mut frame) = read_frame(&mut reader).await {
                 if frame.len() < 10 {
