@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use themis_log::{Ring, Urn};
 
-use crate::load::{RunStats, etcd_puts, run, run_paced, themis_appends};
+use crate::load::{RunStats, etcd_puts, measured, run, run_paced, themis_appends};
 use crate::process::{ClusterNode, start_etcd_cluster};
 
 /// What `themis-bench cluster` measures.
@@ -242,7 +242,8 @@ pub async fn run_cluster(
     o: &ClusterOptions,
 ) -> anyhow::Result<ClusterReport> {
     let cpus = o.server_cpus.as_deref();
-    let (_etcd, endpoints) = start_etcd_cluster(dir, 3, cpus)?;
+    let (etcd_members, endpoints) = start_etcd_cluster(dir, 3, cpus)?;
+    let etcd_pids: Vec<u32> = etcd_members.iter().map(|g| g.pid()).collect();
     let etcd_urls = endpoints.join(",");
     cli(
         binary,
@@ -312,9 +313,22 @@ pub async fn run_cluster(
             payload.clone(),
             1,
         );
-        ours.push(run(o.concurrency, duration, move |w, n| op(w, n)).await);
+        let node_pids: Vec<u32> = nodes.iter().filter_map(ClusterNode::pid).collect();
+        ours.push(
+            measured(
+                &node_pids,
+                run(o.concurrency, duration, move |w, n| op(w, n)),
+            )
+            .await,
+        );
         let op = etcd_puts(etcd.clone(), payload.clone());
-        theirs.push(run(o.concurrency, duration, move |w, n| op(w, n)).await);
+        theirs.push(
+            measured(
+                &etcd_pids,
+                run(o.concurrency, duration, move |w, n| op(w, n)),
+            )
+            .await,
+        );
     }
     let median = |mut runs: Vec<RunStats>| {
         runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));

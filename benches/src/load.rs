@@ -171,3 +171,24 @@ pub fn etcd_puts(etcd: etcd_client::Client, payload: String) -> Op {
         })
     })
 }
+
+/// Runs `load`, recording the cores the servers (`server_pids`, summed) and this generator used
+/// meanwhile (from `/proc/<pid>/stat`).
+pub async fn measured(server_pids: &[u32], load: impl Future<Output = RunStats>) -> RunStats {
+    use crate::process::cpu_seconds;
+    // Unknown (None) without pids: a server started elsewhere.
+    let servers = || -> Option<f64> {
+        if server_pids.is_empty() {
+            return None;
+        }
+        server_pids.iter().map(|&p| cpu_seconds(p)).sum()
+    };
+    let me = std::process::id();
+    let (server0, client0, start) = (servers(), cpu_seconds(me), Instant::now());
+    let mut stats = load.await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cores = |before: Option<f64>, after: Option<f64>| Some((after? - before?) / elapsed);
+    stats.server_cores = cores(server0, servers());
+    stats.client_cores = cores(client0, cpu_seconds(me));
+    stats
+}

@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use themis_bench::cluster::{ClusterOptions, run_cluster};
-use themis_bench::load::{RunStats, etcd_puts, run, themis_appends};
+use themis_bench::load::{RunStats, etcd_puts, measured, run, themis_appends};
 use themis_bench::probe::{FsyncProbe, fsync_probe};
-use themis_bench::process::{self, cpu_seconds, pin_self, start_etcd, start_themis, themis_binary};
+use themis_bench::process::{self, pin_self, start_etcd, start_themis, themis_binary};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -250,22 +250,6 @@ async fn cluster(
     Ok(())
 }
 
-/// Runs `load`, recording the cores the server (`server_pid`) and this generator used meanwhile.
-async fn measured(
-    server_pid: Option<u32>,
-    load: impl std::future::Future<Output = RunStats>,
-) -> RunStats {
-    let me = std::process::id();
-    let cpu = |pid: Option<u32>| pid.and_then(cpu_seconds);
-    let (server0, client0, start) = (cpu(server_pid), cpu(Some(me)), std::time::Instant::now());
-    let mut stats = load.await;
-    let elapsed = start.elapsed().as_secs_f64();
-    let cores = |before: Option<f64>, after: Option<f64>| Some((after? - before?) / elapsed);
-    stats.server_cores = cores(server0, cpu(server_pid));
-    stats.client_cores = cores(client0, cpu(Some(me)));
-    stats
-}
-
 fn median(mut runs: Vec<RunStats>) -> RunStats {
     runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
     runs[runs.len() / 2].clone()
@@ -344,15 +328,16 @@ async fn append(
                 payload.clone(),
                 1,
             );
-            ours.push(measured(themis_pid, run(c, duration, move |w, n| op(w, n))).await);
-            let op = etcd_puts(etcd.clone(), payload.clone());
-            theirs.push(
+            ours.push(
                 measured(
-                    Some(etcd_guard.pid()),
+                    &themis_pid.into_iter().collect::<Vec<_>>(),
                     run(c, duration, move |w, n| op(w, n)),
                 )
                 .await,
             );
+            let op = etcd_puts(etcd.clone(), payload.clone());
+            theirs
+                .push(measured(&[etcd_guard.pid()], run(c, duration, move |w, n| op(w, n))).await);
         }
         let (ours, theirs) = (median(ours), median(theirs));
         if smoke && (ours.errors > 0 || theirs.errors > 0 || ours.ok == 0 || theirs.ok == 0) {
