@@ -66,6 +66,9 @@ pub struct StoreConfig {
     pub queue_depth_max: usize,
     /// Apply groups after which the state is made durable even when the state thread is busy.
     pub state_durable_every: usize,
+    /// Run storage work on the calling task instead of the two storage threads (for the
+    /// simulator, which must run a node on one thread; no group commit across callers).
+    pub inline: bool,
 }
 
 impl Default for StoreConfig {
@@ -75,6 +78,7 @@ impl Default for StoreConfig {
             group_commit_commands_max: 4096,
             state_durable_every: 64,
             queue_depth_max: 16_384,
+            inline: false,
         }
     }
 }
@@ -174,6 +178,9 @@ struct Node {
     config: StoreConfig,
     /// Wall time for the apply-lag metric (never for anything applied).
     clock: Arc<dyn Clock>,
+    /// In inline mode, the storage threads' state: each shard's last entry, and apply groups
+    /// since the state was last made durable.
+    inline: Option<Mutex<(BTreeMap<ShardId, LastEntry>, usize)>>,
     /// Set after a failed commit; later writes are refused.
     failure: Mutex<Option<String>>,
 }
@@ -205,7 +212,7 @@ pub struct NodeStore {
     node: Arc<Node>,
     commands: SyncSender<Command>,
     state_commands: SyncSender<Command>,
-    threads: [std::thread::JoinHandle<()>; 2],
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// A shard's log store (openraft `RaftLogStorage`). Clones share the store.
@@ -253,10 +260,19 @@ impl NodeStore {
             db,
             state_db,
             location,
+            inline: config.inline.then(|| Mutex::new((BTreeMap::new(), 0))),
             config,
             clock,
             failure: Mutex::new(None),
         });
+        if node.inline.is_some() {
+            return Ok(NodeStore {
+                node,
+                commands,
+                state_commands,
+                threads: Vec::new(),
+            });
+        }
         let spawn_error = |e| Error::Storage(format!("cannot start a storage thread: {e}"));
         let worker = node.clone();
         let log = spawn_thread("themis-log".into(), move || worker.run(rx)).map_err(spawn_error)?;
@@ -267,7 +283,7 @@ impl NodeStore {
             node,
             commands,
             state_commands,
-            threads: [log, state],
+            threads: vec![log, state],
         })
     }
 
@@ -444,6 +460,18 @@ impl ShardStore {
     fn send(&self, command: Command) -> StorageResult<()> {
         if let Some(e) = self.shared.node.failed() {
             return Err(e);
+        }
+        if let Some(inline) = &self.shared.node.inline {
+            let mut state = inline.lock().expect("inline store lock");
+            let (last, since_durable) = &mut *state;
+            if command.is_state() {
+                self.shared
+                    .node
+                    .handle_state_group(vec![command], since_durable);
+            } else {
+                self.shared.node.handle_log_group(vec![command], last);
+            }
+            return Ok(());
         }
         let queue = if command.is_state() {
             &self.shared.state_commands
@@ -677,10 +705,17 @@ impl Node {
         let mut last: BTreeMap<ShardId, LastEntry> = BTreeMap::new();
         let mut next: Option<Command> = None;
         let is_append = |c: &Command| matches!(c, Command::Append { .. });
-        while let Some(mut group) = self.next_group(&rx, &mut next, is_append) {
-            if is_append(&group[0]) {
-                self.execute_appends(group, &mut last);
-                continue;
+        while let Some(group) = self.next_group(&rx, &mut next, is_append) {
+            self.handle_log_group(group, &mut last);
+        }
+    }
+
+    /// Executes one group of log commands: appends (any number, one commit) or one other.
+    fn handle_log_group(&self, mut group: Vec<Command>, last: &mut BTreeMap<ShardId, LastEntry>) {
+        {
+            if matches!(group[0], Command::Append { .. }) {
+                self.execute_appends(group, last);
+                return;
             }
             match group.pop().expect("one command") {
                 Command::SaveVote { shard, vote, done } => {
@@ -782,10 +817,19 @@ impl Node {
         let mut next: Option<Command> = None;
         let mut since_durable = 0usize;
         let is_apply = |c: &Command| matches!(c, Command::Apply { .. });
-        while let Some(mut group) = self.next_group(&rx, &mut next, is_apply) {
+        while let Some(group) = self.next_group(&rx, &mut next, is_apply) {
+            self.handle_state_group(group, &mut since_durable);
+        }
+    }
+
+    /// Executes one group of state commands: applies (any number, one commit) or one other;
+    /// makes the state durable every `state_durable_every` groups.
+    fn handle_state_group(&self, mut group: Vec<Command>, since_durable: &mut usize) {
+        let is_apply = |c: &Command| matches!(c, Command::Apply { .. });
+        {
             if is_apply(&group[0]) {
                 self.execute_applies(group);
-                since_durable += 1;
+                *since_durable += 1;
             } else {
                 match group.pop().expect("one command") {
                     Command::DestroyState { shard, done } => {
@@ -801,7 +845,7 @@ impl Node {
                             Ok(())
                         });
                         let _ = done.send(result);
-                        since_durable = 0;
+                        *since_durable = 0;
                     }
                     Command::InstallSnapshot { shard, data, done } => {
                         let result = self.write(&self.state_db, Durability::Immediate, |tx| {
@@ -816,19 +860,19 @@ impl Node {
                                 .fetch_add(1, Ordering::Relaxed);
                         }
                         let _ = done.send(result);
-                        since_durable = 0;
+                        *since_durable = 0;
                     }
                     _ => unreachable!("log commands go to the log thread"),
                 }
             }
-            if since_durable >= self.config.state_durable_every {
+            if *since_durable >= self.config.state_durable_every {
                 // Make everything applied so far durable (an empty durable commit persists
                 // every earlier one), bounding what a crash makes the log replay.
                 if self
                     .write(&self.state_db, Durability::Immediate, |_| Ok(()))
                     .is_ok()
                 {
-                    since_durable = 0;
+                    *since_durable = 0;
                 }
             }
         }

@@ -10,7 +10,8 @@ use crate::entry::{Proposal, ProposedEvent};
 use crate::event::{Event, Op};
 use crate::urn::Urn;
 
-struct MemoryStores;
+/// Stores on in-memory disks; `.0` runs storage work inline (the simulator's mode).
+struct MemoryStores(bool);
 
 impl StoreBuilder<TypeConfig, ShardStore, ShardStateMachine, ()> for MemoryStores {
     async fn build(&self) -> StorageResult<((), ShardStore, ShardStateMachine)> {
@@ -22,7 +23,10 @@ impl StoreBuilder<TypeConfig, ShardStore, ShardStateMachine, ()> for MemoryStore
                 db,
                 state_db,
                 "memory:s".into(),
-                StoreConfig::default(),
+                StoreConfig {
+                    inline: self.0,
+                    ..StoreConfig::default()
+                },
                 clock(),
             )
             .map_err(storage_error)?;
@@ -35,7 +39,13 @@ impl StoreBuilder<TypeConfig, ShardStore, ShardStateMachine, ()> for MemoryStore
 /// openraft's own conformance suite for log stores and state machines.
 #[test]
 fn openraft_storage_suite() {
-    Suite::test_all(MemoryStores).unwrap();
+    Suite::test_all(MemoryStores(false)).unwrap();
+}
+
+/// The same suite with storage work run inline on the calling task.
+#[test]
+fn openraft_storage_suite_inline() {
+    Suite::test_all(MemoryStores(true)).unwrap();
 }
 
 fn event(urn: &str, event_type: &str) -> ProposedEvent {
