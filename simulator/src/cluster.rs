@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use themis_log::cluster::{ClusterSpec, NodeInfo, Placement};
-use themis_log::seam::{NodeId, SeededEntropy, SystemClock};
+use themis_log::seam::{Clock, NodeId, SeededEntropy, SystemClock};
 use themis_log::{Log, LogConfig, Topology};
 use themis_storage::MemoryDisk;
 
@@ -25,14 +25,53 @@ pub struct SimCluster {
     pub nodes: BTreeMap<NodeId, Arc<Log>>,
 }
 
+/// How a simulated cluster runs.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Nodes (ids 1..=n).
+    pub nodes: u64,
+    /// Shards.
+    pub shards: u32,
+    /// Replicas per shard.
+    pub replication: u32,
+    /// The seed of every random draw (network loss, event ids, election timeouts).
+    pub seed: u64,
+    /// Run storage work inline instead of on storage threads (required on one thread).
+    pub inline: bool,
+    /// The nodes' clock.
+    pub clock: Arc<dyn Clock>,
+}
+
 impl SimCluster {
-    /// Starts `n` nodes with `shards` shards of `replication` replicas, seeded by `seed`.
+    /// Starts `n` nodes with `shards` shards of `replication` replicas, seeded by `seed`, with
+    /// storage threads and the system clock.
     pub async fn start(
         n: u64,
         shards: u32,
         replication: u32,
         seed: u64,
     ) -> themis_log::Result<Self> {
+        Self::start_with(SimOptions {
+            nodes: n,
+            shards,
+            replication,
+            seed,
+            inline: false,
+            clock: Arc::new(SystemClock::new()),
+        })
+        .await
+    }
+
+    /// Starts a cluster as `o` says.
+    pub async fn start_with(o: SimOptions) -> themis_log::Result<Self> {
+        let SimOptions {
+            nodes: n,
+            shards,
+            replication,
+            seed,
+            inline,
+            clock,
+        } = o;
         let net = SimNetwork::new(seed);
         let spec = ClusterSpec {
             shards,
@@ -59,19 +98,23 @@ impl SimCluster {
         // Nodes open concurrently: a shard's first replica initializes its group, and the
         // others must be reachable for it to elect a leader.
         let opens = ids.iter().map(|&id| {
-            let (net, topology) = (net.clone(), topology.clone());
+            let (net, topology, clock) = (net.clone(), topology.clone(), clock.clone());
             async move {
                 let config = LogConfig {
                     node_id: id,
                     advertise: format!("sim-node-{id}"),
                     shards,
                     topology: Some(topology),
+                    store: themis_log::store::StoreConfig {
+                        inline,
+                        ..Default::default()
+                    },
                     ..Default::default()
                 };
                 let log = Log::open(
                     config,
                     Arc::new(MemoryDisk::new()),
-                    Arc::new(SystemClock::new()),
+                    clock,
                     Arc::new(SeededEntropy::new(seed ^ id)),
                     net.transport(id),
                 )

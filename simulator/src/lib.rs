@@ -1,12 +1,15 @@
 //! Deterministic cluster simulation: the node code on simulated clock, network, disk, object
 //! store and metadata, driven from one seed.
 //!
-//! Invariant (the goal of the simulator issue, not yet true): the same seed yields the same
-//! trace. The seams it needs (`themis_log::seam`, `themis_storage` backends, openraft's seeded
-//! runtime) exist; the storage threads and tokio's scheduler are not simulated yet.
+//! Invariant (the goal of the simulator issue): the same seed yields the same trace. Today a
+//! cluster run on one thread (inline storage, [`clock::TokioClock`], a paused current-thread
+//! tokio runtime) reproduces its logs from the seed; the CLI, fault schedules and checkers are
+//! still to come.
 //!
 //! Today: [`network::SimNetwork`] (an in-memory network with nodes down, partitions and seeded
-//! message loss) and [`cluster::SimCluster`] (N real `Log`s on in-memory disks joined by it).
+//! message loss), [`cluster::SimCluster`] (N real `Log`s on in-memory disks joined by it) and
+//! [`clock::TokioClock`] (virtual time).
 
+pub mod clock;
 pub mod cluster;
 pub mod network;
