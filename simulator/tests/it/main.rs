@@ -133,6 +133,12 @@ async fn appends_survive_message_loss() {
 /// Runs a 3-node cluster on one thread in virtual time: leaders, 60 appends through every node,
 /// convergence. Returns a trace: every replica's last chain per shard, and the virtual time.
 fn single_thread_run(seed: u64) -> (Vec<String>, Duration) {
+    run_on_one_thread(seed, false)
+}
+
+/// As [`single_thread_run`]; with `faults`, 2% message loss throughout and the leader of shard 0
+/// cut off from the others for the middle third of the appends (failed appends are retried).
+fn run_on_one_thread(seed: u64, faults: bool) -> (Vec<String>, Duration) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -155,15 +161,39 @@ fn single_thread_run(seed: u64) -> (Vec<String>, Duration) {
         c.wait_for_leaders(Duration::from_secs(30))
             .await
             .expect("leaders");
-        for n in 0..60u64 {
-            append(
-                c.node(1 + n % 3),
-                &format!("urn:themis:document:one:s{}", n % 7),
-                n,
-            )
-            .await
-            .expect("append");
+        let mut cut = None;
+        if faults {
+            c.net.set_loss(0.02);
         }
+        for n in 0..60u64 {
+            if faults && n == 20 {
+                let leader = c.node(1).status().await[0].leader.expect("a leader");
+                let others: Vec<u64> = [1, 2, 3].into_iter().filter(|&x| x != leader).collect();
+                c.net.isolate(leader, &others, true);
+                cut = Some((leader, others));
+            }
+            if faults && n == 40 {
+                let (leader, others) = cut.take().expect("cut at 20");
+                c.net.isolate(leader, &others, false);
+            }
+            let mut attempts = 0;
+            let urn = format!("urn:themis:document:one:s{}", n % 7);
+            // Like a client with a request timeout: an isolated leader never answers.
+            while !matches!(
+                // A client that fails moves on to the next node.
+                tokio::time::timeout(
+                    Duration::from_secs(2),
+                    append(c.node(1 + (n + attempts) % 3), &urn, n)
+                )
+                .await,
+                Ok(Ok(_))
+            ) {
+                attempts += 1;
+                assert!(faults && attempts < 500, "append {n} keeps failing");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        c.net.heal();
         assert_converged(&c, 2).await;
         let mut trace = Vec::new();
         for (id, log) in &c.nodes {
@@ -206,4 +236,15 @@ fn the_same_seed_gives_the_same_run() {
         single_thread_run(6).0,
         "seeds 5 and 6 gave the same logs"
     );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run_under_faults() {
+    let first = run_on_one_thread(8, true);
+    assert_eq!(
+        first,
+        run_on_one_thread(8, true),
+        "two faulty runs of seed 8 differ"
+    );
+    eprintln!("faulty run: {:?} simulated", first.1);
 }
