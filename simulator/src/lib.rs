@@ -13,3 +13,4 @@
 pub mod clock;
 pub mod cluster;
 pub mod network;
+pub mod run;

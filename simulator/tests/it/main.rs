@@ -130,121 +130,55 @@ async fn appends_survive_message_loss() {
     c.shutdown().await;
 }
 
-/// Runs a 3-node cluster on one thread in virtual time: leaders, 60 appends through every node,
-/// convergence. Returns a trace: every replica's last chain per shard, and the virtual time.
-fn single_thread_run(seed: u64) -> (Vec<String>, Duration) {
-    run_on_one_thread(seed, false)
-}
-
-/// As [`single_thread_run`]; with `faults`, 2% message loss throughout and the leader of shard 0
-/// cut off from the others for the middle third of the appends (failed appends are retried).
-fn run_on_one_thread(seed: u64, faults: bool) -> (Vec<String>, Duration) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
-    runtime.block_on(async move {
-        let clock =
-            std::sync::Arc::new(themis_simulator::clock::TokioClock::new(1_764_115_200_000));
-        let started = tokio::time::Instant::now();
-        let c = SimCluster::start_with(themis_simulator::cluster::SimOptions {
-            nodes: 3,
-            shards: 2,
-            replication: 3,
-            seed,
-            inline: true,
-            clock,
-        })
-        .await
-        .expect("cluster");
-        c.wait_for_leaders(Duration::from_secs(30))
-            .await
-            .expect("leaders");
-        let mut cut = None;
-        if faults {
-            c.net.set_loss(0.02);
-        }
-        for n in 0..60u64 {
-            if faults && n == 20 {
-                let leader = c.node(1).status().await[0].leader.expect("a leader");
-                let others: Vec<u64> = [1, 2, 3].into_iter().filter(|&x| x != leader).collect();
-                c.net.isolate(leader, &others, true);
-                cut = Some((leader, others));
-            }
-            if faults && n == 40 {
-                let (leader, others) = cut.take().expect("cut at 20");
-                c.net.isolate(leader, &others, false);
-            }
-            let mut attempts = 0;
-            let urn = format!("urn:themis:document:one:s{}", n % 7);
-            // Like a client with a request timeout: an isolated leader never answers.
-            while !matches!(
-                // A client that fails moves on to the next node.
-                tokio::time::timeout(
-                    Duration::from_secs(2),
-                    append(c.node(1 + (n + attempts) % 3), &urn, n)
-                )
-                .await,
-                Ok(Ok(_))
-            ) {
-                attempts += 1;
-                assert!(faults && attempts < 500, "append {n} keeps failing");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        c.net.heal();
-        assert_converged(&c, 2).await;
-        let mut trace = Vec::new();
-        for (id, log) in &c.nodes {
-            for shard in log.shards() {
-                let (entries, applied) = shard.read_log(Lsn(0), 100_000).expect("read");
-                let last = entries.last().map(|e| e.chain.clone()).unwrap_or_default();
-                trace.push(format!(
-                    "node {id} shard {} applied {} chain {last}",
-                    shard.id().0,
-                    applied.0
-                ));
-            }
-        }
-        let elapsed = started.elapsed();
-        c.shutdown().await;
-        (trace, elapsed)
+fn one_thread(seed: u64, faults: bool) -> themis_simulator::run::Report {
+    themis_simulator::run::run(&themis_simulator::run::RunOptions {
+        seed,
+        nodes: 3,
+        shards: 2,
+        appends: 60,
+        faults,
     })
+    .expect("run")
 }
 
 #[test]
 fn a_cluster_runs_on_one_thread_in_virtual_time() {
     let real = Instant::now();
-    let (trace, simulated) = single_thread_run(3);
-    assert_eq!(trace.len(), 6, "3 nodes x 2 shards: {trace:?}");
+    let report = one_thread(3, false);
+    assert_eq!(
+        report.trace.len(),
+        6,
+        "3 nodes x 2 shards: {:?}",
+        report.trace
+    );
     eprintln!(
-        "simulated {simulated:?} in {:?} of real time",
+        "simulated {:?} in {:?} of real time",
+        report.simulated,
         real.elapsed()
     );
 }
 
-/// The first determinism check: one seed, twice, gives the same trace (every replica's log chain,
-/// which covers every entry's bytes including its commit timestamp, so timing too); another seed
-/// gives another.
+/// One seed, twice, gives the same trace (every replica's log chain, which covers every entry's
+/// bytes including its commit timestamp, so timing too); another seed gives another.
 #[test]
 fn the_same_seed_gives_the_same_run() {
-    let first = single_thread_run(5);
-    assert_eq!(first, single_thread_run(5), "two runs of seed 5 differ");
+    let first = one_thread(5, false);
+    assert_eq!(first, one_thread(5, false), "two runs of seed 5 differ");
     assert_ne!(
-        first.0,
-        single_thread_run(6).0,
+        first.hash,
+        one_thread(6, false).hash,
         "seeds 5 and 6 gave the same logs"
     );
 }
 
+/// The same under 2% message loss and a partitioned leader.
 #[test]
 fn the_same_seed_gives_the_same_run_under_faults() {
-    let first = run_on_one_thread(8, true);
+    let first = one_thread(8, true);
     assert_eq!(
         first,
-        run_on_one_thread(8, true),
+        one_thread(8, true),
         "two faulty runs of seed 8 differ"
     );
-    eprintln!("faulty run: {:?} simulated", first.1);
+    eprintln!("faulty run: {:?} simulated", first.simulated);
 }
