@@ -38,7 +38,8 @@ pub struct Report {
     pub hash: u64,
 }
 
-async fn append(log: &Log, urn: &str, n: u64) -> themis_log::Result<()> {
+/// Appends one `put` event (data `{"n": n}`) to `urn` through `log`; returns its shard.
+pub async fn append(log: &Log, urn: &str, n: u64) -> themis_log::Result<ShardId> {
     let input: EventInput =
         serde_json::from_value(serde_json::json!({"urn": urn, "op": "put", "data": {"n": n}}))
             .map_err(|e| themis_log::Error::Config(e.to_string()))?;
@@ -46,8 +47,8 @@ async fn append(log: &Log, urn: &str, n: u64) -> themis_log::Result<()> {
         .validate(vec![input], None, None)
         .map_err(|e| themis_log::Error::Config(e.to_string()))?;
     let result = log.append(batch, false).await?;
-    let (_, appended) = result.shards.into_iter().next().expect("one shard");
-    appended.map(|_| ())
+    let (shard, appended) = result.shards.into_iter().next().expect("one shard");
+    appended.map(|_| shard)
 }
 
 /// Runs `o` on a fresh single-threaded runtime whose clock is paused (virtual time).
@@ -102,7 +103,7 @@ async fn run_async(o: RunOptions) -> Result<Report, String> {
         loop {
             let node = c.node(ids[((n + attempts) % ids.len() as u64) as usize]);
             match tokio::time::timeout(Duration::from_secs(2), append(node, &urn, n)).await {
-                Ok(Ok(())) => break,
+                Ok(Ok(_)) => break,
                 _ if attempts >= 500 => return Err(format!("append {n} failed 500 times")),
                 _ => {
                     attempts += 1;

@@ -1016,9 +1016,7 @@ impl RaftLogReader<TypeConfig> for ShardStore {
         // Purged entries stay stored (they are the events) but are no longer Raft's log.
         let purged = self.shared.purged.load(Ordering::Acquire);
         let mut entries = self.entries(range).map_err(read_error)?;
-        if purged > 0 {
-            entries.retain(|e| e.log_id.index > purged - 1);
-        }
+        entries.retain(|e| e.log_id.index >= purged);
         Ok(entries)
     }
 }

@@ -4,18 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use themis_log::{EventInput, Log, Lsn, ShardId};
+use themis_log::{Lsn, ShardId};
 use themis_simulator::cluster::SimCluster;
-
-async fn append(log: &Log, urn: &str, n: u64) -> themis_log::Result<ShardId> {
-    let input: EventInput =
-        serde_json::from_value(serde_json::json!({"urn": urn, "op": "put", "data": {"n": n}}))
-            .expect("event");
-    let batch = log.validate(vec![input], None, None).expect("valid");
-    let result = log.append(batch, false).await?;
-    let (shard, appended) = result.shards.into_iter().next().expect("one shard");
-    appended.map(|_| shard)
-}
+use themis_simulator::run::append;
 
 /// Waits (bounded) until every replica of every shard holds the same applied log.
 async fn assert_converged(c: &SimCluster, shards: u32) {
