@@ -41,6 +41,8 @@ pub struct ClusterOptions {
     pub to_leaders: bool,
     /// Events per request in the replication-lag run (the rate counts events).
     pub lag_batch: usize,
+    /// Workers of the paced lag run.
+    pub lag_concurrency: usize,
 }
 
 /// The results, for the table.
@@ -298,7 +300,7 @@ pub async fn run_cluster(
         }
     };
     let bench_targets: Vec<String> = (0..o.concurrency).map(|w| target("bench", w)).collect();
-    let lag_targets: Vec<String> = (0..o.concurrency).map(|w| target("lag", w)).collect();
+    let lag_targets: Vec<String> = (0..o.lag_concurrency).map(|w| target("lag", w)).collect();
     let payload = "x".repeat(o.event_bytes);
     let duration = Duration::from_secs(o.seconds);
 
@@ -342,7 +344,7 @@ pub async fn run_cluster(
     let batch = o.lag_batch.max(1);
     let op = themis_appends(http.clone(), lag_targets, "lag", payload.clone(), batch);
     let paced = run_paced(
-        o.concurrency,
+        o.lag_concurrency,
         o.rate as f64 / batch as f64,
         duration,
         move |w, n| op(w, n),

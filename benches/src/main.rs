@@ -107,6 +107,10 @@ enum Command {
         /// Events per request in the replication-lag run (`--rate` counts events).
         #[arg(long, default_value_t = 1)]
         lag_batch: usize,
+        /// Workers of the paced replication-lag run. The run is open-loop: each worker sends at
+        /// its share of the rate, so it needs enough workers for the rate times the latency.
+        #[arg(long, default_value_t = 256)]
+        lag_concurrency: usize,
     },
 }
 
@@ -160,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
             node_args,
             to_leaders,
             lag_batch,
+            lag_concurrency,
         } => {
             if let Some(cpus) = &client_cpus {
                 pin_self(cpus)?;
@@ -168,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
                 node_args,
                 to_leaders,
                 lag_batch,
+                lag_concurrency: lag_concurrency.max(1),
                 seconds: if smoke { 1 } else { seconds },
                 pairs: if smoke { 1 } else { pairs.max(1) },
                 concurrency,
@@ -226,9 +232,10 @@ async fn cluster(
     let (rate, lag) = report.lag;
     println!();
     println!(
-        "replication lag (proposal on the leader to apply on each replica, all replicas of all shards) at {rate:.0} events/s achieved of {} asked, {} per request: p50 <= {} ms, p99 <= {} ms, mean {:.2} ms, {} entries",
+        "replication lag (proposal on the leader to apply on each replica, all replicas of all shards) at {rate:.0} events/s achieved of {} asked, {} per request, {} workers: p50 <= {} ms, p99 <= {} ms, mean {:.2} ms, {} entries",
         options.rate,
         options.lag_batch,
+        options.lag_concurrency,
         lag.p50 * 1e3,
         lag.p99 * 1e3,
         lag.mean * 1e3,
