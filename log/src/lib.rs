@@ -19,6 +19,7 @@ pub mod shard;
 pub mod shards;
 pub mod store;
 pub mod token;
+pub mod units;
 pub mod urn;
 
 pub use codec::DecodeError;

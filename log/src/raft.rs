@@ -223,7 +223,14 @@ impl RaftNetwork<TypeConfig> for TransportNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("append", &rpc, &option).await
+        let answer = self.call("append", &rpc, &option).await;
+        if answer.is_err()
+            && themis_storage::canary::active(themis_storage::canary::Canary::CommitWithoutQuorum)
+        {
+            // The canary: count a follower that did not answer as having stored the entries.
+            return Ok(AppendEntriesResponse::Success);
+        }
+        answer
     }
 
     async fn install_snapshot(

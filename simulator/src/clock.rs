@@ -36,3 +36,38 @@ impl Clock for TokioClock {
         self.wall_origin_ms + self.monotonic().as_millis() as u64
     }
 }
+
+/// One node's clock: the shared virtual time, with a wall clock the simulator can jump forward
+/// or back (monotonic time never jumps, as on a real machine).
+#[derive(Debug, Clone)]
+pub struct NodeClock {
+    base: TokioClock,
+    skew_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl NodeClock {
+    /// A clock on `base` without skew.
+    pub fn new(base: TokioClock) -> Self {
+        Self {
+            base,
+            skew_ms: Default::default(),
+        }
+    }
+
+    /// Sets the wall clock's offset from the shared time.
+    pub fn set_skew_ms(&self, skew: i64) {
+        self.skew_ms
+            .store(skew, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Clock for NodeClock {
+    fn monotonic(&self) -> Duration {
+        self.base.monotonic()
+    }
+
+    fn wall_ms(&self) -> u64 {
+        let skew = self.skew_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.base.wall_ms().saturating_add_signed(skew)
+    }
+}

@@ -10,7 +10,11 @@
 //! message loss), [`cluster::SimCluster`] (N real `Log`s on in-memory disks joined by it) and
 //! [`clock::TokioClock`] (virtual time).
 
+pub mod checker;
 pub mod clock;
 pub mod cluster;
+pub mod disk;
+pub mod faults;
 pub mod network;
 pub mod run;
+pub mod workload;

@@ -1,8 +1,14 @@
-//! `themis-sim`: run a simulated cluster from a seed, or check that a seed replays identically.
+//! `themis-sim`: run a simulated cluster from a seed, check that a seed replays identically, or
+//! sweep many seeds.
 #![allow(clippy::disallowed_methods)] // reports real time next to virtual time
 
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
 use clap::{Parser, Subcommand};
-use themis_simulator::run::{RunOptions, run};
+use themis_simulator::faults::FaultSpec;
+use themis_simulator::run::{Report, RunOptions, run};
+use themis_storage::canary::{self, Canary};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,115 +20,353 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct Options {
-    /// The seed of every random draw.
-    #[arg(long)]
-    seed: u64,
     /// Nodes.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
     /// Shards.
     #[arg(long, default_value_t = 2)]
     shards: u32,
-    /// Appends of the client workload.
-    #[arg(long, default_value_t = 60)]
-    appends: u64,
-    /// `none`, or `light`: 2% message loss and shard 0's leader partitioned for the middle
-    /// third of the workload.
+    /// Virtual time of the workload and fault phase (e.g. `10s`, `2m`).
+    #[arg(long, default_value = "10s", value_parser = themis_log::units::parse_duration)]
+    duration: Duration,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// `none`, `light` (loss, partitions), `heavy` (every kind), `swarm` (a seeded subset per
+    /// seed) or `list:KIND,...` (kinds: loss, delay, duplicate, partition, crash, power, fsync,
+    /// clock).
     #[arg(long, default_value = "none")]
     faults: String,
+    /// Entries between Raft snapshots (small: long outages end in snapshot installs).
+    #[arg(long, default_value_t = 64)]
+    snapshot_every: u64,
+    /// Run a deliberately broken variant (builds with `--features canaries` only):
+    /// ack-before-fsync, commit-without-quorum, fsync-retry, skip-expected-revision.
+    #[arg(long)]
+    canary: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run one simulation and print its trace hash.
-    Run(Options),
+    /// Run one simulation, check it, and print its trace hash.
+    Run {
+        /// The seed of every random draw.
+        #[arg(long)]
+        seed: u64,
+        #[command(flatten)]
+        options: Options,
+    },
     /// Run the same seed twice and compare the traces.
-    CheckDeterminism(Options),
+    CheckDeterminism {
+        /// The seed of every random draw.
+        #[arg(long)]
+        seed: u64,
+        #[command(flatten)]
+        options: Options,
+    },
+    /// Run seeds one after another until a budget of seeds or real time is spent; stop at the
+    /// first failure.
+    Sweep {
+        /// First seed.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Seeds at most.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// Real seconds at most (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        seconds: u64,
+        /// Expect a failure (a canary): exit 0 when one seed fails, 1 when none does.
+        #[arg(long)]
+        expect_failure: bool,
+        #[command(flatten)]
+        options: Options,
+    },
+    /// Run every seed listed in a regression-corpus file (one `seed faults` per line; `#`
+    /// starts a comment).
+    Corpus {
+        /// The corpus file.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        options: Options,
+    },
 }
 
-fn options(o: &Options) -> Result<RunOptions, String> {
-    let faults = match o.faults.as_str() {
-        "none" => false,
-        "light" => true,
-        other => return Err(format!("unknown --faults {other:?}: use none or light")),
-    };
-    if o.nodes == 0 || o.shards == 0 {
-        return Err("--nodes and --shards must be at least 1".into());
+fn options(seed: u64, o: &Options) -> Result<RunOptions, String> {
+    if o.nodes == 0 || o.shards == 0 || o.clients == 0 {
+        return Err("--nodes, --shards and --clients must be at least 1".into());
     }
+    let canary = match &o.canary {
+        None => None,
+        Some(name) => {
+            let c = Canary::parse(name).ok_or_else(|| {
+                let names: Vec<&str> = Canary::ALL.iter().map(|c| c.name()).collect();
+                format!("unknown --canary {name:?}: use one of {}", names.join(", "))
+            })?;
+            if !canary::COMPILED {
+                return Err(
+                    "--canary needs a build with the canaries feature: cargo run -p \
+                     themis-simulator --features canaries --bin themis-sim -- ..."
+                        .into(),
+                );
+            }
+            Some(c)
+        }
+    };
     Ok(RunOptions {
-        seed: o.seed,
+        seed,
         nodes: o.nodes,
         shards: o.shards,
-        appends: o.appends,
-        faults,
+        duration: o.duration,
+        clients: o.clients,
+        faults: FaultSpec::parse(&o.faults, seed)?,
+        canary,
+        snapshot_every: o.snapshot_every,
     })
 }
 
-fn reproduce(o: &Options) -> String {
+fn reproduce(seed: u64, o: &Options) -> String {
+    let mut cmd = format!(
+        "themis-sim run --seed {seed} --nodes {} --shards {} --duration {}ms --clients {} --faults {} --snapshot-every {}",
+        o.nodes,
+        o.shards,
+        o.duration.as_millis(),
+        o.clients,
+        o.faults,
+        o.snapshot_every
+    );
+    if let Some(c) = &o.canary {
+        cmd = format!(
+            "cargo run -p themis-simulator --features canaries --bin themis-sim -- {} --canary {c}",
+            cmd.trim_start_matches("themis-sim ")
+        );
+    }
+    cmd
+}
+
+fn describe(r: &RunOptions) -> String {
     format!(
-        "themis-sim run --seed {} --nodes {} --shards {} --appends {} --faults {}",
-        o.seed, o.nodes, o.shards, o.appends, o.faults
+        "seed {} nodes {} shards {} replication {} duration {:?} clients {} faults {} snapshot-every {} canary {}",
+        r.seed,
+        r.nodes,
+        r.shards,
+        r.nodes.min(3),
+        r.duration,
+        r.clients,
+        r.faults.describe(),
+        r.snapshot_every,
+        r.canary.map_or("none", Canary::name)
     )
 }
 
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let (o, twice) = match &cli.command {
-        Command::Run(o) => (o, false),
-        Command::CheckDeterminism(o) => (o, true),
-    };
-    let opts = match options(o) {
+fn summary(r: &Report, real: Duration) -> String {
+    let c = &r.checked;
+    format!(
+        "trace hash {:016x}: {:?} simulated in {:.2?} ({:.0}x); {} appends acknowledged, {} \
+         refused by expected revision, {} unknown ({} of them applied), {} reads checked; {} \
+         faults, {} crashes, {} failed fsyncs; converged {:?} after healing",
+        r.hash,
+        r.simulated,
+        real,
+        r.simulated.as_secs_f64() / real.as_secs_f64().max(1e-9),
+        c.acknowledged,
+        c.conflicts,
+        c.unknown,
+        c.unknown_applied,
+        c.reads,
+        r.faults.len(),
+        r.disks.crashes,
+        r.disks.failed_syncs,
+        r.converged_after
+    )
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run { seed, options: o } => single(seed, &o, false),
+        Command::CheckDeterminism { seed, options: o } => single(seed, &o, true),
+        Command::Sweep {
+            from,
+            seeds,
+            seconds,
+            expect_failure,
+            options: o,
+        } => sweep(from, seeds, seconds, expect_failure, &o),
+        Command::Corpus { file, options: o } => corpus(&file, &o),
+    }
+}
+
+fn single(seed: u64, o: &Options, twice: bool) -> ExitCode {
+    let opts = match options(seed, o) {
         Ok(opts) => opts,
         Err(e) => {
             eprintln!("error: {e}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
-    println!(
-        "seed {} nodes {} shards {} replication {} appends {} faults {}",
-        opts.seed,
-        opts.nodes,
-        opts.shards,
-        opts.nodes.min(3),
-        opts.appends,
-        o.faults
-    );
-    let real = std::time::Instant::now();
+    println!("{}", describe(&opts));
+    let real = Instant::now();
     let first = match run(&opts) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: the run failed: {e}\nreproduce: {}", reproduce(o));
-            return std::process::ExitCode::FAILURE;
+            eprintln!(
+                "error: seed {seed} failed:\n{e}reproduce: {}",
+                reproduce(seed, o)
+            );
+            return ExitCode::FAILURE;
         }
     };
-    println!(
-        "trace hash {:016x}: {:?} simulated in {:?}",
-        first.hash,
-        first.simulated,
-        real.elapsed()
-    );
+    println!("{}", summary(&first, real.elapsed()));
+    if !first.failovers.is_empty() {
+        println!(
+            "failovers (leader crash to first acknowledged append): {:?}",
+            first.failovers
+        );
+    }
     if twice {
         match run(&opts) {
             Ok(second) if second == first => println!("deterministic: the second run matches"),
             Ok(second) => {
+                let diff = first
+                    .trace
+                    .iter()
+                    .zip(&second.trace)
+                    .find(|(a, b)| a != b)
+                    .map(|(a, b)| format!("first difference:\n  {a}\n  {b}"))
+                    .unwrap_or_else(|| "the traces differ in length".into());
                 eprintln!(
-                    "error: not deterministic: {:016x} then {:016x}\nreproduce: {}",
+                    "error: not deterministic: {:016x} then {:016x}; {diff}\nreproduce: {}",
                     first.hash,
                     second.hash,
-                    reproduce(o)
+                    reproduce(seed, o)
                 );
-                return std::process::ExitCode::FAILURE;
+                return ExitCode::FAILURE;
             }
             Err(e) => {
                 eprintln!(
-                    "error: the second run failed: {e}\nreproduce: {}",
-                    reproduce(o)
+                    "error: the second run failed:\n{e}reproduce: {}",
+                    reproduce(seed, o)
                 );
-                return std::process::ExitCode::FAILURE;
+                return ExitCode::FAILURE;
             }
         }
     }
-    std::process::ExitCode::SUCCESS
+    ExitCode::SUCCESS
+}
+
+fn sweep(from: u64, seeds: u64, seconds: u64, expect_failure: bool, o: &Options) -> ExitCode {
+    let real = Instant::now();
+    let mut ran = 0u64;
+    let mut simulated = Duration::ZERO;
+    let mut failovers = Vec::new();
+    for seed in from..from.saturating_add(seeds) {
+        if seconds > 0 && real.elapsed() >= Duration::from_secs(seconds) {
+            break;
+        }
+        let opts = match options(seed, o) {
+            Ok(opts) => opts,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        ran += 1;
+        match run(&opts) {
+            Ok(r) => {
+                simulated += r.simulated;
+                failovers.extend(r.failovers);
+            }
+            Err(e) if expect_failure => {
+                println!(
+                    "caught at seed {seed} (the {ran}. seed run):\n{e}reproduce: {}",
+                    reproduce(seed, o)
+                );
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: seed {seed} failed ({}):\n{e}reproduce: {}",
+                    describe(&opts),
+                    reproduce(seed, o)
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let elapsed = real.elapsed();
+    failovers.sort();
+    let q = |p: f64| {
+        failovers
+            .get(((failovers.len() as f64 * p) as usize).min(failovers.len().saturating_sub(1)))
+            .map_or("-".to_owned(), |d| format!("{d:?}"))
+    };
+    println!(
+        "{ran} seeds passed in {elapsed:.1?} ({:.1} seeds/min); {simulated:?} simulated ({:.0}x \
+         real time); failover after leader crashes: {} samples, p50 {}, p99 {}, max {}",
+        ran as f64 * 60.0 / elapsed.as_secs_f64().max(1e-9),
+        simulated.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
+        failovers.len(),
+        q(0.5),
+        q(0.99),
+        failovers
+            .last()
+            .map_or("-".to_owned(), |d| format!("{d:?}"))
+    );
+    if expect_failure {
+        eprintln!("error: no seed of {ran} failed, but a failure was expected");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn corpus(file: &std::path::Path, o: &Options) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut ran = 0;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(seed), faults) = (
+            parts.next().and_then(|s| s.parse::<u64>().ok()),
+            parts.next(),
+        ) else {
+            eprintln!(
+                "error: {}:{}: expected `SEED [FAULTS]`, got {line:?}",
+                file.display(),
+                n + 1
+            );
+            return ExitCode::FAILURE;
+        };
+        let mut o = o.clone();
+        if let Some(f) = faults {
+            o.faults = f.to_owned();
+        }
+        let opts = match options(seed, &o) {
+            Ok(opts) => opts,
+            Err(e) => {
+                eprintln!("error: {}:{}: {e}", file.display(), n + 1);
+                return ExitCode::FAILURE;
+            }
+        };
+        ran += 1;
+        if let Err(e) = run(&opts) {
+            eprintln!(
+                "error: corpus seed {seed} failed again:\n{e}reproduce: {}",
+                reproduce(seed, &o)
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("{ran} corpus seeds passed");
+    ExitCode::SUCCESS
 }

@@ -1,15 +1,25 @@
-//! One simulated run: a cluster on one thread in virtual time, a client workload, optional
-//! faults, then healing and a convergence check; its trace (every replica's applied LSN and log
-//! chain per shard) and the trace's hash identify the run.
+//! One simulated run: a cluster on one thread in virtual time, concurrent clients, a nemesis
+//! injecting faults for the fault phase, then the liveness phase (heal everything, restart
+//! every node: every shard must elect a leader and every replica converge within a bound) and
+//! the safety checker over the recorded history and the converged logs.
+//!
+//! Its trace (every replica's applied LSN and log chain per shard, and every client operation
+//! with its times and outcome) and the trace's hash identify the run.
 //!
 //! Invariant: the same options give the same trace.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use themis_log::seam::Clock;
 use themis_log::{EventInput, Log, Lsn, ShardId};
+use themis_storage::canary::{self, Canary};
 
+use crate::checker::{self, Checked};
 use crate::cluster::{SimCluster, SimOptions};
+use crate::disk::DiskStats;
+use crate::faults::{self, FaultSpec, NemesisLog};
+use crate::workload::{self, History, Workload};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -20,11 +30,32 @@ pub struct RunOptions {
     pub nodes: u64,
     /// Shards.
     pub shards: u32,
-    /// Appends the client makes, through the nodes in turn.
-    pub appends: u64,
-    /// With faults: 2% message loss, and shard 0's leader cut off from the other nodes for the
-    /// middle third of the appends.
-    pub faults: bool,
+    /// Virtual time of the workload and fault phase.
+    pub duration: Duration,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Fault kinds.
+    pub faults: FaultSpec,
+    /// A deliberately broken variant to run (needs the `canaries` feature).
+    pub canary: Option<Canary>,
+    /// Entries between Raft snapshots.
+    pub snapshot_every: u64,
+}
+
+impl RunOptions {
+    /// Defaults for `seed`: 3 nodes, 2 shards, 10 s, 4 clients, no faults.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            nodes: 3,
+            shards: 2,
+            duration: Duration::from_secs(10),
+            clients: 4,
+            faults: FaultSpec::default(),
+            canary: None,
+            snapshot_every: 64,
+        }
+    }
 }
 
 /// What a run produced.
@@ -32,10 +63,44 @@ pub struct RunOptions {
 pub struct Report {
     /// Virtual time the run took.
     pub simulated: Duration,
-    /// Per node and shard: applied LSN and last log chain.
+    /// Per node and shard: applied LSN and last log chain; then every operation.
     pub trace: Vec<String>,
     /// xxh3 of the trace.
     pub hash: u64,
+    /// What the checker counted.
+    pub checked: Checked,
+    /// What the nemesis did.
+    pub faults: Vec<String>,
+    /// Failover times of leader crashes.
+    pub failovers: Vec<Duration>,
+    /// Disks' statistics.
+    pub disks: DiskStats,
+    /// Virtual time from healing to every shard having a leader and converged replicas.
+    pub converged_after: Duration,
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What went wrong (safety violations, or liveness not reached).
+    pub errors: Vec<String>,
+    /// The faults injected before.
+    pub faults: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for e in &self.errors {
+            writeln!(f, "  {e}")?;
+        }
+        if !self.faults.is_empty() {
+            writeln!(f, "faults injected:")?;
+            for e in &self.faults {
+                writeln!(f, "  {e}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Appends one `put` event (data `{"n": n}`) to `urn` through `log`; returns its shard.
@@ -52,109 +117,179 @@ pub async fn append(log: &Log, urn: &str, n: u64) -> themis_log::Result<ShardId>
 }
 
 /// Runs `o` on a fresh single-threaded runtime whose clock is paused (virtual time).
-pub fn run(o: &RunOptions) -> Result<Report, String> {
+pub fn run(o: &RunOptions) -> Result<Report, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
         .build()
-        .map_err(|e| format!("cannot build the runtime: {e}"))?;
-    runtime.block_on(run_async(o.clone()))
+        .map_err(|e| Failure {
+            errors: vec![format!("cannot build the runtime: {e}")],
+            faults: Vec::new(),
+        })?;
+    canary::set(o.canary);
+    let result = runtime.block_on(run_async(o.clone()));
+    canary::set(None);
+    result
 }
 
-async fn run_async(o: RunOptions) -> Result<Report, String> {
-    let clock = std::sync::Arc::new(crate::clock::TokioClock::new(1_764_115_200_000));
-    let started = clock.monotonic();
+/// The liveness bound: after healing, every shard has a leader and every replica converges
+/// within this much virtual time.
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(30);
+
+async fn run_async(o: RunOptions) -> Result<Report, Failure> {
+    let fail = |errors: Vec<String>, faults: &[String]| Failure {
+        errors,
+        faults: faults.to_vec(),
+    };
     let c = SimCluster::start_with(SimOptions {
         nodes: o.nodes,
         shards: o.shards,
         replication: o.nodes.min(3) as u32,
         seed: o.seed,
         inline: true,
-        clock: clock.clone(),
+        snapshot_every: o.snapshot_every,
     })
     .await
-    .map_err(|e| format!("cluster: {e}"))?;
+    .map_err(|e| fail(vec![format!("cluster: {e}")], &[]))?;
+    let c = Arc::new(c);
     c.wait_for_leaders(Duration::from_secs(60))
         .await
-        .map_err(|e| format!("no leaders: {e}"))?;
-    let ids: Vec<u64> = c.nodes.keys().copied().collect();
-    if o.faults {
-        c.net.set_loss(0.02);
-    }
-    let (cut_at, heal_at) = (o.appends / 3, 2 * o.appends / 3);
-    let mut cut = None;
-    for n in 0..o.appends {
-        if o.faults && n == cut_at {
-            let leader = c.node(ids[0]).status().await[0].leader;
-            if let Some(leader) = leader {
-                let others: Vec<u64> = ids.iter().copied().filter(|&x| x != leader).collect();
-                c.net.isolate(leader, &others, true);
-                cut = Some((leader, others));
-            }
-        }
-        if n == heal_at
-            && let Some((leader, others)) = cut.take()
-        {
-            c.net.isolate(leader, &others, false);
-        }
-        let urn = format!("urn:themis:document:sim:s{}", n % 7);
-        let mut attempts = 0u64;
-        // A client with a request timeout that moves on to the next node after a failure.
+        .map_err(|e| fail(vec![format!("no leaders: {e}")], &[]))?;
+    let started = c.now();
+    let until = started + o.duration;
+    let recorder: workload::Recorder = Arc::new(Mutex::new(History::default()));
+
+    // Safety phase: clients and the nemesis.
+    let clients = (0..o.clients).map(|i| {
+        workload::client(
+            c.clone(),
+            recorder.clone(),
+            Workload {
+                clients: o.clients,
+                ..Workload::default()
+            },
+            i,
+            o.seed ^ ((i as u64 + 1) << 40),
+            until,
+        )
+    });
+    let nemesis = faults::nemesis(c.clone(), recorder.clone(), o.faults.clone(), o.seed, until);
+    let ((), mut nemesis_log) = futures::join!(
+        async {
+            futures::future::join_all(clients).await;
+        },
+        nemesis
+    );
+
+    // Liveness phase: heal, restart, and wait for leaders and convergence.
+    let healed = c.now();
+    faults::heal(&c, &mut nemesis_log).await;
+    let logs = match converge(&c, healed).await {
+        Ok(logs) => logs,
+        Err(e) => return Err(fail(vec![e], &nemesis_log.events)),
+    };
+    let converged_after = c.now() - healed;
+
+    let history = recorder.lock().expect("history lock").clone();
+    let checked = checker::check(&history, &logs).map_err(|e| fail(e, &nemesis_log.events))?;
+    let trace = trace(&logs, &history);
+    let simulated = c.now();
+    c.shutdown().await;
+    let hash = xxhash_rust::xxh3::xxh3_64(trace.join("\n").as_bytes());
+    let NemesisLog {
+        events, failovers, ..
+    } = nemesis_log;
+    Ok(Report {
+        simulated,
+        trace,
+        hash,
+        checked,
+        faults: events,
+        failovers,
+        disks: c.disk_stats(),
+        converged_after,
+    })
+}
+
+type Logs = BTreeMap<u32, Vec<(u64, Vec<themis_log::LogEntryView>)>>;
+
+/// Waits until every shard has a leader and all its replicas hold the same applied log; returns
+/// every replica's log.
+async fn converge(c: &SimCluster, healed: Duration) -> Result<Logs, String> {
+    let deadline = healed + LIVENESS_BOUND;
+    let mut logs = BTreeMap::new();
+    for s in 0..c.shards() {
         loop {
-            let node = c.node(ids[((n + attempts) % ids.len() as u64) as usize]);
-            match tokio::time::timeout(Duration::from_secs(2), append(node, &urn, n)).await {
-                Ok(Ok(_)) => break,
-                _ if attempts >= 500 => return Err(format!("append {n} failed 500 times")),
-                _ => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-    }
-    c.net.heal();
-    // Liveness: every replica of every shard converges within a bound of virtual time.
-    let mut trace = Vec::new();
-    for s in 0..o.shards {
-        let deadline = clock.monotonic() + Duration::from_secs(30);
-        loop {
-            let pages: Vec<(u64, Vec<themis_log::LogEntryView>, Lsn)> = c
-                .nodes
+            let running = c.running();
+            let leader = futures::future::join_all(running.iter().map(|(_, log)| log.status()))
+                .await
+                .into_iter()
+                .flatten()
+                .any(|st| st.shard == ShardId(s) && st.leader.is_some());
+            let pages: Vec<(u64, Vec<themis_log::LogEntryView>, Lsn)> = running
                 .iter()
                 .filter_map(|(id, log)| log.shard(ShardId(s)).ok().map(|sh| (*id, sh)))
-                .map(|(id, sh)| {
-                    let (entries, applied) = sh.read_log(Lsn(0), 1_000_000).expect("read log");
-                    (id, entries, applied)
+                .filter_map(|(id, sh)| {
+                    let (entries, applied) = sh.read_log(Lsn(0), usize::MAX).ok()?;
+                    Some((id, entries, applied))
                 })
                 .collect();
-            let converged = pages.windows(2).all(|w| {
-                w[0].2 == w[1].2
-                    && w[0].1.last().map(|e| &e.chain) == w[1].1.last().map(|e| &e.chain)
-            });
+            let expected = c.ids().len().min(3);
+            let converged = leader
+                && pages.len() == expected
+                && pages.windows(2).all(|w| {
+                    w[0].2 == w[1].2
+                        && w[0].1.last().map(|e| &e.chain) == w[1].1.last().map(|e| &e.chain)
+                });
             if converged {
-                for (id, entries, applied) in &pages {
-                    let chain = entries.last().map(|e| e.chain.clone()).unwrap_or_default();
-                    trace.push(format!(
-                        "node {id} shard {s} applied {} chain {chain}",
-                        applied.0
-                    ));
-                }
+                logs.insert(
+                    s,
+                    pages
+                        .into_iter()
+                        .map(|(id, entries, _)| (id, entries))
+                        .collect(),
+                );
                 break;
             }
-            if clock.monotonic() > deadline {
+            if c.now() > deadline {
+                let state: Vec<String> = pages
+                    .iter()
+                    .map(|(id, e, a)| format!("node {id}: applied {} ({} entries)", a.0, e.len()))
+                    .collect();
                 return Err(format!(
-                    "shard {s} did not converge within 30 s after healing"
+                    "liveness: shard {s} did not converge within {LIVENESS_BOUND:?} after \
+                     healing (leader known: {leader}; {})",
+                    state.join(", ")
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let simulated = clock.monotonic() - started;
-    c.shutdown().await;
-    let hash = xxhash_rust::xxh3::xxh3_64(trace.join("\n").as_bytes());
-    Ok(Report {
-        simulated,
-        trace,
-        hash,
-    })
+    Ok(logs)
+}
+
+fn trace(logs: &Logs, history: &History) -> Vec<String> {
+    let mut trace = Vec::new();
+    for (s, replicas) in logs {
+        for (id, entries) in replicas {
+            let (lsn, chain) = entries
+                .last()
+                .map(|e| (e.lsn.0, e.chain.clone()))
+                .unwrap_or_default();
+            trace.push(format!("node {id} shard {s} applied {lsn} chain {chain}"));
+        }
+    }
+    for op in &history.appends {
+        trace.push(format!(
+            "append {} {} {} {:?}..{:?} {} {:?}",
+            op.client, op.id, op.urn, op.invoked, op.completed, op.expected, op.outcome
+        ));
+    }
+    for r in &history.reads {
+        trace.push(format!(
+            "read {} {} {:?}..{:?} {:?}",
+            r.client, r.urn, r.invoked, r.completed, r.revision
+        ));
+    }
+    trace
 }

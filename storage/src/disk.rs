@@ -21,7 +21,8 @@ use crate::{Error, Result};
 /// own implementation that separates synced from unsynced bytes.
 pub trait Disk: Debug + Send + Sync + 'static {
     /// Opens database `name`, creating it empty when absent. Implementations open through
-    /// [`builder`] so the integrity check is always on.
+    /// [`builder`] so the integrity check is always on, and wrap their backend in
+    /// [`FailStop`](crate::FailStop) so a failed fsync is never retried.
     fn open_database(&self, name: &str) -> Result<Database>;
     /// How `name` is described in errors (a file path for files).
     fn describe(&self, name: &str) -> String;
@@ -72,9 +73,23 @@ impl FileDisk {
 impl Disk for FileDisk {
     fn open_database(&self, name: &str) -> Result<Database> {
         let path = self.path(name);
+        let location = path.display().to_string();
+        // What `redb::Builder::create` does, with the backend wrapped.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| Error::Io {
+                location: location.clone(),
+                source,
+            })?;
+        let backend =
+            redb::backends::FileBackend::new(file).map_err(database_error(location.clone()))?;
         builder()
-            .create(&path)
-            .map_err(database_error(path.display().to_string()))
+            .create_with_backend(crate::FailStop::new(backend))
+            .map_err(database_error(location))
     }
 
     fn describe(&self, name: &str) -> String {
@@ -115,7 +130,7 @@ impl Disk for MemoryDisk {
             .or_default()
             .clone();
         builder()
-            .create_with_backend(backend)
+            .create_with_backend(crate::FailStop::new(backend))
             .map_err(database_error(self.describe(name)))
     }
 

@@ -5,10 +5,13 @@
 //! [`Error::Corrupted`] naming where the bad bytes are. Later issues add object-store tiering,
 //! Parquet I/O and envelope encryption here.
 
+pub mod canary;
 mod disk;
+mod failstop;
 mod frame;
 
 pub use disk::{Disk, FileDisk, MemoryBackend, MemoryDisk, builder};
+pub use failstop::FailStop;
 pub use frame::{FRAME_OVERHEAD, open_frame, seal_frame};
 
 /// Errors of the storage crate.

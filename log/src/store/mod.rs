@@ -154,6 +154,10 @@ enum Command {
         shard: Arc<Shared>,
         done: oneshot::Sender<StorageResult<()>>,
     },
+    /// Makes everything applied so far durable (state thread).
+    SyncState {
+        done: oneshot::Sender<StorageResult<()>>,
+    },
 }
 
 impl Command {
@@ -161,7 +165,10 @@ impl Command {
     fn is_state(&self) -> bool {
         matches!(
             self,
-            Command::Apply { .. } | Command::InstallSnapshot { .. } | Command::DestroyState { .. }
+            Command::Apply { .. }
+                | Command::InstallSnapshot { .. }
+                | Command::DestroyState { .. }
+                | Command::SyncState { .. }
         )
     }
 }
@@ -847,6 +854,11 @@ impl Node {
                         let _ = done.send(result);
                         *since_durable = 0;
                     }
+                    Command::SyncState { done } => {
+                        let result = self.write(&self.state_db, Durability::Immediate, |_| Ok(()));
+                        let _ = done.send(result);
+                        *since_durable = 0;
+                    }
                     Command::InstallSnapshot { shard, data, done } => {
                         let result = self.write(&self.state_db, Durability::Immediate, |tx| {
                             snapshot::install(tx, &shard.tables, &data)
@@ -882,7 +894,14 @@ impl Node {
     fn execute_appends(&self, group: Vec<Command>, last: &mut BTreeMap<ShardId, LastEntry>) {
         // Per shard: the shard, its new last entry, entries and bytes written.
         let mut written: BTreeMap<ShardId, (Arc<Shared>, LastEntry, u64, u64)> = BTreeMap::new();
-        let result = self.write(&self.db, Durability::Immediate, |tx| {
+        let durability =
+            if themis_storage::canary::active(themis_storage::canary::Canary::AckBeforeFsync) {
+                // The canary: report appends durable without an fsync.
+                Durability::None
+            } else {
+                Durability::Immediate
+            };
+        let result = self.write(&self.db, durability, |tx| {
             for command in &group {
                 let Command::Append { shard, entries, .. } = command else {
                     unreachable!("only appends are grouped on the log thread")
@@ -1141,6 +1160,12 @@ impl ShardStateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for ShardStateMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        // openraft purges the log up to the snapshot it is given, so the state the snapshot
+        // shows must survive a crash first: otherwise the state machine could restart behind
+        // the purged prefix (found by the simulator: power loss right after a purge).
+        self.log_store()
+            .request(|_, done| Command::SyncState { done })
+            .await?;
         let (data, applied, membership) = snapshot::build(
             &self.shared.node.state_db,
             &self.shared.node.db,

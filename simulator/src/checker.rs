@@ -1,0 +1,297 @@
+//! The safety checker: compares the clients' history with the shards' committed logs once every
+//! replica has converged.
+//!
+//! Checks (each failure names the operation or the log position):
+//! - replicas agree: every replica of a shard holds the same entries with the same hash chain,
+//!   so there is one value per (shard, LSN);
+//! - no acknowledged append is lost: it sits at the acknowledged (shard, LSN, index) with the
+//!   acknowledged revision;
+//! - no duplicates: an event id is accepted at most once;
+//! - a stream revision is never assigned twice and has no gaps, in LSN order;
+//! - an append refused for its expected revision is not in the log, and an accepted append's
+//!   expected revision held (Exact(n) gives revision n + 1, NoStream gives 0);
+//! - real-time order: an append acknowledged before another was invoked comes first in its
+//!   stream and shard;
+//! - linearizable reads: a read returns exactly the stream's prefix up to the revision it
+//!   reports, that prefix includes every append acknowledged before the read was invoked, and
+//!   holds nothing invoked after the read completed.
+
+use std::collections::BTreeMap;
+
+use themis_log::event::ExpectedRevision;
+use themis_log::{LogEntryView, Outcome};
+
+use crate::workload::{AppendOp, AppendOutcome, History};
+
+/// An accepted event as the log holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Shard.
+    pub shard: u32,
+    /// Entry.
+    pub lsn: u64,
+    /// Index in the entry.
+    pub index: u32,
+    /// Stream.
+    pub urn: String,
+    /// Revision in the stream.
+    pub revision: u64,
+}
+
+/// What the checker looked at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Events accepted in the logs.
+    pub accepted: usize,
+    /// Appends acknowledged.
+    pub acknowledged: usize,
+    /// Appends refused by their expected revision.
+    pub conflicts: usize,
+    /// Appends whose outcome stayed unknown.
+    pub unknown: usize,
+    /// Unknown appends that turned out to be in the log.
+    pub unknown_applied: usize,
+    /// Reads checked.
+    pub reads: usize,
+}
+
+/// Checks `history` against every replica's log of every shard: `logs[shard]` holds, per
+/// replica, its node id and its entries from LSN 1 (all replicas converged).
+pub fn check(
+    history: &History,
+    logs: &BTreeMap<u32, Vec<(u64, Vec<LogEntryView>)>>,
+) -> Result<Checked, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut accepted: BTreeMap<String, Accepted> = BTreeMap::new();
+    for (&shard, replicas) in logs {
+        let Some((first_node, first)) = replicas.first() else {
+            continue;
+        };
+        for (node, entries) in &replicas[1..] {
+            if entries.len() != first.len() {
+                errors.push(format!(
+                    "shard {shard}: node {node} holds {} entries, node {first_node} {}",
+                    entries.len(),
+                    first.len()
+                ));
+            }
+            for (a, b) in first.iter().zip(entries) {
+                if a.lsn != b.lsn || a.chain != b.chain {
+                    errors.push(format!(
+                        "shard {shard}: replicas disagree at LSN {} (node {first_node} chain {}, \
+                         node {node} LSN {} chain {})",
+                        a.lsn.0, a.chain, b.lsn.0, b.chain
+                    ));
+                    break;
+                }
+            }
+        }
+        for entry in first {
+            let Some(outcomes) = &entry.outcomes else {
+                continue;
+            };
+            if outcomes.len() != entry.events.len() {
+                errors.push(format!(
+                    "shard {shard} LSN {}: {} outcomes for {} events (the workload sends one \
+                     event per append)",
+                    entry.lsn.0,
+                    outcomes.len(),
+                    entry.events.len()
+                ));
+                continue;
+            }
+            for (index, (event, outcome)) in entry.events.iter().zip(outcomes).enumerate() {
+                let Outcome::Appended { revisions } = outcome else {
+                    continue;
+                };
+                let id = event.id.to_string();
+                let place = Accepted {
+                    shard,
+                    lsn: entry.lsn.0,
+                    index: index as u32,
+                    urn: event.urn.as_str().to_owned(),
+                    revision: revisions[0],
+                };
+                if let Some(before) = accepted.insert(id.clone(), place.clone()) {
+                    errors.push(format!(
+                        "event {id} accepted twice: {before:?} and {place:?}"
+                    ));
+                }
+            }
+        }
+    }
+
+    // Stream revisions: 0, 1, 2, ... in log order, each once.
+    // Per stream: (shard, LSN, index, revision, id) of each accepted event.
+    type Place<'a> = (u32, u64, u32, u64, &'a str);
+    let mut streams: BTreeMap<&str, Vec<Place<'_>>> = BTreeMap::new();
+    for (id, a) in &accepted {
+        streams
+            .entry(a.urn.as_str())
+            .or_default()
+            .push((a.shard, a.lsn, a.index, a.revision, id));
+    }
+    let mut prefixes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (urn, events) in &mut streams {
+        events.sort();
+        for (expected, (shard, lsn, _, revision, id)) in events.iter().enumerate() {
+            if *revision != expected as u64 {
+                errors.push(format!(
+                    "{urn}: event {id} at shard {shard} LSN {lsn} has revision {revision}, its \
+                     place in the stream says {expected}"
+                ));
+            }
+        }
+        prefixes.insert(urn, events.iter().map(|e| e.4).collect());
+    }
+
+    let mut checked = Checked {
+        accepted: accepted.len(),
+        ..Checked::default()
+    };
+    let mut acked: Vec<(&AppendOp, u64, u64)> = Vec::new();
+    for op in &history.appends {
+        let found = accepted.get(&op.id);
+        match (&op.outcome, found) {
+            (
+                AppendOutcome::Ok {
+                    shard,
+                    lsn,
+                    index,
+                    revision,
+                },
+                Some(a),
+            ) => {
+                checked.acknowledged += 1;
+                if (a.shard, a.lsn, a.index, a.revision) != (*shard, *lsn, *index, *revision)
+                    || a.urn != op.urn
+                {
+                    errors.push(format!(
+                        "append {} to {} was acknowledged at shard {shard} LSN {lsn} index \
+                         {index} revision {revision}, but the log has it at {a:?}",
+                        op.id, op.urn
+                    ));
+                }
+                acked.push((op, a.lsn, a.revision));
+            }
+            (AppendOutcome::Ok { shard, lsn, .. }, None) => {
+                checked.acknowledged += 1;
+                errors.push(format!(
+                    "acknowledged append lost: {} to {} (acknowledged at shard {shard} LSN {lsn}, \
+                     invoked at {:?}, answered at {:?})",
+                    op.id, op.urn, op.invoked, op.completed
+                ));
+            }
+            (AppendOutcome::Conflict, found) => {
+                checked.conflicts += 1;
+                if let Some(a) = found {
+                    errors.push(format!(
+                        "append {} to {} was refused for its expected revision {}, but the log \
+                         holds it at {a:?}",
+                        op.id, op.urn, op.expected
+                    ));
+                }
+            }
+            (AppendOutcome::Unknown(_), found) => {
+                checked.unknown += 1;
+                checked.unknown_applied += usize::from(found.is_some());
+            }
+        }
+        if let Some(a) = found {
+            let held = match op.expected {
+                ExpectedRevision::Exact(n) => a.revision == n + 1,
+                ExpectedRevision::NoStream => a.revision == 0,
+                ExpectedRevision::Exists => a.revision > 0,
+                ExpectedRevision::Any => true,
+            };
+            if !held {
+                errors.push(format!(
+                    "append {} to {} expected revision {} but was accepted as revision {}",
+                    op.id, op.urn, op.expected, a.revision
+                ));
+            }
+        }
+    }
+
+    // Real-time order of acknowledged appends, per stream and per shard.
+    for (a, a_lsn, a_rev) in &acked {
+        for (b, b_lsn, b_rev) in &acked {
+            if a.completed >= b.invoked {
+                continue;
+            }
+            let (sa, sb) = (shard_of(a), shard_of(b));
+            if a.urn == b.urn && a_rev >= b_rev {
+                errors.push(format!(
+                    "real-time order broken in {}: {} (answered {:?}) has revision {a_rev}, {} \
+                     (invoked later, {:?}) has {b_rev}",
+                    a.urn, a.id, a.completed, b.id, b.invoked
+                ));
+            }
+            if sa == sb && a_lsn >= b_lsn {
+                errors.push(format!(
+                    "real-time order broken in shard {sa}: {} (answered {:?}) is at LSN {a_lsn}, \
+                     {} (invoked later, {:?}) at {b_lsn}",
+                    a.id, a.completed, b.id, b.invoked
+                ));
+            }
+        }
+    }
+
+    // Linearizable reads.
+    let invoked: BTreeMap<&str, std::time::Duration> = history
+        .appends
+        .iter()
+        .map(|op| (op.id.as_str(), op.invoked))
+        .collect();
+    for read in &history.reads {
+        checked.reads += 1;
+        let prefix = prefixes.get(read.urn.as_str()).cloned().unwrap_or_default();
+        let n = read.revision.map_or(0, |r| r as usize + 1);
+        let expected: Vec<&str> = prefix.iter().take(n).copied().collect();
+        let got: Vec<&str> = read.ids.iter().map(String::as_str).collect();
+        if got != expected || n > prefix.len() {
+            errors.push(format!(
+                "read of {} at {:?}..{:?} returned revision {:?} with {} events that are not the \
+                 log's prefix of the stream ({} events there)",
+                read.urn,
+                read.invoked,
+                read.completed,
+                read.revision,
+                got.len(),
+                prefix.len()
+            ));
+            continue;
+        }
+        for (op, _, rev) in &acked {
+            if op.urn == read.urn && op.completed < read.invoked && read.revision < Some(*rev) {
+                errors.push(format!(
+                    "stale read of {} invoked at {:?}: revision {:?}, but {} was acknowledged \
+                     at {:?} with revision {rev}",
+                    read.urn, read.invoked, read.revision, op.id, op.completed
+                ));
+            }
+        }
+        for id in &got {
+            match invoked.get(id) {
+                Some(t) if *t > read.completed => errors.push(format!(
+                    "read of {} answered at {:?} returned {id}, invoked only at {t:?}",
+                    read.urn, read.completed
+                )),
+                _ => {}
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(checked)
+    } else {
+        errors.truncate(20);
+        Err(errors)
+    }
+}
+
+fn shard_of(op: &AppendOp) -> u32 {
+    match op.outcome {
+        AppendOutcome::Ok { shard, .. } => shard,
+        _ => u32::MAX,
+    }
+}

@@ -1,0 +1,313 @@
+//! The client workload and its recorded history: concurrent clients append single events with
+//! unique ids (client-chosen, so a retry is idempotent) and, half the time, an expected
+//! revision taken from what they last saw of the stream; they also read streams
+//! linearizably. Every operation is recorded with its invocation and completion time in
+//! virtual time and its outcome, for the checker.
+//!
+//! Invariant: an outcome is recorded as definite only when the system said so (an
+//! acknowledgement, or a refused expected revision); anything else (timeouts, unavailable
+//! leaders, crashes) is recorded as unknown and the checker allows both possibilities.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use themis_log::event::ExpectedRevision;
+use themis_log::shards::Consistency;
+use themis_log::{Error, EventInput, Log, Urn};
+
+use crate::cluster::SimCluster;
+
+/// What the system answered to one append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Acknowledged at this place.
+    Ok {
+        /// Shard.
+        shard: u32,
+        /// Entry.
+        lsn: u64,
+        /// Index in the entry.
+        index: u32,
+        /// Revision in the stream.
+        revision: u64,
+    },
+    /// Refused by its expected revision: not appended.
+    Conflict,
+    /// No definite answer: it may or may not be in the log.
+    Unknown(String),
+}
+
+/// One append, as the client saw it.
+#[derive(Debug, Clone)]
+pub struct AppendOp {
+    /// Client number (`PROBE` for failover probes).
+    pub client: usize,
+    /// The event id (a UUID).
+    pub id: String,
+    /// The stream.
+    pub urn: String,
+    /// Its expected revision.
+    pub expected: ExpectedRevision,
+    /// When it was invoked and answered (virtual time since the run began).
+    pub invoked: Duration,
+    /// See `invoked`.
+    pub completed: Duration,
+    /// Attempts made (retries reuse the id).
+    pub attempts: u32,
+    /// The answer.
+    pub outcome: AppendOutcome,
+}
+
+/// One linearizable read of a whole stream that succeeded.
+#[derive(Debug, Clone)]
+pub struct ReadOp {
+    /// Client number.
+    pub client: usize,
+    /// The stream.
+    pub urn: String,
+    /// When it was invoked and answered.
+    pub invoked: Duration,
+    /// See `invoked`.
+    pub completed: Duration,
+    /// The stream's revision (None: no stream).
+    pub revision: Option<u64>,
+    /// Event ids in revision order.
+    pub ids: Vec<String>,
+}
+
+/// Everything the clients did.
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    /// Appends, in completion order.
+    pub appends: Vec<AppendOp>,
+    /// Successful reads, in completion order.
+    pub reads: Vec<ReadOp>,
+    /// Reads that failed (not checked).
+    pub failed_reads: u64,
+}
+
+/// The client number of failover probes.
+pub const PROBE: usize = usize::MAX;
+
+/// Shared recorder.
+pub type Recorder = Arc<Mutex<History>>;
+
+/// How clients behave.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Streams they write (few, so expected revisions conflict).
+    pub streams: usize,
+    /// Share of operations that are reads.
+    pub read_share: f64,
+    /// How long one attempt may take.
+    pub attempt_timeout: Duration,
+    /// Attempts of one append before its outcome is left unknown.
+    pub attempts_max: u32,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            clients: 4,
+            streams: 8,
+            read_share: 0.2,
+            attempt_timeout: Duration::from_secs(2),
+            attempts_max: 6,
+        }
+    }
+}
+
+/// A version-4 UUID from `rng`.
+pub fn uuid(rng: &mut StdRng) -> String {
+    let v: u128 = rng.r#gen();
+    let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn input(id: &str, urn: &str, expected: ExpectedRevision, n: u64) -> EventInput {
+    let expected = match expected {
+        ExpectedRevision::Any => serde_json::json!("any"),
+        ExpectedRevision::NoStream => serde_json::json!("no_stream"),
+        ExpectedRevision::Exists => serde_json::json!("exists"),
+        ExpectedRevision::Exact(r) => serde_json::json!(r),
+    };
+    serde_json::from_value(serde_json::json!({
+        "id": id, "urn": urn, "op": "put", "data": {"n": n}, "expected_revision": expected,
+    }))
+    .expect("a valid event input")
+}
+
+/// One attempt at an append through `log`.
+async fn attempt(
+    log: &Log,
+    id: &str,
+    urn: &str,
+    expected: ExpectedRevision,
+    n: u64,
+) -> Result<AppendOutcome, (Error, Option<Option<u64>>)> {
+    let batch = log
+        .validate(vec![input(id, urn, expected, n)], None, None)
+        .map_err(|e| (Error::Config(e.to_string()), None))?;
+    let result = log.append(batch, false).await.map_err(|e| (e, None))?;
+    let (shard, appended) = result.shards.into_iter().next().expect("one shard");
+    match appended {
+        Ok(a) => {
+            let e = &a.events[0];
+            Ok(AppendOutcome::Ok {
+                shard: shard.0,
+                lsn: e.lsn.0,
+                index: e.index,
+                revision: e.revision,
+            })
+        }
+        Err(Error::WrongExpectedRevision { actual, .. }) => {
+            Err((Error::Config("conflict".into()), Some(actual)))
+        }
+        Err(e) => Err((e, None)),
+    }
+}
+
+/// Appends one event with retries through the running nodes, recording the operation; returns
+/// its outcome and, on a conflict, the stream's actual revision.
+#[allow(clippy::too_many_arguments)]
+pub async fn append(
+    cluster: &SimCluster,
+    recorder: &Recorder,
+    rng: &mut StdRng,
+    w: &Workload,
+    client: usize,
+    urn: &str,
+    expected: ExpectedRevision,
+    n: u64,
+) -> (AppendOutcome, Option<Option<u64>>) {
+    let id = uuid(rng);
+    let invoked = cluster.now();
+    let mut attempts = 0;
+    let mut last_error = String::new();
+    let (outcome, actual) = loop {
+        if attempts >= w.attempts_max {
+            break (AppendOutcome::Unknown(last_error), None);
+        }
+        attempts += 1;
+        let running = cluster.running();
+        if running.is_empty() {
+            last_error = "no node runs".into();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let (_, log) = &running[rng.gen_range(0..running.len())];
+        let log = log.clone();
+        match tokio::time::timeout(w.attempt_timeout, attempt(&log, &id, urn, expected, n)).await {
+            Ok(Ok(ok)) => break (ok, None),
+            Ok(Err((_, Some(actual)))) => break (AppendOutcome::Conflict, Some(actual)),
+            Ok(Err((e, None))) => last_error = e.to_string(),
+            Err(_) => last_error = "attempt timed out".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
+    };
+    let op = AppendOp {
+        client,
+        id,
+        urn: urn.to_owned(),
+        expected,
+        invoked,
+        completed: cluster.now(),
+        attempts,
+        outcome: outcome.clone(),
+    };
+    recorder.lock().expect("history lock").appends.push(op);
+    (outcome, actual)
+}
+
+/// One client: appends and reads until `until` (virtual time since the run began).
+pub async fn client(
+    cluster: Arc<SimCluster>,
+    recorder: Recorder,
+    w: Workload,
+    client: usize,
+    seed: u64,
+    until: Duration,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut known: BTreeMap<String, Option<u64>> = BTreeMap::new();
+    let mut n = 0u64;
+    while cluster.now() < until {
+        n += 1;
+        let urn = format!("urn:themis:document:sim:s{}", rng.gen_range(0..w.streams));
+        if rng.gen_bool(w.read_share) {
+            read(&cluster, &recorder, &mut rng, &w, client, &urn, &mut known).await;
+            continue;
+        }
+        let expected = match known.get(&urn) {
+            _ if rng.gen_bool(0.5) => ExpectedRevision::Any,
+            Some(Some(r)) => ExpectedRevision::Exact(*r),
+            Some(None) | None => ExpectedRevision::NoStream,
+        };
+        let (outcome, actual) =
+            append(&cluster, &recorder, &mut rng, &w, client, &urn, expected, n).await;
+        match outcome {
+            AppendOutcome::Ok { revision, .. } => {
+                known.insert(urn, Some(revision));
+            }
+            AppendOutcome::Conflict => {
+                known.insert(urn, actual.flatten());
+            }
+            AppendOutcome::Unknown(_) => {
+                known.remove(&urn);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..30))).await;
+    }
+}
+
+async fn read(
+    cluster: &SimCluster,
+    recorder: &Recorder,
+    rng: &mut StdRng,
+    w: &Workload,
+    client: usize,
+    urn: &str,
+    known: &mut BTreeMap<String, Option<u64>>,
+) {
+    let running = cluster.running();
+    if running.is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        return;
+    }
+    let (_, log) = running[rng.gen_range(0..running.len())].clone();
+    let parsed = Urn::parse(urn).expect("a valid urn");
+    let invoked = cluster.now();
+    let page = tokio::time::timeout(
+        w.attempt_timeout,
+        log.read_stream(&parsed, 0, 1_000_000, Consistency::Linearizable),
+    )
+    .await;
+    let mut h = recorder.lock().expect("history lock");
+    match page {
+        Ok(Ok(page)) => {
+            known.insert(urn.to_owned(), page.revision);
+            h.reads.push(ReadOp {
+                client,
+                urn: urn.to_owned(),
+                invoked,
+                completed: cluster.now(),
+                revision: page.revision,
+                ids: page.events.iter().map(|e| e.event.id.to_string()).collect(),
+            });
+        }
+        _ => h.failed_reads += 1,
+    }
+}
