@@ -186,6 +186,8 @@ pub struct Shard {
     id: ShardId,
     node: NodeId,
     raft: Raft,
+    /// The last log index when this incarnation opened the shard (see [`Shard::read_index`]).
+    startup_last_log: u64,
     store: ShardStore,
     proposer: Arc<Proposer>,
     appends: mpsc::Sender<PendingAppend>,
@@ -270,9 +272,11 @@ impl Shard {
         });
         let (appends, queue) = mpsc::channel(config.proposer.queue_depth_max.max(1));
         tokio::spawn(proposer.clone().run(queue));
+        let startup_last_log = raft.metrics().borrow().last_log_index.unwrap_or(0);
         Ok(Shard {
             id,
             node,
+            startup_last_log,
             raft,
             store,
             proposer,
@@ -340,9 +344,19 @@ impl Shard {
 
     /// On the leader: confirms leadership with a quorum and returns the LSN a linearizable read
     /// must see applied (the read index).
+    ///
+    /// openraft's read index is the larger of the leader's first entry of its term and its
+    /// commit index. A leader that restarts keeps its term and leadership (its vote is durable)
+    /// but not its commit index, which starts again at what its state machine had made durable:
+    /// entries it had committed, applied and acknowledged before the restart would be missing
+    /// from reads until it commits them again (found by the simulator: a power loss of every
+    /// node, then a stale read). So the read index is also at least the last entry this replica
+    /// held when it opened: as leader it never drops its own entries, so they get committed.
     pub async fn read_index(&self) -> Result<Lsn> {
         match self.raft.get_read_log_id().await {
-            Ok((read, _)) => Ok(Lsn(read.map_or(0, |id| id.index))),
+            Ok((read, _)) => Ok(Lsn(read
+                .map_or(0, |id| id.index)
+                .max(self.startup_last_log))),
             Err(openraft::error::RaftError::APIError(
                 openraft::error::CheckIsLeaderError::ForwardToLeader(f),
             )) => Err(Error::NotLeader {
