@@ -22,9 +22,12 @@ use themis_storage::{Disk, FailStop, builder};
 /// Sector size of tearing.
 pub const SECTOR: usize = 512;
 
+/// A change since the last sync. A write is kept as its range: at a sync or a crash its bytes
+/// are taken from `current`, which holds the latest bytes of every sector (so a sector written
+/// twice is either lost or has its last content, as on a real disk).
 #[derive(Debug)]
 enum Op {
-    Write(u64, Vec<u8>),
+    Write(usize, usize),
     SetLen(u64),
 }
 
@@ -103,22 +106,22 @@ impl SimDisk {
                             file.durable.resize(len as usize, 0);
                         }
                     }
-                    Op::Write(offset, data) => {
-                        let offset = offset as usize;
-                        let mut at = offset;
-                        while at < offset + data.len() {
-                            let end = ((at / SECTOR + 1) * SECTOR).min(offset + data.len());
-                            if rng.gen_bool(0.5) {
-                                if file.durable.len() < end {
-                                    file.durable.resize(end, 0);
+                    Op::Write(start, end) => {
+                        let mut at = start;
+                        while at < end {
+                            let next = ((at / SECTOR + 1) * SECTOR).min(end);
+                            // The range may lie past a later shrink of the file.
+                            let bytes = file.current.get(at..next);
+                            if let Some(bytes) = bytes.filter(|_| rng.gen_bool(0.5)) {
+                                if file.durable.len() < next {
+                                    file.durable.resize(next, 0);
                                 }
-                                file.durable[at..end]
-                                    .copy_from_slice(&data[at - offset..end - offset]);
+                                file.durable[at..next].copy_from_slice(bytes);
                                 stats.sectors_kept += 1;
                             } else {
                                 stats.sectors_lost += 1;
                             }
-                            at = end;
+                            at = next;
                         }
                     }
                 }
@@ -232,12 +235,14 @@ impl StorageBackend for Backend {
             for op in std::mem::take(&mut f.pending) {
                 match op {
                     Op::SetLen(len) => f.durable.resize(len as usize, 0),
-                    Op::Write(offset, data) => {
-                        let (start, end) = (offset as usize, offset as usize + data.len());
-                        if f.durable.len() < end {
-                            f.durable.resize(end, 0);
+                    Op::Write(start, end) => {
+                        let end = end.min(f.current.len());
+                        if start < end {
+                            if f.durable.len() < end {
+                                f.durable.resize(end, 0);
+                            }
+                            f.durable[start..end].copy_from_slice(&f.current[start..end]);
                         }
-                        f.durable[start..end].copy_from_slice(&data);
                     }
                 }
             }
@@ -254,7 +259,7 @@ impl StorageBackend for Backend {
                 .get_mut(start..start + data.len())
                 .ok_or_else(|| io_error("write past the end"))?;
             target.copy_from_slice(data);
-            f.pending.push(Op::Write(offset, data.to_vec()));
+            f.pending.push(Op::Write(start, start + data.len()));
             Ok(())
         })
     }

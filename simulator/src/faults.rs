@@ -94,9 +94,9 @@ impl FaultSpec {
 pub struct NemesisLog {
     /// One line per fault, with its virtual start time.
     pub events: Vec<String>,
-    /// Per leader crash and shard it led: time from the crash to the first acknowledged
-    /// append of that shard through a survivor.
-    pub failovers: Vec<Duration>,
+    /// Per leader crash and shard it led: time from the crash to a new leader of that shard
+    /// among the survivors, and to the first acknowledged append through a survivor.
+    pub failovers: Vec<(Duration, Duration)>,
     /// Failover probes that got no acknowledgement within their bound.
     pub failover_failures: usize,
 }
@@ -237,6 +237,7 @@ pub async fn nemesis(
                     failover_probe(
                         cluster.clone(),
                         recorder.clone(),
+                        *s,
                         probes[s.0 as usize].clone(),
                         seed ^ (probe_n << 20),
                         at,
@@ -356,23 +357,39 @@ async fn led_shards(cluster: &SimCluster, node: u64) -> Vec<ShardId> {
     led
 }
 
-/// Appends to `urn` through the running nodes until one is acknowledged (at most 10 s);
-/// returns the time since `since`.
+/// Waits for a new leader of `shard` among the running nodes (polling every 5 ms), then
+/// appends to `urn` (a stream of that shard) through them until one append is acknowledged,
+/// at most 10 s in all; returns both times since `since`.
 async fn failover_probe(
     cluster: Arc<SimCluster>,
     recorder: Recorder,
+    shard: ShardId,
     urn: String,
     seed: u64,
     since: Duration,
-) -> Option<Duration> {
+) -> Option<(Duration, Duration)> {
+    let deadline = since + Duration::from_secs(10);
+    let elected = loop {
+        let leads = cluster
+            .running()
+            .iter()
+            .any(|(_, log)| log.shard(shard).is_ok_and(|sh| sh.is_leader()));
+        if leads {
+            break cluster.now() - since;
+        }
+        if cluster.now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     let mut rng = StdRng::seed_from_u64(seed);
     let w = Workload {
-        attempt_timeout: Duration::from_millis(500),
+        attempt_timeout: Duration::from_millis(100),
         attempts_max: 1,
         ..Workload::default()
     };
     let mut n = 0;
-    while cluster.now() < since + Duration::from_secs(10) {
+    while cluster.now() < deadline {
         n += 1;
         let (outcome, _) = workload::append(
             &cluster,
@@ -386,9 +403,9 @@ async fn failover_probe(
         )
         .await;
         if matches!(outcome, workload::AppendOutcome::Ok { .. }) {
-            return Some(cluster.now() - since);
+            return Some((elected, cluster.now() - since));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     None
 }

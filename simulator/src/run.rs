@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub duration: Duration,
     /// Concurrent clients.
     pub clients: usize,
+    /// Most think time between a client's operations.
+    pub think_max: Duration,
     /// Fault kinds.
     pub faults: FaultSpec,
     /// A deliberately broken variant to run (needs the `canaries` feature).
@@ -51,6 +53,7 @@ impl RunOptions {
             shards: 2,
             duration: Duration::from_secs(10),
             clients: 4,
+            think_max: Duration::from_millis(30),
             faults: FaultSpec::default(),
             canary: None,
             snapshot_every: 64,
@@ -71,8 +74,8 @@ pub struct Report {
     pub checked: Checked,
     /// What the nemesis did.
     pub faults: Vec<String>,
-    /// Failover times of leader crashes.
-    pub failovers: Vec<Duration>,
+    /// Failover times of leader crashes: to a new leader, and to the first acknowledged append.
+    pub failovers: Vec<(Duration, Duration)>,
     /// Disks' statistics.
     pub disks: DiskStats,
     /// Virtual time from healing to every shard having a leader and converged replicas.
@@ -166,6 +169,7 @@ async fn run_async(o: RunOptions) -> Result<Report, Failure> {
             recorder.clone(),
             Workload {
                 clients: o.clients,
+                think_max: o.think_max,
                 ..Workload::default()
             },
             i,
@@ -234,8 +238,18 @@ async fn converge(c: &SimCluster, healed: Duration) -> Result<Logs, String> {
                     Some((id, entries, applied))
                 })
                 .collect();
+            // Every replica applied its whole log, and the logs are equal: the applied prefix
+            // alone could agree while a restarted leader has yet to commit its tail again.
+            let complete = running.iter().all(|(_, log)| match log.shard(ShardId(s)) {
+                Ok(sh) => {
+                    let m = sh.raft().metrics().borrow().clone();
+                    m.last_applied.map(|id| id.index) == m.last_log_index
+                }
+                Err(_) => true,
+            });
             let expected = c.ids().len().min(3);
             let converged = leader
+                && complete
                 && pages.len() == expected
                 && pages.windows(2).all(|w| {
                     w[0].2 == w[1].2

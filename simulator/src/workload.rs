@@ -108,6 +108,8 @@ pub struct Workload {
     pub attempt_timeout: Duration,
     /// Attempts of one append before its outcome is left unknown.
     pub attempts_max: u32,
+    /// Most think time between a client's operations (drawn uniformly from zero to it).
+    pub think_max: Duration,
 }
 
 impl Default for Workload {
@@ -118,6 +120,7 @@ impl Default for Workload {
             read_share: 0.2,
             attempt_timeout: Duration::from_secs(2),
             attempts_max: 6,
+            think_max: Duration::from_millis(30),
         }
     }
 }
@@ -269,7 +272,8 @@ pub async fn client(
                 known.remove(&urn);
             }
         }
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..30))).await;
+        let think = rng.gen_range(0..=w.think_max.as_millis() as u64);
+        tokio::time::sleep(Duration::from_millis(think)).await;
     }
 }
 
