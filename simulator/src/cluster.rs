@@ -29,6 +29,8 @@ pub struct SimCluster {
     machines: BTreeMap<NodeId, Machine>,
     options: SimOptions,
     topology: Topology,
+    /// Snapshots installed by incarnations that have since crashed.
+    snapshots_installed_before: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -120,6 +122,7 @@ impl SimCluster {
             machines,
             options: o,
             topology,
+            snapshots_installed_before: Default::default(),
         };
         // Nodes open concurrently: a shard's first replica initializes its group, and the
         // others must be reachable for it to elect a leader.
@@ -213,6 +216,20 @@ impl SimCluster {
         sum
     }
 
+    /// Raft snapshots installed so far by every incarnation of every node (a replica that fell
+    /// behind the leader's purged log catches up this way).
+    pub fn snapshots_installed(&self) -> u64 {
+        let running: u64 = self
+            .running()
+            .iter()
+            .map(|(_, log)| snapshots_installed(log, self.options.shards))
+            .sum();
+        running
+            + self
+                .snapshots_installed_before
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Node `id` loses power: it leaves the network, its disk keeps only what was synced (and
     /// a seeded part of what was not), and its Raft groups stop. Does nothing to a node that
     /// is down.
@@ -222,6 +239,10 @@ impl SimCluster {
         };
         self.net.detach(id);
         self.machines[&id].disk.crash();
+        self.snapshots_installed_before.fetch_add(
+            snapshots_installed(&log, self.options.shards),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         // Stop the dead incarnation's tasks; every disk call they make fails now.
         let _ = tokio::time::timeout(Duration::from_secs(5), log.shutdown()).await;
     }
@@ -257,4 +278,16 @@ impl SimCluster {
             .next()
             .map_or(Duration::ZERO, |m| m.clock.monotonic())
     }
+}
+
+fn snapshots_installed(log: &Log, shards: u32) -> u64 {
+    (0..shards)
+        .filter_map(|s| log.shard(themis_log::ShardId(s)).ok())
+        .map(|sh| {
+            sh.store()
+                .stats()
+                .snapshots_installed
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum()
 }

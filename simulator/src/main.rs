@@ -177,7 +177,8 @@ fn summary(r: &Report, real: Duration) -> String {
     format!(
         "trace hash {:016x}: {:?} simulated in {:.2?} ({:.0}x); {} appends acknowledged, {} \
          refused by expected revision, {} unknown ({} of them applied), {} reads checked; {} \
-         faults, {} crashes, {} failed fsyncs; converged {:?} after healing",
+         faults, {} crashes, {} failed fsyncs, {} snapshots installed; converged {:?} after \
+         healing",
         r.hash,
         r.simulated,
         real,
@@ -190,6 +191,7 @@ fn summary(r: &Report, real: Duration) -> String {
         r.faults.len(),
         r.disks.crashes,
         r.disks.failed_syncs,
+        r.snapshots_installed,
         r.converged_after
     )
 }

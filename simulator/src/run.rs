@@ -78,6 +78,8 @@ pub struct Report {
     pub failovers: Vec<(Duration, Duration)>,
     /// Disks' statistics.
     pub disks: DiskStats,
+    /// Raft snapshots installed (replicas that fell behind a purged log).
+    pub snapshots_installed: u64,
     /// Virtual time from healing to every shard having a leader and converged replicas.
     pub converged_after: Duration,
 }
@@ -198,6 +200,7 @@ async fn run_async(o: RunOptions) -> Result<Report, Failure> {
     let checked = checker::check(&history, &logs).map_err(|e| fail(e, &nemesis_log.events))?;
     let trace = trace(&logs, &history);
     let simulated = c.now();
+    let snapshots_installed = c.snapshots_installed();
     c.shutdown().await;
     let hash = xxhash_rust::xxh3::xxh3_64(trace.join("\n").as_bytes());
     let NemesisLog {
@@ -211,6 +214,7 @@ async fn run_async(o: RunOptions) -> Result<Report, Failure> {
         faults: events,
         failovers,
         disks: c.disk_stats(),
+        snapshots_installed,
         converged_after,
     })
 }
