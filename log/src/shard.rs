@@ -186,8 +186,9 @@ pub struct Shard {
     id: ShardId,
     node: NodeId,
     raft: Raft,
-    /// The last log index when this incarnation opened the shard (see [`Shard::read_index`]).
-    startup_last_log: u64,
+    /// The Raft term and last log index when this incarnation opened the shard (see
+    /// [`Shard::read_index`]).
+    startup: (u64, u64),
     store: ShardStore,
     proposer: Arc<Proposer>,
     appends: mpsc::Sender<PendingAppend>,
@@ -234,6 +235,25 @@ impl Shard {
             ts.and_then(|v| v.value().try_into().ok())
                 .map_or(0, u64::from_le_bytes)
         };
+        // What this incarnation starts from: the durable vote's term and the last log entry.
+        let startup = {
+            use openraft::storage::RaftLogStorage;
+            let mut probe = store.clone();
+            let unavailable = |e: openraft::StorageError<NodeId>| Error::Unavailable {
+                shard: id,
+                reason: e.to_string(),
+            };
+            let last = probe
+                .get_log_state()
+                .await
+                .map_err(unavailable)?
+                .last_log_id;
+            let vote = probe.read_vote().await.map_err(unavailable)?;
+            (
+                vote.map_or(0, |v| v.leader_id.term),
+                last.map_or(0, |id| id.index),
+            )
+        };
         let network = TransportNetworkFactory::new(id, transport);
         let raft = Raft::new(
             node,
@@ -272,11 +292,10 @@ impl Shard {
         });
         let (appends, queue) = mpsc::channel(config.proposer.queue_depth_max.max(1));
         tokio::spawn(proposer.clone().run(queue));
-        let startup_last_log = raft.metrics().borrow().last_log_index.unwrap_or(0);
         Ok(Shard {
             id,
             node,
-            startup_last_log,
+            startup,
             raft,
             store,
             proposer,
@@ -350,13 +369,18 @@ impl Shard {
     /// but not its commit index, which starts again at what its state machine had made durable:
     /// entries it had committed, applied and acknowledged before the restart would be missing
     /// from reads until it commits them again (found by the simulator: a power loss of every
-    /// node, then a stale read). So the read index is also at least the last entry this replica
-    /// held when it opened: as leader it never drops its own entries, so they get committed.
+    /// node, then a stale read). So while it leads in the term it restarted in, the read index
+    /// is also at least the last entry it held when it opened: as that term's leader it never
+    /// drops its own entries, so they get committed. A leader elected in a later term needs no
+    /// such bound: its first entry follows everything committed before.
     pub async fn read_index(&self) -> Result<Lsn> {
         match self.raft.get_read_log_id().await {
-            Ok((read, _)) => Ok(Lsn(read
-                .map_or(0, |id| id.index)
-                .max(self.startup_last_log))),
+            Ok((read, _)) => {
+                let read = read.map_or(0, |id| id.index);
+                let (term, last) = self.startup;
+                let same_term = self.raft.metrics().borrow().current_term == term;
+                Ok(Lsn(if same_term { read.max(last) } else { read }))
+            }
             Err(openraft::error::RaftError::APIError(
                 openraft::error::CheckIsLeaderError::ForwardToLeader(f),
             )) => Err(Error::NotLeader {

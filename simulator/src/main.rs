@@ -234,7 +234,7 @@ fn single(seed: u64, o: &Options, twice: bool) -> ExitCode {
     println!("{}", summary(&first, real.elapsed()));
     if !first.failovers.is_empty() {
         println!(
-            "failovers (leader crash to first acknowledged append): {:?}",
+            "failovers (leader crash to new leader, to first acknowledged append): {:?}",
             first.failovers
         );
     }
