@@ -125,21 +125,6 @@ impl Default for Workload {
     }
 }
 
-/// A version-4 UUID from `rng`.
-pub fn uuid(rng: &mut StdRng) -> String {
-    let v: u128 = rng.r#gen();
-    let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 fn input(id: &str, urn: &str, expected: ExpectedRevision, n: u64) -> EventInput {
     let expected = match expected {
         ExpectedRevision::Any => serde_json::json!("any"),
@@ -196,7 +181,7 @@ pub async fn append(
     expected: ExpectedRevision,
     n: u64,
 ) -> (AppendOutcome, Option<Option<u64>>) {
-    let id = uuid(rng);
+    let id = themis_log::seam::random_uuid(rng).to_string();
     let invoked = cluster.now();
     let mut attempts = 0;
     let mut last_error = String::new();

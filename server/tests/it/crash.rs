@@ -37,21 +37,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn uuid(rng: &mut StdRng) -> String {
-    let mut b: [u8; 16] = rng.r#gen();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 async fn writer(base: String, round: u64, w: u64, seed: u64, log: Arc<Mutex<Vec<Batch>>>) {
     let mut rng = StdRng::seed_from_u64(seed ^ (round << 32) ^ w);
     let client = reqwest::Client::builder()
@@ -63,7 +48,9 @@ async fn writer(base: String, round: u64, w: u64, seed: u64, log: Arc<Mutex<Vec<
         let k = rng.gen_range(0..STREAMS_PER_WRITER);
         let urn = format!("urn:themis:document:crash:r{round}-w{w}-s{k}");
         let size = rng.gen_range(1..=3);
-        let ids: Vec<String> = (0..size).map(|_| uuid(&mut rng)).collect();
+        let ids: Vec<String> = (0..size)
+            .map(|_| themis_log::seam::random_uuid(&mut rng).to_string())
+            .collect();
         let pad = "x".repeat(rng.gen_range(0..200));
         let data: Vec<Value> = (0..size)
             .map(|i| json!({"w": w, "n": n, "i": i, "pad": pad}))
