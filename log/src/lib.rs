@@ -31,7 +31,8 @@ pub use ids::{Lsn, Position, ShardId};
 pub use ring::Ring;
 pub use seam::NodeId;
 pub use shard::{
-    Appended, AppendedEvent, LogEntryView, Shard, ShardConfig, StoredEvent, StreamPage,
+    Appended, AppendedEvent, CommittedEntry, CommittedEvent, LogEntryView, Shard, ShardConfig,
+    StoredEvent, StreamPage,
 };
 pub use shards::{
     AppendResult, BatchError, Consistency, Log, LogConfig, ReplicaStatus, ShardStatus, Topology,

@@ -116,6 +116,30 @@ pub struct LogEntryView {
     pub events: Vec<Event>,
 }
 
+/// An event the state machine accepted, with its place in the log.
+#[derive(Debug, Clone)]
+pub struct CommittedEvent {
+    /// The event as appended.
+    pub event: Event,
+    /// Its revision in its stream.
+    pub revision: u64,
+    /// Its index within the entry.
+    pub index: u32,
+}
+
+/// One committed entry as views and subscribers see it: the events the state machine accepted
+/// (batches refused by an expected revision or answered as retries are left out).
+#[derive(Debug, Clone)]
+pub struct CommittedEntry {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Commit timestamp assigned by the leader (ms since the Unix epoch); 0 for entries
+    /// without events.
+    pub ts_ms: u64,
+    /// The accepted events, in log order.
+    pub events: Vec<CommittedEvent>,
+}
+
 /// Tunables of a shard.
 #[derive(Debug, Clone, Default)]
 pub struct ShardConfig {
@@ -688,6 +712,81 @@ impl Shard {
                 ts_ms,
                 chain,
                 outcomes,
+                events,
+            });
+        }
+        Ok((out, Lsn(applied)))
+    }
+}
+
+impl Shard {
+    /// Up to `limit` applied entries from `from` (every entry, those without events too, so a
+    /// reader's position advances over them), with the applied LSN the page was bounded by.
+    pub fn committed_entries(&self, from: Lsn, limit: usize) -> Result<(Vec<CommittedEntry>, Lsn)> {
+        let applied = self.applied().0;
+        let from = from.0.max(1);
+        if from > applied || limit == 0 {
+            return Ok((Vec::new(), Lsn(applied)));
+        }
+        let end = applied.min(from.saturating_add(limit as u64 - 1));
+        let entries = self.store.entries(from..=end)?;
+        let tx = self
+            .store
+            .state_database()
+            .begin_read()
+            .map_err(self.storage())?;
+        let outcomes = tx
+            .open_table(self.store.tables().outcomes())
+            .map_err(self.storage())?;
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let lsn = entry.log_id.index;
+            let EntryPayload::Normal(proposal) = entry.payload else {
+                out.push(CommittedEntry {
+                    lsn: Lsn(lsn),
+                    ts_ms: 0,
+                    events: Vec::new(),
+                });
+                continue;
+            };
+            let decided: Vec<Outcome> = outcomes
+                .get(lsn)
+                .map_err(self.storage())?
+                .map(|v| serde_json::from_slice(v.value()))
+                .transpose()
+                .map_err(self.storage())?
+                .ok_or_else(|| Error::Corrupted {
+                    location: self.store.location(),
+                    detail: format!("applied entry {lsn} has no recorded outcomes"),
+                })?;
+            if decided.len() != proposal.batches.len() {
+                return Err(Error::Corrupted {
+                    location: self.store.location(),
+                    detail: format!(
+                        "entry {lsn} has {} batches but {} outcomes",
+                        proposal.batches.len(),
+                        decided.len()
+                    ),
+                });
+            }
+            let mut events = Vec::new();
+            let mut index = 0u32;
+            for (batch, outcome) in proposal.batches.into_iter().zip(decided) {
+                let size = batch.len() as u32;
+                if let Outcome::Appended { revisions } = outcome {
+                    for (i, (p, revision)) in batch.into_iter().zip(revisions).enumerate() {
+                        events.push(CommittedEvent {
+                            event: p.event,
+                            revision,
+                            index: index + i as u32,
+                        });
+                    }
+                }
+                index += size;
+            }
+            out.push(CommittedEntry {
+                lsn: Lsn(lsn),
+                ts_ms: proposal.ts_ms,
                 events,
             });
         }

@@ -1,6 +1,544 @@
-//! Views derived from the committed log: one worker per (shard, view kind) applies entries
-//! deterministically (`apply(&mut state, &entry)`) and persists its state with its watermark.
+//! Views derived from the committed log. For every shard this node holds a replica of and every
+//! view kind, a worker tails the shard's applied log and applies its entries in order
+//! ([`View::apply`]), persisting the view's state together with its watermark (the LSN it has
+//! applied) in one transaction of the node's `views` database. After a restart a worker resumes
+//! from its watermark; `rebuild` drops a view and replays the log.
 //!
-//! Invariant: a view is a pure function of the log prefix it has applied; it never reads the
-//! wall clock. The views themselves arrive with the materializers issue; this crate exists now
-//! so the dependency rule of DESIGN.md §3 is enforced from the first commit.
+//! Invariants:
+//! - a view is a pure function of the log prefix it has applied: `apply` reads nothing but the
+//!   view's own state and the entry (timestamps come from the entry, never from a clock), so
+//!   every replica and every rebuild reaches the same state, and the same [`digest`];
+//! - state and watermark are committed together, so a crash loses both or neither (view commits
+//!   are made durable every `durable_every`; the log replays what a crash lost);
+//! - a reader that asks for a token waits until the watermark covers it, or gets a timeout.
+//!
+//! [`digest`]: Materializer::digest
+
+pub mod document;
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction,
+};
+use themis_log::seam::Clock;
+use themis_log::{CommittedEntry, Log, Lsn, Position, ShardId, Token};
+use tokio::sync::watch;
+
+/// Errors of the views.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The views database failed (the view stops until the node restarts).
+    #[error("view storage: {0}")]
+    Storage(String),
+    /// The log could not be read.
+    #[error(transparent)]
+    Log(#[from] themis_log::Error),
+    /// A view did not reach the requested position in time.
+    #[error(
+        "the {kind} view of shard {shard} did not reach LSN {wanted} within {timeout:?} (it is at {at})"
+    )]
+    Timeout {
+        /// View kind.
+        kind: &'static str,
+        /// Shard.
+        shard: u32,
+        /// LSN asked for.
+        wanted: u64,
+        /// Its watermark when the wait ended.
+        at: u64,
+        /// How long the reader waited.
+        timeout: Duration,
+    },
+    /// No such view kind.
+    #[error("no view kind {0:?} (known: document)")]
+    UnknownView(String),
+    /// This node holds no replica of the shard, so it has none of its views.
+    #[error("this node holds no replica of shard {0}")]
+    NotHosted(u32),
+}
+
+impl Error {
+    /// The stable problem+json code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Storage(_) => "view_storage",
+            Error::Log(e) => e.code(),
+            Error::Timeout { .. } => "timeout",
+            Error::UnknownView(_) => "unknown_view",
+            Error::NotHosted(_) => "not_hosted",
+        }
+    }
+}
+
+/// Result alias of the views.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn storage<E: std::fmt::Display>(e: E) -> Error {
+    Error::Storage(e.to_string())
+}
+
+/// One kind of view: how an entry changes its state, per shard, in the views database.
+pub trait View: Debug + Send + Sync + 'static {
+    /// Its name (`document`, ...).
+    fn kind(&self) -> &'static str;
+    /// Applies one committed entry of `shard` to the view's state, deterministically.
+    fn apply(&self, tx: &WriteTransaction, shard: ShardId, entry: &CommittedEntry) -> Result<()>;
+    /// Removes every trace of `shard` from the view.
+    fn clear(&self, tx: &WriteTransaction, shard: ShardId) -> Result<()>;
+    /// A digest of the view's state of `shard` (equal states, equal digests).
+    fn digest(&self, tx: &ReadTransaction, shard: ShardId) -> Result<u64>;
+}
+
+/// Watermarks: key `"{kind}/{shard}"`, value the LSN (8 bytes LE) and the commit timestamp of
+/// that entry (8 bytes LE).
+const WATERMARKS: TableDefinition<&str, &[u8]> = TableDefinition::new("view_watermarks");
+
+fn watermark_key(kind: &str, shard: ShardId) -> String {
+    format!("{kind}/{}", shard.0)
+}
+
+fn read_watermark(tx: &ReadTransaction, kind: &str, shard: ShardId) -> Result<(u64, u64)> {
+    let table = match tx.open_table(WATERMARKS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((0, 0)),
+        Err(e) => return Err(storage(e)),
+    };
+    let value = table
+        .get(watermark_key(kind, shard).as_str())
+        .map_err(storage)?;
+    Ok(value.map_or((0, 0), |v| decode_watermark(v.value())))
+}
+
+fn decode_watermark(bytes: &[u8]) -> (u64, u64) {
+    let word = |i: usize| {
+        bytes
+            .get(i..i + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    (word(0), word(8))
+}
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct MaterializerConfig {
+    /// Entries one view transaction applies at most.
+    pub batch_entries: usize,
+    /// How often view commits are made durable (between, they are not fsynced).
+    pub durable_every: Duration,
+    /// How often the set of hosted shards is checked (replicas move in a cluster).
+    pub reconcile_every: Duration,
+}
+
+impl Default for MaterializerConfig {
+    fn default() -> Self {
+        Self {
+            batch_entries: 512,
+            durable_every: Duration::from_secs(1),
+            reconcile_every: Duration::from_millis(500),
+        }
+    }
+}
+
+/// One (shard, view) worker's shared state.
+#[derive(Debug)]
+struct Worker {
+    watermark: watch::Sender<u64>,
+    /// Commit timestamp of the watermark's entry (ms).
+    watermark_ts: AtomicU64,
+    /// Entries applied by this incarnation.
+    entries_applied: AtomicU64,
+    /// Set before the view is cleared: a transaction that begins later must not commit (the
+    /// worker may be running on another thread while it is being stopped).
+    stopped: std::sync::atomic::AtomicBool,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Where one view of one shard stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ViewStatus {
+    /// View kind.
+    pub view: &'static str,
+    /// Shard.
+    pub shard: u32,
+    /// LSN applied.
+    pub watermark: u64,
+    /// LSN the shard's replica has applied (the view's target).
+    pub applied: u64,
+    /// Entries behind.
+    pub lag_lsn: u64,
+    /// Milliseconds between the commit of the first entry not applied yet and now (0 when
+    /// caught up).
+    pub lag_ms: u64,
+    /// Entries applied since the node started.
+    pub entries_applied: u64,
+}
+
+/// The node's views: workers, their watermarks, reads at a token.
+#[derive(Debug)]
+pub struct Materializer {
+    log: Arc<Log>,
+    db: Arc<Database>,
+    views: Vec<Arc<dyn View>>,
+    clock: Arc<dyn Clock>,
+    config: MaterializerConfig,
+    workers: Mutex<BTreeMap<(ShardId, &'static str), Arc<Worker>>>,
+    /// Last durable view commit (monotonic ms), shared by the workers.
+    last_durable_ms: AtomicU64,
+}
+
+impl Materializer {
+    /// Opens the views database on `disk` and starts a worker for every hosted shard and view.
+    pub async fn start(
+        log: Arc<Log>,
+        disk: &dyn themis_storage::Disk,
+        clock: Arc<dyn Clock>,
+        config: MaterializerConfig,
+    ) -> Result<Arc<Materializer>> {
+        let db = disk.open_database("views").map_err(storage)?;
+        let views: Vec<Arc<dyn View>> = vec![Arc::new(document::DocumentView)];
+        let m = Arc::new(Materializer {
+            log,
+            db: Arc::new(db),
+            views,
+            clock,
+            config,
+            workers: Mutex::default(),
+            last_durable_ms: AtomicU64::new(0),
+        });
+        m.reconcile()?;
+        let weak = Arc::downgrade(&m);
+        let every = m.config.reconcile_every;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(m) = weak.upgrade() else { return };
+                if let Err(e) = m.reconcile() {
+                    tracing::warn!("views: reconcile failed: {e}");
+                }
+            }
+        });
+        Ok(m)
+    }
+
+    /// The view kinds.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.views.iter().map(|v| v.kind()).collect()
+    }
+
+    fn view(&self, kind: &str) -> Result<Arc<dyn View>> {
+        self.views
+            .iter()
+            .find(|v| v.kind() == kind)
+            .cloned()
+            .ok_or_else(|| Error::UnknownView(kind.to_owned()))
+    }
+
+    /// Starts workers for shards this node now hosts; stops and clears those of shards it no
+    /// longer hosts (a replica added again later starts empty, like its log).
+    fn reconcile(self: &Arc<Self>) -> Result<()> {
+        let hosted: Vec<ShardId> = self.log.shards().iter().map(|s| s.id()).collect();
+        let mut workers = self.workers.lock().expect("workers lock");
+        let gone: Vec<(ShardId, &'static str)> = workers
+            .keys()
+            .filter(|(s, _)| !hosted.contains(s))
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(w) = workers.remove(&key) {
+                w.stop();
+            }
+            self.clear(key.0, key.1)?;
+        }
+        for &shard in &hosted {
+            for view in &self.views {
+                let key = (shard, view.kind());
+                if workers.contains_key(&key) {
+                    continue;
+                }
+                let (lsn, ts) = {
+                    let tx = self.db.begin_read().map_err(storage)?;
+                    read_watermark(&tx, view.kind(), shard)?
+                };
+                let worker = Arc::new(Worker {
+                    watermark: watch::channel(lsn).0,
+                    watermark_ts: AtomicU64::new(ts),
+                    entries_applied: AtomicU64::new(0),
+                    stopped: Default::default(),
+                    task: Mutex::new(None),
+                });
+                self.spawn(shard, view.clone(), worker.clone());
+                workers.insert(key, worker);
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(self: &Arc<Self>, shard: ShardId, view: Arc<dyn View>, worker: Arc<Worker>) {
+        let m = Arc::downgrade(self);
+        let w = worker.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = run_worker(m, shard, view.clone(), w).await {
+                tracing::error!(
+                    shard = shard.0,
+                    view = view.kind(),
+                    "view worker stopped: {e}"
+                );
+            }
+        });
+        *worker.task.lock().expect("task lock") = Some(task);
+    }
+
+    fn clear(&self, shard: ShardId, kind: &str) -> Result<()> {
+        let view = self.view(kind)?;
+        let tx = self.db.begin_write().map_err(storage)?;
+        view.clear(&tx, shard)?;
+        {
+            let mut marks = tx.open_table(WATERMARKS).map_err(storage)?;
+            marks
+                .remove(watermark_key(kind, shard).as_str())
+                .map_err(storage)?;
+        }
+        tx.commit().map_err(storage)
+    }
+
+    /// Drops view `kind` of `shard` (every hosted shard when `None`) and replays it from the
+    /// start of the log. Returns at once; [`wait_for`](Self::wait_for) tells when it caught up.
+    pub fn rebuild(self: &Arc<Self>, kind: &str, shard: Option<ShardId>) -> Result<Vec<ShardId>> {
+        let view = self.view(kind)?;
+        let mut workers = self.workers.lock().expect("workers lock");
+        let keys: Vec<(ShardId, &'static str)> = workers
+            .keys()
+            .filter(|(s, k)| *k == view.kind() && shard.is_none_or(|x| x == *s))
+            .copied()
+            .collect();
+        if let Some(s) = shard
+            && keys.is_empty()
+        {
+            return Err(Error::NotHosted(s.0));
+        }
+        for key in &keys {
+            let old = workers.remove(key).expect("listed");
+            old.stop();
+            self.clear(key.0, key.1)?;
+            let worker = Arc::new(Worker {
+                watermark: watch::channel(0).0,
+                watermark_ts: AtomicU64::new(0),
+                entries_applied: AtomicU64::new(0),
+                stopped: Default::default(),
+                task: Mutex::new(None),
+            });
+            self.spawn(key.0, view.clone(), worker.clone());
+            workers.insert(*key, worker);
+        }
+        Ok(keys.into_iter().map(|(s, _)| s).collect())
+    }
+
+    fn worker(&self, shard: ShardId, kind: &'static str) -> Result<Arc<Worker>> {
+        self.workers
+            .lock()
+            .expect("workers lock")
+            .get(&(shard, kind))
+            .cloned()
+            .ok_or(Error::NotHosted(shard.0))
+    }
+
+    /// The watermark of view `kind` of `shard`.
+    pub fn watermark(&self, kind: &str, shard: ShardId) -> Result<Lsn> {
+        let kind = self.view(kind)?.kind();
+        Ok(Lsn(*self.worker(shard, kind)?.watermark.borrow()))
+    }
+
+    /// Waits until view `kind` has applied every position of `token` (shards of the token this
+    /// node does not host are an error), at most `timeout`; returns the token of the
+    /// watermarks reached for the shards in `shards` and in the token.
+    pub async fn wait_for(
+        &self,
+        kind: &str,
+        token: &Token,
+        shards: &[ShardId],
+        timeout: Duration,
+    ) -> Result<Token> {
+        let kind = self.view(kind)?.kind();
+        for p in token.iter() {
+            let worker = self.worker(p.shard, kind)?;
+            let mut rx = worker.watermark.subscribe();
+            if *rx.borrow() >= p.lsn.0 {
+                continue;
+            }
+            let wait = rx.wait_for(|&w| w >= p.lsn.0);
+            match tokio::time::timeout(timeout, wait).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => {
+                    return Err(Error::Timeout {
+                        kind,
+                        shard: p.shard.0,
+                        wanted: p.lsn.0,
+                        at: *worker.watermark.borrow(),
+                        timeout,
+                    });
+                }
+            }
+        }
+        let mut reflected = Token::new();
+        for shard in shards.iter().copied().chain(token.iter().map(|p| p.shard)) {
+            let lsn = *self.worker(shard, kind)?.watermark.borrow();
+            reflected.observe(Position {
+                shard,
+                lsn: Lsn(lsn),
+            });
+        }
+        Ok(reflected)
+    }
+
+    /// Reads view state in a read transaction, with the watermark it reflects.
+    pub fn read<T>(
+        &self,
+        kind: &str,
+        shard: ShardId,
+        f: impl FnOnce(&ReadTransaction) -> Result<T>,
+    ) -> Result<(T, Lsn)> {
+        let kind = self.view(kind)?.kind();
+        self.worker(shard, kind)?;
+        let tx = self.db.begin_read().map_err(storage)?;
+        let (lsn, _) = read_watermark(&tx, kind, shard)?;
+        Ok((f(&tx)?, Lsn(lsn)))
+    }
+
+    /// The digest of view `kind` of `shard`, with the watermark it was taken at.
+    pub fn digest(&self, kind: &str, shard: ShardId) -> Result<(Lsn, u64)> {
+        let view = self.view(kind)?;
+        let (digest, lsn) = self.read(view.kind(), shard, |tx| view.digest(tx, shard))?;
+        Ok((lsn, digest))
+    }
+
+    /// Where every view of every hosted shard stands.
+    pub fn status(&self) -> Vec<ViewStatus> {
+        let now = self.clock.wall_ms();
+        let workers: Vec<_> = self
+            .workers
+            .lock()
+            .expect("workers lock")
+            .iter()
+            .map(|(k, w)| (*k, w.clone()))
+            .collect();
+        workers
+            .into_iter()
+            .map(|((shard, view), w)| {
+                let watermark = *w.watermark.borrow();
+                let applied = self.log.shard(shard).map_or(watermark, |s| s.applied().0);
+                let lag_lsn = applied.saturating_sub(watermark);
+                let lag_ms = if lag_lsn == 0 {
+                    0
+                } else {
+                    self.first_unapplied_ts(shard, watermark)
+                        .map_or(0, |ts| now.saturating_sub(ts))
+                };
+                ViewStatus {
+                    view,
+                    shard: shard.0,
+                    watermark,
+                    applied,
+                    lag_lsn,
+                    lag_ms,
+                    entries_applied: w.entries_applied.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    fn first_unapplied_ts(&self, shard: ShardId, watermark: u64) -> Option<u64> {
+        let s = self.log.shard(shard).ok()?;
+        let (entries, _) = s.committed_entries(Lsn(watermark + 1), 16).ok()?;
+        entries.iter().map(|e| e.ts_ms).find(|&ts| ts > 0)
+    }
+
+    /// Makes every view commit so far durable (at shutdown).
+    pub fn sync(&self) -> Result<()> {
+        let tx = self.db.begin_write().map_err(storage)?;
+        tx.commit().map_err(storage)
+    }
+}
+
+impl Worker {
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(task) = self.task.lock().expect("task lock").take() {
+            task.abort();
+        }
+    }
+}
+
+/// Tails `shard`'s applied log into `view` until the shard or the materializer goes away.
+async fn run_worker(
+    m: std::sync::Weak<Materializer>,
+    shard: ShardId,
+    view: Arc<dyn View>,
+    worker: Arc<Worker>,
+) -> Result<()> {
+    loop {
+        let (log_shard, batch) = {
+            let Some(m) = m.upgrade() else { return Ok(()) };
+            let Ok(s) = m.log.shard(shard) else {
+                return Ok(());
+            };
+            (s, m.config.batch_entries)
+        };
+        let from = *worker.watermark.borrow() + 1;
+        let mut applied = log_shard.store().applied();
+        if *applied.borrow() < from {
+            // Nothing new: wait for the replica to apply more (or stop with the shard).
+            if applied.wait_for(|&a| a >= from).await.is_err() {
+                return Ok(());
+            }
+        }
+        let (entries, _) = log_shard.committed_entries(Lsn(from), batch)?;
+        drop(log_shard);
+        let Some(last) = entries.last() else { continue };
+        let (last_lsn, last_ts) = (last.lsn.0, last.ts_ms);
+        let Some(m) = m.upgrade() else { return Ok(()) };
+        let now = m.clock.monotonic().as_millis() as u64;
+        let durable = now.saturating_sub(m.last_durable_ms.load(Ordering::Relaxed))
+            >= m.config.durable_every.as_millis() as u64;
+        let mut tx = m.db.begin_write().map_err(storage)?;
+        if worker.stopped.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if !durable {
+            tx.set_durability(Durability::None).map_err(storage)?;
+        }
+        for entry in &entries {
+            view.apply(&tx, shard, entry)?;
+        }
+        let ts = if last_ts > 0 {
+            last_ts
+        } else {
+            worker.watermark_ts.load(Ordering::Relaxed)
+        };
+        {
+            let mut marks = tx.open_table(WATERMARKS).map_err(storage)?;
+            let mut value = [0u8; 16];
+            value[..8].copy_from_slice(&last_lsn.to_le_bytes());
+            value[8..].copy_from_slice(&ts.to_le_bytes());
+            marks
+                .insert(watermark_key(view.kind(), shard).as_str(), value.as_slice())
+                .map_err(storage)?;
+        }
+        tx.commit().map_err(storage)?;
+        if durable {
+            m.last_durable_ms.store(now, Ordering::Relaxed);
+        }
+        worker.watermark_ts.store(ts, Ordering::Relaxed);
+        worker
+            .entries_applied
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        worker.watermark.send_replace(last_lsn);
+        drop(m);
+        tokio::task::yield_now().await;
+    }
+}

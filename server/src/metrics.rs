@@ -26,15 +26,50 @@ type PerShard<'a> = (
     &'a dyn Fn(&themis_log::Shard) -> u64,
 );
 
+impl Metrics {
+    fn render_views(&self, out: &mut String, views: &themis_materializers::Materializer) {
+        let status = views.status();
+        type Field = fn(&themis_materializers::ViewStatus) -> String;
+        let families: [(&str, &str, Field); 3] = [
+            ("themis_view_watermark", "LSN the view has applied", |v| {
+                v.watermark.to_string()
+            }),
+            (
+                "themis_view_lag_entries",
+                "entries the replica applied that the view has not",
+                |v| v.lag_lsn.to_string(),
+            ),
+            (
+                "themis_view_lag_seconds",
+                "age of the oldest committed entry the view has not applied (0 when caught up)",
+                |v| format!("{:.3}", v.lag_ms as f64 / 1e3),
+            ),
+        ];
+        for (name, help, value) in families {
+            family(out, name, "gauge", help);
+            for v in &status {
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{}\",view=\"{}\"}} {}",
+                    v.shard,
+                    v.view,
+                    value(v)
+                );
+            }
+        }
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 impl Metrics {
-    /// Renders every metric.
-    pub fn render(&self, log: &Log) -> String {
+    /// Renders every metric, the views' watermarks and lag included.
+    pub fn render(&self, log: &Log, views: &themis_materializers::Materializer) -> String {
         let mut out = String::with_capacity(4096);
+        self.render_views(&mut out, views);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let per_shard: [PerShard; 12] = [
             (

@@ -19,6 +19,8 @@ use themis_log::seam::{
 use themis_log::{Log, LogConfig, ShardConfig, Topology};
 use themis_storage::FileDisk;
 
+use themis_materializers::{Materializer, MaterializerConfig};
+
 use crate::api::{self, ApiLimits, AppState};
 use crate::config::ServeArgs;
 use crate::meta::EtcdMetaStore;
@@ -122,7 +124,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let log = Log::open(
         config,
-        Arc::new(disk),
+        Arc::new(disk.clone()),
         clock.clone(),
         Arc::new(OsEntropy),
         transport,
@@ -150,8 +152,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
+    let views = Materializer::start(
+        log.clone(),
+        &disk,
+        clock.clone(),
+        MaterializerConfig::default(),
+    )
+    .await
+    .with_context(|| format!("cannot open the views in {}", args.data_dir.display()))?;
     let state = AppState {
         log: log.clone(),
+        views: views.clone(),
         metrics: Arc::new(Metrics::default()),
         limits: ApiLimits {
             body_bytes_max: args.body_bytes_max,
@@ -173,6 +184,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("http server failed")?;
     tracing::info!("shutting down");
+    if let Err(e) = views.sync() {
+        tracing::warn!("views: final sync failed: {e}");
+    }
     log.shutdown().await;
     Ok(())
 }

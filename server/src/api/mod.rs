@@ -58,6 +58,8 @@ impl Default for ApiLimits {
 pub struct AppState {
     /// The node's shards.
     pub log: Arc<Log>,
+    /// The node's views.
+    pub views: Arc<themis_materializers::Materializer>,
     /// HTTP-layer metrics.
     pub metrics: Arc<Metrics>,
     /// Limits.
@@ -75,6 +77,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/streams/{urn}", post(append_stream).get(read_stream))
         .route("/v1/events", post(append_events))
         .route("/v1/log/{shard}", get(read_log))
+        .route("/v1/resources/{urn}", get(read_resource))
+        .route("/v1/admin/views", get(list_views))
+        .route("/v1/admin/views/{kind}/rebuild", post(rebuild_view))
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/move-replica", post(move_replica))
         .route("/livez", get(livez))
@@ -106,6 +111,9 @@ pub fn router(state: AppState) -> Router {
         read_stream,
         append_events,
         read_log,
+        read_resource,
+        list_views,
+        rebuild_view,
         cluster,
         move_replica,
         livez,
@@ -123,6 +131,9 @@ pub fn router(state: AppState) -> Router {
         PartResult,
         StreamPageBody,
         LogPageBody,
+        ResourceBody,
+        ViewsBody,
+        RebuildBody,
         ClusterBody,
         ClusterNodeBody,
         MoveReplicaBody,
@@ -722,8 +733,208 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(&state.log);
+    let text = state.metrics.render(&state.log, &state.views);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceParams {
+    min_token: Option<String>,
+    timeout: Option<String>,
+}
+
+/// How long a read waits for a token: `timeout` (like `5s`), at most the request timeout.
+fn wait_timeout(state: &AppState, timeout: Option<&str>) -> Result<Duration, Problem> {
+    let max = state.limits.request_timeout;
+    match timeout {
+        None => Ok(max),
+        Some(text) => {
+            let t = themis_log::units::parse_duration(text)
+                .map_err(|e| Problem::bad_request("invalid_query", e))?;
+            Ok(t.min(max))
+        }
+    }
+}
+
+fn parse_token(text: Option<&str>) -> Result<themis_log::Token, Problem> {
+    match text {
+        None => Ok(themis_log::Token::new()),
+        Some(t) => themis_log::Token::decode(t)
+            .map_err(|e| Problem::bad_request(e.code(), format!("invalid min_token: {e}"))),
+    }
+}
+
+/// The current state of a document resource, from this node's document view.
+///
+/// With `min_token` it first waits (up to `timeout`) until the view has applied the token's
+/// position in the resource's shard, so it reflects every append that token covers
+/// (read-your-writes). The answer's `token` is the view's watermark.
+#[utoipa::path(
+    get, path = "/v1/resources/{urn}",
+    params(
+        ("urn" = String, Path),
+        ("min_token" = Option<String>, Query, description = "wait until the view covers this token"),
+        ("timeout" = Option<String>, Query, description = "how long to wait for min_token, like 5s")
+    ),
+    responses(
+        (status = 200, body = ResourceBody),
+        (status = 404, body = ProblemBody, description = "resource_not_found (absent or deleted)"),
+        (status = 504, body = ProblemBody, description = "timeout: the view did not reach min_token")
+    )
+)]
+async fn read_resource(
+    State(state): State<AppState>,
+    Path(urn): Path<String>,
+    params: Result<Query<ResourceParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let params = query(params)?;
+    let urn = parse_urn(&urn)?;
+    if urn.model() != themis_log::Model::Document {
+        return Err(Problem::bad_request(
+            "unsupported_model",
+            format!(
+                "{urn} is a {} resource; resources of this model are read through their own view \
+                 (today only document resources have one)",
+                urn.model()
+            ),
+        ));
+    }
+    let timeout = wait_timeout(&state, params.timeout.as_deref())?;
+    let shard = state.log.shard_id_for(&urn);
+    let mut wanted = themis_log::Token::new();
+    if let Some(lsn) = parse_token(params.min_token.as_deref())?.get(shard) {
+        wanted.observe(themis_log::Position { shard, lsn });
+    }
+    let kind = themis_materializers::document::KIND;
+    state
+        .views
+        .wait_for(kind, &wanted, &[shard], timeout)
+        .await?;
+    let (doc, watermark) = state.views.read(kind, shard, |tx| {
+        themis_materializers::document::get(tx, shard, urn.as_str())
+    })?;
+    let token = themis_log::Token::from_position(themis_log::Position {
+        shard,
+        lsn: watermark,
+    })
+    .encode();
+    let doc = match doc {
+        Some(d) if !d.deleted => d,
+        Some(d) => {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "resource_not_found",
+                format!(
+                    "{urn} was deleted at revision {} (LSN {})",
+                    d.revision, d.lsn
+                ),
+            )
+            .with("token", token)
+            .with("deleted_revision", d.revision));
+        }
+        None => {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "resource_not_found",
+                format!(
+                    "{urn} has no state in the document view (as of LSN {})",
+                    watermark.0
+                ),
+            )
+            .with("token", token));
+        }
+    };
+    let body = ResourceBody {
+        urn: urn.to_string(),
+        revision: doc.revision,
+        data: doc.data,
+        position: PositionBody {
+            shard: shard.0,
+            lsn: doc.lsn,
+        },
+        updated_ms: doc.updated_ms,
+        token: token.clone(),
+    };
+    let mut response = Json(body).into_response();
+    if let Ok(value) = HeaderValue::from_str(&token) {
+        response.headers_mut().insert("themis-token", value);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViewsParams {
+    #[serde(default)]
+    digest: bool,
+}
+
+/// Every view of every shard this node holds: watermark, lag, and (with `digest=true`) a
+/// digest of its content.
+#[utoipa::path(
+    get, path = "/v1/admin/views",
+    params(("digest" = Option<bool>, Query, description = "compute content digests")),
+    responses((status = 200, body = ViewsBody))
+)]
+async fn list_views(
+    State(state): State<AppState>,
+    params: Result<Query<ViewsParams>, QueryRejection>,
+) -> Result<Json<ViewsBody>, Problem> {
+    let params = query(params)?;
+    let mut views = Vec::new();
+    for v in state.views.status() {
+        let digest = if params.digest {
+            let (lsn, digest) = state.views.digest(v.view, ShardId(v.shard))?;
+            Some(ViewDigestBody {
+                watermark: lsn.0,
+                digest: format!("{digest:016x}"),
+            })
+        } else {
+            None
+        };
+        views.push(ViewBody {
+            view: v.view.to_owned(),
+            shard: v.shard,
+            watermark: v.watermark,
+            applied: v.applied,
+            lag_entries: v.lag_lsn,
+            lag_ms: v.lag_ms,
+            entries_applied: v.entries_applied,
+            digest,
+        });
+    }
+    Ok(Json(ViewsBody { views }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebuildParams {
+    shard: Option<u32>,
+}
+
+/// Drops a view (of one shard, or of every shard this node holds) and replays it from the
+/// log. Answers at once; `GET /v1/admin/views` shows it catching up.
+#[utoipa::path(
+    post, path = "/v1/admin/views/{kind}/rebuild",
+    params(("kind" = String, Path), ("shard" = Option<u32>, Query)),
+    responses(
+        (status = 202, body = RebuildBody),
+        (status = 404, body = ProblemBody, description = "unknown_view")
+    )
+)]
+async fn rebuild_view(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    params: Result<Query<RebuildParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let params = query(params)?;
+    let shards = state.views.rebuild(&kind, params.shard.map(ShardId))?;
+    let body = RebuildBody {
+        view: kind,
+        shards: shards.into_iter().map(|s| s.0).collect(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

@@ -153,6 +153,27 @@ impl From<LogError> for Problem {
     }
 }
 
+impl From<themis_materializers::Error> for Problem {
+    fn from(e: themis_materializers::Error) -> Self {
+        use themis_materializers::Error as ViewError;
+        let status = match &e {
+            ViewError::Log(inner) => return Problem::from(inner.clone()),
+            ViewError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ViewError::UnknownView(_) => StatusCode::NOT_FOUND,
+            ViewError::NotHosted(_) => StatusCode::MISDIRECTED_REQUEST,
+            ViewError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let problem = Problem::new(status, e.code(), e.to_string());
+        match e {
+            ViewError::Timeout { shard, at, .. } => {
+                problem.with("shard", shard).with("watermark", at)
+            }
+            ViewError::NotHosted(shard) => problem.with("shard", shard),
+            _ => problem,
+        }
+    }
+}
+
 impl From<BatchError> for Problem {
     fn from(e: BatchError) -> Self {
         Problem::bad_request(e.source.code, e.to_string())

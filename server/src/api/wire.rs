@@ -234,3 +234,68 @@ pub struct MoveReplicaBody {
     #[serde(default)]
     pub catch_up_seconds: Option<u64>,
 }
+
+/// A resource's current state.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ResourceBody {
+    /// The resource.
+    pub urn: String,
+    /// Revision of the last event applied to it.
+    pub revision: u64,
+    /// Its state.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// Where that event is in the log.
+    pub position: PositionBody,
+    /// Commit timestamp of that event (ms since the Unix epoch).
+    pub updated_ms: u64,
+    /// The view's watermark as a token: the answer reflects every append it covers.
+    pub token: String,
+}
+
+/// A view's content digest.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ViewDigestBody {
+    /// The watermark the digest was taken at.
+    pub watermark: u64,
+    /// xxh3 of the view's content (hex).
+    pub digest: String,
+}
+
+/// One view of one shard on this node.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ViewBody {
+    /// View kind.
+    pub view: String,
+    /// Shard.
+    pub shard: u32,
+    /// LSN applied.
+    pub watermark: u64,
+    /// LSN the shard's replica has applied.
+    pub applied: u64,
+    /// Entries behind the replica.
+    pub lag_entries: u64,
+    /// Age of the oldest entry not applied yet (ms; 0 when caught up).
+    pub lag_ms: u64,
+    /// Entries applied since the node started.
+    pub entries_applied: u64,
+    /// With `digest=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<ViewDigestBody>,
+}
+
+/// The views of this node.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ViewsBody {
+    /// One per (view, shard).
+    pub views: Vec<ViewBody>,
+}
+
+/// A rebuild started.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RebuildBody {
+    /// View kind.
+    pub view: String,
+    /// Shards whose view is being rebuilt.
+    pub shards: Vec<u32>,
+}

@@ -7,3 +7,4 @@ mod crash;
 mod harness;
 mod nemesis;
 mod tidy;
+mod views;

@@ -1,0 +1,201 @@
+//! Views through the HTTP API against the real binary: the document view's states, reads at a
+//! token (read-your-writes without sleeps), timeouts, restart and rebuild to the same digest.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::api::{get, post};
+use crate::harness::Server;
+
+async fn append(base: &str, urn: &str, events: Value) -> Value {
+    let answer = post(
+        base,
+        &format!("/v1/streams/{urn}"),
+        &json!({ "events": events }),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    answer.json()
+}
+
+fn resource(urn: &str, token: &str) -> String {
+    format!("/v1/resources/{urn}?min_token={token}&timeout=10s")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn document_view_states_and_read_your_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let b = &server.base;
+    let urn = "urn:themis:document:users:alice";
+
+    let a = append(
+        b,
+        urn,
+        json!([{"op": "put", "data": {"name": "Alice", "tags": ["a"]}}]),
+    )
+    .await;
+    let r = get(b, &resource(urn, a["token"].as_str().unwrap())).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let body = r.json();
+    assert_eq!(body["data"], json!({"name": "Alice", "tags": ["a"]}));
+    assert_eq!(body["revision"], 0);
+    assert!(r.headers.contains_key("themis-token"));
+
+    // RFC 7396: null removes a member, objects merge, anything else replaces.
+    let a = append(
+        b,
+        urn,
+        json!([{"op": "patch", "data": {"tags": null, "email": "a@example.org", "n": {"x": 1}}}]),
+    )
+    .await;
+    let body = get(b, &resource(urn, a["token"].as_str().unwrap()))
+        .await
+        .json();
+    assert_eq!(
+        body["data"],
+        json!({"name": "Alice", "email": "a@example.org", "n": {"x": 1}})
+    );
+    assert_eq!(body["revision"], 1);
+
+    // Read-your-writes: every read at the append's token sees that append; no sleeps.
+    for n in 0..1000u64 {
+        let a = append(b, urn, json!([{"op": "patch", "data": {"n": {"x": n}}}])).await;
+        let r = get(b, &resource(urn, a["token"].as_str().unwrap())).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let body = r.json();
+        assert_eq!(
+            body["data"]["n"]["x"], n,
+            "read {n} missed its own write: {body}"
+        );
+        assert_eq!(body["revision"], n + 2);
+    }
+
+    // Deleted and absent resources are 404 problem+json.
+    let a = append(b, urn, json!([{"op": "delete"}])).await;
+    let p = get(b, &resource(urn, a["token"].as_str().unwrap()))
+        .await
+        .problem(404, "resource_not_found");
+    assert_eq!(p["deleted_revision"], 1002);
+    get(b, "/v1/resources/urn:themis:document:users:nobody")
+        .await
+        .problem(404, "resource_not_found");
+    // A patch after a delete starts from an empty document.
+    let a = append(b, urn, json!([{"op": "patch", "data": {"back": true}}])).await;
+    let body = get(b, &resource(urn, a["token"].as_str().unwrap()))
+        .await
+        .json();
+    assert_eq!(body["data"], json!({"back": true}));
+
+    // A token the view cannot reach in time: 504 timeout, naming the watermark.
+    let shard = a["position"]["shard"].as_u64().unwrap() as u32;
+    let lsn = a["position"]["lsn"].as_u64().unwrap();
+    let far = themis_log::Token::from_position(themis_log::Position {
+        shard: themis_log::ShardId(shard),
+        lsn: themis_log::Lsn(lsn + 1_000_000),
+    })
+    .encode();
+    let p = get(
+        b,
+        &format!("/v1/resources/{urn}?min_token={far}&timeout=200ms"),
+    )
+    .await
+    .problem(504, "timeout");
+    assert!(p["watermark"].as_u64().unwrap() >= lsn);
+
+    // Bad tokens, timeouts and models are refused clearly.
+    get(b, &format!("/v1/resources/{urn}?min_token=nonsense"))
+        .await
+        .problem(400, "invalid_token");
+    get(b, &format!("/v1/resources/{urn}?timeout=soon"))
+        .await
+        .problem(400, "invalid_query");
+    get(b, "/v1/resources/urn:themis:relational:orders:1")
+        .await
+        .problem(400, "unsupported_model");
+    get(b, "/v1/resources/not-a-urn")
+        .await
+        .problem(400, "invalid_urn");
+
+    // Watermarks and lag are in /metrics.
+    let metrics = get(b, "/metrics").await.text;
+    assert!(
+        metrics.contains("themis_view_watermark{shard=\"0\",view=\"document\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("themis_view_lag_seconds"));
+}
+
+/// Watermark and digest of every document view, once each has reached `marks` (bounded wait).
+async fn digests(base: &str, marks: &BTreeMap<u64, u64>) -> BTreeMap<u64, (u64, String)> {
+    for _ in 0..600 {
+        let views = get(base, "/v1/admin/views?digest=true").await.json();
+        let list = views["views"].as_array().unwrap().clone();
+        let caught_up = list.iter().all(|v| {
+            v["watermark"].as_u64().unwrap()
+                >= marks
+                    .get(&v["shard"].as_u64().unwrap())
+                    .copied()
+                    .unwrap_or(0)
+        });
+        if caught_up {
+            return list
+                .iter()
+                .map(|v| {
+                    (
+                        v["shard"].as_u64().unwrap(),
+                        (
+                            v["digest"]["watermark"].as_u64().unwrap(),
+                            v["digest"]["digest"].as_str().unwrap().to_owned(),
+                        ),
+                    )
+                })
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the views did not reach {marks:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn views_resume_after_restart_and_rebuild_to_the_same_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let b = server.base.clone();
+    // Puts, patches and deletes over many resources of every shard.
+    let mut marks: BTreeMap<u64, u64> = BTreeMap::new();
+    for i in 0..300u64 {
+        let urn = format!("urn:themis:document:items:i{}", i % 37);
+        let event = match i % 5 {
+            0 | 1 => json!({"op": "put", "data": {"i": i, "tags": ["x", i.to_string()]}}),
+            2 | 3 => json!({"op": "patch", "data": {"p": i, "tags": null}}),
+            _ => json!({"op": "delete"}),
+        };
+        let a = append(&b, &urn, json!([event])).await;
+        let (shard, lsn) = (
+            a["position"]["shard"].as_u64().unwrap(),
+            a["position"]["lsn"].as_u64().unwrap(),
+        );
+        let m = marks.entry(shard).or_default();
+        *m = (*m).max(lsn);
+    }
+    let before = digests(&b, &marks).await;
+    assert!(before.len() >= 2, "{before:?}");
+
+    // A restart resumes every view from its watermark: same content.
+    assert!(server.terminate().success());
+    let server = Server::start(dir.path(), &[]);
+    let b = server.base.clone();
+    assert_eq!(digests(&b, &marks).await, before, "after a restart");
+
+    // A rebuild drops each view and replays the log to the same content.
+    let r = post(&b, "/v1/admin/views/document/rebuild", &json!({})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json()["shards"].as_array().unwrap().len(), 4);
+    assert_eq!(digests(&b, &marks).await, before, "after a rebuild");
+    post(&b, "/v1/admin/views/nosuch/rebuild", &json!({}))
+        .await
+        .problem(404, "unknown_view");
+}
