@@ -158,5 +158,22 @@ pub fn get(tx: &ReadTransaction, shard: ShardId, urn: &str) -> Result<Option<Doc
         .map_err(storage)
 }
 
+/// Every resource state in the document view of `shard`, in URN order.
+pub fn all(tx: &ReadTransaction, shard: ShardId) -> Result<Vec<(String, Document)>> {
+    let name = table_name(shard);
+    let docs = match tx.open_table(table(&name)) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(storage(e)),
+    };
+    let mut out = Vec::new();
+    for item in docs.iter().map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        let doc = serde_json::from_slice(v.value()).map_err(storage)?;
+        out.push((k.value().to_owned(), doc));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,10 @@
 //!   stream and shard;
 //! - linearizable reads: a read returns exactly the stream's prefix up to the revision it
 //!   reports, that prefix includes every append acknowledged before the read was invoked, and
-//!   holds nothing invoked after the read completed.
+//!   holds nothing invoked after the read completed;
+//! - views ([`check_views`]): every replica's document view, at a watermark equal to its applied
+//!   log, equals a reference fold of the log written here, independently of the view code
+//!   (only RFC 7396 merging is shared, and it has its own tests).
 
 use std::collections::BTreeMap;
 
@@ -53,6 +56,8 @@ pub struct Checked {
     pub unknown_applied: usize,
     /// Reads checked.
     pub reads: usize,
+    /// Document resources whose view state was checked on every replica.
+    pub resources: usize,
 }
 
 /// Checks `history` against every replica's log of every shard: `logs[shard]` holds, per
@@ -293,5 +298,107 @@ fn shard_of(op: &AppendOp) -> u32 {
     match op.outcome {
         AppendOutcome::Ok { shard, .. } => shard,
         _ => u32::MAX,
+    }
+}
+
+/// Every replica's document view of every shard: node, watermark, and its resources.
+pub type Views = BTreeMap<
+    u32,
+    Vec<(
+        u64,
+        u64,
+        Vec<(String, themis_materializers::document::Document)>,
+    )>,
+>;
+
+/// Checks every replica's document view against a fold of the shard's log.
+pub fn check_views(
+    logs: &BTreeMap<u32, Vec<(u64, Vec<LogEntryView>)>>,
+    views: &Views,
+) -> Result<usize, Vec<String>> {
+    use themis_materializers::document::{Document, merge_patch};
+    let mut errors = Vec::new();
+    let mut resources = 0;
+    for (shard, replicas) in logs {
+        let Some((_, entries)) = replicas.first() else {
+            continue;
+        };
+        let mut reference: BTreeMap<String, Document> = BTreeMap::new();
+        for entry in entries {
+            let Some(outcomes) = &entry.outcomes else {
+                continue;
+            };
+            for (event, outcome) in entry.events.iter().zip(outcomes) {
+                let Outcome::Appended { revisions } = outcome else {
+                    continue;
+                };
+                if event.urn.model() != themis_log::Model::Document {
+                    continue;
+                }
+                let data: serde_json::Value = event
+                    .data
+                    .as_ref()
+                    .map(|d| serde_json::from_str(d.get()).expect("the log holds JSON"))
+                    .unwrap_or(serde_json::json!({}));
+                let key = event.urn.as_str().to_owned();
+                let (data, deleted) = match event.op {
+                    themis_log::event::Op::Put => (data, false),
+                    themis_log::event::Op::Patch => {
+                        let mut state = match reference.get(&key) {
+                            Some(d) if !d.deleted => d.data.clone(),
+                            _ => serde_json::json!({}),
+                        };
+                        merge_patch(&mut state, &data);
+                        (state, false)
+                    }
+                    themis_log::event::Op::Delete => (serde_json::Value::Null, true),
+                    _ => continue,
+                };
+                reference.insert(
+                    key,
+                    Document {
+                        data,
+                        revision: revisions[0],
+                        lsn: entry.lsn.0,
+                        updated_ms: entry.ts_ms.unwrap_or(0),
+                        deleted,
+                    },
+                );
+            }
+        }
+        resources += reference.len();
+        let last = entries.last().map_or(0, |e| e.lsn.0);
+        for (node, watermark, docs) in views.get(shard).into_iter().flatten() {
+            if *watermark != last {
+                errors.push(format!(
+                    "shard {shard}: node {node}'s document view is at LSN {watermark}, the log at {last}"
+                ));
+                continue;
+            }
+            let got: BTreeMap<&str, &Document> =
+                docs.iter().map(|(k, d)| (k.as_str(), d)).collect();
+            let want: BTreeMap<&str, &Document> =
+                reference.iter().map(|(k, d)| (k.as_str(), d)).collect();
+            if got != want {
+                let diff = want
+                    .iter()
+                    .find(|(k, d)| got.get(*k) != Some(*d))
+                    .map(|(k, d)| format!("{k}: the fold has {d:?}, the view {:?}", got.get(k)))
+                    .or_else(|| {
+                        got.iter()
+                            .find(|(k, _)| !want.contains_key(*k))
+                            .map(|(k, d)| format!("{k}: only in the view, {d:?}"))
+                    })
+                    .unwrap_or_default();
+                errors.push(format!(
+                    "shard {shard}: node {node}'s document view differs from the fold of the log ({diff})"
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(resources)
+    } else {
+        Err(errors)
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use themis_log::cluster::{ClusterSpec, NodeInfo, Placement};
 use themis_log::seam::{Clock, NodeId, SeededEntropy};
 use themis_log::{Log, LogConfig, Topology};
+use themis_materializers::{Materializer, MaterializerConfig};
 
 use crate::clock::{NodeClock, TokioClock};
 use crate::disk::{DiskStats, SimDisk};
@@ -25,6 +26,8 @@ pub struct SimCluster {
     pub net: Arc<SimNetwork>,
     /// The nodes' logs, by id (1..=n), while they run.
     nodes: Mutex<BTreeMap<NodeId, Arc<Log>>>,
+    /// Their views, while they run.
+    views: Mutex<BTreeMap<NodeId, Arc<Materializer>>>,
     /// What never dies with a node: its disk and clock, and its incarnation count.
     machines: BTreeMap<NodeId, Machine>,
     options: SimOptions,
@@ -119,6 +122,7 @@ impl SimCluster {
         let cluster = Self {
             net,
             nodes: Mutex::default(),
+            views: Mutex::default(),
             machines,
             options: o,
             topology,
@@ -163,6 +167,15 @@ impl SimCluster {
         )
         .await?;
         let log = Arc::new(log);
+        let views = Materializer::start(
+            log.clone(),
+            &machine.disk,
+            Arc::new(machine.clock.clone()),
+            MaterializerConfig::default(),
+        )
+        .await
+        .map_err(|e| themis_log::Error::Storage(format!("views of node {id}: {e}")))?;
+        self.views.lock().expect("views lock").insert(id, views);
         self.nodes
             .lock()
             .expect("nodes lock")
@@ -184,6 +197,11 @@ impl SimCluster {
     /// Node `id`'s log, while it runs.
     pub fn node(&self, id: NodeId) -> Option<Arc<Log>> {
         self.nodes.lock().expect("nodes lock").get(&id).cloned()
+    }
+
+    /// Node `id`'s views, while it runs.
+    pub fn views(&self, id: NodeId) -> Option<Arc<Materializer>> {
+        self.views.lock().expect("views lock").get(&id).cloned()
     }
 
     /// The running nodes.
@@ -237,6 +255,8 @@ impl SimCluster {
         let Some(log) = self.nodes.lock().expect("nodes lock").remove(&id) else {
             return;
         };
+        // The views die with the node: their handles fail once the disk has crashed.
+        self.views.lock().expect("views lock").remove(&id);
         self.net.detach(id);
         self.machines[&id].disk.crash();
         self.snapshots_installed_before.fetch_add(

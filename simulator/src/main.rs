@@ -176,7 +176,7 @@ fn summary(r: &Report, real: Duration) -> String {
     let c = &r.checked;
     format!(
         "trace hash {:016x}: {:?} simulated in {:.2?} ({:.0}x); {} appends acknowledged, {} \
-         refused by expected revision, {} unknown ({} of them applied), {} reads checked; {} \
+         refused by expected revision, {} unknown ({} of them applied), {} reads checked, {} resources' views checked on every replica; {} \
          faults, {} crashes, {} failed fsyncs, {} snapshots installed; converged {:?} after \
          healing",
         r.hash,
@@ -188,6 +188,7 @@ fn summary(r: &Report, real: Duration) -> String {
         c.unknown,
         c.unknown_applied,
         c.reads,
+        c.resources,
         r.faults.len(),
         r.disks.crashes,
         r.disks.failed_syncs,

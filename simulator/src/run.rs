@@ -194,10 +194,16 @@ async fn run_async(o: RunOptions) -> Result<Report, Failure> {
         Ok(logs) => logs,
         Err(e) => return Err(fail(vec![e], &nemesis_log.events)),
     };
+    let views = match views_converged(&c, &logs, healed).await {
+        Ok(v) => v,
+        Err(e) => return Err(fail(vec![e], &nemesis_log.events)),
+    };
     let converged_after = c.now() - healed;
 
     let history = recorder.lock().expect("history lock").clone();
-    let checked = checker::check(&history, &logs).map_err(|e| fail(e, &nemesis_log.events))?;
+    let mut checked = checker::check(&history, &logs).map_err(|e| fail(e, &nemesis_log.events))?;
+    checked.resources =
+        checker::check_views(&logs, &views).map_err(|e| fail(e, &nemesis_log.events))?;
     let trace = trace(&logs, &history);
     let simulated = c.now();
     let snapshots_installed = c.snapshots_installed();
@@ -284,6 +290,53 @@ async fn converge(c: &SimCluster, healed: Duration) -> Result<Logs, String> {
         }
     }
     Ok(logs)
+}
+
+/// Waits until every running replica's document view has applied its whole log (within the
+/// liveness bound); returns every view's content.
+async fn views_converged(
+    c: &SimCluster,
+    logs: &Logs,
+    healed: Duration,
+) -> Result<checker::Views, String> {
+    let kind = themis_materializers::document::KIND;
+    let deadline = healed + LIVENESS_BOUND;
+    loop {
+        let mut views: checker::Views = BTreeMap::new();
+        let mut behind = Vec::new();
+        for (id, log) in c.running() {
+            let Some(m) = c.views(id) else { continue };
+            for &s in logs.keys() {
+                let Ok(shard) = log.shard(ShardId(s)) else {
+                    continue;
+                };
+                let applied = shard.applied().0;
+                let read = m.read(kind, ShardId(s), |tx| {
+                    themis_materializers::document::all(tx, ShardId(s))
+                });
+                match read {
+                    Ok((docs, watermark)) if watermark.0 == applied => {
+                        views.entry(s).or_default().push((id, watermark.0, docs));
+                    }
+                    Ok((_, watermark)) => behind.push(format!(
+                        "node {id} shard {s}: view at {}, log applied {applied}",
+                        watermark.0
+                    )),
+                    Err(e) => behind.push(format!("node {id} shard {s}: {e}")),
+                }
+            }
+        }
+        if behind.is_empty() {
+            return Ok(views);
+        }
+        if c.now() > deadline {
+            return Err(format!(
+                "liveness: the views did not catch up within {LIVENESS_BOUND:?} after healing: {}",
+                behind.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn trace(logs: &Logs, history: &History) -> Vec<String> {

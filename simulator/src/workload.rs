@@ -1,7 +1,7 @@
-//! The client workload and its recorded history: concurrent clients append single events with
-//! unique ids (client-chosen, so a retry is idempotent) and, half the time, an expected
-//! revision taken from what they last saw of the stream; they also read streams
-//! linearizably. Every operation is recorded with its invocation and completion time in
+//! The client workload and its recorded history: concurrent clients append single events (puts,
+//! merge patches and deletes) with unique ids (client-chosen, so a retry is idempotent) and,
+//! half the time, an expected revision taken from what they last saw of the stream; they also
+//! read streams linearizably. Every operation is recorded with its invocation and completion time in
 //! virtual time and its outcome, for the checker.
 //!
 //! Invariant: an outcome is recorded as definite only when the system said so (an
@@ -116,7 +116,7 @@ impl Default for Workload {
     fn default() -> Self {
         Self {
             clients: 4,
-            streams: 8,
+            streams: 32,
             read_share: 0.2,
             attempt_timeout: Duration::from_secs(2),
             attempts_max: 6,
@@ -132,10 +132,26 @@ fn input(id: &str, urn: &str, expected: ExpectedRevision, n: u64) -> EventInput 
         ExpectedRevision::Exists => serde_json::json!("exists"),
         ExpectedRevision::Exact(r) => serde_json::json!(r),
     };
-    serde_json::from_value(serde_json::json!({
-        "id": id, "urn": urn, "op": "put", "data": {"n": n}, "expected_revision": expected,
-    }))
-    .expect("a valid event input")
+    // Puts, merge patches (setting, nesting and removing members) and deletes, so the document
+    // view's every path is exercised.
+    let (op, data) = match n % 7 {
+        0..=3 => (
+            "put",
+            serde_json::json!({"n": n, format!("k{}", n % 3): [n]}),
+        ),
+        4 | 5 => (
+            "patch",
+            serde_json::json!({"n": n, format!("k{}", (n + 1) % 3): null, "p": {"x": n}}),
+        ),
+        _ => ("delete", serde_json::Value::Null),
+    };
+    let mut event = serde_json::json!({
+        "id": id, "urn": urn, "op": op, "expected_revision": expected,
+    });
+    if !data.is_null() {
+        event["data"] = data;
+    }
+    serde_json::from_value(event).expect("a valid event input")
 }
 
 /// One attempt at an append through `log`.
