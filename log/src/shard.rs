@@ -398,11 +398,14 @@ impl Shard {
     /// drops its own entries, so they get committed. A leader elected in a later term needs no
     /// such bound: its first entry follows everything committed before.
     pub async fn read_index(&self) -> Result<Lsn> {
+        // The term is read before the leadership check: terms only grow, so if the check
+        // confirms leadership in the restart term, this reading is at most that term (lower
+        // only while the metrics are not yet published after the restart).
+        let (term, last) = self.startup;
+        let same_term = self.raft.metrics().borrow().current_term <= term;
         match self.raft.get_read_log_id().await {
             Ok((read, _)) => {
                 let read = read.map_or(0, |id| id.index);
-                let (term, last) = self.startup;
-                let same_term = self.raft.metrics().borrow().current_term == term;
                 Ok(Lsn(if same_term { read.max(last) } else { read }))
             }
             Err(openraft::error::RaftError::APIError(
@@ -535,6 +538,19 @@ impl Shard {
                     events.len()
                 ),
             });
+        }
+        // A refusal names the stream's current revision, so it is answered from here only
+        // when this replica is sure to have applied every acknowledged append: it leads the
+        // shard and has applied its whole log. A leader that restarted, or was just elected,
+        // may still be replaying; then the state machine decides (found by the simulator: a
+        // refusal after a power loss reported a revision the stream had already passed).
+        let caught_up = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.state == ServerState::Leader && self.applied().0 >= m.last_log_index.unwrap_or(0)
+        };
+        if !caught_up {
+            return Ok(None);
         }
         let streams = tx
             .open_table(self.store.tables().stream_events())

@@ -93,6 +93,12 @@ pub fn check(
         }
         for entry in first {
             let Some(outcomes) = &entry.outcomes else {
+                if entry.kind == "events" {
+                    errors.push(format!(
+                        "shard {shard} LSN {}: an applied events entry without recorded outcomes",
+                        entry.lsn.0
+                    ));
+                }
                 continue;
             };
             if outcomes.len() != entry.events.len() {
@@ -155,6 +161,7 @@ pub fn check(
         ..Checked::default()
     };
     let mut acked: Vec<(&AppendOp, u64, u64)> = Vec::new();
+    let mut conflicts: Vec<(&AppendOp, Option<u64>)> = Vec::new();
     for op in &history.appends {
         let found = accepted.get(&op.id);
         match (&op.outcome, found) {
@@ -187,7 +194,7 @@ pub fn check(
                     op.id, op.urn, op.invoked, op.completed
                 ));
             }
-            (AppendOutcome::Conflict, found) => {
+            (AppendOutcome::Conflict { actual }, found) => {
                 checked.conflicts += 1;
                 if let Some(a) = found {
                     errors.push(format!(
@@ -196,6 +203,18 @@ pub fn check(
                         op.id, op.urn, op.expected
                     ));
                 }
+                // The reported revision must be one the stream had, and not one the
+                // expectation admits.
+                let length = prefixes.get(op.urn.as_str()).map_or(0, Vec::len) as u64;
+                if op.expected.admits(*actual) || actual.is_some_and(|r| r >= length) {
+                    errors.push(format!(
+                        "append {} to {} was refused for its expected revision {} with the \
+                         stream at {actual:?}, which is not a refusal the log explains (the \
+                         stream has {length} events)",
+                        op.id, op.urn, op.expected
+                    ));
+                }
+                conflicts.push((op, *actual));
             }
             (AppendOutcome::Unknown(_), found) => {
                 checked.unknown += 1;
@@ -237,6 +256,33 @@ pub fn check(
                     "real-time order broken in shard {sa}: {} (answered {:?}) is at LSN {a_lsn}, \
                      {} (invoked later, {:?}) at {b_lsn}",
                     a.id, a.completed, b.id, b.invoked
+                ));
+            }
+        }
+    }
+
+    // A refusal reports the stream as it was at some instant of the call: at least every
+    // append acknowledged before the call began.
+    for (op, actual) in &conflicts {
+        for (a, _, rev) in &acked {
+            if a.urn == op.urn && a.completed < op.invoked && *actual < Some(*rev) {
+                errors.push(format!(
+                    "append {} to {} invoked at {:?} was refused with the stream at {actual:?}, \
+                     but {} had been acknowledged at {:?} with revision {rev}",
+                    op.id, op.urn, op.invoked, a.id, a.completed
+                ));
+            }
+        }
+    }
+
+    // Reads never go back in time: a read that begins after another ended sees at least what
+    // that one saw.
+    for a in &history.reads {
+        for b in &history.reads {
+            if a.urn == b.urn && a.completed < b.invoked && b.revision < a.revision {
+                errors.push(format!(
+                    "read of {} at {:?} saw revision {:?} after a read that ended at {:?} saw {:?}",
+                    a.urn, b.invoked, b.revision, a.completed, a.revision
                 ));
             }
         }

@@ -267,6 +267,29 @@ impl SimCluster {
         let _ = tokio::time::timeout(Duration::from_secs(5), log.shutdown()).await;
     }
 
+    /// Every node loses power at the same instant: all disks crash first, then the dead
+    /// incarnations are stopped.
+    pub async fn power_loss(&self) {
+        let ids = self.ids();
+        let mut dead = Vec::new();
+        for &id in &ids {
+            let Some(log) = self.nodes.lock().expect("nodes lock").remove(&id) else {
+                continue;
+            };
+            self.views.lock().expect("views lock").remove(&id);
+            self.net.detach(id);
+            self.machines[&id].disk.crash();
+            self.snapshots_installed_before.fetch_add(
+                snapshots_installed(&log, self.options.shards),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            dead.push(log);
+        }
+        for log in dead {
+            let _ = tokio::time::timeout(Duration::from_secs(5), log.shutdown()).await;
+        }
+    }
+
     /// Restarts node `id` from its disk (after [`crash`](Self::crash)); a node that runs is
     /// left alone.
     pub async fn restart(&self, id: NodeId) -> themis_log::Result<()> {

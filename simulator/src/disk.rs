@@ -8,6 +8,9 @@
 //! and forgets the pending writes for durability while reads still see them, as Linux does
 //! after a failed writeback ("fsyncgate"): only a node that stops at the error stays correct.
 //!
+//! A crash can also be armed to strike inside the next k writes and fsyncs, so it lands in the
+//! middle of a commit rather than between two.
+//!
 //! Invariant: a database handle opened before a crash fails every later call, so nothing a
 //! dead node still does reaches the disk its next incarnation opens.
 
@@ -60,6 +63,9 @@ struct State {
     rng: StdRng,
     fsync_failure: f64,
     stats: DiskStats,
+    /// Writes and fsyncs left before an armed crash (0: none armed).
+    crash_in: u64,
+    armed_crash_happened: bool,
 }
 
 /// One node's simulated disk; clones share it.
@@ -78,6 +84,8 @@ impl SimDisk {
                 rng: StdRng::seed_from_u64(seed),
                 fsync_failure: 0.0,
                 stats: DiskStats::default(),
+                crash_in: 0,
+                armed_crash_happened: false,
             })),
         }
     }
@@ -95,47 +103,76 @@ impl SimDisk {
     /// not by a seeded draw.
     pub fn crash(&self) {
         let mut s = self.lock();
-        let State {
-            files, rng, stats, ..
-        } = &mut *s;
-        for file in files.values_mut() {
-            for op in std::mem::take(&mut file.pending) {
-                match op {
-                    Op::SetLen(len) => {
-                        if rng.gen_bool(0.5) {
-                            file.durable.resize(len as usize, 0);
-                        }
-                    }
-                    Op::Write(start, end) => {
-                        let mut at = start;
-                        while at < end {
-                            let next = ((at / SECTOR + 1) * SECTOR).min(end);
-                            // The range may lie past a later shrink of the file.
-                            let bytes = file.current.get(at..next);
-                            if let Some(bytes) = bytes.filter(|_| rng.gen_bool(0.5)) {
-                                if file.durable.len() < next {
-                                    file.durable.resize(next, 0);
-                                }
-                                file.durable[at..next].copy_from_slice(bytes);
-                                stats.sectors_kept += 1;
-                            } else {
-                                stats.sectors_lost += 1;
-                            }
-                            at = next;
-                        }
-                    }
-                }
-            }
-            file.current = file.durable.clone();
-        }
-        s.generation += 1;
-        s.stats.crashes += 1;
+        lose_power(&mut s);
+    }
+
+    /// Arms a crash inside the next `ops` writes and fsyncs (0: disarms): the disk loses power
+    /// just before that call, possibly in the middle of a commit, and every handle dies. The
+    /// node then has to be crashed and restarted like after [`crash`](Self::crash).
+    pub fn arm_crash(&self, ops: u64) {
+        let mut s = self.lock();
+        s.crash_in = ops;
+        s.armed_crash_happened = false;
+    }
+
+    /// Whether an armed crash has happened since the last [`arm_crash`](Self::arm_crash).
+    pub fn crashed_by_arm(&self) -> bool {
+        self.lock().armed_crash_happened
     }
 
     /// What happened so far.
     pub fn stats(&self) -> DiskStats {
         self.lock().stats
     }
+}
+
+/// Makes a seeded part of `file`'s pending changes durable, in order: each resize survives or
+/// not; each 512-byte sector of each write survives or not, and one that lies past the
+/// surviving length is cut off (a file's size only ever takes one of the sizes it was given).
+fn tear(file: &mut File, rng: &mut StdRng, stats: &mut DiskStats) {
+    let mut len = file.durable.len();
+    for op in std::mem::take(&mut file.pending) {
+        match op {
+            Op::SetLen(l) => {
+                if rng.gen_bool(0.5) {
+                    len = l as usize;
+                    file.durable.resize(len, 0);
+                }
+            }
+            Op::Write(start, end) => {
+                let mut at = start;
+                while at < end {
+                    let next = ((at / SECTOR + 1) * SECTOR).min(end);
+                    let keep = rng.gen_bool(0.5);
+                    // The range may lie past a later shrink of the file, or past its durable
+                    // length.
+                    let bytes = file.current.get(at..next).filter(|_| next <= len);
+                    match bytes {
+                        Some(bytes) if keep => {
+                            file.durable[at..next].copy_from_slice(bytes);
+                            stats.sectors_kept += 1;
+                        }
+                        _ => stats.sectors_lost += 1,
+                    }
+                    at = next;
+                }
+            }
+        }
+    }
+}
+
+/// Power loss: every file keeps its durable bytes and a torn part of the rest; every handle
+/// dies.
+fn lose_power(s: &mut State) {
+    let State {
+        files, rng, stats, ..
+    } = s;
+    for file in files.values_mut() {
+        tear(file, rng, stats);
+        file.current = file.durable.clone();
+    }
+    s.generation += 1;
+    s.stats.crashes += 1;
 }
 
 impl Disk for SimDisk {
@@ -186,6 +223,24 @@ impl Backend {
         }
         f(&mut s, &self.name)
     }
+
+    /// Like `with`, for a write, a resize or an fsync: an armed crash may strike first.
+    fn with_io<T>(
+        &self,
+        f: impl FnOnce(&mut State, &str) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        self.with(|s, name| {
+            if s.crash_in > 0 {
+                s.crash_in -= 1;
+                if s.crash_in == 0 {
+                    s.armed_crash_happened = true;
+                    lose_power(s);
+                    return Err(io_error("the node lost power during this call"));
+                }
+            }
+            f(s, name)
+        })
+    }
 }
 
 fn file<'a>(s: &'a mut State, name: &str) -> &'a mut File {
@@ -210,7 +265,7 @@ impl StorageBackend for Backend {
     }
 
     fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.with(|s, name| {
+        self.with_io(|s, name| {
             let f = file(s, name);
             f.current.resize(len as usize, 0);
             f.pending.push(Op::SetLen(len));
@@ -219,15 +274,20 @@ impl StorageBackend for Backend {
     }
 
     fn sync_data(&self) -> std::io::Result<()> {
-        self.with(|s, name| {
+        self.with_io(|s, name| {
             let fail = s.fsync_failure > 0.0 && {
                 let p = s.fsync_failure;
                 s.rng.gen_bool(p)
             };
             if fail {
                 s.stats.failed_syncs += 1;
-                // The writes are lost for durability but stay visible (fsyncgate).
-                file(s, name).pending.clear();
+                // Part of the writeback may have reached the disk; the rest is lost for
+                // durability but stays visible (fsyncgate).
+                let State {
+                    files, rng, stats, ..
+                } = s;
+                let f = files.get_mut(name).expect("opened files exist");
+                tear(f, rng, stats);
                 return Err(std::io::Error::from_raw_os_error(5));
             }
             s.stats.syncs += 1;
@@ -251,7 +311,7 @@ impl StorageBackend for Backend {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.with(|s, name| {
+        self.with_io(|s, name| {
             let f = file(s, name);
             let start = offset as usize;
             let target = f

@@ -228,9 +228,23 @@ pub async fn nemesis(
                     ms(&mut rng, 50, 1_000)
                 };
                 let led = led_shards(&cluster, victim).await;
+                // Half the crashes strike inside the victim's next few disk writes and
+                // fsyncs, so they can land in the middle of a commit.
+                let inside = rng.gen_bool(0.5).then(|| rng.gen_range(1..=40u64));
                 log.events.push(format!(
-                    "{at:?} crash node {victim} (leading shards {led:?}) for {outage:?}"
+                    "{at:?} crash node {victim} (leading shards {led:?}){} for {outage:?}",
+                    inside.map_or(String::new(), |k| format!(
+                        " within its next {k} disk writes"
+                    ))
                 ));
+                if let Some(k) = inside {
+                    cluster.disk(victim).arm_crash(k);
+                    let until = cluster.now() + Duration::from_secs(2);
+                    while !cluster.disk(victim).crashed_by_arm() && cluster.now() < until {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    cluster.disk(victim).arm_crash(0);
+                }
                 cluster.crash(victim).await;
                 let probes = led.iter().map(|s| {
                     probe_n += 1;
@@ -262,9 +276,7 @@ pub async fn nemesis(
                 let outage = ms(&mut rng, 50, 1_000);
                 log.events
                     .push(format!("{at:?} power loss of every node for {outage:?}"));
-                for &id in &ids {
-                    cluster.crash(id).await;
-                }
+                cluster.power_loss().await;
                 tokio::time::sleep(outage).await;
                 restart_all(&cluster, &mut log).await;
             }

@@ -215,7 +215,10 @@ impl Transport for NodeTransport {
             }
             (Fate::LostRequest, _) => lost().await,
             (Fate::LostAnswer, Some(log)) => {
-                let _ = log.handle_peer(channel, request).await;
+                let channel = channel.to_owned();
+                tokio::spawn(async move {
+                    let _ = log.handle_peer(&channel, request).await;
+                });
                 lost().await
             }
             (Fate::Delivered(delay, twice), Some(log)) => {
@@ -226,13 +229,17 @@ impl Transport for NodeTransport {
                         let _ = log.handle_peer(&channel, request).await;
                     });
                 }
-                let call = async {
+                // The receiver handles the call in its own task, as a server does: a caller
+                // that gives up (or crashes) does not cancel it halfway.
+                let channel = channel.to_owned();
+                let handler = tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    log.handle_peer(channel, request).await
-                };
-                match tokio::time::timeout(deadline, call).await {
-                    Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(e)) => Err(TransportError::Unreachable(to, e)),
+                    log.handle_peer(&channel, request).await
+                });
+                match tokio::time::timeout(deadline, handler).await {
+                    Ok(Ok(Ok(answer))) => Ok(answer),
+                    Ok(Ok(Err(e))) => Err(TransportError::Unreachable(to, e)),
+                    Ok(Err(join)) => Err(TransportError::Unreachable(to, join.to_string())),
                     Err(_) => Err(TransportError::Timeout(to, deadline)),
                 }
             }

@@ -34,8 +34,12 @@ pub enum AppendOutcome {
         /// Revision in the stream.
         revision: u64,
     },
-    /// Refused by its expected revision: not appended.
-    Conflict,
+    /// Refused by its expected revision: not appended. `actual` is the stream's revision the
+    /// refusal reported (`None`: no stream).
+    Conflict {
+        /// The reported revision.
+        actual: Option<u64>,
+    },
     /// No definite answer: it may or may not be in the log.
     Unknown(String),
 }
@@ -216,7 +220,7 @@ pub async fn append(
         let log = log.clone();
         match tokio::time::timeout(w.attempt_timeout, attempt(&log, &id, urn, expected, n)).await {
             Ok(Ok(ok)) => break (ok, None),
-            Ok(Err((_, Some(actual)))) => break (AppendOutcome::Conflict, Some(actual)),
+            Ok(Err((_, Some(actual)))) => break (AppendOutcome::Conflict { actual }, Some(actual)),
             Ok(Err((e, None))) => last_error = e.to_string(),
             Err(_) => last_error = "attempt timed out".into(),
         }
@@ -266,7 +270,7 @@ pub async fn client(
             AppendOutcome::Ok { revision, .. } => {
                 known.insert(urn, Some(revision));
             }
-            AppendOutcome::Conflict => {
+            AppendOutcome::Conflict { .. } => {
                 known.insert(urn, actual.flatten());
             }
             AppendOutcome::Unknown(_) => {

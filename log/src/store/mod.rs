@@ -1160,18 +1160,20 @@ impl ShardStateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for ShardStateMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        // openraft purges the log up to the snapshot it is given, so the state the snapshot
-        // shows must survive a crash first: otherwise the state machine could restart behind
-        // the purged prefix (found by the simulator: power loss right after a purge).
-        self.log_store()
-            .request(|_, done| Command::SyncState { done })
-            .await?;
         let (data, applied, membership) = snapshot::build(
             &self.shared.node.state_db,
             &self.shared.node.db,
             &self.shared.tables,
         )
         .map_err(read_error)?;
+        // openraft purges the log up to the snapshot it is given, so the state the snapshot
+        // shows must survive a crash first: otherwise the state machine could restart behind
+        // the purged prefix (found by the simulator: power loss right after a purge). The sync
+        // comes after the build: applies continue meanwhile, and everything the build saw was
+        // committed before the sync, which makes it durable.
+        self.log_store()
+            .request(|_, done| Command::SyncState { done })
+            .await?;
         let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match applied {
             Some(id) => format!(
