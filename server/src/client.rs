@@ -100,6 +100,40 @@ impl Client {
 }
 
 impl Client {
+    /// A document resource's current state, waiting up to `timeout` for `min_token`.
+    pub async fn resource(
+        &self,
+        urn: &str,
+        min_token: Option<&str>,
+        timeout: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}/v1/resources/{}", self.base, urn);
+        let mut query = Vec::new();
+        if let Some(t) = min_token {
+            query.push(("min_token", t));
+        }
+        if let Some(t) = timeout {
+            query.push(("timeout", t));
+        }
+        self.answer(self.http.get(url).query(&query), "read the resource")
+            .await
+    }
+
+    /// The views of the node, with content digests when `digest`.
+    pub async fn views(&self, digest: bool) -> anyhow::Result<Value> {
+        let url = format!("{}/v1/admin/views?digest={digest}", self.base);
+        self.answer(self.http.get(url), "list the views").await
+    }
+
+    /// Starts rebuilding view `kind` (of `shard`, or of every shard the node holds).
+    pub async fn rebuild_view(&self, kind: &str, shard: Option<u32>) -> anyhow::Result<Value> {
+        let mut url = format!("{}/v1/admin/views/{kind}/rebuild", self.base);
+        if let Some(s) = shard {
+            url.push_str(&format!("?shard={s}"));
+        }
+        self.answer(self.http.post(url), "rebuild the view").await
+    }
+
     /// Moves shard `shard`'s replica from node `from` to node `to`.
     pub async fn move_replica(&self, shard: u32, from: u64, to: u64) -> anyhow::Result<Value> {
         let url = format!("{}/v1/cluster/move-replica", self.base);

@@ -1,4 +1,5 @@
-//! `themis`: run a node (`serve`) or talk to one (`append`, `read`, `log`).
+//! `themis`: run a node (`serve`) or talk to one (`append`, `read`, `get`, `log`, `admin`,
+//! `cluster`).
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
@@ -87,6 +88,24 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Read a document resource's current state from the node's document view.
+    Get {
+        /// The resource, urn:themis:document:{namespace}:{id}.
+        urn: String,
+        /// Wait until the view covers this token (from an append's answer).
+        #[arg(long)]
+        min_token: Option<String>,
+        /// How long to wait for --min-token, like 5s.
+        #[arg(long)]
+        timeout: Option<String>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Administer the node's views.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Read a shard's committed log.
     Log {
         /// The shard.
@@ -97,6 +116,29 @@ enum Command {
         /// Most entries to read.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Every view of every shard on the node: watermark, lag, and with --digest a content
+    /// digest.
+    Views {
+        /// Compute content digests.
+        #[arg(long)]
+        digest: bool,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Drop a view and replay it from the log (of one shard, or of every shard on the node).
+    RebuildView {
+        /// The view kind (document).
+        kind: String,
+        /// Only this shard.
+        #[arg(long)]
+        shard: Option<u32>,
         #[command(flatten)]
         server: ServerArg,
     },
@@ -342,6 +384,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", themis_server::client::render_cluster(&status));
             }
+            Ok(())
+        }
+        Command::Get {
+            urn,
+            min_token,
+            timeout,
+            server,
+        } => {
+            print(
+                &Client::new(&server.server)?
+                    .resource(&urn, min_token.as_deref(), timeout.as_deref())
+                    .await?,
+            );
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::Views { digest, server },
+        } => {
+            print(&Client::new(&server.server)?.views(digest).await?);
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::RebuildView {
+                    kind,
+                    shard,
+                    server,
+                },
+        } => {
+            print(
+                &Client::new(&server.server)?
+                    .rebuild_view(&kind, shard)
+                    .await?,
+            );
             Ok(())
         }
         Command::Log {

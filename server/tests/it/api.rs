@@ -436,8 +436,52 @@ fn cli_appends_reads_and_fails_readably() {
     let (code, out, _) = cli(&[&["log", "0"][..], &s].concat());
     assert_eq!(code, 0);
     assert!(serde_json::from_str::<Value>(&out).unwrap()["entries"].is_array());
+    // The document view, at the append's token.
+    let (_, out, _) = cli(&[
+        &["append", urn, "--op", "patch", "--data", r#"{"b":2}"#][..],
+        &s,
+    ]
+    .concat());
+    let token = serde_json::from_str::<Value>(&out).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, out, err) = cli(&[&["get", urn, "--min-token", &token][..], &s].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["data"],
+        json!({"a": 1, "b": 2})
+    );
+    let (code, out, err) = cli(&[&["admin", "views", "--digest"][..], &s].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["views"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let (code, out, err) = cli(&[
+        &["admin", "rebuild-view", "document", "--shard", "1"][..],
+        &s,
+    ]
+    .concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["shards"],
+        json!([1])
+    );
 
-    let failures: [(&[&str], &str); 5] = [
+    let failures: [(&[&str], &str); 8] = [
+        (
+            &["get", "urn:themis:document:cli:none"],
+            "resource_not_found",
+        ),
+        (&["admin", "rebuild-view", "nosuch"], "unknown_view"),
+        (
+            &["admin", "rebuild-view", "document", "--shard", "9"],
+            "not_hosted",
+        ),
         (
             &["append", urn, "--op", "put", "--data", "{a:1}"],
             "--data is not valid JSON",
