@@ -219,6 +219,26 @@ pub fn render_cluster(status: &Value) -> String {
         }
         out.push('\n');
     }
+    let views = status["views"].as_array().cloned().unwrap_or_default();
+    if !views.is_empty() {
+        let _ = writeln!(
+            out,
+            "views on node {}: {}",
+            status["node"],
+            views
+                .iter()
+                .map(|v| format!(
+                    "{} shard {} at LSN {} (lag {} entries, {} ms)",
+                    v["view"].as_str().unwrap_or("?"),
+                    v["shard"],
+                    v["watermark"],
+                    v["lag_lsn"],
+                    v["lag_ms"]
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     out
 }
 

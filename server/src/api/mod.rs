@@ -249,20 +249,46 @@ fn count_error(state: &AppState, p: Problem) -> Problem {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppendParams {
-    /// `committed` (default) or `applied`: both are reached before the answer today, since the
-    /// log's state machine applies an entry before the append returns.
+    /// `committed` (default: the answer comes once the entry is committed and applied by the
+    /// log's state machine) or `applied` (also wait until this node's views have applied it, so
+    /// a read of a view through this node without a token sees it).
     #[serde(default)]
     wait: Option<String>,
 }
 
-fn check_wait(params: &AppendParams) -> Result<(), Problem> {
+/// Whether the append must also wait for the views (`wait=applied`).
+fn check_wait(params: &AppendParams) -> Result<bool, Problem> {
     match params.wait.as_deref() {
-        None | Some("committed") | Some("applied") => Ok(()),
+        None | Some("committed") => Ok(false),
+        Some("applied") => Ok(true),
         Some(other) => Err(Problem::bad_request(
             "invalid_query",
             format!("wait must be `committed` or `applied`, not {other:?}"),
         )),
     }
+}
+
+/// For `wait=applied`: waits until every view of this node has applied `token` (shards this
+/// node holds no replica of have no views here and are skipped). The append is committed
+/// whatever happens here, so a timeout says so and carries the token.
+async fn wait_views(state: &AppState, token: &themis_log::Token) -> Result<(), Problem> {
+    let hosted: Vec<ShardId> = state.log.shards().iter().map(|s| s.id()).collect();
+    let mut local = themis_log::Token::new();
+    for p in token.iter().filter(|p| hosted.contains(&p.shard)) {
+        local.observe(p);
+    }
+    for kind in state.views.kinds() {
+        if let Err(e) = state
+            .views
+            .wait_for(kind, &local, &[], state.limits.request_timeout)
+            .await
+        {
+            return Err(Problem::from(e)
+                .with("appended", true)
+                .with("token", token.encode()));
+        }
+    }
+    Ok(())
 }
 
 /// Append events to one stream, atomically.
@@ -286,7 +312,7 @@ async fn append_stream(
 ) -> Response {
     let started = state.clock.monotonic();
     let result = async {
-        check_wait(&query(params)?)?;
+        let wait_applied = check_wait(&query(params)?)?;
         let urn = parse_urn(&urn)?;
         let bytes = body_bytes(body, state.limits.body_bytes_max)?;
         let body: AppendStreamBody = parse_json(&bytes)?;
@@ -299,7 +325,11 @@ async fn append_stream(
             .into_iter()
             .next()
             .expect("one stream, one shard");
-        Ok::<_, Problem>(AppendResponse::new(appended?))
+        let answer = AppendResponse::new(appended?);
+        if wait_applied {
+            wait_views(&state, &result.token).await?;
+        }
+        Ok::<_, Problem>(answer)
     }
     .await;
     match result {
@@ -446,10 +476,10 @@ async fn append_events(
 ) -> Response {
     let started = state.clock.monotonic();
     let result = async {
-        check_wait(&query(params)?)?;
+        let wait_applied = check_wait(&query(params)?)?;
         let bytes = body_bytes(body, state.limits.body_bytes_max)?;
         if is_ndjson_body(&headers) {
-            return Ok(bulk(&state, &bytes).await);
+            return Ok(bulk(&state, &bytes, wait_applied).await);
         }
         let body: AppendBatchBody = parse_json(&bytes)?;
         let events = state.log.validate(body.events, None, None)?;
@@ -474,6 +504,9 @@ async fn append_events(
                     });
                 }
             }
+        }
+        if wait_applied {
+            wait_views(&state, &result.token).await?;
         }
         let status = if all_ok {
             StatusCode::CREATED
@@ -503,7 +536,7 @@ async fn append_events(
 }
 
 /// NDJSON bulk: every line is its own append; answers keep the request's line order.
-async fn bulk(state: &AppState, bytes: &Bytes) -> Response {
+async fn bulk(state: &AppState, bytes: &Bytes, wait_applied: bool) -> Response {
     let mut lines = Vec::new();
     let mut start = 0;
     for end in bytes
@@ -533,7 +566,11 @@ async fn bulk(state: &AppState, bytes: &Bytes) -> Response {
                     .into_iter()
                     .next()
                     .expect("one event, one shard");
-                Ok::<_, Problem>(AppendResponse::new(appended?))
+                let answer = AppendResponse::new(appended?);
+                if wait_applied {
+                    wait_views(state, &result.token).await?;
+                }
+                Ok::<_, Problem>(answer)
             }
             .await;
             match result {
@@ -635,6 +672,7 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
         node: state.log.node_id(),
         nodes,
         shards: state.log.status().await,
+        views: state.views.status(),
     })
 }
 

@@ -207,6 +207,9 @@ pub struct ClusterBody {
     /// the leader's last LSN); `error` says why the leader could not be asked.
     #[schema(value_type = Vec<Object>)]
     pub shards: Vec<themis_log::ShardStatus>,
+    /// The answering node's views: watermark and lag per (view, shard).
+    #[schema(value_type = Vec<Object>)]
+    pub views: Vec<themis_materializers::ViewStatus>,
 }
 
 /// A node of the cluster.

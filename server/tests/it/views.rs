@@ -73,12 +73,26 @@ async fn document_view_states_and_read_your_writes() {
         assert_eq!(body["revision"], n + 2);
     }
 
+    // wait=applied: once the append answers, a read without a token sees it.
+    let plain = format!("/v1/resources/{urn}");
+    for n in 0..200u64 {
+        let answer = post(
+            b,
+            &format!("/v1/streams/{urn}?wait=applied"),
+            &json!({"events": [{"op": "patch", "data": {"w": n}}]}),
+        )
+        .await;
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        let body = get(b, &plain).await.json();
+        assert_eq!(body["data"]["w"], n, "wait=applied {n}: {body}");
+    }
+
     // Deleted and absent resources are 404 problem+json.
     let a = append(b, urn, json!([{"op": "delete"}])).await;
     let p = get(b, &resource(urn, a["token"].as_str().unwrap()))
         .await
         .problem(404, "resource_not_found");
-    assert_eq!(p["deleted_revision"], 1002);
+    assert_eq!(p["deleted_revision"], 1202);
     get(b, "/v1/resources/urn:themis:document:users:nobody")
         .await
         .problem(404, "resource_not_found");
@@ -119,7 +133,10 @@ async fn document_view_states_and_read_your_writes() {
         .await
         .problem(400, "invalid_urn");
 
-    // Watermarks and lag are in /metrics.
+    // Watermarks and lag are in GET /v1/cluster and /metrics.
+    let cluster = get(b, "/v1/cluster").await.json();
+    assert_eq!(cluster["views"].as_array().unwrap().len(), 4, "{cluster}");
+    assert_eq!(cluster["views"][0]["view"], "document");
     let metrics = get(b, "/metrics").await.text;
     assert!(
         metrics.contains("themis_view_watermark{shard=\"0\",view=\"document\"}"),
