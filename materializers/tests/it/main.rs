@@ -1,0 +1,245 @@
+//! The document view against a reference model, under random event sequences: puts, merge
+//! patches and deletes on a few resources, with expected revisions that sometimes fail. A
+//! single-node log (in-memory disk) decides and the view applies; the model is a plain fold
+//! over the operations as sent. Restart and rebuild must reach the same digest. (One
+//! integration-test binary per crate.)
+#![allow(clippy::disallowed_methods)] // test: a real clock for a real single-node log
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use themis_log::seam::{NoPeers, SeededEntropy, SystemClock};
+use themis_log::{Log, LogConfig, ShardId, Token};
+use themis_materializers::document::{self, merge_patch};
+use themis_materializers::{Materializer, MaterializerConfig};
+use themis_storage::MemoryDisk;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(Value),
+    Patch(Value),
+    Delete,
+}
+
+/// A small JSON object whose members may be nested objects, arrays or (in patches) nulls.
+fn object(nulls: bool) -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        any::<i32>().prop_map(|n| json!(n)),
+        "[a-c]{0,3}".prop_map(|s| json!(s)),
+        Just(json!([1, 2])),
+    ];
+    let member = leaf.prop_recursive(2, 8, 3, move |inner| {
+        prop::collection::btree_map("[k-m]", inner, 0..3).prop_map(|m| json!(m))
+    });
+    let member = if nulls {
+        prop_oneof![3 => member, 1 => Just(Value::Null)].boxed()
+    } else {
+        member.boxed()
+    };
+    prop::collection::btree_map("[k-n]", member, 0..4).prop_map(|m| json!(m))
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => object(false).prop_map(Op::Put),
+        3 => object(true).prop_map(Op::Patch),
+        1 => Just(Op::Delete),
+    ]
+}
+
+/// (resource 0..4, op, expected revision: None = any, Some(-1) = no stream, Some(n) = exact)
+fn step() -> impl Strategy<Value = (usize, Op, Option<i64>)> {
+    (
+        0..4usize,
+        op(),
+        prop_oneof![2 => Just(None), 1 => (-1i64..6).prop_map(Some)],
+    )
+}
+
+/// What the model expects of one resource.
+#[derive(Debug, Clone, PartialEq)]
+struct Model {
+    data: Value,
+    revision: u64,
+    deleted: bool,
+}
+
+async fn open(disk: &MemoryDisk) -> (Arc<Log>, Arc<Materializer>) {
+    let log = Log::open(
+        LogConfig {
+            shards: 4,
+            ..LogConfig::default()
+        },
+        Arc::new(disk.clone()),
+        Arc::new(SystemClock::new()),
+        Arc::new(SeededEntropy::new(7)),
+        Arc::new(NoPeers),
+    )
+    .await
+    .expect("open the log");
+    let log = Arc::new(log);
+    log.wait_for_leaders(Duration::from_secs(30))
+        .await
+        .expect("leaders");
+    let views = Materializer::start(
+        log.clone(),
+        disk,
+        Arc::new(SystemClock::new()),
+        MaterializerConfig::default(),
+    )
+    .await
+    .expect("views");
+    (log, views)
+}
+
+fn digests(views: &Materializer) -> Vec<(ShardId, u64, u64)> {
+    (0..4)
+        .map(|s| {
+            let (lsn, digest) = views.digest(document::KIND, ShardId(s)).expect("digest");
+            (ShardId(s), lsn.0, digest)
+        })
+        .collect()
+}
+
+async fn run(steps: Vec<(usize, Op, Option<i64>)>) {
+    let disk = MemoryDisk::new();
+    let (log, views) = open(&disk).await;
+    let mut model: BTreeMap<String, Model> = BTreeMap::new();
+    let mut token = Token::new();
+    for (i, (r, op, expected)) in steps.into_iter().enumerate() {
+        let urn = format!("urn:themis:document:prop:r{r}");
+        let (name, data) = match &op {
+            Op::Put(d) => ("put", Some(d.clone())),
+            Op::Patch(d) => ("patch", Some(d.clone())),
+            Op::Delete => ("delete", None),
+        };
+        let mut event = json!({"urn": urn, "op": name});
+        if let Some(d) = data {
+            event["data"] = d;
+        }
+        if let Some(e) = expected {
+            event["expected_revision"] = json!(e);
+        }
+        let input = serde_json::from_value(event).expect("input");
+        let batch = log.validate(vec![input], None, None).expect("valid");
+        let result = log.append(batch, false).await.expect("append");
+        let (_, answer) = result.shards.into_iter().next().expect("one shard");
+        // The model decides first, the log must agree.
+        let current = model.get(&urn).map(|m| m.revision);
+        let admitted = match expected {
+            None => true,
+            Some(-1) => current.is_none(),
+            Some(n) => current == Some(n as u64),
+        };
+        match (admitted, answer) {
+            (true, Ok(appended)) => {
+                token.observe(appended.position);
+                let revision = current.map_or(0, |r| r + 1);
+                assert_eq!(appended.events[0].revision, revision, "step {i}");
+                let state = match op {
+                    Op::Put(d) => Model {
+                        data: d,
+                        revision,
+                        deleted: false,
+                    },
+                    Op::Patch(d) => {
+                        let mut data = match model.get(&urn) {
+                            Some(m) if !m.deleted => m.data.clone(),
+                            _ => json!({}),
+                        };
+                        merge_patch(&mut data, &d);
+                        Model {
+                            data,
+                            revision,
+                            deleted: false,
+                        }
+                    }
+                    Op::Delete => Model {
+                        data: Value::Null,
+                        revision,
+                        deleted: true,
+                    },
+                };
+                model.insert(urn, state);
+            }
+            (false, Err(themis_log::Error::WrongExpectedRevision { .. })) => {}
+            (admitted, answer) => {
+                panic!("step {i}: the model admits {admitted}, the log answered {answer:?}")
+            }
+        }
+    }
+    views
+        .wait_for(document::KIND, &token, &[], Duration::from_secs(30))
+        .await
+        .expect("the view catches up");
+    // Every resource in the view equals the model, and nothing else is there.
+    let mut seen = BTreeMap::new();
+    for s in 0..4 {
+        let (docs, _) = views
+            .read(document::KIND, ShardId(s), |tx| {
+                document::all(tx, ShardId(s))
+            })
+            .expect("read");
+        for (urn, d) in docs {
+            seen.insert(
+                urn,
+                Model {
+                    data: d.data,
+                    revision: d.revision,
+                    deleted: d.deleted,
+                },
+            );
+        }
+    }
+    assert_eq!(seen, model);
+
+    // A rebuild, then a restart, reach the same digests (at the same watermarks: every shard's
+    // log has entries, accepted events or not).
+    let before = digests(&views);
+    let mut all = Token::new();
+    for &(shard, lsn, _) in &before {
+        if lsn > 0 {
+            all.observe(themis_log::Position {
+                shard,
+                lsn: themis_log::Lsn(lsn),
+            });
+        }
+    }
+    let token = all;
+    views.rebuild(document::KIND, None).expect("rebuild");
+    views
+        .wait_for(document::KIND, &token, &[], Duration::from_secs(30))
+        .await
+        .expect("the rebuilt view catches up");
+    assert_eq!(digests(&views), before, "after a rebuild");
+    views.sync().expect("sync");
+    log.shutdown().await;
+    drop(views);
+    drop(log);
+    let (log, views) = open(&disk).await;
+    views
+        .wait_for(document::KIND, &token, &[], Duration::from_secs(30))
+        .await
+        .expect("the reopened view catches up");
+    assert_eq!(digests(&views), before, "after a restart");
+    log.shutdown().await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_document_view_equals_a_fold_of_the_accepted_events(
+        steps in prop::collection::vec(step(), 1..40)
+    ) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(run(steps));
+    }
+}
