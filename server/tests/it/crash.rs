@@ -213,9 +213,11 @@ async fn acknowledged_appends_survive_sigkill() {
         server.kill();
         all.extend(batches);
     }
-    // Everything acknowledged in any round is still there after one more restart.
+    // Everything acknowledged in any round is still there after one more restart, and the
+    // views, killed as often as the log, equal a rebuild from it.
     let server = Server::start(dir.path(), &["--shards", "4"]);
     verify(&server.base, &all, seed).await;
+    crate::views::assert_views_equal_a_rebuild(&server.base).await;
     println!(
         "crash test: {acked} acknowledged batches intact, {unknown} unacknowledged at the kill \
          ({unknown_visible} of them committed anyway, whole)"

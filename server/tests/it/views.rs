@@ -146,7 +146,7 @@ async fn document_view_states_and_read_your_writes() {
 }
 
 /// Watermark and digest of every document view, once each has reached `marks` (bounded wait).
-async fn digests(base: &str, marks: &BTreeMap<u64, u64>) -> BTreeMap<u64, (u64, String)> {
+pub async fn digests(base: &str, marks: &BTreeMap<u64, u64>) -> BTreeMap<u64, (u64, String)> {
     for _ in 0..600 {
         let views = get(base, "/v1/admin/views?digest=true").await.json();
         let list = views["views"].as_array().unwrap().clone();
@@ -174,6 +174,31 @@ async fn digests(base: &str, marks: &BTreeMap<u64, u64>) -> BTreeMap<u64, (u64, 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the views did not reach {marks:?}");
+}
+
+/// The LSN every shard's replica has applied, per shard (from `GET /v1/admin/views`).
+pub async fn applied(base: &str) -> BTreeMap<u64, u64> {
+    let views = get(base, "/v1/admin/views").await.json();
+    views["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["shard"].as_u64().unwrap(), v["applied"].as_u64().unwrap()))
+        .collect()
+}
+
+/// After a crash the views must equal a rebuild from the log: waits until they caught up with
+/// the log, rebuilds them, and compares the digests.
+pub async fn assert_views_equal_a_rebuild(base: &str) {
+    let marks = applied(base).await;
+    let before = digests(base, &marks).await;
+    let r = post(base, "/v1/admin/views/document/rebuild", &json!({})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(
+        digests(base, &marks).await,
+        before,
+        "views differ from a rebuild"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
