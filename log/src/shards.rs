@@ -169,6 +169,13 @@ pub struct ValidatedBatch {
     precheck: bool,
 }
 
+impl ValidatedBatch {
+    /// The events, in batch order.
+    pub fn events(&self) -> impl Iterator<Item = &crate::event::Event> {
+        self.events.iter().map(|p| &p.event)
+    }
+}
+
 /// The answer to an append: per shard, and the token covering all of them.
 #[derive(Debug, Clone)]
 pub struct AppendResult {
@@ -836,6 +843,38 @@ impl Log {
     /// Validates a batch before anything is proposed. `url_urn` is the stream named by the URL,
     /// and `expected` its expected revision (applied to the batch's first event of that stream).
     pub fn validate(
+        &self,
+        inputs: Vec<EventInput>,
+        url_urn: Option<&Urn>,
+        expected: Option<ExpectedRevision>,
+    ) -> std::result::Result<ValidatedBatch, BatchError> {
+        let batch = self.validate_system(inputs, url_urn, expected)?;
+        if let Some((index, p)) = batch
+            .events
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.event.urn.namespace().starts_with('_'))
+        {
+            return Err(BatchError {
+                index,
+                source: crate::event::InvalidEvent {
+                    code: "reserved_namespace",
+                    field: "urn".into(),
+                    message: format!(
+                        "namespace {:?} of {} is reserved (names starting with `_` belong to the \
+                         database: namespace configs live there, written by PUT /v1/namespaces)",
+                        p.event.urn.namespace(),
+                        p.event.urn
+                    ),
+                },
+            });
+        }
+        Ok(batch)
+    }
+
+    /// [`validate`](Self::validate) without the reserved-namespace rule, for events the
+    /// database writes itself (namespace configs).
+    pub fn validate_system(
         &self,
         inputs: Vec<EventInput>,
         url_urn: Option<&Urn>,

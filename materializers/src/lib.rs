@@ -15,6 +15,7 @@
 //! [`digest`]: Materializer::digest
 
 pub mod document;
+pub mod namespaces;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -55,7 +56,7 @@ pub enum Error {
         timeout: Duration,
     },
     /// No such view kind.
-    #[error("no view kind {0:?} (known: document)")]
+    #[error("no view kind {0:?} (known: document, namespaces)")]
     UnknownView(String),
     /// This node holds no replica of the shard, so it has none of its views.
     #[error("this node holds no replica of shard {0}")]
@@ -201,7 +202,10 @@ impl Materializer {
         config: MaterializerConfig,
     ) -> Result<Arc<Materializer>> {
         let db = disk.open_database("views").map_err(storage)?;
-        let views: Vec<Arc<dyn View>> = vec![Arc::new(document::DocumentView)];
+        let views: Vec<Arc<dyn View>> = vec![
+            Arc::new(document::DocumentView),
+            Arc::new(namespaces::NamespacesView),
+        ];
         let m = Arc::new(Materializer {
             log,
             db: Arc::new(db),
@@ -458,6 +462,41 @@ impl Materializer {
         entries.iter().map(|e| e.ts_ms).find(|&ts| ts > 0)
     }
 
+    /// The stream holding `model`/`namespace`'s config.
+    pub fn config_urn(model: themis_log::Model, namespace: &str) -> Result<themis_log::Urn> {
+        themis_log::Urn::parse(&format!(
+            "urn:themis:{model}:{}:{namespace}",
+            namespaces::CONFIG_NAMESPACE
+        ))
+        .map_err(|e| Error::Storage(e.to_string()))
+    }
+
+    /// `model`/`namespace`'s config from this node's registry view (of the shard holding it).
+    pub fn namespace(
+        &self,
+        model: themis_log::Model,
+        namespace: &str,
+    ) -> Result<Option<namespaces::Registered>> {
+        let urn = Self::config_urn(model, namespace)?;
+        let shard = self.log.shard_id_for(&urn);
+        let (found, _) = self.read(namespaces::KIND, shard, |tx| {
+            namespaces::get(tx, shard, model, namespace)
+        })?;
+        Ok(found)
+    }
+
+    /// Every config in the registry views of the shards this node holds.
+    pub fn namespaces(&self) -> Result<Vec<namespaces::Registered>> {
+        let mut out = Vec::new();
+        for shard in self.log.shards().iter().map(|s| s.id()) {
+            let (mut found, _) =
+                self.read(namespaces::KIND, shard, |tx| namespaces::all(tx, shard))?;
+            out.append(&mut found);
+        }
+        out.sort_by(|a, b| (&a.model, &a.namespace).cmp(&(&b.model, &b.namespace)));
+        Ok(out)
+    }
+
     /// Makes every view commit so far durable (at shutdown).
     pub fn sync(&self) -> Result<()> {
         let tx = self.db.begin_write().map_err(storage)?;
@@ -499,7 +538,12 @@ async fn run_worker(
         }
         let (entries, _) = log_shard.committed_entries(Lsn(from), batch)?;
         drop(log_shard);
-        let Some(last) = entries.last() else { continue };
+        let Some(last) = entries.last() else {
+            // Applied but not readable yet (a store that is still writing a snapshot's
+            // records): wait a little rather than spin, which would starve the runtime.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
         let (last_lsn, last_ts) = (last.lsn.0, last.ts_ms);
         let Some(m) = m.upgrade() else { return Ok(()) };
         let now = m.clock.monotonic().as_millis() as u64;

@@ -863,9 +863,10 @@ impl Node {
                         let result = self.write(&self.state_db, Durability::Immediate, |tx| {
                             snapshot::install(tx, &shard.tables, &data)
                         });
-                        if let Ok((applied, _, _)) = &result {
-                            let applied = applied.map_or(0, |id| id.index);
-                            shard.mark_applied(applied);
+                        // The applied LSN moves only once the log holds the snapshot's
+                        // records too (after the Anchor command): readers of the applied log
+                        // (views) must never see a stale or missing record below it.
+                        if result.is_ok() {
                             shard
                                 .stats
                                 .snapshots_installed
@@ -1269,6 +1270,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                     done,
                 })
                 .await?;
+            self.shared.mark_applied(applied.index);
         }
         *self.shared.snapshot.lock().expect("snapshot lock") = Some((meta.clone(), data));
         Ok(())

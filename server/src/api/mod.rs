@@ -78,6 +78,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(append_events))
         .route("/v1/log/{shard}", get(read_log))
         .route("/v1/resources/{urn}", get(read_resource))
+        .route("/v1/namespaces", get(list_namespaces))
+        .route(
+            "/v1/namespaces/{model}/{ns}",
+            axum::routing::put(put_namespace).get(get_namespace),
+        )
         .route("/v1/admin/views", get(list_views))
         .route("/v1/admin/views/{kind}/rebuild", post(rebuild_view))
         .route("/v1/cluster", get(cluster))
@@ -112,6 +117,9 @@ pub fn router(state: AppState) -> Router {
         append_events,
         read_log,
         read_resource,
+        put_namespace,
+        get_namespace,
+        list_namespaces,
         list_views,
         rebuild_view,
         cluster,
@@ -132,6 +140,8 @@ pub fn router(state: AppState) -> Router {
         StreamPageBody,
         LogPageBody,
         ResourceBody,
+        NamespaceBody,
+        NamespacesBody,
         ViewsBody,
         RebuildBody,
         ClusterBody,
@@ -256,6 +266,58 @@ struct AppendParams {
     wait: Option<String>,
 }
 
+/// Checks every relational event of `batch` against its namespace's config, from this node's
+/// registry view, before anything is proposed.
+fn check_schema(state: &AppState, batch: &themis_log::ValidatedBatch) -> Result<(), Problem> {
+    let mut configs: std::collections::BTreeMap<
+        String,
+        Option<themis_materializers::namespaces::Registered>,
+    > = std::collections::BTreeMap::new();
+    for (index, event) in batch.events().enumerate() {
+        if event.urn.model() != themis_log::Model::Relational {
+            continue;
+        }
+        let ns = event.urn.namespace();
+        let registered = match configs.get(ns) {
+            Some(r) => r.clone(),
+            None => {
+                let r = state.views.namespace(themis_log::Model::Relational, ns)?;
+                configs.insert(ns.to_owned(), r.clone());
+                r
+            }
+        };
+        let Some(registered) = registered else {
+            return Err(Problem::bad_request(
+                "unknown_namespace",
+                format!(
+                    "event {index}: relational namespace {ns:?} has no config; declare its \
+                     columns first with PUT /v1/namespaces/relational/{ns}"
+                ),
+            )
+            .with("event_index", index));
+        };
+        let data =
+            match &event.data {
+                Some(d) => Some(serde_json::from_str::<serde_json::Value>(d.get()).map_err(
+                    |e| Problem::bad_request("invalid_json", format!("event {index}: data: {e}")),
+                )?),
+                None => None,
+            };
+        if let Err(v) = registered.config.check_event(event.op, data.as_ref()) {
+            return Err(Problem::bad_request(
+                "schema_violation",
+                format!(
+                    "event {index} does not fit relational namespace {ns:?} (config version {}): {}",
+                    registered.version, v.message
+                ),
+            )
+            .with("event_index", index)
+            .with("column", v.column));
+        }
+    }
+    Ok(())
+}
+
 /// Whether the append must also wait for the views (`wait=applied`).
 fn check_wait(params: &AppendParams) -> Result<bool, Problem> {
     match params.wait.as_deref() {
@@ -319,6 +381,7 @@ async fn append_stream(
         let events = state
             .log
             .validate(body.events, Some(&urn), body.expected_revision)?;
+        check_schema(&state, &events)?;
         let result = timed(&state, state.log.append(events, false)).await??;
         let (_, appended) = result
             .shards
@@ -483,6 +546,7 @@ async fn append_events(
         }
         let body: AppendBatchBody = parse_json(&bytes)?;
         let events = state.log.validate(body.events, None, None)?;
+        check_schema(&state, &events)?;
         let result = timed(&state, state.log.append(events, body.per_shard_atomicity)).await??;
         let single = result.shards.len() == 1;
         let mut all_ok = true;
@@ -560,6 +624,7 @@ async fn bulk(state: &AppState, bytes: &Bytes, wait_applied: bool) -> Response {
             let result = async {
                 let input: EventInput = parse_json(&line)?;
                 let events = state.log.validate(vec![input], None, None)?;
+                check_schema(state, &events)?;
                 let result = timed(state, state.log.append(events, false)).await??;
                 let (_, appended) = result
                     .shards
@@ -899,6 +964,176 @@ async fn read_resource(
         response.headers_mut().insert("themis-token", value);
     }
     Ok(response)
+}
+
+fn parse_model(model: &str) -> Result<themis_log::Model, Problem> {
+    model.parse().map_err(|_| {
+        Problem::bad_request(
+            "invalid_model",
+            format!(
+                "unknown model {model:?}: use relational, document, graph, vector or timeseries"
+            ),
+        )
+    })
+}
+
+/// Checks a namespace name as URNs do, and that it is not reserved.
+fn parse_namespace(model: themis_log::Model, ns: &str) -> Result<(), Problem> {
+    Urn::parse(&format!("urn:themis:{model}:{ns}:x")).map_err(|e| {
+        Problem::bad_request(
+            "invalid_namespace",
+            format!("invalid namespace {ns:?}: {e}"),
+        )
+    })?;
+    if ns.starts_with('_') {
+        return Err(Problem::bad_request(
+            "reserved_namespace",
+            format!(
+                "namespace {ns:?} is reserved (names starting with `_` belong to the database)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn namespace_body(
+    r: themis_materializers::namespaces::Registered,
+    token: Option<String>,
+) -> NamespaceBody {
+    NamespaceBody {
+        model: r.model,
+        namespace: r.namespace,
+        version: r.version,
+        config: serde_json::to_value(&r.config).expect("config serializes"),
+        lsn: r.lsn,
+        updated_ms: r.updated_ms,
+        token,
+    }
+}
+
+/// Declare (or evolve) a namespace's config: for relational namespaces, its columns. The
+/// config is an event of the log, so every replica's views see it at the same position. A
+/// config may only evolve compatibly (add nullable columns, widen a column to `json`).
+#[utoipa::path(
+    put, path = "/v1/namespaces/{model}/{ns}",
+    params(
+        ("model" = String, Path), ("ns" = String, Path),
+        ("wait" = Option<String>, Query, description = "applied: answer once this node's views have applied the config")
+    ),
+    responses(
+        (status = 201, body = NamespaceBody, description = "declared or changed"),
+        (status = 200, body = NamespaceBody, description = "unchanged (the same config was declared)"),
+        (status = 400, body = ProblemBody, description = "invalid_config, incompatible_config, invalid_namespace, reserved_namespace"),
+        (status = 409, body = ProblemBody, description = "a concurrent change won; read and retry")
+    )
+)]
+async fn put_namespace(
+    State(state): State<AppState>,
+    Path((model, ns)): Path<(String, String)>,
+    params: Result<Query<AppendParams>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let wait_applied = check_wait(&query(params)?)?;
+    let model = parse_model(&model)?;
+    parse_namespace(model, &ns)?;
+    let bytes = body_bytes(body, state.limits.body_bytes_max)?;
+    let config: themis_materializers::namespaces::NamespaceConfig = serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::bad_request("invalid_config", format!("invalid config: {e}")))?;
+    config
+        .validate(model)
+        .map_err(|e| Problem::bad_request("invalid_config", e))?;
+    let existing = state.views.namespace(model, &ns)?;
+    if let Some(r) = &existing {
+        if r.config == config {
+            return Ok((StatusCode::OK, Json(namespace_body(r.clone(), None))).into_response());
+        }
+        r.config.evolves_to(&config).map_err(|e| {
+            Problem::bad_request(
+                "incompatible_config",
+                format!(
+                    "the config of {model}/{ns} (version {}) cannot change so: {e}",
+                    r.version
+                ),
+            )
+        })?;
+    }
+    let urn = themis_materializers::Materializer::config_urn(model, &ns)?;
+    let expected = match &existing {
+        Some(r) => serde_json::json!(r.version),
+        None => serde_json::json!("no_stream"),
+    };
+    let input: EventInput = serde_json::from_value(serde_json::json!({
+        "urn": urn.as_str(),
+        "type": "NamespaceConfigured",
+        "op": "put",
+        "data": config,
+        "expected_revision": expected,
+    }))
+    .map_err(|e| Problem::bad_request("invalid_config", e.to_string()))?;
+    let batch = state.log.validate_system(vec![input], None, None)?;
+    let result = timed(&state, state.log.append(batch, false)).await??;
+    let (_, appended) = result
+        .shards
+        .into_iter()
+        .next()
+        .expect("one stream, one shard");
+    let appended = appended?;
+    let token = themis_log::Token::from_position(appended.position);
+    if wait_applied {
+        wait_views(&state, &token).await?;
+    }
+    let body = namespace_body(
+        themis_materializers::namespaces::Registered {
+            model: model.to_string(),
+            namespace: ns,
+            config,
+            version: appended.events[0].revision,
+            lsn: appended.position.lsn.0,
+            updated_ms: 0,
+        },
+        Some(token.encode()),
+    );
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// One namespace's config.
+#[utoipa::path(
+    get, path = "/v1/namespaces/{model}/{ns}",
+    params(("model" = String, Path), ("ns" = String, Path)),
+    responses(
+        (status = 200, body = NamespaceBody),
+        (status = 404, body = ProblemBody, description = "namespace_not_found")
+    )
+)]
+async fn get_namespace(
+    State(state): State<AppState>,
+    Path((model, ns)): Path<(String, String)>,
+) -> Result<Json<NamespaceBody>, Problem> {
+    let model = parse_model(&model)?;
+    match state.views.namespace(model, &ns)? {
+        Some(r) => Ok(Json(namespace_body(r, None))),
+        None => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "namespace_not_found",
+            format!("no config was declared for {model}/{ns}"),
+        )),
+    }
+}
+
+/// Every declared namespace config (document namespaces without a config exist on first
+/// write and are not listed).
+#[utoipa::path(
+    get, path = "/v1/namespaces",
+    responses((status = 200, body = NamespacesBody))
+)]
+async fn list_namespaces(State(state): State<AppState>) -> Result<Json<NamespacesBody>, Problem> {
+    let namespaces = state
+        .views
+        .namespaces()?
+        .into_iter()
+        .map(|r| namespace_body(r, None))
+        .collect();
+    Ok(Json(NamespacesBody { namespaces }))
 }
 
 #[derive(Debug, Default, Deserialize)]

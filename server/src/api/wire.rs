@@ -302,3 +302,31 @@ pub struct RebuildBody {
     /// Shards whose view is being rebuilt.
     pub shards: Vec<u32>,
 }
+
+/// A namespace's declared config.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NamespaceBody {
+    /// Model.
+    pub model: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Version (the config stream's revision).
+    pub version: u64,
+    /// The config (`columns` for relational namespaces).
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    /// LSN of the config event in its shard.
+    pub lsn: u64,
+    /// Commit timestamp of the config event (ms; 0 in the answer to the PUT itself).
+    pub updated_ms: u64,
+    /// For a change: the token of the config event (wait for it before relying on it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// Declared namespace configs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NamespacesBody {
+    /// Sorted by model and namespace.
+    pub namespaces: Vec<NamespaceBody>,
+}

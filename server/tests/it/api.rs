@@ -459,7 +459,7 @@ fn cli_appends_reads_and_fails_readably() {
             .as_array()
             .unwrap()
             .len(),
-        4
+        8
     );
     let (code, out, err) = cli(&[
         &["admin", "rebuild-view", "document", "--shard", "1"][..],

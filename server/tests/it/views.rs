@@ -135,7 +135,8 @@ async fn document_view_states_and_read_your_writes() {
 
     // Watermarks and lag are in GET /v1/cluster and /metrics.
     let cluster = get(b, "/v1/cluster").await.json();
-    assert_eq!(cluster["views"].as_array().unwrap().len(), 4, "{cluster}");
+    // Two view kinds (document, namespaces) on each of the 4 shards.
+    assert_eq!(cluster["views"].as_array().unwrap().len(), 8, "{cluster}");
     assert_eq!(cluster["views"][0]["view"], "document");
     let metrics = get(b, "/metrics").await.text;
     assert!(
@@ -146,7 +147,10 @@ async fn document_view_states_and_read_your_writes() {
 }
 
 /// Watermark and digest of every document view, once each has reached `marks` (bounded wait).
-pub async fn digests(base: &str, marks: &BTreeMap<u64, u64>) -> BTreeMap<u64, (u64, String)> {
+pub async fn digests(
+    base: &str,
+    marks: &BTreeMap<u64, u64>,
+) -> BTreeMap<(u64, String), (u64, String)> {
     for _ in 0..600 {
         let views = get(base, "/v1/admin/views?digest=true").await.json();
         let list = views["views"].as_array().unwrap().clone();
@@ -162,7 +166,10 @@ pub async fn digests(base: &str, marks: &BTreeMap<u64, u64>) -> BTreeMap<u64, (u
                 .iter()
                 .map(|v| {
                     (
-                        v["shard"].as_u64().unwrap(),
+                        (
+                            v["shard"].as_u64().unwrap(),
+                            v["view"].as_str().unwrap().to_owned(),
+                        ),
                         (
                             v["digest"]["watermark"].as_u64().unwrap(),
                             v["digest"]["digest"].as_str().unwrap().to_owned(),
@@ -240,4 +247,189 @@ async fn views_resume_after_restart_and_rebuild_to_the_same_digest() {
     post(&b, "/v1/admin/views/nosuch/rebuild", &json!({}))
         .await
         .problem(404, "unknown_view");
+}
+
+async fn put(base: &str, path: &str, body: &Value) -> crate::api::Answer {
+    crate::api::send(
+        reqwest::Client::new()
+            .put(format!("{base}{path}"))
+            .json(body),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_configs_are_log_entries_and_relational_appends_follow_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let b = server.base.clone();
+    let orders = json!({"columns": [
+        {"name": "customer", "type": "string"},
+        {"name": "total", "type": "float64"},
+        {"name": "at", "type": "timestamp", "nullable": true}
+    ]});
+    let r = put(&b, "/v1/namespaces/relational/orders?wait=applied", &orders).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json()["version"], 0);
+    let r = get(&b, "/v1/namespaces/relational/orders").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The answer spells every default out.
+    assert_eq!(
+        r.json()["config"],
+        json!({"columns": [
+            {"name": "customer", "type": "string", "nullable": false},
+            {"name": "total", "type": "float64", "nullable": false},
+            {"name": "at", "type": "timestamp", "nullable": true}
+        ]})
+    );
+    // The same config again changes nothing.
+    assert_eq!(
+        put(&b, "/v1/namespaces/relational/orders", &orders)
+            .await
+            .status,
+        200
+    );
+
+    // Rows are checked before they reach the log.
+    let ok = append(
+        &b,
+        "urn:themis:relational:orders:o1",
+        json!([{"op": "put", "data": {"customer": "c1", "total": 9.5, "at": "2026-11-26T10:00:00Z"}}]),
+    )
+    .await;
+    let lsn = ok["position"]["lsn"].as_u64().unwrap();
+    let bad = [
+        (json!({"customer": "c1"}), "total"),
+        (json!({"customer": 7, "total": 1}), "customer"),
+        (
+            json!({"customer": "c", "total": 1, "color": "red"}),
+            "color",
+        ),
+        (json!({"customer": "c", "total": 1, "at": "noon"}), "at"),
+    ];
+    for (data, column) in bad {
+        let p = post(
+            &b,
+            "/v1/streams/urn:themis:relational:orders:o2",
+            &json!({"events": [{"op": "put", "data": data}]}),
+        )
+        .await
+        .problem(400, "schema_violation");
+        assert_eq!(p["column"], column, "{p}");
+        assert_eq!(p["event_index"], 0);
+    }
+    // In a batch the offending event is named; nothing of the batch is appended.
+    let p = post(
+        &b,
+        "/v1/events",
+        &json!({"events": [
+            {"urn": "urn:themis:relational:orders:o3", "op": "patch", "data": {"total": 2}},
+            {"urn": "urn:themis:relational:orders:o3", "op": "patch", "data": {"customer": null}}
+        ]}),
+    )
+    .await
+    .problem(400, "schema_violation");
+    assert_eq!(p["event_index"], 1);
+    post(
+        &b,
+        "/v1/streams/urn:themis:relational:nosuch:x",
+        &json!({"events": [{"op": "put", "data": {"a": 1}}]}),
+    )
+    .await
+    .problem(400, "unknown_namespace");
+    let log = get(&b, &format!("/v1/log/{}", ok["position"]["shard"]))
+        .await
+        .json();
+    assert_eq!(
+        log["entries"].as_array().unwrap().last().unwrap()["lsn"]
+            .as_u64()
+            .unwrap(),
+        lsn,
+        "refused appends left no entry"
+    );
+
+    // Configs evolve compatibly only.
+    let mut added = orders.clone();
+    added["columns"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "note", "type": "string", "nullable": true}));
+    let r = put(&b, "/v1/namespaces/relational/orders?wait=applied", &added).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json()["version"], 1);
+    append(
+        &b,
+        "urn:themis:relational:orders:o4",
+        json!([{"op": "put", "data": {"customer": "c", "total": 1, "note": "new column"}}]),
+    )
+    .await;
+    put(
+        &b,
+        "/v1/namespaces/relational/orders",
+        &json!({"columns": [{"name": "customer", "type": "string"}]}),
+    )
+    .await
+    .problem(400, "incompatible_config");
+
+    // Bad configs, names and reserved namespaces are refused.
+    put(
+        &b,
+        "/v1/namespaces/relational/empty",
+        &json!({"columns": []}),
+    )
+    .await
+    .problem(400, "invalid_config");
+    put(
+        &b,
+        "/v1/namespaces/relational/x",
+        &json!({"columns": [{"name": "a", "type": "decimal"}]}),
+    )
+    .await
+    .problem(400, "invalid_config");
+    put(&b, "/v1/namespaces/nomodel/x", &json!({}))
+        .await
+        .problem(400, "invalid_model");
+    put(&b, "/v1/namespaces/relational/Bad!", &orders)
+        .await
+        .problem(400, "invalid_namespace");
+    put(&b, "/v1/namespaces/relational/_x", &orders)
+        .await
+        .problem(400, "reserved_namespace");
+    post(
+        &b,
+        "/v1/streams/urn:themis:relational:_namespace:orders",
+        &json!({"events": [{"op": "delete"}]}),
+    )
+    .await
+    .problem(400, "reserved_namespace");
+    get(&b, "/v1/namespaces/relational/nosuch")
+        .await
+        .problem(404, "namespace_not_found");
+
+    // Document namespaces take an empty config; the list shows both; a restart keeps them.
+    assert_eq!(
+        put(&b, "/v1/namespaces/document/notes?wait=applied", &json!({}))
+            .await
+            .status,
+        201
+    );
+    let list = get(&b, "/v1/namespaces").await.json();
+    let names: Vec<String> = list["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            format!(
+                "{}/{}@{}",
+                n["model"].as_str().unwrap(),
+                n["namespace"].as_str().unwrap(),
+                n["version"]
+            )
+        })
+        .collect();
+    assert_eq!(names, ["document/notes@0", "relational/orders@1"]);
+    assert!(server.terminate().success());
+    let server = Server::start(dir.path(), &[]);
+    let again = get(&server.base, "/v1/namespaces").await.json();
+    assert_eq!(again["namespaces"].as_array().unwrap().len(), 2, "{again}");
 }

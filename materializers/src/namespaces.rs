@@ -1,0 +1,417 @@
+//! Namespace configs and their registry view.
+//!
+//! A namespace config is an event of the log: a `put` on `urn:themis:{model}:_namespace:{ns}`
+//! (the `_` namespaces are reserved for the database), so every replica derives the same
+//! registry. Its stream revision is the config's version. The registry view folds those events
+//! per shard: table `ns/{shard}`: `"{model}/{ns}"` → JSON of [`Registered`].
+//!
+//! Relational configs declare columns; [`NamespaceConfig::check_event`] is what the node checks
+//! before an append reaches the log (see `docs/design/namespaces.md` for why views never
+//! re-check).
+
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use themis_log::event::Op;
+use themis_log::{CommittedEntry, Model, ShardId};
+
+use crate::{Result, View, storage};
+
+/// The kind name.
+pub const KIND: &str = "namespaces";
+/// The reserved namespace holding configs.
+pub const CONFIG_NAMESPACE: &str = "_namespace";
+
+/// Column types of relational namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// `true` / `false`.
+    Bool,
+    /// A JSON integer in the i64 range.
+    Int64,
+    /// Any JSON number.
+    Float64,
+    /// A JSON string.
+    String,
+    /// Milliseconds since the Unix epoch (a JSON integer), or an RFC 3339 string with a time
+    /// zone (`2026-11-26T10:00:00Z`, `...+01:00`, optional fraction).
+    Timestamp,
+    /// Any JSON value.
+    Json,
+}
+
+/// One declared column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    /// Its name (`[a-z_][a-z0-9_]{0,62}`).
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub column_type: ColumnType,
+    /// Whether it may be absent or null.
+    #[serde(default)]
+    pub nullable: bool,
+}
+
+/// A namespace's declared options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Relational namespaces: the columns (besides the implicit `id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<Column>,
+}
+
+/// A config as the registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// `relational`, `document`, ...
+    pub model: String,
+    /// The namespace.
+    pub namespace: String,
+    /// The config.
+    pub config: NamespaceConfig,
+    /// Its version (the config stream's revision).
+    pub version: u64,
+    /// LSN of the config event.
+    pub lsn: u64,
+    /// Its commit timestamp (ms).
+    pub updated_ms: u64,
+}
+
+/// Columns every relational table has without declaring them.
+pub const IMPLICIT_COLUMNS: [&str; 5] = ["id", "_revision", "_lsn", "_shard", "_updated_ms"];
+
+/// Why an event does not fit its namespace's config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The column (or `data`).
+    pub column: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn valid_column_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && name.len() <= 63
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+}
+
+/// Whether `text` is an RFC 3339 date-time with a time zone.
+pub fn is_rfc3339(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(digits(0..4)
+        && at(4, b'-')
+        && digits(5..7)
+        && at(7, b'-')
+        && digits(8..10)
+        && (at(10, b'T') || at(10, b't'))
+        && digits(11..13)
+        && at(13, b':')
+        && digits(14..16)
+        && at(16, b':')
+        && digits(17..19))
+    {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| {
+        std::str::from_utf8(&b[r])
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(99)
+    };
+    if !(1..=12).contains(&num(5..7))
+        || !(1..=31).contains(&num(8..10))
+        || num(11..13) > 23
+        || num(14..16) > 59
+        || num(17..19) > 60
+    {
+        return false;
+    }
+    let mut i = 19;
+    if at(i, b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match b.get(i) {
+        Some(b'Z' | b'z') => i + 1 == b.len(),
+        Some(b'+' | b'-') => {
+            i + 6 == b.len() && digits(i + 1..i + 3) && at(i + 3, b':') && digits(i + 4..i + 6)
+        }
+        _ => false,
+    }
+}
+
+fn fits(t: ColumnType, v: &Value) -> bool {
+    match t {
+        ColumnType::Bool => v.is_boolean(),
+        ColumnType::Int64 => v.is_i64() || v.as_u64().is_some_and(|n| n <= i64::MAX as u64),
+        ColumnType::Float64 => v.is_number(),
+        ColumnType::String => v.is_string(),
+        ColumnType::Timestamp => v.is_i64() || v.as_str().is_some_and(is_rfc3339),
+        ColumnType::Json => true,
+    }
+}
+
+impl NamespaceConfig {
+    /// Checks a config for `model`: relational namespaces need at least one column, with valid
+    /// and distinct names; other models declare none (yet).
+    pub fn validate(&self, model: Model) -> std::result::Result<(), String> {
+        match model {
+            Model::Relational => {
+                if self.columns.is_empty() {
+                    return Err("a relational namespace declares at least one column".into());
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for c in &self.columns {
+                    if !valid_column_name(&c.name) {
+                        return Err(format!(
+                            "column name {:?} is not valid: use [a-z_][a-z0-9_]{{0,62}}",
+                            c.name
+                        ));
+                    }
+                    if IMPLICIT_COLUMNS.contains(&c.name.as_str()) {
+                        return Err(format!(
+                            "column {:?} is implicit (every table has {})",
+                            c.name,
+                            IMPLICIT_COLUMNS.join(", ")
+                        ));
+                    }
+                    if !seen.insert(c.name.as_str()) {
+                        return Err(format!("column {:?} is declared twice", c.name));
+                    }
+                }
+                Ok(())
+            }
+            Model::Document => {
+                if self.columns.is_empty() {
+                    Ok(())
+                } else {
+                    Err("document namespaces are schemaless: they declare no columns".into())
+                }
+            }
+            other => Err(format!(
+                "namespace configs for {other} namespaces are not supported yet"
+            )),
+        }
+    }
+
+    /// Whether `next` may replace this config: columns may be added (nullable ones only) and
+    /// widened to `json`; nothing may be removed, renamed, narrowed or made required.
+    pub fn evolves_to(&self, next: &NamespaceConfig) -> std::result::Result<(), String> {
+        for old in &self.columns {
+            let Some(new) = next.columns.iter().find(|c| c.name == old.name) else {
+                return Err(format!("column {:?} cannot be removed", old.name));
+            };
+            if new.column_type != old.column_type && new.column_type != ColumnType::Json {
+                return Err(format!(
+                    "column {:?} cannot change from {:?} to {:?} (only widening to json is allowed)",
+                    old.name, old.column_type, new.column_type
+                ));
+            }
+            if old.nullable && !new.nullable {
+                return Err(format!("column {:?} cannot become required", old.name));
+            }
+        }
+        for new in &next.columns {
+            if !new.nullable && !self.columns.iter().any(|c| c.name == new.name) {
+                return Err(format!(
+                    "new column {:?} must be nullable (existing rows have no value for it)",
+                    new.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one event of a relational namespace: a put carries every required column and
+    /// only declared ones, with values of their types; a patch may set declared columns (null
+    /// only for nullable ones); a delete carries nothing to check.
+    pub fn check_event(&self, op: Op, data: Option<&Value>) -> std::result::Result<(), Violation> {
+        let violation = |column: &str, message: String| Violation {
+            column: column.to_owned(),
+            message,
+        };
+        let fields = match (op, data) {
+            (Op::Delete, _) => return Ok(()),
+            (Op::Put | Op::Patch, Some(Value::Object(fields))) => fields,
+            (Op::Put | Op::Patch, _) => {
+                return Err(violation("data", "a row is a JSON object".into()));
+            }
+            (other, _) => {
+                return Err(violation(
+                    "op",
+                    format!("relational rows take put, patch or delete, not {other:?}"),
+                ));
+            }
+        };
+        for (name, value) in fields {
+            let Some(c) = self.columns.iter().find(|c| &c.name == name) else {
+                return Err(violation(
+                    name,
+                    format!(
+                        "no column {name:?} (declared: {})",
+                        self.columns
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            };
+            if value.is_null() {
+                if !c.nullable {
+                    return Err(violation(name, format!("column {name:?} is required")));
+                }
+            } else if !fits(c.column_type, value) {
+                return Err(violation(
+                    name,
+                    format!(
+                        "column {name:?} holds {:?} values, not {value}",
+                        c.column_type
+                    ),
+                ));
+            }
+        }
+        if op == Op::Put
+            && let Some(c) = self
+                .columns
+                .iter()
+                .find(|c| !c.nullable && !fields.contains_key(&c.name))
+        {
+            return Err(violation(
+                &c.name,
+                format!("column {:?} is required", c.name),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The registry view.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NamespacesView;
+
+fn table_name(shard: ShardId) -> String {
+    format!("ns/{}", shard.0)
+}
+
+fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+impl View for NamespacesView {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn apply(&self, tx: &WriteTransaction, shard: ShardId, entry: &CommittedEntry) -> Result<()> {
+        let name = table_name(shard);
+        let mut registry = tx.open_table(table(&name)).map_err(storage)?;
+        for e in &entry.events {
+            let urn = &e.event.urn;
+            if urn.namespace() != CONFIG_NAMESPACE {
+                continue;
+            }
+            let key = format!("{}/{}", urn.model(), urn.id());
+            match e.event.op {
+                Op::Put => {
+                    // Configs were checked before the log; one that does not parse (written by
+                    // a later version?) is skipped rather than stopping the view.
+                    let Some(config) = e
+                        .event
+                        .data
+                        .as_ref()
+                        .and_then(|d| serde_json::from_str::<NamespaceConfig>(d.get()).ok())
+                    else {
+                        continue;
+                    };
+                    let registered = Registered {
+                        model: urn.model().to_string(),
+                        namespace: urn.id().to_owned(),
+                        config,
+                        version: e.revision,
+                        lsn: entry.lsn.0,
+                        updated_ms: entry.ts_ms,
+                    };
+                    let bytes = serde_json::to_vec(&registered).map_err(storage)?;
+                    registry
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(storage)?;
+                }
+                Op::Delete => {
+                    registry.remove(key.as_str()).map_err(storage)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn clear(&self, tx: &WriteTransaction, shard: ShardId) -> Result<()> {
+        let name = table_name(shard);
+        tx.delete_table(table(&name)).map_err(storage)?;
+        Ok(())
+    }
+
+    fn digest(&self, tx: &ReadTransaction, shard: ShardId) -> Result<u64> {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for r in all(tx, shard)? {
+            hasher.update(&serde_json::to_vec(&r).map_err(storage)?);
+            hasher.update(&[0]);
+        }
+        Ok(hasher.digest())
+    }
+}
+
+/// The registered config of `model`/`namespace` in `shard`'s registry.
+pub fn get(
+    tx: &ReadTransaction,
+    shard: ShardId,
+    model: Model,
+    namespace: &str,
+) -> Result<Option<Registered>> {
+    let name = table_name(shard);
+    let registry = match tx.open_table(table(&name)) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(storage(e)),
+    };
+    registry
+        .get(format!("{model}/{namespace}").as_str())
+        .map_err(storage)?
+        .map(|v| serde_json::from_slice(v.value()))
+        .transpose()
+        .map_err(storage)
+}
+
+/// Every config in `shard`'s registry.
+pub fn all(tx: &ReadTransaction, shard: ShardId) -> Result<Vec<Registered>> {
+    let name = table_name(shard);
+    let registry = match tx.open_table(table(&name)) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(storage(e)),
+    };
+    let mut out = Vec::new();
+    for item in registry.iter().map_err(storage)? {
+        let (_, v) = item.map_err(storage)?;
+        out.push(serde_json::from_slice(v.value()).map_err(storage)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
