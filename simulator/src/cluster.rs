@@ -252,9 +252,29 @@ impl SimCluster {
     /// a seeded part of what was not), and its Raft groups stop. Does nothing to a node that
     /// is down.
     pub async fn crash(&self, id: NodeId) {
-        let Some(log) = self.nodes.lock().expect("nodes lock").remove(&id) else {
-            return;
-        };
+        if let Some(log) = self.lose_power(id) {
+            // Stop the dead incarnation's tasks; every disk call they make fails now.
+            let _ = tokio::time::timeout(Duration::from_secs(5), log.shutdown()).await;
+        }
+    }
+
+    /// Every node loses power at the same instant: all disks crash first, then the dead
+    /// incarnations are stopped.
+    pub async fn power_loss(&self) {
+        let dead: Vec<Arc<Log>> = self
+            .ids()
+            .into_iter()
+            .filter_map(|id| self.lose_power(id))
+            .collect();
+        for log in dead {
+            let _ = tokio::time::timeout(Duration::from_secs(5), log.shutdown()).await;
+        }
+    }
+
+    /// The instant of a power loss of node `id`: it leaves the network, its views die with it,
+    /// its disk crashes. Returns the dead incarnation, still to be stopped (`None`: it was down).
+    fn lose_power(&self, id: NodeId) -> Option<Arc<Log>> {
+        let log = self.nodes.lock().expect("nodes lock").remove(&id)?;
         // The views die with the node: their handles fail once the disk has crashed.
         self.views.lock().expect("views lock").remove(&id);
         self.net.detach(id);
@@ -263,31 +283,7 @@ impl SimCluster {
             snapshots_installed(&log, self.options.shards),
             std::sync::atomic::Ordering::Relaxed,
         );
-        // Stop the dead incarnation's tasks; every disk call they make fails now.
-        let _ = tokio::time::timeout(Duration::from_secs(5), log.shutdown()).await;
-    }
-
-    /// Every node loses power at the same instant: all disks crash first, then the dead
-    /// incarnations are stopped.
-    pub async fn power_loss(&self) {
-        let ids = self.ids();
-        let mut dead = Vec::new();
-        for &id in &ids {
-            let Some(log) = self.nodes.lock().expect("nodes lock").remove(&id) else {
-                continue;
-            };
-            self.views.lock().expect("views lock").remove(&id);
-            self.net.detach(id);
-            self.machines[&id].disk.crash();
-            self.snapshots_installed_before.fetch_add(
-                snapshots_installed(&log, self.options.shards),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            dead.push(log);
-        }
-        for log in dead {
-            let _ = tokio::time::timeout(Duration::from_secs(5), log.shutdown()).await;
-        }
+        Some(log)
     }
 
     /// Restarts node `id` from its disk (after [`crash`](Self::crash)); a node that runs is
