@@ -688,20 +688,12 @@ impl Shard {
     /// Reads up to `limit` applied entries from `from`; returns them with the applied LSN the
     /// page was bounded by (so a page and its LSN always agree).
     pub fn read_log(&self, from: Lsn, limit: usize) -> Result<(Vec<LogEntryView>, Lsn)> {
-        let applied = self.applied().0;
-        if from.0 > applied || limit == 0 {
-            return Ok((Vec::new(), Lsn(applied)));
-        }
-        let end = applied.min(from.0.saturating_add(limit as u64 - 1));
-        let entries = self.store.stored_entries(from.0..=end)?;
-        let tx = self
-            .store
-            .state_database()
-            .begin_read()
-            .map_err(self.storage())?;
-        let outcomes = tx
-            .open_table(self.store.tables().outcomes())
-            .map_err(self.storage())?;
+        let applied = self.applied();
+        let Some(page) = applied_page(from.0, limit, applied.0) else {
+            return Ok((Vec::new(), applied));
+        };
+        let entries = self.store.stored_entries(page.clone())?;
+        let mut outcomes = self.recorded_outcomes(page)?;
         let mut out = Vec::with_capacity(entries.len());
         for (entry, chain) in entries {
             let index = entry.log_id.index;
@@ -715,12 +707,7 @@ impl Shard {
                     p.batches.into_iter().flatten().map(|e| e.event).collect(),
                 ),
             };
-            let outcomes = outcomes
-                .get(index)
-                .map_err(self.storage())?
-                .map(|v| serde_json::from_slice::<Vec<Outcome>>(v.value()))
-                .transpose()
-                .map_err(self.storage())?;
+            let outcomes = outcomes.remove(&index);
             out.push(LogEntryView {
                 lsn: Lsn(index),
                 term: entry.log_id.leader_id.term,
@@ -731,7 +718,7 @@ impl Shard {
                 events,
             });
         }
-        Ok((out, Lsn(applied)))
+        Ok((out, applied))
     }
 }
 
@@ -739,21 +726,12 @@ impl Shard {
     /// Up to `limit` applied entries from `from` (every entry, those without events too, so a
     /// reader's position advances over them), with the applied LSN the page was bounded by.
     pub fn committed_entries(&self, from: Lsn, limit: usize) -> Result<(Vec<CommittedEntry>, Lsn)> {
-        let applied = self.applied().0;
-        let from = from.0.max(1);
-        if from > applied || limit == 0 {
-            return Ok((Vec::new(), Lsn(applied)));
-        }
-        let end = applied.min(from.saturating_add(limit as u64 - 1));
-        let entries = self.store.entries(from..=end)?;
-        let tx = self
-            .store
-            .state_database()
-            .begin_read()
-            .map_err(self.storage())?;
-        let outcomes = tx
-            .open_table(self.store.tables().outcomes())
-            .map_err(self.storage())?;
+        let applied = self.applied();
+        let Some(page) = applied_page(from.0.max(1), limit, applied.0) else {
+            return Ok((Vec::new(), applied));
+        };
+        let entries = self.store.entries(page.clone())?;
+        let mut outcomes = self.recorded_outcomes(page)?;
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
             let lsn = entry.log_id.index;
@@ -765,16 +743,10 @@ impl Shard {
                 });
                 continue;
             };
-            let decided: Vec<Outcome> = outcomes
-                .get(lsn)
-                .map_err(self.storage())?
-                .map(|v| serde_json::from_slice(v.value()))
-                .transpose()
-                .map_err(self.storage())?
-                .ok_or_else(|| Error::Corrupted {
-                    location: self.store.location(),
-                    detail: format!("applied entry {lsn} has no recorded outcomes"),
-                })?;
+            let decided = outcomes.remove(&lsn).ok_or_else(|| Error::Corrupted {
+                location: self.store.location(),
+                detail: format!("applied entry {lsn} has no recorded outcomes"),
+            })?;
             if decided.len() != proposal.batches.len() {
                 return Err(Error::Corrupted {
                     location: self.store.location(),
@@ -806,8 +778,40 @@ impl Shard {
                 events,
             });
         }
-        Ok((out, Lsn(applied)))
+        Ok((out, applied))
     }
+}
+
+impl Shard {
+    /// What the state machine decided for each entry of `range` that has events.
+    fn recorded_outcomes(
+        &self,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<BTreeMap<u64, Vec<Outcome>>> {
+        let tx = self
+            .store
+            .state_database()
+            .begin_read()
+            .map_err(self.storage())?;
+        let table = tx
+            .open_table(self.store.tables().outcomes())
+            .map_err(self.storage())?;
+        let mut out = BTreeMap::new();
+        for item in table.range(range).map_err(self.storage())? {
+            let (k, v) = item.map_err(self.storage())?;
+            let decided = serde_json::from_slice(v.value()).map_err(self.storage())?;
+            out.insert(k.value(), decided);
+        }
+        Ok(out)
+    }
+}
+
+/// The LSNs of a page of at most `limit` applied entries from `from` (`None`: empty).
+fn applied_page(from: u64, limit: usize, applied: u64) -> Option<std::ops::RangeInclusive<u64>> {
+    if from > applied || limit == 0 {
+        return None;
+    }
+    Some(from..=applied.min(from.saturating_add(limit as u64 - 1)))
 }
 
 fn appended_event(event: &Event, p: EventPosition) -> AppendedEvent {

@@ -5,13 +5,13 @@
 //!
 //! Table per shard: `doc/{shard}`: URN → JSON of [`Document`].
 
-use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use themis_log::event::Op;
 use themis_log::{CommittedEntry, Model, ShardId};
 
-use crate::{Result, View, storage};
+use crate::{Result, View, all_json, digest_table, get_json, storage, table};
 
 /// The kind name.
 pub const KIND: &str = "document";
@@ -37,10 +37,6 @@ pub struct DocumentView;
 
 fn table_name(shard: ShardId) -> String {
     format!("doc/{}", shard.0)
-}
-
-fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
-    TableDefinition::new(name)
 }
 
 /// Applies an RFC 7396 JSON merge patch to `target`.
@@ -125,55 +121,18 @@ impl View for DocumentView {
     }
 
     fn digest(&self, tx: &ReadTransaction, shard: ShardId) -> Result<u64> {
-        let name = table_name(shard);
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        let docs = match tx.open_table(table(&name)) {
-            Ok(t) => t,
-            // No table and an empty one are the same content.
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(hasher.digest()),
-            Err(e) => return Err(storage(e)),
-        };
-        for item in docs.iter().map_err(storage)? {
-            let (k, v) = item.map_err(storage)?;
-            hasher.update(k.value().as_bytes());
-            hasher.update(&[0]);
-            hasher.update(v.value());
-            hasher.update(&[0]);
-        }
-        Ok(hasher.digest())
+        digest_table(tx, &table_name(shard))
     }
 }
 
 /// Reads `urn`'s state from the document view of `shard` (`None`: never written).
 pub fn get(tx: &ReadTransaction, shard: ShardId, urn: &str) -> Result<Option<Document>> {
-    let name = table_name(shard);
-    let docs = match tx.open_table(table(&name)) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(storage(e)),
-    };
-    docs.get(urn)
-        .map_err(storage)?
-        .map(|v| serde_json::from_slice(v.value()))
-        .transpose()
-        .map_err(storage)
+    get_json(tx, &table_name(shard), urn)
 }
 
 /// Every resource state in the document view of `shard`, in URN order.
 pub fn all(tx: &ReadTransaction, shard: ShardId) -> Result<Vec<(String, Document)>> {
-    let name = table_name(shard);
-    let docs = match tx.open_table(table(&name)) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(storage(e)),
-    };
-    let mut out = Vec::new();
-    for item in docs.iter().map_err(storage)? {
-        let (k, v) = item.map_err(storage)?;
-        let doc = serde_json::from_slice(v.value()).map_err(storage)?;
-        out.push((k.value().to_owned(), doc));
-    }
-    Ok(out)
+    all_json(tx, &table_name(shard))
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
 };
 use themis_log::seam::Clock;
 use themis_log::{CommittedEntry, Log, Lsn, Position, ShardId, Token};
@@ -58,6 +59,9 @@ pub enum Error {
     /// No such view kind.
     #[error("no view kind {0:?} (known: document, namespaces)")]
     UnknownView(String),
+    /// A namespace name that no URN can carry.
+    #[error("invalid namespace: {0}")]
+    InvalidNamespace(String),
     /// This node holds no replica of the shard, so it has none of its views.
     #[error("this node holds no replica of shard {0}")]
     NotHosted(u32),
@@ -71,6 +75,7 @@ impl Error {
             Error::Log(e) => e.code(),
             Error::Timeout { .. } => "timeout",
             Error::UnknownView(_) => "unknown_view",
+            Error::InvalidNamespace(_) => "invalid_namespace",
             Error::NotHosted(_) => "not_hosted",
         }
     }
@@ -93,6 +98,74 @@ pub trait View: Debug + Send + Sync + 'static {
     fn clear(&self, tx: &WriteTransaction, shard: ShardId) -> Result<()>;
     /// A digest of the view's state of `shard` (equal states, equal digests).
     fn digest(&self, tx: &ReadTransaction, shard: ShardId) -> Result<u64>;
+}
+
+/// A view's table: string keys, JSON values.
+pub(crate) fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// Opens a view's table for reading; `None` when nothing ever created it (an empty view).
+fn read_table(
+    tx: &ReadTransaction,
+    name: &str,
+) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>> {
+    match tx.open_table(table(name)) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(storage(e)),
+    }
+}
+
+/// The JSON value at `key` of a view's table.
+pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
+    tx: &ReadTransaction,
+    name: &str,
+    key: &str,
+) -> Result<Option<T>> {
+    let Some(t) = read_table(tx, name)? else {
+        return Ok(None);
+    };
+    t.get(key)
+        .map_err(storage)?
+        .map(|v| serde_json::from_slice(v.value()))
+        .transpose()
+        .map_err(storage)
+}
+
+/// Every (key, JSON value) of a view's table, in key order.
+pub(crate) fn all_json<T: serde::de::DeserializeOwned>(
+    tx: &ReadTransaction,
+    name: &str,
+) -> Result<Vec<(String, T)>> {
+    let Some(t) = read_table(tx, name)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for item in t.iter().map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        out.push((
+            k.value().to_owned(),
+            serde_json::from_slice(v.value()).map_err(storage)?,
+        ));
+    }
+    Ok(out)
+}
+
+/// xxh3 over a view's table, keys and values in key order (no table digests like an empty
+/// one).
+pub(crate) fn digest_table(tx: &ReadTransaction, name: &str) -> Result<u64> {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    if let Some(t) = read_table(tx, name)? {
+        for item in t.iter().map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            hasher.update(k.value().as_bytes());
+            hasher.update(&[0]);
+            hasher.update(v.value());
+            hasher.update(&[0]);
+        }
+    }
+    Ok(hasher.digest())
 }
 
 /// Watermarks: key `"{kind}/{shard}"`, value the LSN (8 bytes LE) and the commit timestamp of
@@ -468,7 +541,7 @@ impl Materializer {
             "urn:themis:{model}:{}:{namespace}",
             namespaces::CONFIG_NAMESPACE
         ))
-        .map_err(|e| Error::Storage(e.to_string()))
+        .map_err(|e| Error::InvalidNamespace(format!("{namespace:?}: {e}")))
     }
 
     /// `model`/`namespace`'s config from this node's registry view (of the shard holding it).

@@ -9,13 +9,13 @@
 //! before an append reaches the log (see `docs/design/namespaces.md` for why views never
 //! re-check).
 
-use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadTransaction, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use themis_log::event::Op;
 use themis_log::{CommittedEntry, Model, ShardId};
 
-use crate::{Result, View, storage};
+use crate::{Result, View, all_json, digest_table, get_json, storage, table};
 
 /// The kind name.
 pub const KIND: &str = "namespaces";
@@ -308,10 +308,6 @@ fn table_name(shard: ShardId) -> String {
     format!("ns/{}", shard.0)
 }
 
-fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
-    TableDefinition::new(name)
-}
-
 impl View for NamespacesView {
     fn kind(&self) -> &'static str {
         KIND
@@ -367,12 +363,7 @@ impl View for NamespacesView {
     }
 
     fn digest(&self, tx: &ReadTransaction, shard: ShardId) -> Result<u64> {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        for r in all(tx, shard)? {
-            hasher.update(&serde_json::to_vec(&r).map_err(storage)?);
-            hasher.update(&[0]);
-        }
-        Ok(hasher.digest())
+        digest_table(tx, &table_name(shard))
     }
 }
 
@@ -383,34 +374,15 @@ pub fn get(
     model: Model,
     namespace: &str,
 ) -> Result<Option<Registered>> {
-    let name = table_name(shard);
-    let registry = match tx.open_table(table(&name)) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(storage(e)),
-    };
-    registry
-        .get(format!("{model}/{namespace}").as_str())
-        .map_err(storage)?
-        .map(|v| serde_json::from_slice(v.value()))
-        .transpose()
-        .map_err(storage)
+    get_json(tx, &table_name(shard), &format!("{model}/{namespace}"))
 }
 
 /// Every config in `shard`'s registry.
 pub fn all(tx: &ReadTransaction, shard: ShardId) -> Result<Vec<Registered>> {
-    let name = table_name(shard);
-    let registry = match tx.open_table(table(&name)) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(storage(e)),
-    };
-    let mut out = Vec::new();
-    for item in registry.iter().map_err(storage)? {
-        let (_, v) = item.map_err(storage)?;
-        out.push(serde_json::from_slice(v.value()).map_err(storage)?);
-    }
-    Ok(out)
+    Ok(all_json(tx, &table_name(shard))?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
 }
 
 #[cfg(test)]

@@ -66,6 +66,8 @@ struct State {
     /// Writes and fsyncs left before an armed crash (0: none armed).
     crash_in: u64,
     armed_crash_happened: bool,
+    /// Powered off since the last crash and not opened since (a second crash is no event).
+    off: bool,
 }
 
 /// One node's simulated disk; clones share it.
@@ -86,6 +88,7 @@ impl SimDisk {
                 stats: DiskStats::default(),
                 crash_in: 0,
                 armed_crash_happened: false,
+                off: false,
             })),
         }
     }
@@ -103,7 +106,9 @@ impl SimDisk {
     /// not by a seeded draw.
     pub fn crash(&self) {
         let mut s = self.lock();
-        lose_power(&mut s);
+        if !s.off {
+            lose_power(&mut s);
+        }
     }
 
     /// Arms a crash inside the next `ops` writes and fsyncs (0: disarms): the disk loses power
@@ -173,6 +178,7 @@ fn lose_power(s: &mut State) {
     }
     s.generation += 1;
     s.stats.crashes += 1;
+    s.off = true;
 }
 
 impl Disk for SimDisk {
@@ -180,6 +186,7 @@ impl Disk for SimDisk {
         let generation = {
             let mut s = self.lock();
             s.files.entry(name.to_owned()).or_default();
+            s.off = false;
             s.generation
         };
         let backend = Backend {

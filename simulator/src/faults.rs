@@ -134,7 +134,7 @@ pub async fn nemesis(
     let mut log = NemesisLog::default();
     let kinds: Vec<&str> = spec.kinds.iter().copied().collect();
     let ids = cluster.ids();
-    let probes = probe_urns(cluster_shards(&cluster));
+    let probes = probe_urns(cluster.shards());
     if kinds.is_empty() {
         return log;
     }
@@ -172,11 +172,7 @@ pub async fn nemesis(
                 cluster.net.set_duplicate(0.0);
             }
             "partition" => {
-                let leader = leader_of(
-                    &cluster,
-                    ShardId(rng.gen_range(0..cluster_shards(&cluster))),
-                )
-                .await;
+                let leader = leader_of(&cluster, ShardId(rng.gen_range(0..cluster.shards()))).await;
                 let variant = rng.gen_range(0..3);
                 let mut cuts: Vec<(u64, u64)> = Vec::new();
                 match (variant, leader) {
@@ -339,10 +335,6 @@ async fn restart_all(cluster: &SimCluster, log: &mut NemesisLog) {
     }
 }
 
-fn cluster_shards(cluster: &SimCluster) -> u32 {
-    cluster.shards()
-}
-
 async fn leader_of(cluster: &SimCluster, shard: ShardId) -> Option<u64> {
     for (_, log) in cluster.running() {
         if let Some(s) = log.status().await.into_iter().find(|s| s.shard == shard)
@@ -403,7 +395,7 @@ async fn failover_probe(
     let mut n = 0;
     while cluster.now() < deadline {
         n += 1;
-        let (outcome, _) = workload::append(
+        let outcome = workload::append(
             &cluster,
             &recorder,
             &mut rng,

@@ -158,18 +158,19 @@ fn input(id: &str, urn: &str, expected: ExpectedRevision, n: u64) -> EventInput 
     serde_json::from_value(event).expect("a valid event input")
 }
 
-/// One attempt at an append through `log`.
+/// One attempt at an append through `log`: a definite outcome (acknowledged, or refused by
+/// its expected revision), or why it has none.
 async fn attempt(
     log: &Log,
     id: &str,
     urn: &str,
     expected: ExpectedRevision,
     n: u64,
-) -> Result<AppendOutcome, (Error, Option<Option<u64>>)> {
+) -> Result<AppendOutcome, String> {
     let batch = log
         .validate(vec![input(id, urn, expected, n)], None, None)
-        .map_err(|e| (Error::Config(e.to_string()), None))?;
-    let result = log.append(batch, false).await.map_err(|e| (e, None))?;
+        .map_err(|e| e.to_string())?;
+    let result = log.append(batch, false).await.map_err(|e| e.to_string())?;
     let (shard, appended) = result.shards.into_iter().next().expect("one shard");
     match appended {
         Ok(a) => {
@@ -181,15 +182,13 @@ async fn attempt(
                 revision: e.revision,
             })
         }
-        Err(Error::WrongExpectedRevision { actual, .. }) => {
-            Err((Error::Config("conflict".into()), Some(actual)))
-        }
-        Err(e) => Err((e, None)),
+        Err(Error::WrongExpectedRevision { actual, .. }) => Ok(AppendOutcome::Conflict { actual }),
+        Err(e) => Err(e.to_string()),
     }
 }
 
 /// Appends one event with retries through the running nodes, recording the operation; returns
-/// its outcome and, on a conflict, the stream's actual revision.
+/// its outcome.
 #[allow(clippy::too_many_arguments)]
 pub async fn append(
     cluster: &SimCluster,
@@ -200,14 +199,14 @@ pub async fn append(
     urn: &str,
     expected: ExpectedRevision,
     n: u64,
-) -> (AppendOutcome, Option<Option<u64>>) {
+) -> AppendOutcome {
     let id = themis_log::seam::random_uuid(rng).to_string();
     let invoked = cluster.now();
     let mut attempts = 0;
     let mut last_error = String::new();
-    let (outcome, actual) = loop {
+    let outcome = loop {
         if attempts >= w.attempts_max {
-            break (AppendOutcome::Unknown(last_error), None);
+            break AppendOutcome::Unknown(last_error);
         }
         attempts += 1;
         let running = cluster.running();
@@ -219,9 +218,8 @@ pub async fn append(
         let (_, log) = &running[rng.gen_range(0..running.len())];
         let log = log.clone();
         match tokio::time::timeout(w.attempt_timeout, attempt(&log, &id, urn, expected, n)).await {
-            Ok(Ok(ok)) => break (ok, None),
-            Ok(Err((_, Some(actual)))) => break (AppendOutcome::Conflict { actual }, Some(actual)),
-            Ok(Err((e, None))) => last_error = e.to_string(),
+            Ok(Ok(definite)) => break definite,
+            Ok(Err(e)) => last_error = e,
             Err(_) => last_error = "attempt timed out".into(),
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
@@ -237,7 +235,7 @@ pub async fn append(
         outcome: outcome.clone(),
     };
     recorder.lock().expect("history lock").appends.push(op);
-    (outcome, actual)
+    outcome
 }
 
 /// One client: appends and reads until `until` (virtual time since the run began).
@@ -264,14 +262,13 @@ pub async fn client(
             Some(Some(r)) => ExpectedRevision::Exact(*r),
             Some(None) | None => ExpectedRevision::NoStream,
         };
-        let (outcome, actual) =
-            append(&cluster, &recorder, &mut rng, &w, client, &urn, expected, n).await;
+        let outcome = append(&cluster, &recorder, &mut rng, &w, client, &urn, expected, n).await;
         match outcome {
             AppendOutcome::Ok { revision, .. } => {
                 known.insert(urn, Some(revision));
             }
-            AppendOutcome::Conflict { .. } => {
-                known.insert(urn, actual.flatten());
+            AppendOutcome::Conflict { actual } => {
+                known.insert(urn, actual);
             }
             AppendOutcome::Unknown(_) => {
                 known.remove(&urn);

@@ -1110,6 +1110,7 @@ async fn get_namespace(
     Path((model, ns)): Path<(String, String)>,
 ) -> Result<Json<NamespaceBody>, Problem> {
     let model = parse_model(&model)?;
+    parse_namespace(model, &ns)?;
     match state.views.namespace(model, &ns)? {
         Some(r) => Ok(Json(namespace_body(r, None))),
         None => Err(Problem::new(

@@ -160,6 +160,7 @@ impl From<themis_materializers::Error> for Problem {
             ViewError::Log(inner) => return Problem::from(inner.clone()),
             ViewError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ViewError::UnknownView(_) => StatusCode::NOT_FOUND,
+            ViewError::InvalidNamespace(_) => StatusCode::BAD_REQUEST,
             ViewError::NotHosted(_) => StatusCode::MISDIRECTED_REQUEST,
             ViewError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -405,6 +405,9 @@ async fn namespace_configs_are_log_entries_and_relational_appends_follow_them() 
     get(&b, "/v1/namespaces/relational/nosuch")
         .await
         .problem(404, "namespace_not_found");
+    get(&b, "/v1/namespaces/relational/Bad!")
+        .await
+        .problem(400, "invalid_namespace");
 
     // Document namespaces take an empty config; the list shows both; a restart keeps them.
     assert_eq!(
