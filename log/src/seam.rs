@@ -177,6 +177,17 @@ where
     std::thread::Builder::new().name(name).spawn(f)
 }
 
+/// Runs blocking work (a large read of a view, say) on tokio's blocking threads, off the async
+/// workers. Threads are a seam: nothing the simulator runs calls this.
+#[allow(clippy::disallowed_methods)]
+pub async fn run_blocking<F, T>(f: F) -> Result<T, tokio::task::JoinError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await
+}
+
 /// A node in the cluster, as the transport addresses it.
 pub type NodeId = u64;
 

@@ -1,9 +1,12 @@
-//! The document view: the current state of every document resource (`urn:themis:document:...`)
-//! of a shard. `put` replaces the state, `patch` merges into it (RFC 7396 JSON merge patch; a
+//! The state views: the current state of every resource of one model in a shard. The document
+//! view ([`DOCUMENTS`], `urn:themis:document:...`) and the relational view ([`ROWS`],
+//! `urn:themis:relational:...`, one row per URN) are two instances. `put` replaces the state, `patch` merges into it (RFC 7396 JSON merge patch; a
 //! patch of an absent or deleted resource applies to `{}`), `delete` removes it (a tombstone
 //! keeps the revision and position of the delete, so a read can say when it went away).
 //!
-//! Table per shard: `doc/{shard}`: URN → JSON of [`Document`].
+//! Tables per shard: `doc/{shard}` (`rel/{shard}`): URN → JSON of [`Document`];
+//! `doc_changed/{shard}` (`rel_changed/{shard}`): namespace → LSN of the last entry that
+//! changed it (what query caches key on).
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -31,12 +34,107 @@ pub struct Document {
     pub deleted: bool,
 }
 
-/// The document view.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DocumentView;
+/// A view of the current state of every resource of one model in a shard: the document view
+/// and the relational view (rows) are two instances.
+#[derive(Debug, Clone, Copy)]
+pub struct StateView {
+    kind: &'static str,
+    model: Model,
+    prefix: &'static str,
+}
 
-fn table_name(shard: ShardId) -> String {
-    format!("doc/{}", shard.0)
+/// The document view (`document`).
+pub const DOCUMENTS: StateView = StateView {
+    kind: KIND,
+    model: Model::Document,
+    prefix: "doc",
+};
+
+/// The relational view (`relational`): one row per URN, stored as appended (see
+/// `docs/design/namespaces.md`: the schema applies when a query reads the rows).
+pub const ROWS: StateView = StateView {
+    kind: "relational",
+    model: Model::Relational,
+    prefix: "rel",
+};
+
+/// One resource of a namespace, as [`StateView::namespace`] lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    /// The URN's id.
+    pub id: String,
+    /// Its state.
+    pub state: Document,
+}
+
+impl StateView {
+    /// Its kind name.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn table_name(&self, shard: ShardId) -> String {
+        format!("{}/{}", self.prefix, shard.0)
+    }
+
+    /// Per shard: namespace → LSN of the last entry that changed one of its resources.
+    fn changes_name(&self, shard: ShardId) -> String {
+        format!("{}_changed/{}", self.prefix, shard.0)
+    }
+
+    /// `urn`'s state in `shard` (`None`: never written).
+    pub fn get(&self, tx: &ReadTransaction, shard: ShardId, urn: &str) -> Result<Option<Document>> {
+        get_json(tx, &self.table_name(shard), urn)
+    }
+
+    /// Every resource state of `shard`, in URN order.
+    pub fn all(&self, tx: &ReadTransaction, shard: ShardId) -> Result<Vec<(String, Document)>> {
+        all_json(tx, &self.table_name(shard))
+    }
+
+    /// Every resource of `namespace` in `shard`, tombstones included, in id order.
+    pub fn namespace(
+        &self,
+        tx: &ReadTransaction,
+        shard: ShardId,
+        namespace: &str,
+    ) -> Result<Vec<Resource>> {
+        let Some(t) = crate::read_table(tx, &self.table_name(shard))? else {
+            return Ok(Vec::new());
+        };
+        let prefix = format!("urn:themis:{}:{namespace}:", self.model);
+        let mut out = Vec::new();
+        for item in t.range(prefix.as_str()..).map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            let Some(id) = k.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            out.push(Resource {
+                id: id.to_owned(),
+                state: serde_json::from_slice(v.value()).map_err(storage)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The LSN of the last entry that changed a resource of `namespace` in `shard` (`None`:
+    /// none ever did). Caches of a namespace's rows stay valid while it stays the same.
+    pub fn changed(
+        &self,
+        tx: &ReadTransaction,
+        shard: ShardId,
+        namespace: &str,
+    ) -> Result<Option<u64>> {
+        get_json(tx, &self.changes_name(shard), namespace)
+    }
+
+    /// Every namespace with resources (or tombstones) in `shard`, in name order.
+    pub fn namespaces(&self, tx: &ReadTransaction, shard: ShardId) -> Result<Vec<String>> {
+        Ok(all_json::<u64>(tx, &self.changes_name(shard))?
+            .into_iter()
+            .map(|(ns, _)| ns)
+            .collect())
+    }
 }
 
 /// Applies an RFC 7396 JSON merge patch to `target`.
@@ -58,17 +156,20 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-impl View for DocumentView {
+impl View for StateView {
     fn kind(&self) -> &'static str {
-        KIND
+        self.kind
     }
 
     fn apply(&self, tx: &WriteTransaction, shard: ShardId, entry: &CommittedEntry) -> Result<()> {
-        let name = table_name(shard);
+        let name = self.table_name(shard);
+        let changes_name = self.changes_name(shard);
         let mut docs = tx.open_table(table(&name)).map_err(storage)?;
+        let mut changes = tx.open_table(table(&changes_name)).map_err(storage)?;
+        let lsn = serde_json::to_vec(&entry.lsn.0).map_err(storage)?;
         for e in &entry.events {
             let event = &e.event;
-            if event.urn.model() != Model::Document {
+            if event.urn.model() != self.model {
                 continue;
             }
             let key = event.urn.as_str();
@@ -98,7 +199,7 @@ impl View for DocumentView {
                     (state, false)
                 }
                 Op::Delete => (Value::Null, true),
-                // Other ops are refused for documents before they reach the log.
+                // Other ops are refused for documents and rows before they reach the log.
                 _ => continue,
             };
             let doc = Document {
@@ -110,29 +211,34 @@ impl View for DocumentView {
             };
             let bytes = serde_json::to_vec(&doc).map_err(storage)?;
             docs.insert(key, bytes.as_slice()).map_err(storage)?;
+            changes
+                .insert(event.urn.namespace(), lsn.as_slice())
+                .map_err(storage)?;
         }
         Ok(())
     }
 
     fn clear(&self, tx: &WriteTransaction, shard: ShardId) -> Result<()> {
-        let name = table_name(shard);
-        tx.delete_table(table(&name)).map_err(storage)?;
+        tx.delete_table(table(&self.table_name(shard)))
+            .map_err(storage)?;
+        tx.delete_table(table(&self.changes_name(shard)))
+            .map_err(storage)?;
         Ok(())
     }
 
     fn digest(&self, tx: &ReadTransaction, shard: ShardId) -> Result<u64> {
-        digest_table(tx, &table_name(shard))
+        digest_table(tx, &self.table_name(shard))
     }
 }
 
 /// Reads `urn`'s state from the document view of `shard` (`None`: never written).
 pub fn get(tx: &ReadTransaction, shard: ShardId, urn: &str) -> Result<Option<Document>> {
-    get_json(tx, &table_name(shard), urn)
+    DOCUMENTS.get(tx, shard, urn)
 }
 
 /// Every resource state in the document view of `shard`, in URN order.
 pub fn all(tx: &ReadTransaction, shard: ShardId) -> Result<Vec<(String, Document)>> {
-    all_json(tx, &table_name(shard))
+    DOCUMENTS.all(tx, shard)
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ pub enum Error {
         timeout: Duration,
     },
     /// No such view kind.
-    #[error("no view kind {0:?} (known: document, namespaces)")]
+    #[error("no view kind {0:?} (known: document, relational, namespaces)")]
     UnknownView(String),
     /// A namespace name that no URN can carry.
     #[error("invalid namespace: {0}")]
@@ -106,7 +106,7 @@ pub(crate) fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u
 }
 
 /// Opens a view's table for reading; `None` when nothing ever created it (an empty view).
-fn read_table(
+pub(crate) fn read_table(
     tx: &ReadTransaction,
     name: &str,
 ) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>> {
@@ -276,7 +276,8 @@ impl Materializer {
     ) -> Result<Arc<Materializer>> {
         let db = disk.open_database("views").map_err(storage)?;
         let views: Vec<Arc<dyn View>> = vec![
-            Arc::new(document::DocumentView),
+            Arc::new(document::DOCUMENTS),
+            Arc::new(document::ROWS),
             Arc::new(namespaces::NamespacesView),
         ];
         let m = Arc::new(Materializer {
@@ -485,6 +486,35 @@ impl Materializer {
         let tx = self.db.begin_read().map_err(storage)?;
         let (lsn, _) = read_watermark(&tx, kind, shard)?;
         Ok((f(&tx)?, Lsn(lsn)))
+    }
+
+    /// Runs `f` in one read transaction of the views database (one consistent state of every
+    /// view of every hosted shard), with the token that state reflects: per hosted shard, the
+    /// lowest watermark among `kinds`.
+    pub fn snapshot<T>(
+        &self,
+        kinds: &[&str],
+        f: impl FnOnce(&ReadTransaction) -> Result<T>,
+    ) -> Result<(T, Token)> {
+        let kinds: Vec<&'static str> = kinds
+            .iter()
+            .map(|k| self.view(k).map(|v| v.kind()))
+            .collect::<Result<_>>()?;
+        let tx = self.db.begin_read().map_err(storage)?;
+        let mut token = Token::new();
+        for shard in self.log.shards().iter().map(|s| s.id()) {
+            let mut lowest = u64::MAX;
+            for kind in &kinds {
+                lowest = lowest.min(read_watermark(&tx, kind, shard)?.0);
+            }
+            if lowest != u64::MAX {
+                token.observe(Position {
+                    shard,
+                    lsn: Lsn(lowest),
+                });
+            }
+        }
+        Ok((f(&tx)?, token))
     }
 
     /// The digest of view `kind` of `shard`, with the watermark it was taken at.

@@ -102,6 +102,24 @@ fn valid_column_name(name: &str) -> bool {
 
 /// Whether `text` is an RFC 3339 date-time with a time zone.
 pub fn is_rfc3339(text: &str) -> bool {
+    rfc3339_ms(text).is_some()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 date-time with a time zone
+/// (`2026-11-26T10:00:00Z`, `...+01:00`, an optional fraction, truncated to milliseconds);
+/// `None` when `text` is not one.
+pub fn rfc3339_ms(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     let digits =
         |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
@@ -118,40 +136,77 @@ pub fn is_rfc3339(text: &str) -> bool {
         && at(16, b':')
         && digits(17..19))
     {
-        return false;
+        return None;
     }
-    let num = |r: std::ops::Range<usize>| {
-        std::str::from_utf8(&b[r])
-            .ok()
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(99)
+    // Only ASCII digits were checked above, so these parse.
+    let num = |r: std::ops::Range<usize>| -> u32 {
+        b[r].iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'))
     };
-    if !(1..=12).contains(&num(5..7))
-        || !(1..=31).contains(&num(8..10))
-        || num(11..13) > 23
-        || num(14..16) > 59
-        || num(17..19) > 60
+    let (year, month, day) = (num(0..4), num(5..7), num(8..10));
+    let (hour, minute, second) = (num(11..13), num(14..16), num(17..19));
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > month_days[month as usize - 1]
+        || hour > 23
+        || minute > 59
+        || second > 60
     {
-        return false;
+        return None;
     }
     let mut i = 19;
+    let mut millis = 0i64;
     if at(i, b'.') {
         i += 1;
         let start = i;
         while b.get(i).is_some_and(u8::is_ascii_digit) {
+            if i - start < 3 {
+                millis = millis * 10 + i64::from(b[i] - b'0');
+            }
             i += 1;
         }
         if i == start {
-            return false;
+            return None;
+        }
+        for _ in (i - start)..3 {
+            millis *= 10;
         }
     }
-    match b.get(i) {
-        Some(b'Z' | b'z') => i + 1 == b.len(),
-        Some(b'+' | b'-') => {
-            i + 6 == b.len() && digits(i + 1..i + 3) && at(i + 3, b':') && digits(i + 4..i + 6)
+    let offset_minutes = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-'))
+            if i + 6 == b.len()
+                && digits(i + 1..i + 3)
+                && at(i + 3, b':')
+                && digits(i + 4..i + 6) =>
+        {
+            let (h, m) = (num(i + 1..i + 3), num(i + 4..i + 6));
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let minutes = i64::from(h * 60 + m);
+            if sign == b'+' { minutes } else { -minutes }
         }
-        _ => false,
-    }
+        _ => return None,
+    };
+    let days = days_from_civil(i64::from(year), month, day);
+    let seconds =
+        days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
+    Some(seconds * 1000 + millis)
 }
 
 fn fits(t: ColumnType, v: &Value) -> bool {

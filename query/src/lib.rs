@@ -1,5 +1,490 @@
-//! SQL (DataFusion) and AQL over the views, table functions and scatter-gather.
+//! SQL over the views, through DataFusion.
 //!
-//! Invariant: an answer reflects views whose watermarks cover the caller's token. The planner
-//! arrives with the materializers issue; this crate exists now so the dependency rule of
-//! DESIGN.md §3 is enforced from the first commit.
+//! A query names tables; each is a namespace: `orders` or `relational.orders` is the relational
+//! namespace `orders`, `document.users` the document namespace `users`. The engine waits until
+//! the views cover the caller's token, reads every table it names from one snapshot of the
+//! views (one partition per shard, cached as Arrow batches between queries, see [`tables`]),
+//! plans and runs the statement, and answers with the batches and the token they reflect.
+//!
+//! Invariants:
+//! - an answer reflects one consistent state of the views, at least as new as `min_token`;
+//!   its token says which (per shard, the lowest watermark of the views read);
+//! - only queries run: DDL, DML and statements (`SET`, transactions) are refused before they
+//!   are planned into anything that could run.
+
+pub mod encode;
+pub mod tables;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::MemorySchemaProvider;
+use datafusion::common::TableReference;
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use themis_log::{Log, Model, ShardId, Token};
+use themis_materializers::Materializer;
+use themis_materializers::document::{DOCUMENTS, ROWS, StateView};
+
+use tables::CachedTable;
+
+/// The catalog every table is in.
+pub const CATALOG: &str = "themis";
+
+/// Errors of a query.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The statement does not parse or plan, or is not a query.
+    #[error("invalid SQL: {0}")]
+    InvalidSql(String),
+    /// A table that names no namespace.
+    #[error("{0}")]
+    UnknownTable(String),
+    /// The statement failed while it ran (a cast that does not apply, a division by zero, ...).
+    #[error("query failed: {0}")]
+    Failed(String),
+    /// The answer has more rows than allowed.
+    #[error("the answer has more than {max} rows; add a LIMIT or narrow the query")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The statement ran longer than allowed.
+    #[error("the query did not finish within {0:?}")]
+    Timeout(Duration),
+    /// A view could not be read, or did not reach the token in time.
+    #[error(transparent)]
+    View(#[from] themis_materializers::Error),
+    /// The log (a shard this node holds no replica of).
+    #[error(transparent)]
+    Log(#[from] themis_log::Error),
+    /// A bug or an exhausted resource.
+    #[error("query engine: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable problem+json code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidSql(_) => "invalid_sql",
+            Error::UnknownTable(_) => "unknown_table",
+            Error::Failed(_) => "query_failed",
+            Error::TooLarge { .. } => "result_too_large",
+            Error::Timeout(_) => "timeout",
+            Error::View(e) => e.code(),
+            Error::Log(e) => e.code(),
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Result alias of queries.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// Most rows an answer may have.
+    pub rows_max: usize,
+    /// Partitions DataFusion runs in parallel.
+    pub target_partitions: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            rows_max: 1_000_000,
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// An answer: the rows and the token they reflect.
+#[derive(Debug)]
+pub struct Answer {
+    /// Columns.
+    pub schema: SchemaRef,
+    /// Rows.
+    pub batches: Vec<RecordBatch>,
+    /// Per shard, the view watermark the rows reflect.
+    pub token: Token,
+}
+
+impl Answer {
+    /// Rows in the answer.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Runs SQL over this node's views.
+#[derive(Debug)]
+pub struct QueryEngine {
+    log: Arc<Log>,
+    views: Arc<Materializer>,
+    config: QueryConfig,
+    cache: Mutex<BTreeMap<(Model, String), Arc<CachedTable>>>,
+}
+
+/// A table a statement names, resolved to a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Named {
+    reference: TableReference,
+    model: Model,
+    namespace: String,
+}
+
+fn resolve(reference: &TableReference) -> Result<Named> {
+    if let Some(catalog) = reference.catalog()
+        && catalog != CATALOG
+    {
+        return Err(Error::UnknownTable(format!(
+            "no catalog {catalog:?} (the only one is {CATALOG:?})"
+        )));
+    }
+    let model = match reference.schema() {
+        None | Some("relational") => Model::Relational,
+        Some("document") => Model::Document,
+        Some(other) => {
+            return Err(Error::UnknownTable(format!(
+                "no schema {other:?}: tables are relational namespaces (`orders` or \
+                 `relational.orders`) or document namespaces (`document.users`)"
+            )));
+        }
+    };
+    Ok(Named {
+        reference: reference.clone(),
+        model,
+        namespace: reference.table().to_owned(),
+    })
+}
+
+fn view_of(model: Model) -> &'static StateView {
+    match model {
+        Model::Document => &DOCUMENTS,
+        _ => &ROWS,
+    }
+}
+
+/// Deepest nesting of expressions and subqueries a statement may have. Planning recurses over
+/// the expression tree, partly without stack checks (column naming), so a deeper tree could
+/// overflow the stack instead of failing; the server's threads have 16 MiB of stack, which
+/// covers this depth with a wide margin even in a debug build (about 7 KiB per level).
+pub const MAX_NESTING: usize = 500;
+
+struct Nesting {
+    depth: usize,
+}
+
+impl datafusion::sql::sqlparser::ast::Visitor for Nesting {
+    type Break = ();
+
+    fn pre_visit_expr(
+        &mut self,
+        _: &datafusion::sql::sqlparser::ast::Expr,
+    ) -> std::ops::ControlFlow<()> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+
+    fn post_visit_expr(
+        &mut self,
+        _: &datafusion::sql::sqlparser::ast::Expr,
+    ) -> std::ops::ControlFlow<()> {
+        self.depth -= 1;
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// Refuses anything but a query (`SELECT`, `WITH`, `VALUES`, `EXPLAIN` of one) before it is
+/// planned.
+fn check_is_query(statement: &datafusion::sql::parser::Statement) -> Result<()> {
+    use datafusion::sql::parser::Statement as Df;
+    use datafusion::sql::sqlparser::ast::Statement as Sql;
+    let ok = match statement {
+        Df::Statement(s) => match s.as_ref() {
+            Sql::Query(_) => true,
+            Sql::Explain { statement, .. } => matches!(statement.as_ref(), Sql::Query(_)),
+            _ => false,
+        },
+        Df::Explain(e) => matches!(
+            e.statement.as_ref(),
+            Df::Statement(s) if matches!(s.as_ref(), Sql::Query(_))
+        ),
+        _ => false,
+    };
+    if ok {
+        use datafusion::sql::sqlparser::ast::Visit;
+        let inner = match statement {
+            Df::Statement(s) => Some(s.as_ref()),
+            Df::Explain(e) => match e.statement.as_ref() {
+                Df::Statement(s) => Some(s.as_ref()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(s) = inner
+            && s.visit(&mut Nesting { depth: 0 }).is_break()
+        {
+            return Err(Error::InvalidSql(format!(
+                "expressions are nested more than {MAX_NESTING} levels deep (a long chain of \
+                 AND/OR/+ counts one level per operator); use IN (...) or split the query"
+            )));
+        }
+        Ok(())
+    } else {
+        Err(Error::InvalidSql(
+            "only queries run here (SELECT, WITH, VALUES, EXPLAIN); data changes are appends \
+             to the log, and namespaces are declared with PUT /v1/namespaces/{model}/{ns}"
+                .into(),
+        ))
+    }
+}
+
+fn plan_error(e: DataFusionError) -> Error {
+    match e.find_root() {
+        DataFusionError::Internal(m) => Error::Internal(m.clone()),
+        DataFusionError::ResourcesExhausted(m) => Error::Internal(m.clone()),
+        _ => Error::InvalidSql(e.strip_backtrace()),
+    }
+}
+
+fn run_error(e: DataFusionError) -> Error {
+    match e.find_root() {
+        DataFusionError::Internal(m) => Error::Internal(m.clone()),
+        DataFusionError::ResourcesExhausted(m) => Error::Internal(m.clone()),
+        _ => Error::Failed(e.strip_backtrace()),
+    }
+}
+
+impl QueryEngine {
+    /// An engine over `views`.
+    pub fn new(log: Arc<Log>, views: Arc<Materializer>, config: QueryConfig) -> Arc<QueryEngine> {
+        Arc::new(QueryEngine {
+            log,
+            views,
+            config,
+            cache: Mutex::default(),
+        })
+    }
+
+    /// Runs `sql` once the views cover `min_token`: waits at most `timeout` for the token,
+    /// then runs for at most `timeout`.
+    pub async fn sql(
+        self: &Arc<Self>,
+        sql: &str,
+        min_token: &Token,
+        timeout: Duration,
+    ) -> Result<Answer> {
+        // Every shard is a partition of every table: this node must hold them all.
+        let shards: Vec<ShardId> = (0..self.log.shard_count()).map(ShardId).collect();
+        for &s in &shards {
+            self.log.shard(s)?;
+        }
+        for kind in [DOCUMENTS.kind(), ROWS.kind()] {
+            self.views.wait_for(kind, min_token, &[], timeout).await?;
+        }
+
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, "relational")
+            .with_target_partitions(self.config.target_partitions)
+            .with_information_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        let catalog = ctx
+            .catalog(CATALOG)
+            .ok_or_else(|| Error::Internal("no default catalog".into()))?;
+        catalog
+            .register_schema("document", Arc::new(MemorySchemaProvider::new()))
+            .map_err(plan_error)?;
+        let state = ctx.state();
+        let statement = state
+            .sql_to_statement(sql, &datafusion::config::Dialect::default())
+            .map_err(plan_error)?;
+        check_is_query(&statement)?;
+        let mut named: Vec<Named> = Vec::new();
+        for reference in state
+            .resolve_table_references(&statement)
+            .map_err(plan_error)?
+        {
+            let n = resolve(&reference)?;
+            if !named.contains(&n) {
+                named.push(n);
+            }
+        }
+
+        let engine = self.clone();
+        let tables_shards = shards.clone();
+        let needed = named.clone();
+        let (tables, token) =
+            themis_log::seam::run_blocking(move || engine.tables(&needed, &tables_shards))
+                .await
+                .map_err(|e| Error::Internal(format!("table builder: {e}")))??;
+
+        for (n, table) in named.iter().zip(tables) {
+            let provider = MemTable::try_new(table.schema(), table.partitions())
+                .map_err(|e| Error::Internal(e.strip_backtrace()))?;
+            let full = TableReference::full(
+                CATALOG,
+                match n.model {
+                    Model::Document => "document",
+                    _ => "relational",
+                },
+                n.namespace.as_str(),
+            );
+            ctx.register_table(full, Arc::new(provider))
+                .map_err(plan_error)?;
+        }
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(plan_error)?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| {
+                Error::InvalidSql(format!(
+                    "{} (only queries run here; data changes go through the log)",
+                    e.strip_backtrace()
+                ))
+            })?;
+        let run = async {
+            let frame = ctx.execute_logical_plan(plan).await.map_err(plan_error)?;
+            let schema = frame.schema().inner().clone();
+            let mut stream = frame.execute_stream().await.map_err(run_error)?;
+            let mut batches = Vec::new();
+            let mut rows = 0usize;
+            use futures::StreamExt;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(run_error)?;
+                rows += batch.num_rows();
+                if rows > self.config.rows_max {
+                    return Err(Error::TooLarge {
+                        max: self.config.rows_max,
+                    });
+                }
+                batches.push(batch);
+            }
+            Ok((schema, batches))
+        };
+        let (schema, batches) = tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| Error::Timeout(timeout))??;
+        Ok(Answer {
+            schema,
+            batches,
+            token,
+        })
+    }
+
+    /// The tables `named` over `shards`, from one snapshot of the views, and that snapshot's
+    /// token.
+    fn tables(
+        &self,
+        named: &[Named],
+        shards: &[ShardId],
+    ) -> Result<(Vec<Arc<CachedTable>>, Token)> {
+        // Configs first (the registry is a view of its own; a config newer than the rows only
+        // adds nullable columns, see docs/design/namespaces.md).
+        let mut configs = Vec::new();
+        for n in named {
+            let config = match n.model {
+                Model::Relational => {
+                    let found = self.views.namespace(Model::Relational, &n.namespace)?;
+                    if found.is_none() {
+                        return Err(self.unknown(n));
+                    }
+                    found
+                }
+                _ => None,
+            };
+            configs.push(config);
+        }
+        let kinds = [DOCUMENTS.kind(), ROWS.kind()];
+        let (built, token) = self.views.snapshot(&kinds, |tx| {
+            Ok(named
+                .iter()
+                .zip(&configs)
+                .map(|(n, config)| {
+                    let key = (n.model, n.namespace.clone());
+                    let cached = self.cache.lock().expect("cache lock").get(&key).cloned();
+                    tables::build(
+                        tx,
+                        view_of(n.model),
+                        n.model,
+                        &n.namespace,
+                        config.as_ref(),
+                        shards,
+                        cached.as_deref(),
+                    )
+                })
+                .collect::<Vec<_>>())
+        })?;
+        let mut result = Vec::new();
+        for (n, table) in named.iter().zip(built) {
+            let table = table?;
+            if !table.known() {
+                return Err(self.unknown(n));
+            }
+            let table = Arc::new(table);
+            self.cache
+                .lock()
+                .expect("cache lock")
+                .insert((n.model, n.namespace.clone()), table.clone());
+            result.push(table);
+        }
+        Ok((result, token))
+    }
+
+    fn unknown(&self, n: &Named) -> Error {
+        let known: Vec<String> = match n.model {
+            Model::Relational => self
+                .views
+                .namespaces()
+                .map(|all| {
+                    all.into_iter()
+                        .filter(|r| r.model == "relational")
+                        .map(|r| r.namespace)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => self.document_namespaces().unwrap_or_default(),
+        };
+        Error::UnknownTable(format!(
+            "no {} namespace {:?} (table {}); known: {}",
+            n.model,
+            n.namespace,
+            n.reference,
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+    }
+
+    /// Every document namespace with resources (or tombstones) in a hosted shard.
+    pub fn document_namespaces(&self) -> Result<Vec<String>> {
+        let (mut all, _) = self.views.snapshot(&[DOCUMENTS.kind()], |tx| {
+            let mut all = Vec::new();
+            for s in self.log.shards() {
+                all.extend(DOCUMENTS.namespaces(tx, s.id())?);
+            }
+            Ok(all)
+        })?;
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+}

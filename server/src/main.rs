@@ -203,6 +203,9 @@ enum ClusterCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // SQL planning recurses over expression trees (themis_query::MAX_NESTING); 16 MiB of
+    // (lazily committed) stack per thread keeps the deepest accepted query far from the end.
+    builder.thread_stack_size(16 << 20);
     if let Command::Serve(ServeArgs {
         worker_threads: Some(n),
         ..

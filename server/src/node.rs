@@ -171,6 +171,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         clock,
         meta: meta_for_api,
+        query: themis_query::QueryEngine::new(
+            log.clone(),
+            views.clone(),
+            themis_query::QueryConfig::default(),
+        ),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

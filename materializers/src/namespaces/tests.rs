@@ -2,7 +2,7 @@ use serde_json::json;
 use themis_log::Model;
 use themis_log::event::Op;
 
-use super::{NamespaceConfig, is_rfc3339};
+use super::{NamespaceConfig, is_rfc3339, rfc3339_ms};
 
 fn orders() -> NamespaceConfig {
     serde_json::from_value(json!({"columns": [
@@ -133,8 +133,21 @@ fn rfc3339_timestamps() {
         "2026-11-26T10:00:00",
         "2026-11-26T10:00:00.Z",
         "2026-11-26T10:00:00+0100",
+        "2026-02-29T00:00:00Z",
+        "2026-04-31T00:00:00Z",
         "x",
     ] {
         assert!(!is_rfc3339(bad), "{bad}");
     }
+    // Values (checked against Python's datetime).
+    assert_eq!(rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(
+        rfc3339_ms("2026-11-26T10:00:00.5+01:00"),
+        Some(1_795_683_600_500)
+    );
+    assert_eq!(rfc3339_ms("1969-12-31T23:59:59Z"), Some(-1000));
+    assert_eq!(
+        rfc3339_ms("2000-02-29T12:00:00.0009+05:30"),
+        Some(951_805_800_000)
+    );
 }

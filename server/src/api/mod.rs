@@ -68,6 +68,8 @@ pub struct AppState {
     pub clock: Arc<dyn themis_log::seam::Clock>,
     /// The cluster's metadata store (`None` on a single node).
     pub meta: Option<Arc<dyn themis_log::seam::MetaStore>>,
+    /// SQL over the views.
+    pub query: Arc<themis_query::QueryEngine>,
 }
 
 /// The API's routes.
@@ -78,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(append_events))
         .route("/v1/log/{shard}", get(read_log))
         .route("/v1/resources/{urn}", get(read_resource))
+        .route("/v1/query", post(run_query))
         .route("/v1/namespaces", get(list_namespaces))
         .route(
             "/v1/namespaces/{model}/{ns}",
@@ -117,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         append_events,
         read_log,
         read_resource,
+        run_query,
         put_namespace,
         get_namespace,
         list_namespaces,
@@ -140,6 +144,9 @@ pub fn router(state: AppState) -> Router {
         StreamPageBody,
         LogPageBody,
         ResourceBody,
+        QueryBody,
+        QueryColumnBody,
+        QueryAnswerBody,
         NamespaceBody,
         NamespacesBody,
         ViewsBody,
@@ -962,6 +969,53 @@ async fn read_resource(
     let mut response = Json(body).into_response();
     if let Ok(value) = HeaderValue::from_str(&token) {
         response.headers_mut().insert("themis-token", value);
+    }
+    Ok(response)
+}
+
+/// Runs one SQL query over this node's views (DataFusion).
+///
+/// Tables are namespaces: `orders` (or `relational.orders`) is the relational namespace
+/// `orders`, `document.users` the document namespace `users` (docs/API.md says how documents
+/// appear as rows). With `min_token` it first waits until the views cover the token. The answer
+/// is JSON (default), NDJSON (`Accept: application/x-ndjson`) or CSV (`Accept: text/csv`); its
+/// token (`token` in JSON, the `themis-token` header always) is the views' state it reflects.
+#[utoipa::path(
+    post, path = "/v1/query",
+    request_body = QueryBody,
+    responses(
+        (status = 200, body = QueryAnswerBody),
+        (status = 400, body = ProblemBody, description = "invalid_sql, unknown_table, query_failed or result_too_large"),
+        (status = 421, body = ProblemBody, description = "not_hosted: this node lacks a shard's replica"),
+        (status = 504, body = ProblemBody, description = "timeout: the views did not reach min_token, or the query ran too long")
+    )
+)]
+async fn run_query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let bytes = body_bytes(body, state.limits.body_bytes_max)?;
+    let request: QueryBody = serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::bad_request("invalid_body", format!("invalid query body: {e}")))?;
+    let timeout = wait_timeout(&state, request.timeout.as_deref())?;
+    let min_token = parse_token(request.min_token.as_deref())?;
+    let answer = state.query.sql(&request.sql, &min_token, timeout).await?;
+    let format = themis_query::encode::Format::from_accept(
+        headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    );
+    let body = themis_query::encode::encode(&answer, format);
+    let mut response = (StatusCode::OK, Body::from(body)).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Ok(value) = HeaderValue::from_str(&answer.token.encode()) {
+        h.insert("themis-token", value);
     }
     Ok(response)
 }

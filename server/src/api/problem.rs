@@ -182,3 +182,24 @@ impl From<BatchError> for Problem {
             .with("field", &e.source.field)
     }
 }
+
+impl From<themis_query::Error> for Problem {
+    fn from(e: themis_query::Error) -> Self {
+        use themis_query::Error as QueryError;
+        let status = match &e {
+            QueryError::View(inner) => return Problem::from(inner.clone()),
+            QueryError::Log(inner) => return Problem::from(inner.clone()),
+            QueryError::InvalidSql(_)
+            | QueryError::UnknownTable(_)
+            | QueryError::Failed(_)
+            | QueryError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+            QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let problem = Problem::new(status, e.code(), e.to_string());
+        match e {
+            QueryError::TooLarge { max } => problem.with("rows_max", max),
+            _ => problem,
+        }
+    }
+}

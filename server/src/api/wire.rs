@@ -330,3 +330,41 @@ pub struct NamespacesBody {
     /// Sorted by model and namespace.
     pub namespaces: Vec<NamespaceBody>,
 }
+
+/// A query.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    /// One SQL query (`SELECT`, `WITH ... SELECT`, `EXPLAIN`, `VALUES`).
+    pub sql: String,
+    /// Wait until every view the query reads covers this token.
+    #[serde(default)]
+    pub min_token: Option<String>,
+    /// How long to wait for `min_token` and to run, like `5s` (at most the request timeout).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// A column of an answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueryColumnBody {
+    /// Name.
+    pub name: String,
+    /// Type: bool, int64, float64, string, timestamp, json, or DataFusion's name of another.
+    #[serde(rename = "type")]
+    pub column_type: String,
+}
+
+/// An answer (`Accept: application/json`, the default).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueryAnswerBody {
+    /// The columns, in order.
+    pub columns: Vec<QueryColumnBody>,
+    /// Rows in the answer.
+    pub row_count: usize,
+    /// The rows, one object per row (column name → value).
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<serde_json::Value>,
+    /// Per shard, the view watermarks the answer reflects (also the `themis-token` header).
+    pub token: String,
+}
