@@ -6,5 +6,6 @@ mod cluster;
 mod crash;
 mod harness;
 mod nemesis;
+mod sql;
 mod tidy;
 mod views;

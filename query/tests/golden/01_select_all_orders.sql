@@ -1,0 +1,1 @@
+SELECT * EXCLUDE (_updated_ms) FROM orders ORDER BY id

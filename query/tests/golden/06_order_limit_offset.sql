@@ -1,0 +1,1 @@
+SELECT id, total FROM orders ORDER BY total DESC, id LIMIT 3 OFFSET 1

@@ -1,0 +1,1 @@
+SELECT id, placed, date_trunc('month', placed) AS month, extract(day FROM placed) AS day FROM orders WHERE placed >= TIMESTAMP '2026-02-01T00:00:00Z' AND placed < TIMESTAMP '2026-03-02T00:00:00Z' ORDER BY placed
