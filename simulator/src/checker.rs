@@ -15,7 +15,7 @@
 //! - linearizable reads: a read returns exactly the stream's prefix up to the revision it
 //!   reports, that prefix includes every append acknowledged before the read was invoked, and
 //!   holds nothing invoked after the read completed;
-//! - views ([`check_views`]): every replica's document view, at a watermark equal to its applied
+//! - views ([`check_views`]): every replica's document and relational views, at a watermark equal to its applied
 //!   log, equals a reference fold of the log written here, independently of the view code
 //!   (only RFC 7396 merging is shared, and it has its own tests).
 
@@ -347,9 +347,10 @@ fn shard_of(op: &AppendOp) -> u32 {
     }
 }
 
-/// Every replica's document view of every shard: node, watermark, and its resources.
+/// Every replica's state views (document, relational) of every shard, by (view kind, shard):
+/// node, watermark, and its resources.
 pub type Views = BTreeMap<
-    u32,
+    (&'static str, u32),
     Vec<(
         u64,
         u64,
@@ -357,7 +358,20 @@ pub type Views = BTreeMap<
     )>,
 >;
 
-/// Checks every replica's document view against a fold of the shard's log.
+/// The state views and the model each one folds.
+pub const STATE_VIEWS: [(themis_materializers::document::StateView, themis_log::Model); 2] = [
+    (
+        themis_materializers::document::DOCUMENTS,
+        themis_log::Model::Document,
+    ),
+    (
+        themis_materializers::document::ROWS,
+        themis_log::Model::Relational,
+    ),
+];
+
+/// Checks every replica's state views (document, relational) against a fold of the shard's
+/// log.
 pub fn check_views(
     logs: &BTreeMap<u32, Vec<(u64, Vec<LogEntryView>)>>,
     views: &Views,
@@ -365,7 +379,11 @@ pub fn check_views(
     use themis_materializers::document::{Document, merge_patch};
     let mut errors = Vec::new();
     let mut resources = 0;
-    for (shard, replicas) in logs {
+    for ((shard, replicas), (view, model)) in logs
+        .iter()
+        .flat_map(|l| STATE_VIEWS.iter().map(move |v| (l, v)))
+    {
+        let kind = view.kind();
         let Some((_, entries)) = replicas.first() else {
             continue;
         };
@@ -378,7 +396,7 @@ pub fn check_views(
                 let Outcome::Appended { revisions } = outcome else {
                     continue;
                 };
-                if event.urn.model() != themis_log::Model::Document {
+                if event.urn.model() != *model {
                     continue;
                 }
                 let data: serde_json::Value = event
@@ -414,10 +432,10 @@ pub fn check_views(
         }
         resources += reference.len();
         let last = entries.last().map_or(0, |e| e.lsn.0);
-        for (node, watermark, docs) in views.get(shard).into_iter().flatten() {
+        for (node, watermark, docs) in views.get(&(kind, *shard)).into_iter().flatten() {
             if *watermark != last {
                 errors.push(format!(
-                    "shard {shard}: node {node}'s document view is at LSN {watermark}, the log at {last}"
+                    "shard {shard}: node {node}'s {kind} view is at LSN {watermark}, the log at {last}"
                 ));
                 continue;
             }
@@ -437,7 +455,7 @@ pub fn check_views(
                     })
                     .unwrap_or_default();
                 errors.push(format!(
-                    "shard {shard}: node {node}'s document view differs from the fold of the log ({diff})"
+                    "shard {shard}: node {node}'s {kind} view differs from the fold of the log ({diff})"
                 ));
             }
         }

@@ -310,14 +310,13 @@ async fn converge(c: &SimCluster, healed: Duration) -> Result<Logs, String> {
     Ok(logs)
 }
 
-/// Waits until every running replica's document view has applied its whole log (within the
+/// Waits until every running replica's state views have applied its whole log (within the
 /// liveness bound); returns every view's content.
 async fn views_converged(
     c: &SimCluster,
     logs: &Logs,
     healed: Duration,
 ) -> Result<checker::Views, String> {
-    let kind = themis_materializers::document::KIND;
     let deadline = healed + LIVENESS_BOUND;
     loop {
         let mut views: checker::Views = BTreeMap::new();
@@ -329,18 +328,21 @@ async fn views_converged(
                     continue;
                 };
                 let applied = shard.applied().0;
-                let read = m.read(kind, ShardId(s), |tx| {
-                    themis_materializers::document::all(tx, ShardId(s))
-                });
-                match read {
-                    Ok((docs, watermark)) if watermark.0 == applied => {
-                        views.entry(s).or_default().push((id, watermark.0, docs));
+                for (view, _) in &checker::STATE_VIEWS {
+                    let kind = view.kind();
+                    match m.read(kind, ShardId(s), |tx| view.all(tx, ShardId(s))) {
+                        Ok((docs, watermark)) if watermark.0 == applied => {
+                            views
+                                .entry((kind, s))
+                                .or_default()
+                                .push((id, watermark.0, docs));
+                        }
+                        Ok((_, watermark)) => behind.push(format!(
+                            "node {id} shard {s}: {kind} view at {}, log applied {applied}",
+                            watermark.0
+                        )),
+                        Err(e) => behind.push(format!("node {id} shard {s}: {e}")),
                     }
-                    Ok((_, watermark)) => behind.push(format!(
-                        "node {id} shard {s}: view at {}, log applied {applied}",
-                        watermark.0
-                    )),
-                    Err(e) => behind.push(format!("node {id} shard {s}: {e}")),
                 }
             }
         }

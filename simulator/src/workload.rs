@@ -252,7 +252,15 @@ pub async fn client(
     let mut n = 0u64;
     while cluster.now() < until {
         n += 1;
-        let urn = format!("urn:themis:document:sim:s{}", rng.gen_range(0..w.streams));
+        // Every fourth stream is a relational row, the rest documents: both state views fold
+        // the same ops and the checker compares each with the log.
+        let stream = rng.gen_range(0..w.streams);
+        let model = if stream % 4 == 3 {
+            "relational"
+        } else {
+            "document"
+        };
+        let urn = format!("urn:themis:{model}:sim:s{stream}");
         if rng.gen_bool(w.read_share) {
             read(&cluster, &recorder, &mut rng, &w, client, &urn, &mut known).await;
             continue;
