@@ -468,7 +468,8 @@ fn cli_appends_reads_and_fails_readably() {
             .as_array()
             .unwrap()
             .len(),
-        8
+        12,
+        "three view kinds on each of 4 shards"
     );
     let (code, out, err) = cli(&[
         &["admin", "rebuild-view", "document", "--shard", "1"][..],
