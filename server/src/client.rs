@@ -119,6 +119,50 @@ impl Client {
             .await
     }
 
+    /// Runs one SQL query; the answer's text in the format `accept` asks for.
+    pub async fn sql(
+        &self,
+        sql: &str,
+        min_token: Option<&str>,
+        timeout: Option<&str>,
+        accept: &str,
+    ) -> anyhow::Result<String> {
+        let mut body = serde_json::json!({ "sql": sql });
+        if let Some(t) = min_token {
+            body["min_token"] = Value::from(t);
+        }
+        if let Some(t) = timeout {
+            body["timeout"] = Value::from(t);
+        }
+        let url = format!("{}/v1/query", self.base);
+        let response = self
+            .http
+            .post(url)
+            .header("accept", accept)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| {
+                format!("cannot reach the server at {} to run the query", self.base)
+            })?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .context("cannot read the answer to the query")?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|_| anyhow!("the server answered {status} with a body that is not JSON"))?;
+        Err(ServerProblem {
+            status: status.as_u16(),
+            code: json["code"].as_str().unwrap_or("unknown").to_owned(),
+            detail: json["detail"].as_str().unwrap_or("no detail").to_owned(),
+        }
+        .into())
+    }
+
     /// The views of the node, with content digests when `digest`.
     pub async fn views(&self, digest: bool) -> anyhow::Result<Value> {
         let url = format!("{}/v1/admin/views?digest={digest}", self.base);

@@ -101,6 +101,23 @@ enum Command {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Run one SQL query over the node's views (tables: relational namespaces by name,
+    /// document namespaces as document.<ns>).
+    Sql {
+        /// The query, e.g. "SELECT count(*) FROM orders".
+        sql: String,
+        /// Wait until the views cover this token (from an append's answer).
+        #[arg(long)]
+        min_token: Option<String>,
+        /// How long to wait for --min-token and to run, like 5s.
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Answer format.
+        #[arg(long, value_enum, default_value = "json")]
+        format: SqlFormat,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Administer the node's views.
     Admin {
         #[command(subcommand)]
@@ -250,6 +267,17 @@ async fn run_moves(client: &Client, moves: &[(u32, u64, u64)]) -> anyhow::Result
     Ok(())
 }
 
+/// Answer formats of `themis sql`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SqlFormat {
+    /// One JSON object with columns, rows and the token.
+    Json,
+    /// One JSON object per row per line.
+    Ndjson,
+    /// A header line and one line per row.
+    Csv,
+}
+
 fn print(value: &Value) {
     println!("{}", serde_json::to_string_pretty(value).expect("json"));
 }
@@ -386,6 +414,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print(&status);
             } else {
                 print!("{}", themis_server::client::render_cluster(&status));
+            }
+            Ok(())
+        }
+        Command::Sql {
+            sql,
+            min_token,
+            timeout,
+            format,
+            server,
+        } => {
+            let accept = match format {
+                SqlFormat::Json => "application/json",
+                SqlFormat::Ndjson => "application/x-ndjson",
+                SqlFormat::Csv => "text/csv",
+            };
+            let text = Client::new(&server.server)?
+                .sql(&sql, min_token.as_deref(), timeout.as_deref(), accept)
+                .await?;
+            match format {
+                SqlFormat::Json => match serde_json::from_str::<Value>(&text) {
+                    Ok(v) => print(&v),
+                    Err(_) => print!("{text}"),
+                },
+                _ => print!("{text}"),
             }
             Ok(())
         }

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::api::{Answer, post, send};
-use crate::harness::Server;
+use crate::harness::{Server, cli};
 
 async fn declare(base: &str, ns: &str, config: Value) {
     let r = send(
@@ -174,6 +174,25 @@ async fn sql_over_http_reads_its_own_writes_in_every_format() {
     let deepest = format!("SELECT {}1", "1+".repeat(themis_query::MAX_NESTING - 1));
     let r = query(b, json!({"sql": deepest}), "application/json").await;
     assert_eq!(r.status, 200, "{}", r.text);
+
+    // The CLI: `themis sql`, in each format; a bad query exits non-zero with the problem.
+    let s = ["--server", b.as_str()];
+    let (code, out, err) = cli(&[
+        &["sql", "SELECT count(*) AS c FROM events", "--format", "csv"][..],
+        &s,
+    ]
+    .concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "c\r\n1001\r\n");
+    let (code, out, err) = cli(&[&["sql", "SELECT 1 AS one"][..], &s].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["rows"],
+        json!([{"one": 1}])
+    );
+    let (code, _, err) = cli(&[&["sql", "SELECT * FROM nowhere"][..], &s].concat());
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown_table"), "{err}");
 
     // A token the views cannot reach in time: 504 timeout.
     let far = themis_log::Token::from_position(themis_log::Position {
