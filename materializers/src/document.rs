@@ -167,18 +167,13 @@ impl View for StateView {
         let mut docs = tx.open_table(table(&name)).map_err(storage)?;
         let mut changes = tx.open_table(table(&changes_name)).map_err(storage)?;
         let lsn = serde_json::to_vec(&entry.lsn.0).map_err(storage)?;
+        let mut touched = std::collections::BTreeSet::new();
         for e in &entry.events {
             let event = &e.event;
             if event.urn.model() != self.model {
                 continue;
             }
             let key = event.urn.as_str();
-            let previous: Option<Document> = docs
-                .get(key)
-                .map_err(storage)?
-                .map(|v| serde_json::from_slice(v.value()))
-                .transpose()
-                .map_err(storage)?;
             let data = || -> Result<Value> {
                 event
                     .data
@@ -191,6 +186,13 @@ impl View for StateView {
             let (data, deleted) = match event.op {
                 Op::Put => (data()?, false),
                 Op::Patch => {
+                    // Only a patch needs the previous state.
+                    let previous: Option<Document> = docs
+                        .get(key)
+                        .map_err(storage)?
+                        .map(|v| serde_json::from_slice(v.value()))
+                        .transpose()
+                        .map_err(storage)?;
                     let mut state = match previous {
                         Some(d) if !d.deleted => d.data,
                         _ => Value::Object(serde_json::Map::new()),
@@ -211,9 +213,10 @@ impl View for StateView {
             };
             let bytes = serde_json::to_vec(&doc).map_err(storage)?;
             docs.insert(key, bytes.as_slice()).map_err(storage)?;
-            changes
-                .insert(event.urn.namespace(), lsn.as_slice())
-                .map_err(storage)?;
+            touched.insert(event.urn.namespace());
+        }
+        for ns in touched {
+            changes.insert(ns, lsn.as_slice()).map_err(storage)?;
         }
         Ok(())
     }
