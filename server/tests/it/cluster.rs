@@ -207,6 +207,7 @@ async fn three_nodes_route_replicate_fail_over_and_catch_up() {
     let mut acked: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
     let mut shard_of: BTreeMap<String, u64> = BTreeMap::new();
     let mut n = 0u64;
+    let mut token = themis_log::Token::new();
     for round in 0..3 {
         for (i, node) in nodes.iter().enumerate() {
             for s in 0..STREAMS {
@@ -220,6 +221,7 @@ async fn three_nodes_route_replicate_fail_over_and_catch_up() {
                     "{answer}"
                 );
                 shard_of.insert(urn.clone(), answer["position"]["shard"].as_u64().unwrap());
+                token.merge(&themis_log::Token::decode(answer["token"].as_str().unwrap()).unwrap());
                 acked.entry(urn).or_default().push((id, n));
             }
         }
@@ -230,6 +232,23 @@ async fn three_nodes_route_replicate_fail_over_and_catch_up() {
         4,
         "the streams cover every shard: {shard_of:?}"
     );
+    // SQL on every node at the merged token of all appends (made through all three nodes)
+    // sees every stream: each node's views wait for the token.
+    for node in &nodes {
+        let r = post(
+            &node.base(),
+            "/v1/query",
+            &json!({"sql": "SELECT count(*) AS n, max(_revision) AS r FROM document.cl", "min_token": token.encode()}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(
+            r.json()["rows"],
+            json!([{"n": STREAMS, "r": 8}]),
+            "{}",
+            r.text
+        );
+    }
     for node in &nodes {
         for (urn, events) in &acked {
             let a = get(&node.base(), &format!("/v1/streams/{urn}")).await;
