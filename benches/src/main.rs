@@ -3,6 +3,8 @@
 //! `themis-bench append` measures durable appends of 256-byte events through the HTTP API of the
 //! real `themis` binary and, in the same run, puts of the same size into a real single-node etcd
 //! (which fsyncs before acknowledging, as we do), at several concurrencies, interleaved.
+//! `themis-bench cluster` compares a 3-node cluster with a 3-member etcd cluster;
+//! `themis-bench sql` compares SQL over the relational view with DuckDB on the same data.
 #![allow(clippy::disallowed_methods)]
 
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use themis_bench::cluster::{ClusterOptions, run_cluster};
 use themis_bench::load::{RunStats, etcd_puts, measured, run, themis_appends};
 use themis_bench::probe::{FsyncProbe, fsync_probe};
 use themis_bench::process::{self, pin_self, start_etcd, start_themis, themis_binary};
+use themis_bench::sql::{SqlOptions, markdown, run_sql};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -112,6 +115,64 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         lag_concurrency: usize,
     },
+    /// SQL over the relational view of one node vs DuckDB on the same generated data: load
+    /// and materialization rates, filtered scans, aggregates and a join (first run and warm
+    /// runs, answers checked against DuckDB), and view lag under paced appends.
+    Sql {
+        /// Rows of `orders`.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Rows of `customers` (orders reference customers 0..N).
+        #[arg(long, default_value_t = 10_000)]
+        customers: usize,
+        /// Warm repetitions of every query after its first run (best and median reported).
+        #[arg(long, default_value_t = 5)]
+        repetitions: usize,
+        /// Shards of the themis node.
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+        /// Events per load request (`POST /v1/events`, per-shard atomicity; at most 10,000).
+        #[arg(long, default_value_t = 4_000)]
+        batch: usize,
+        /// Load requests in flight.
+        #[arg(long, default_value_t = 4)]
+        load_concurrency: usize,
+        /// Single-row appends per second of the view-lag run (0: no lag run).
+        #[arg(long, default_value_t = 10_000)]
+        lag_rate: u64,
+        /// Seconds of the view-lag run.
+        #[arg(long, default_value_t = 10)]
+        lag_seconds: u64,
+        /// Paced workers of the view-lag run (open loop: enough for the rate times the latency).
+        #[arg(long, default_value_t = 256)]
+        lag_concurrency: usize,
+        /// Every how many appends the lag run samples (alternately with and without the token).
+        #[arg(long, default_value_t = 10)]
+        lag_sample_every: u64,
+        /// DuckDB's threads (default: the cores this process may use).
+        #[arg(long)]
+        duckdb_threads: Option<usize>,
+        /// The Python venv with duckdb, created when missing (default:
+        /// $HOME/.cache/themis-bench/venv).
+        #[arg(long)]
+        venv: Option<PathBuf>,
+        /// Skip DuckDB (no comparison, no ratios).
+        #[arg(long)]
+        no_duckdb: bool,
+        /// A short run for CI: 20,000 orders, 2,000 customers, one repetition, a 2 s lag run at
+        /// 1,000/s; fails on any error.
+        #[arg(long)]
+        smoke: bool,
+        /// Directory for data (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// CPUs (a `taskset` list) for themis and DuckDB.
+        #[arg(long)]
+        server_cpus: Option<String>,
+        /// CPUs (a `taskset` list) for this load generator.
+        #[arg(long)]
+        client_cpus: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -185,7 +246,117 @@ async fn main() -> anyhow::Result<()> {
             };
             cluster(&options, dir, smoke).await
         }
+        Command::Sql {
+            rows,
+            customers,
+            repetitions,
+            shards,
+            batch,
+            load_concurrency,
+            lag_rate,
+            lag_seconds,
+            lag_concurrency,
+            lag_sample_every,
+            duckdb_threads,
+            venv,
+            no_duckdb,
+            smoke,
+            dir,
+            server_cpus,
+            client_cpus,
+        } => {
+            if let Some(cpus) = &client_cpus {
+                pin_self(cpus)?;
+            }
+            let venv = if no_duckdb {
+                None
+            } else {
+                Some(match venv {
+                    Some(v) => v,
+                    None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+                        .join(".cache/themis-bench/venv"),
+                })
+            };
+            let options = SqlOptions {
+                rows: if smoke { rows.min(20_000) } else { rows },
+                customers: if smoke {
+                    customers.min(2_000)
+                } else {
+                    customers
+                }
+                .max(1),
+                repetitions: if smoke { 1 } else { repetitions },
+                shards,
+                batch: batch.clamp(1, 10_000),
+                load_concurrency: load_concurrency.max(1),
+                lag_rate: if smoke { lag_rate.min(1_000) } else { lag_rate },
+                lag_seconds: if smoke {
+                    lag_seconds.min(2)
+                } else {
+                    lag_seconds
+                },
+                lag_concurrency: lag_concurrency.max(1),
+                lag_sample_every,
+                duckdb_threads: duckdb_threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+                venv,
+                server_cpus,
+                smoke,
+            };
+            sql(&options, dir).await
+        }
     }
+}
+
+async fn sql(options: &SqlOptions, dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
+    let binary = themis_binary()?;
+    println!(
+        "themis-bench sql: {} orders, {} customers, {} shards, {} warm repetitions; DuckDB {}; view lag at {}/s for {} s",
+        options.rows,
+        options.customers,
+        options.shards,
+        options.repetitions,
+        if options.venv.is_some() {
+            format!("with {} threads", options.duckdb_threads)
+        } else {
+            "skipped".to_owned()
+        },
+        options.lag_rate,
+        options.lag_seconds
+    );
+    println!("themis binary: {}", binary.display());
+    println!(
+        "CPUs: servers {}; this process may use {}",
+        options.server_cpus.as_deref().unwrap_or("any"),
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    let probe = Duration::from_secs(if options.smoke { 1 } else { 5 });
+    let before = fsync_probe(&dir, probe)?;
+    let report = run_sql(&binary, &dir, options).await?;
+    let after = fsync_probe(&dir, probe)?;
+    if let Some(lag) = &report.lag
+        && options.smoke
+        && (lag.appends.errors > 0
+            || lag.sample_errors > 0
+            || lag.appends.ok == 0
+            || lag.lag.is_empty()
+            || lag.baseline.is_empty())
+    {
+        bail!(
+            "smoke run failed: lag run {:?}, {} failed samples, {} lag samples, {} baseline samples",
+            lag.appends,
+            lag.sample_errors,
+            lag.lag.len(),
+            lag.baseline.len()
+        );
+    }
+    println!();
+    print!("{}", markdown(&report, options));
+    print_probes(&before, &after);
+    Ok(())
 }
 
 async fn cluster(

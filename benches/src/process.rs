@@ -64,7 +64,7 @@ pub fn themis_binary() -> anyhow::Result<PathBuf> {
 
 /// A command for `program`, restricted to the CPUs in `cpus` (a `taskset` list such as `0` or
 /// `0-1`) when given.
-fn pinned(program: &Path, cpus: Option<&str>) -> Command {
+pub fn pinned(program: &Path, cpus: Option<&str>) -> Command {
     match cpus {
         Some(cpus) => {
             let mut command = Command::new("taskset");
