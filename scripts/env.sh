@@ -15,6 +15,16 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 }
 
+# python3 with venv and pip, for peers installed from PyPI (DuckDB in `themis-bench sql`).
+ensure_python_venv() {
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 && return 0
+  echo "installing python3-venv (apt-get)" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+}
+
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
   if mkdir -p /var/cache/themisdb-target 2>/dev/null && [ -w /var/cache/themisdb-target ]; then
     export CARGO_TARGET_DIR=/var/cache/themisdb-target
