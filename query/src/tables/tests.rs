@@ -86,7 +86,7 @@ fn document_fields_are_typed_by_the_values_they_hold() {
     let ids = b[0]
         .column(0)
         .as_any()
-        .downcast_ref::<datafusion::arrow::array::StringArray>();
+        .downcast_ref::<datafusion::arrow::array::StringViewArray>();
     let ids: Vec<&str> = ids.expect("strings").iter().flatten().collect();
     assert_eq!(ids, ["b", "c", "d"]);
 }
