@@ -296,7 +296,29 @@ async fn converge(c: &SimCluster, healed: Duration) -> Result<Logs, String> {
             if c.now() > deadline {
                 let state: Vec<String> = pages
                     .iter()
-                    .map(|(id, e, a)| format!("node {id}: applied {} ({} entries)", a.0, e.len()))
+                    .map(|(id, e, a)| {
+                        let raft = running
+                            .iter()
+                            .find(|(n, _)| n == id)
+                            .and_then(|(_, log)| log.shard(ShardId(s)).ok())
+                            .map(|sh| {
+                                let m = sh.raft().metrics().borrow().clone();
+                                format!(
+                                    "term {}, {:?}, last log {:?}, last applied {:?}",
+                                    m.current_term,
+                                    m.state,
+                                    m.last_log_index,
+                                    m.last_applied.map(|l| l.index)
+                                )
+                            })
+                            .unwrap_or_default();
+                        format!(
+                            "node {id}: applied {} ({} entries, last chain {}; {raft})",
+                            a.0,
+                            e.len(),
+                            e.last().map_or("-", |l| l.chain.as_str())
+                        )
+                    })
                     .collect();
                 return Err(format!(
                     "liveness: shard {s} did not converge within {LIVENESS_BOUND:?} after \
