@@ -320,9 +320,26 @@ async fn converge(c: &SimCluster, healed: Duration) -> Result<Logs, String> {
                         )
                     })
                     .collect();
+                // Where the replicas' chains first differ, if they do.
+                let mut first_diff = String::new();
+                if let Some((a, ea, _)) = pages.first() {
+                    for (b, eb, _) in pages.iter().skip(1) {
+                        let at = eb.iter().find(|e| {
+                            ea.iter()
+                                .find(|x| x.lsn == e.lsn)
+                                .is_some_and(|x| x.chain != e.chain)
+                        });
+                        if let Some(e) = at {
+                            first_diff.push_str(&format!(
+                                "; nodes {a} and {b} first differ at LSN {}",
+                                e.lsn.0
+                            ));
+                        }
+                    }
+                }
                 return Err(format!(
                     "liveness: shard {s} did not converge within {LIVENESS_BOUND:?} after \
-                     healing (leader known: {leader}; {})",
+                     healing (leader known: {leader}; {}){first_diff}",
                     state.join(", ")
                 ));
             }
