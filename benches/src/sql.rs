@@ -740,22 +740,7 @@ async fn themis_query(
     sql: &str,
     min_token: Option<&str>,
 ) -> anyhow::Result<(Duration, Rows)> {
-    let mut body = json!({"sql": sql, "timeout": "30s"});
-    if let Some(t) = min_token {
-        body["min_token"] = Value::from(t);
-    }
-    let request = http.post(format!("{base}/v1/query")).json(&body);
-    let start = Instant::now();
-    let r = request.send().await?;
-    let status = r.status();
-    let bytes = r.bytes().await?;
-    let elapsed = start.elapsed();
-    if status.as_u16() != 200 {
-        bail!(
-            "POST /v1/query {body} answered {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        );
-    }
+    let (elapsed, bytes) = post_query(http, base, sql, min_token, "30s").await?;
     let answer: Value = serde_json::from_slice(&bytes).context("query answer is not JSON")?;
     let columns: Vec<String> = answer["columns"]
         .as_array()
@@ -1029,15 +1014,27 @@ async fn select_one(
     base: &str,
     token: Option<&str>,
 ) -> anyhow::Result<Duration> {
-    let mut body = json!({"sql": "SELECT 1", "timeout": "10s"});
-    if let Some(t) = token {
+    Ok(post_query(http, base, "SELECT 1", token, "10s").await?.0)
+}
+
+/// `POST /v1/query`: the time from the request to the last byte of a 200 answer, and the
+/// answer (any other status is an error).
+async fn post_query(
+    http: &reqwest::Client,
+    base: &str,
+    sql: &str,
+    min_token: Option<&str>,
+    timeout: &str,
+) -> anyhow::Result<(Duration, Vec<u8>)> {
+    let mut body = json!({"sql": sql, "timeout": timeout});
+    if let Some(t) = min_token {
         body["min_token"] = Value::from(t);
     }
     let request = http.post(format!("{base}/v1/query")).json(&body);
     let start = Instant::now();
     let r = request.send().await?;
     let status = r.status();
-    let bytes = r.bytes().await?;
+    let bytes = r.bytes().await?.to_vec();
     let elapsed = start.elapsed();
     if status.as_u16() != 200 {
         bail!(
@@ -1045,7 +1042,7 @@ async fn select_one(
             String::from_utf8_lossy(&bytes)
         );
     }
-    Ok(elapsed)
+    Ok((elapsed, bytes))
 }
 
 /// The view-lag run.

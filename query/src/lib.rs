@@ -29,12 +29,16 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use themis_log::{Log, Model, ShardId, Token};
 use themis_materializers::Materializer;
-use themis_materializers::document::{DOCUMENTS, ROWS, StateView};
+use themis_materializers::document::{DOCUMENTS, ROWS};
 
 use tables::CachedTable;
 
 /// The catalog every table is in.
 pub const CATALOG: &str = "themis";
+/// The schema of relational namespaces (the default one).
+pub const RELATIONAL_SCHEMA: &str = "relational";
+/// The schema of document namespaces.
+pub const DOCUMENT_SCHEMA: &str = "document";
 
 /// Errors of a query.
 #[derive(Debug, thiserror::Error)]
@@ -149,8 +153,8 @@ fn resolve(reference: &TableReference) -> Result<Named> {
         )));
     }
     let model = match reference.schema() {
-        None | Some("relational") => Model::Relational,
-        Some("document") => Model::Document,
+        None | Some(RELATIONAL_SCHEMA) => Model::Relational,
+        Some(DOCUMENT_SCHEMA) => Model::Document,
         Some(other) => {
             return Err(Error::UnknownTable(format!(
                 "no schema {other:?}: tables are relational namespaces (`orders` or \
@@ -163,13 +167,6 @@ fn resolve(reference: &TableReference) -> Result<Named> {
         model,
         namespace: reference.table().to_owned(),
     })
-}
-
-fn view_of(model: Model) -> &'static StateView {
-    match model {
-        Model::Document => &DOCUMENTS,
-        _ => &ROWS,
-    }
 }
 
 /// Deepest nesting of expressions and subqueries a statement may have. Planning recurses over
@@ -251,20 +248,23 @@ fn check_is_query(statement: &datafusion::sql::parser::Statement) -> Result<()> 
     }
 }
 
-fn plan_error(e: DataFusionError) -> Error {
+/// A DataFusion error: ours (`Internal`) when DataFusion failed or ran out of a resource, the
+/// query's otherwise (`user`: `InvalidSql` while planning, `Failed` while running).
+fn df_error(e: DataFusionError, user: fn(String) -> Error) -> Error {
     match e.find_root() {
-        DataFusionError::Internal(m) => Error::Internal(m.clone()),
-        DataFusionError::ResourcesExhausted(m) => Error::Internal(m.clone()),
-        _ => Error::InvalidSql(e.strip_backtrace()),
+        DataFusionError::Internal(m) | DataFusionError::ResourcesExhausted(m) => {
+            Error::Internal(m.clone())
+        }
+        _ => user(e.strip_backtrace()),
     }
 }
 
+fn plan_error(e: DataFusionError) -> Error {
+    df_error(e, Error::InvalidSql)
+}
+
 fn run_error(e: DataFusionError) -> Error {
-    match e.find_root() {
-        DataFusionError::Internal(m) => Error::Internal(m.clone()),
-        DataFusionError::ResourcesExhausted(m) => Error::Internal(m.clone()),
-        _ => Error::Failed(e.strip_backtrace()),
-    }
+    df_error(e, Error::Failed)
 }
 
 impl QueryEngine {
@@ -296,7 +296,7 @@ impl QueryEngine {
         }
 
         let config = SessionConfig::new()
-            .with_default_catalog_and_schema(CATALOG, "relational")
+            .with_default_catalog_and_schema(CATALOG, RELATIONAL_SCHEMA)
             .with_target_partitions(self.config.target_partitions)
             .with_information_schema(false);
         let ctx = SessionContext::new_with_config(config);
@@ -304,7 +304,7 @@ impl QueryEngine {
             .catalog(CATALOG)
             .ok_or_else(|| Error::Internal("no default catalog".into()))?;
         catalog
-            .register_schema("document", Arc::new(MemorySchemaProvider::new()))
+            .register_schema(DOCUMENT_SCHEMA, Arc::new(MemorySchemaProvider::new()))
             .map_err(plan_error)?;
         let state = ctx.state();
         let statement = state
@@ -333,14 +333,11 @@ impl QueryEngine {
         for (n, table) in named.iter().zip(tables) {
             let provider = MemTable::try_new(table.schema(), table.partitions())
                 .map_err(|e| Error::Internal(e.strip_backtrace()))?;
-            let full = TableReference::full(
-                CATALOG,
-                match n.model {
-                    Model::Document => "document",
-                    _ => "relational",
-                },
-                n.namespace.as_str(),
-            );
+            let schema = match n.model {
+                Model::Document => DOCUMENT_SCHEMA,
+                _ => RELATIONAL_SCHEMA,
+            };
+            let full = TableReference::full(CATALOG, schema, n.namespace.as_str());
             ctx.register_table(full, Arc::new(provider))
                 .map_err(plan_error)?;
         }
@@ -421,12 +418,11 @@ impl QueryEngine {
                     let cached = self.cache.lock().expect("cache lock").get(&key).cloned();
                     tables::build(
                         tx,
-                        view_of(n.model),
                         n.model,
                         &n.namespace,
                         config.as_ref(),
                         shards,
-                        cached.as_deref(),
+                        cached.as_ref(),
                     )
                 })
                 .collect::<Vec<_>>())
@@ -437,7 +433,6 @@ impl QueryEngine {
             if !table.known() {
                 return Err(self.unknown(n));
             }
-            let table = Arc::new(table);
             self.cache
                 .lock()
                 .expect("cache lock")
@@ -454,7 +449,7 @@ impl QueryEngine {
                 .namespaces()
                 .map(|all| {
                     all.into_iter()
-                        .filter(|r| r.model == "relational")
+                        .filter(|r| r.model == Model::Relational.to_string())
                         .map(|r| r.namespace)
                         .collect()
                 })

@@ -20,7 +20,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use redb::ReadTransaction;
 use serde_json::Value;
 use themis_log::{Model, ShardId};
-use themis_materializers::document::{Resource, StateView};
+use themis_materializers::document::{DOCUMENTS, ROWS, Resource, StateView};
 use themis_materializers::namespaces::{ColumnType, Registered, rfc3339_ms};
 
 use crate::{Error, Result};
@@ -126,6 +126,24 @@ impl Builder {
                 other => other.as_i64(),
             })),
             Builder::Shard(b) => b.append_option(value.and_then(Value::as_i64).map(|n| n as i32)),
+        }
+    }
+
+    /// Appends an implicit column's text (`id`: a text builder).
+    fn push_text(&mut self, text: &str) {
+        if let Builder::Text(b) = self {
+            b.append_value(text);
+        }
+    }
+
+    /// Appends an implicit column's number (`_revision`, `_lsn`, `_updated_ms`, `_shard`).
+    fn push_int(&mut self, n: i64) {
+        match self {
+            Builder::Int(b) => b.append_value(n),
+            Builder::Shard(b) => b.append_value(n as i32),
+            // The implicit columns' kinds are fixed by `implicit()`; a mismatch would leave
+            // the column short, which `RecordBatch::try_new` refuses.
+            _ => {}
         }
     }
 
@@ -263,13 +281,12 @@ fn batches(layout: &Layout, shard: ShardId, resources: &[Resource]) -> Result<Ve
             .collect();
         for r in chunk {
             for ((_, source), builder) in layout.columns.iter().zip(&mut builders) {
-                let number = |n: u64| Value::from(n);
                 match source {
-                    Source::Id => builder.push(Some(&Value::String(r.id.clone()))),
-                    Source::Revision => builder.push(Some(&number(r.state.revision))),
-                    Source::Lsn => builder.push(Some(&number(r.state.lsn))),
-                    Source::Shard => builder.push(Some(&Value::from(shard.0))),
-                    Source::UpdatedMs => builder.push(Some(&number(r.state.updated_ms))),
+                    Source::Id => builder.push_text(&r.id),
+                    Source::Revision => builder.push_int(r.state.revision as i64),
+                    Source::Lsn => builder.push_int(r.state.lsn as i64),
+                    Source::Shard => builder.push_int(i64::from(shard.0)),
+                    Source::UpdatedMs => builder.push_int(r.state.updated_ms as i64),
                     Source::Data => builder.push(Some(&r.state.data)),
                     Source::Field(name) => builder.push(r.state.data.get(name)),
                 }
@@ -312,35 +329,43 @@ impl CachedTable {
     }
 }
 
-/// Builds (or takes from `cached`) the table of `view`'s `namespace` over `shards`, reading
-/// the view state in `tx`. `config` is the relational namespace's config.
+/// The state view holding `model`'s resources.
+fn view_of(model: Model) -> &'static StateView {
+    match model {
+        Model::Document => &DOCUMENTS,
+        _ => &ROWS,
+    }
+}
+
+/// The table of `model`'s `namespace` over `shards`, reading the view state in `tx`: `cached`
+/// itself when no shard's namespace changed since it was built (and, for a relational
+/// namespace, its config did not change either), else a table rebuilt where it changed.
+/// `config` is the relational namespace's config.
 pub(crate) fn build(
     tx: &ReadTransaction,
-    view: &StateView,
     model: Model,
     namespace: &str,
     config: Option<&Registered>,
     shards: &[ShardId],
-    cached: Option<&CachedTable>,
-) -> Result<CachedTable> {
+    cached: Option<&Arc<CachedTable>>,
+) -> Result<Arc<CachedTable>> {
+    let view = view_of(model);
     let changed: Vec<Option<u64>> = shards
         .iter()
         .map(|&s| view.changed(tx, s, namespace).map_err(Error::View))
         .collect::<Result<_>>()?;
     let version = config.map(|c| c.version);
-    let reusable = cached.filter(|c| c.version == version && model == Model::Relational);
+    let cached = cached.filter(|c| c.version == version);
+    let unchanged = |c: &CachedTable, s: &ShardId, ch: &Option<u64>| {
+        c.parts.get(s).is_some_and(|(had, _)| had == ch)
+    };
     if let Some(c) = cached
-        && c.version == version
         && shards
             .iter()
             .zip(&changed)
-            .all(|(s, ch)| c.parts.get(s).is_some_and(|(had, _)| had == ch))
+            .all(|(s, ch)| unchanged(c, s, ch))
     {
-        return Ok(CachedTable {
-            version,
-            schema: c.schema.clone(),
-            parts: c.parts.clone(),
-        });
+        return Ok(c.clone());
     }
     let read = |s: ShardId| view.namespace(tx, s, namespace).map_err(Error::View);
     let mut parts = BTreeMap::new();
@@ -348,10 +373,11 @@ pub(crate) fn build(
         (Model::Relational, Some(config)) => {
             let layout = relational_layout(config);
             for (&s, ch) in shards.iter().zip(&changed) {
-                if let Some((had, b)) = reusable.and_then(|c| c.parts.get(&s))
-                    && had == ch
+                // Relational layouts do not depend on the rows: unchanged shards are reused.
+                if let Some(c) = cached
+                    && unchanged(c, &s, ch)
                 {
-                    parts.insert(s, (*ch, b.clone()));
+                    parts.insert(s, c.parts[&s].clone());
                     continue;
                 }
                 parts.insert(s, (*ch, batches(&layout, s, &read(s)?)?));
@@ -375,11 +401,11 @@ pub(crate) fn build(
             )));
         }
     };
-    Ok(CachedTable {
+    Ok(Arc::new(CachedTable {
         version,
         schema,
         parts,
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
 use serde_json::Value;
 
 /// A problem answered by the server, shown to the user as `error: <detail> (<code>)`.
@@ -38,7 +39,8 @@ impl Client {
         })
     }
 
-    async fn answer(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+    /// Sends `request`: the body of a success, or the server's problem as an error.
+    async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Bytes> {
         let response = request
             .send()
             .await
@@ -48,17 +50,24 @@ impl Client {
             .bytes()
             .await
             .with_context(|| format!("cannot read the answer to {what}"))?;
+        if status.is_success() {
+            return Ok(body);
+        }
         let json: Value = serde_json::from_slice(&body)
             .map_err(|_| anyhow!("the server answered {status} with a body that is not JSON"))?;
-        if status.is_success() {
-            return Ok(json);
-        }
         Err(ServerProblem {
             status: status.as_u16(),
             code: json["code"].as_str().unwrap_or("unknown").to_owned(),
             detail: json["detail"].as_str().unwrap_or("no detail").to_owned(),
         }
         .into())
+    }
+
+    /// Sends `request` and reads its JSON answer.
+    async fn answer(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+        let body = self.send(request, what).await?;
+        serde_json::from_slice(&body)
+            .map_err(|_| anyhow!("the server's answer to {what} is not JSON"))
     }
 
     /// Appends one event to `urn`.
@@ -135,32 +144,9 @@ impl Client {
             body["timeout"] = Value::from(t);
         }
         let url = format!("{}/v1/query", self.base);
-        let response = self
-            .http
-            .post(url)
-            .header("accept", accept)
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| {
-                format!("cannot reach the server at {} to run the query", self.base)
-            })?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .context("cannot read the answer to the query")?;
-        if status.is_success() {
-            return Ok(text);
-        }
-        let json: Value = serde_json::from_str(&text)
-            .map_err(|_| anyhow!("the server answered {status} with a body that is not JSON"))?;
-        Err(ServerProblem {
-            status: status.as_u16(),
-            code: json["code"].as_str().unwrap_or("unknown").to_owned(),
-            detail: json["detail"].as_str().unwrap_or("no detail").to_owned(),
-        }
-        .into())
+        let request = self.http.post(url).header("accept", accept).json(&body);
+        let body = self.send(request, "run the query").await?;
+        String::from_utf8(body.to_vec()).context("the query's answer is not UTF-8")
     }
 
     /// The views of the node, with content digests when `digest`.

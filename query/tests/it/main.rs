@@ -337,6 +337,13 @@ async fn fixture(node: &mut Node) {
     }
 }
 
+/// A node on a fresh in-memory disk, holding the golden dataset.
+async fn fixture_node() -> Node {
+    let mut node = open(&MemoryDisk::new()).await;
+    fixture(&mut node).await;
+    node
+}
+
 /// The rendering a golden file holds: the columns, then the rows as NDJSON.
 fn render(answer: &themis_query::Answer) -> String {
     let columns: Vec<Value> = answer
@@ -354,9 +361,7 @@ fn render(answer: &themis_query::Answer) -> String {
 #[test]
 fn sql_answers_match_the_golden_files() {
     runtime().block_on(async {
-        let disk = MemoryDisk::new();
-        let mut node = open(&disk).await;
-        fixture(&mut node).await;
+        let node = fixture_node().await;
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .expect("golden dir")
@@ -401,9 +406,7 @@ fn sql_answers_match_the_golden_files() {
 #[test]
 fn errors_name_what_is_wrong() {
     runtime().block_on(async {
-        let disk = MemoryDisk::new();
-        let mut node = open(&disk).await;
-        fixture(&mut node).await;
+        let node = fixture_node().await;
         let deep = format!("SELECT {}1", "1+".repeat(themis_query::MAX_NESTING + 1));
         let cases: [(&str, &str, &str); 11] = [
             ("SELEC 1", "invalid_sql", "Expected"),
@@ -460,9 +463,7 @@ fn errors_name_what_is_wrong() {
 #[test]
 fn caches_follow_appends_and_config_changes() {
     runtime().block_on(async {
-        let disk = MemoryDisk::new();
-        let mut node = open(&disk).await;
-        fixture(&mut node).await;
+        let mut node = fixture_node().await;
         let count = "SELECT count(*) AS n FROM orders";
         assert_eq!(node.rows(count).await, [json!({"n": 9})]);
         node.append(json!({"urn": "urn:themis:relational:orders:o11", "op": "put", "data": {"customer": "c1", "total": 1.0, "qty": 1, "status": "paid", "placed": 0}}))
