@@ -92,8 +92,8 @@ enum Command {
         #[command(flatten)]
         options: Options,
     },
-    /// Run every seed listed in a regression-corpus file (one `seed faults` per line; `#`
-    /// starts a comment).
+    /// Run every seed listed in a regression-corpus file (one `seed [faults] [options]` per
+    /// line; `#` starts a comment).
     Corpus {
         /// The corpus file.
         file: std::path::PathBuf,
@@ -347,6 +347,34 @@ fn sweep(from: u64, seeds: u64, seconds: u64, expect_failure: bool, o: &Options)
     ExitCode::SUCCESS
 }
 
+/// A corpus line's options after its seed and faults: `--duration D`, `--think D`,
+/// `--clients N`, `--snapshot-every N`.
+fn line_options<'a>(
+    o: &mut Options,
+    mut parts: impl Iterator<Item = &'a str>,
+) -> Result<(), String> {
+    let parse_duration = |v: &str| themis_log::units::parse_duration(v);
+    let parse_n = |v: &str| v.parse::<u64>().map_err(|e| format!("{v:?}: {e}"));
+    while let Some(key) = parts.next() {
+        let value = parts
+            .next()
+            .ok_or_else(|| format!("option {key} has no value"))?;
+        match key {
+            "--duration" => o.duration = parse_duration(value)?,
+            "--think" => o.think = parse_duration(value)?,
+            "--clients" => o.clients = parse_n(value)? as usize,
+            "--snapshot-every" => o.snapshot_every = parse_n(value)?,
+            other => {
+                return Err(format!(
+                    "unknown option {other} (a corpus line takes --duration, --think, --clients, \
+                     --snapshot-every)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn corpus(file: &std::path::Path, o: &Options) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
@@ -367,7 +395,7 @@ fn corpus(file: &std::path::Path, o: &Options) -> ExitCode {
             parts.next(),
         ) else {
             eprintln!(
-                "error: {}:{}: expected `SEED [FAULTS]`, got {line:?}",
+                "error: {}:{}: expected `SEED [FAULTS] [OPTIONS]`, got {line:?}",
                 file.display(),
                 n + 1
             );
@@ -376,6 +404,10 @@ fn corpus(file: &std::path::Path, o: &Options) -> ExitCode {
         let mut o = o.clone();
         if let Some(f) = faults {
             o.faults = f.to_owned();
+        }
+        if let Err(e) = line_options(&mut o, parts) {
+            eprintln!("error: {}:{}: {e}", file.display(), n + 1);
+            return ExitCode::FAILURE;
         }
         let opts = match options(seed, &o) {
             Ok(opts) => opts,

@@ -102,9 +102,6 @@ pub struct StoreStats {
     pub snapshots_installed: AtomicU64,
 }
 
-/// What installing a snapshot image produced: its applied log id, its chain there, its records.
-type Installed = (Option<LogId<NodeId>>, Chain, snapshot::Records);
-
 enum Command {
     Append {
         shard: Arc<Shared>,
@@ -131,19 +128,18 @@ enum Command {
         entries: Vec<Entry>,
         done: oneshot::Sender<StorageResult<Vec<Vec<Outcome>>>>,
     },
-    /// After a snapshot install: the log's chain continues from `chain` at `applied`, and a
-    /// local log that disagrees with it is replaced by the snapshot's records.
+    /// The first half of a snapshot install: the log takes the image's records, so the chain
+    /// continues from the image's (see `snapshot::anchor_log`).
     Anchor {
         shard: Arc<Shared>,
-        applied: LogId<NodeId>,
-        chain: Chain,
-        records: snapshot::Records,
+        image: Arc<snapshot::Decoded>,
         done: oneshot::Sender<StorageResult<()>>,
     },
+    /// The second half: the state machine takes the image.
     InstallSnapshot {
         shard: Arc<Shared>,
-        data: Vec<u8>,
-        done: oneshot::Sender<StorageResult<Installed>>,
+        image: Arc<snapshot::Decoded>,
+        done: oneshot::Sender<StorageResult<()>>,
     },
     /// Drops a shard's log and vote (log thread), or its state machine (state thread).
     DestroyLog {
@@ -173,6 +169,26 @@ impl Command {
     }
 }
 
+/// The state thread's progress towards durability: apply groups committed without fsync since
+/// the state was last made durable, and the last index each shard applied in them.
+#[derive(Debug, Default)]
+struct StateProgress {
+    groups: usize,
+    /// Each shard's `durable_applied` (not the shard itself: a shard holds the sender of this
+    /// thread's queue, which would keep the thread from ever stopping) and its last applied.
+    unsynced: BTreeMap<ShardId, (Arc<AtomicU64>, u64)>,
+}
+
+impl StateProgress {
+    /// After a durable commit of the state database: everything applied so far is durable.
+    fn synced(&mut self) {
+        for (durable, index) in std::mem::take(&mut self.unsynced).into_values() {
+            durable.fetch_max(index + 1, Ordering::AcqRel);
+        }
+        self.groups = 0;
+    }
+}
+
 /// What every shard of the node shares: the database, written only by the storage thread.
 #[derive(Debug)]
 struct Node {
@@ -185,9 +201,9 @@ struct Node {
     config: StoreConfig,
     /// Wall time for the apply-lag metric (never for anything applied).
     clock: Arc<dyn Clock>,
-    /// In inline mode, the storage threads' state: each shard's last entry, and apply groups
-    /// since the state was last made durable.
-    inline: Option<Mutex<(BTreeMap<ShardId, LastEntry>, usize)>>,
+    /// In inline mode, the storage threads' state: each shard's last entry, and the state
+    /// thread's progress towards durability.
+    inline: Option<Mutex<(BTreeMap<ShardId, LastEntry>, StateProgress)>>,
     /// Set after a failed commit; later writes are refused.
     failure: Mutex<Option<String>>,
 }
@@ -210,6 +226,13 @@ struct Shared {
     snapshot_seq: AtomicU64,
     /// One more than the index the Raft log is purged up to (0: nothing purged).
     purged: AtomicU64,
+    /// The log id openraft last purged up to (what `get_log_state` reports). The persisted
+    /// one may lag behind it: see `Command::Purge`.
+    purged_id: Mutex<Option<LogId<NodeId>>>,
+    /// One more than the highest applied index known durable in the state database (0: none).
+    /// The log's persisted purge point never passes it, so after a crash openraft never finds
+    /// its log purged beyond the state machine it restarts from.
+    durable_applied: Arc<AtomicU64>,
     stats: StoreStats,
 }
 
@@ -267,7 +290,9 @@ impl NodeStore {
             db,
             state_db,
             location,
-            inline: config.inline.then(|| Mutex::new((BTreeMap::new(), 0))),
+            inline: config
+                .inline
+                .then(|| Mutex::new((BTreeMap::new(), StateProgress::default()))),
             config,
             clock,
             failure: Mutex::new(None),
@@ -328,7 +353,16 @@ impl NodeStore {
         )?;
         let applied = read_applied(&node.state_db, &tables)
             .map_err(|e| Error::Storage(format!("{}: {e}", node.location)))?;
-        let purged = read_purged(&node.db, &tables)?.map_or(0, |id| id.index + 1);
+        if let Some(applied) = applied {
+            log_holds(&node.db, &tables, applied.index).map_err(|detail| Error::Corrupted {
+                location: format!("{}, shard {}", node.location, shard.0),
+                detail,
+            })?;
+        }
+        let purged_id = read_purged(&node.db, &tables)?;
+        let purged = purged_id.map_or(0, |id| id.index + 1);
+        // Opening the tables above committed durably: the applied state read is durable.
+        let durable_applied = applied.map_or(0, |id| id.index + 1);
         let shared = Arc::new(Shared {
             shard,
             node: node.clone(),
@@ -340,6 +374,8 @@ impl NodeStore {
             snapshot: Mutex::new(None),
             snapshot_seq: AtomicU64::new(0),
             purged: AtomicU64::new(purged),
+            purged_id: Mutex::new(purged_id),
+            durable_applied: Arc::new(AtomicU64::new(durable_applied)),
             stats: StoreStats::default(),
         });
         Ok((
@@ -470,11 +506,9 @@ impl ShardStore {
         }
         if let Some(inline) = &self.shared.node.inline {
             let mut state = inline.lock().expect("inline store lock");
-            let (last, since_durable) = &mut *state;
+            let (last, progress) = &mut *state;
             if command.is_state() {
-                self.shared
-                    .node
-                    .handle_state_group(vec![command], since_durable);
+                self.shared.node.handle_state_group(vec![command], progress);
             } else {
                 self.shared.node.handle_log_group(vec![command], last);
             }
@@ -543,7 +577,10 @@ fn read_applied(db: &Database, t: &Tables) -> std::result::Result<Option<LogId<N
     value.map(|v| json(v.value())).transpose()
 }
 
-/// The chain an entry at `index` extends: its predecessor's, the purge anchor's, or genesis.
+/// The chain an entry at `index` extends: its predecessor's, the anchor's (a log that starts
+/// after a snapshot's records), or genesis. (The store does not refuse a gap: openraft's
+/// storage suite appends over gaps. A state machine ahead of its log, the way a gap could
+/// arise in a real node, is refused when the shard opens.)
 fn prev_chain(
     log: &impl ReadableTable<u64, &'static [u8]>,
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -554,20 +591,21 @@ fn prev_chain(
     {
         return Ok(record::chain_of_frame(v.value()));
     }
-    anchor(meta, index)
+    Ok(anchor(meta, index)?.unwrap_or(GENESIS))
 }
 
+/// The anchor's chain when it is the predecessor of `index`.
 fn anchor(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
     index: u64,
-) -> std::result::Result<Chain, String> {
+) -> std::result::Result<Option<Chain>, String> {
     if let Some(v) = meta.get("anchor").map_err(|e| e.to_string())? {
         let (at, chain): (u64, Chain) = json(v.value())?;
         if index.checked_sub(1) == Some(at) {
-            return Ok(chain);
+            return Ok(Some(chain));
         }
     }
-    Ok(GENESIS)
+    Ok(None)
 }
 
 /// The last entry of a shard's log and its chain.
@@ -578,6 +616,23 @@ fn last_entry(
         .last()
         .map_err(|e| e.to_string())?
         .map(|(k, v)| (k.value(), record::chain_of_frame(v.value()))))
+}
+
+/// Checks that the log holds the record of the state machine's applied index (or is anchored
+/// there): the state machine's stream index points into the log, and the next entry must
+/// extend that record's chain.
+fn log_holds(db: &Database, t: &Tables, applied: u64) -> std::result::Result<(), String> {
+    let tx = db.begin_read().map_err(|e| e.to_string())?;
+    let log = tx.open_table(t.log()).map_err(|e| e.to_string())?;
+    let meta = tx.open_table(t.log_meta()).map_err(|e| e.to_string())?;
+    if log.get(applied).map_err(|e| e.to_string())?.is_some()
+        || anchor(&meta, applied + 1)?.is_some()
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "the state machine applied log entry {applied} but the log holds no record of it"
+    ))
 }
 
 /// Verifies every record's checksum and the hash chain of one shard's log.
@@ -606,7 +661,8 @@ fn verify_log(db: &Database, t: &Tables, location: &str) -> Result<()> {
         }
         let expected = match last {
             Some((i, chain)) if i + 1 == index => chain,
-            _ => anchor(&meta, index).map_err(storage)?,
+            // The first stored entry: after the anchor, or the log's start.
+            _ => anchor(&meta, index).map_err(storage)?.unwrap_or(GENESIS),
         };
         if decoded.prev != expected {
             return Err(corrupted(format!(
@@ -756,31 +812,59 @@ impl Node {
                 }
                 Command::Purge { shard, upto, done } => {
                     shard.purged.fetch_max(upto.index + 1, Ordering::AcqRel);
+                    {
+                        let mut id = shard.purged_id.lock().expect("purged lock");
+                        if id.is_none_or(|id| id.index < upto.index) {
+                            *id = Some(upto);
+                        }
+                    }
                     shard
                         .pending
                         .lock()
                         .expect("pending lock")
                         .retain(|&k, _| k > upto.index);
-                    let _ = done.send(self.write(&self.db, Durability::Immediate, |tx| {
-                        let t = &shard.tables;
-                        let log = tx.open_table(t.log()).map_err(|e| e.to_string())?;
-                        let mut meta = tx.open_table(t.log_meta()).map_err(|e| e.to_string())?;
-                        let chain = log
-                            .get(upto.index)
-                            .map_err(|e| e.to_string())?
-                            .map(|v| record::chain_of_frame(v.value()));
-                        if let Some(chain) = chain {
-                            let anchor = serde_json::to_vec(&(upto.index, chain)).expect("json");
-                            meta.insert("anchor", anchor.as_slice())
-                                .map_err(|e| e.to_string())?;
-                        }
-                        let purged = serde_json::to_vec(&upto).expect("json");
-                        meta.insert("purged", purged.as_slice())
-                            .map_err(|e| e.to_string())?;
-                        // Purging is logical: the records stay, because they are the events
-                        // (stream reads decode them) until tiering moves them to object storage.
-                        Ok(())
-                    }));
+                    // Purging is logical: the records stay, because they are the events
+                    // (stream reads decode them) until tiering moves them to object storage.
+                    // The persisted purge point goes no further than the durable state: openraft
+                    // purges right after it hands a snapshot to the state machine, before the
+                    // install is durable, and a crash in between must not leave a log purged
+                    // beyond the state it restarts from (found by the simulator: fsync
+                    // failures during an install, then openraft refused to start).
+                    let durable = shard.durable_applied.load(Ordering::Acquire);
+                    let result = match durable.checked_sub(1) {
+                        None => Ok(()),
+                        Some(limit) => self.write(&self.db, Durability::Immediate, |tx| {
+                            let t = &shard.tables;
+                            let log = tx.open_table(t.log()).map_err(|e| e.to_string())?;
+                            let mut meta =
+                                tx.open_table(t.log_meta()).map_err(|e| e.to_string())?;
+                            let upto = if upto.index <= limit {
+                                Some(upto)
+                            } else {
+                                let at = format!("{}, log entry {limit}", self.location);
+                                log.get(limit)
+                                    .map_err(|e| e.to_string())?
+                                    .map(|v| record::decode(v.value(), &at))
+                                    .transpose()
+                                    .map_err(|e| e.to_string())?
+                                    .map(|r| r.entry.log_id)
+                            };
+                            let persisted: Option<LogId<NodeId>> = meta
+                                .get("purged")
+                                .map_err(|e| e.to_string())?
+                                .map(|v| json(v.value()))
+                                .transpose()?;
+                            if let Some(upto) = upto
+                                && persisted.is_none_or(|p| p.index < upto.index)
+                            {
+                                let purged = serde_json::to_vec(&upto).expect("json");
+                                meta.insert("purged", purged.as_slice())
+                                    .map_err(|e| e.to_string())?;
+                            }
+                            Ok(())
+                        }),
+                    };
+                    let _ = done.send(result);
                 }
                 Command::DestroyLog { shard, done } => {
                     shard.pending.lock().expect("pending lock").clear();
@@ -793,15 +877,9 @@ impl Node {
                     last.remove(&shard.shard);
                     let _ = done.send(result);
                 }
-                Command::Anchor {
-                    shard,
-                    applied,
-                    chain,
-                    records,
-                    done,
-                } => {
+                Command::Anchor { shard, image, done } => {
                     let result = self.write(&self.db, Durability::Immediate, |tx| {
-                        snapshot::anchor_log(tx, &shard.tables, applied, chain, &records)?;
+                        snapshot::anchor_log(tx, &shard.tables, &image)?;
                         let log = tx
                             .open_table(shard.tables.log())
                             .map_err(|e| e.to_string())?;
@@ -822,21 +900,21 @@ impl Node {
     /// same state, since applying is deterministic.
     fn run_state(self: Arc<Self>, rx: Receiver<Command>) {
         let mut next: Option<Command> = None;
-        let mut since_durable = 0usize;
+        let mut progress = StateProgress::default();
         let is_apply = |c: &Command| matches!(c, Command::Apply { .. });
         while let Some(group) = self.next_group(&rx, &mut next, is_apply) {
-            self.handle_state_group(group, &mut since_durable);
+            self.handle_state_group(group, &mut progress);
         }
     }
 
     /// Executes one group of state commands: applies (any number, one commit) or one other;
     /// makes the state durable every `state_durable_every` groups.
-    fn handle_state_group(&self, mut group: Vec<Command>, since_durable: &mut usize) {
+    fn handle_state_group(&self, mut group: Vec<Command>, progress: &mut StateProgress) {
         let is_apply = |c: &Command| matches!(c, Command::Apply { .. });
         {
             if is_apply(&group[0]) {
-                self.execute_applies(group);
-                *since_durable += 1;
+                self.execute_applies(group, progress);
+                progress.groups += 1;
             } else {
                 match group.pop().expect("one command") {
                     Command::DestroyState { shard, done } => {
@@ -851,41 +929,49 @@ impl Node {
                             tx.delete_table(t.outcomes()).map_err(|e| e.to_string())?;
                             Ok(())
                         });
+                        progress.unsynced.remove(&shard.shard);
+                        if result.is_ok() {
+                            progress.synced();
+                            shard.durable_applied.store(0, Ordering::Release);
+                        }
                         let _ = done.send(result);
-                        *since_durable = 0;
                     }
                     Command::SyncState { done } => {
                         let result = self.write(&self.state_db, Durability::Immediate, |_| Ok(()));
-                        let _ = done.send(result);
-                        *since_durable = 0;
-                    }
-                    Command::InstallSnapshot { shard, data, done } => {
-                        let result = self.write(&self.state_db, Durability::Immediate, |tx| {
-                            snapshot::install(tx, &shard.tables, &data)
-                        });
-                        // The applied LSN moves only once the log holds the snapshot's
-                        // records too (after the Anchor command): readers of the applied log
-                        // (views) must never see a stale or missing record below it.
                         if result.is_ok() {
+                            progress.synced();
+                        }
+                        let _ = done.send(result);
+                    }
+                    Command::InstallSnapshot { shard, image, done } => {
+                        let result = self.write(&self.state_db, Durability::Immediate, |tx| {
+                            snapshot::install(tx, &shard.tables, &image)
+                        });
+                        if result.is_ok() {
+                            progress.synced();
+                            if let Some(applied) = image.applied {
+                                shard
+                                    .durable_applied
+                                    .fetch_max(applied.index + 1, Ordering::AcqRel);
+                            }
                             shard
                                 .stats
                                 .snapshots_installed
                                 .fetch_add(1, Ordering::Relaxed);
                         }
                         let _ = done.send(result);
-                        *since_durable = 0;
                     }
                     _ => unreachable!("log commands go to the log thread"),
                 }
             }
-            if *since_durable >= self.config.state_durable_every {
+            if progress.groups >= self.config.state_durable_every {
                 // Make everything applied so far durable (an empty durable commit persists
                 // every earlier one), bounding what a crash makes the log replay.
                 if self
                     .write(&self.state_db, Durability::Immediate, |_| Ok(()))
                     .is_ok()
                 {
-                    *since_durable = 0;
+                    progress.synced();
                 }
             }
         }
@@ -972,7 +1058,7 @@ impl Node {
     }
 
     /// Applies entries of any shards in one transaction without fsync, then answers each.
-    fn execute_applies(&self, group: Vec<Command>) {
+    fn execute_applies(&self, group: Vec<Command>, progress: &mut StateProgress) {
         let window = self.config.dedup_window.as_millis() as u64;
         let mut outcomes: Vec<Vec<Vec<Outcome>>> = Vec::with_capacity(group.len());
         let result = self.write(&self.state_db, Durability::None, |tx| {
@@ -1010,6 +1096,8 @@ impl Node {
                         if let Some(last) = entries.last() {
                             let applied = last.log_id.index;
                             shard.mark_applied(applied);
+                            let durable = shard.durable_applied.clone();
+                            progress.unsynced.insert(shard.shard, (durable, applied));
                         }
                         let now = self.clock.wall_ms();
                         for entry in &entries {
@@ -1045,16 +1133,9 @@ impl RaftLogStorage<TypeConfig> for ShardStore {
     type LogReader = ShardStore;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        // What openraft purged in this process; the persisted point may lag (`Command::Purge`).
+        let purged = *self.shared.purged_id.lock().expect("purged lock");
         let tx = self.database().begin_read().map_err(read_error)?;
-        let meta = tx
-            .open_table(self.tables().log_meta())
-            .map_err(read_error)?;
-        let purged: Option<LogId<NodeId>> = meta
-            .get("purged")
-            .map_err(read_error)?
-            .map(|v| json(v.value()))
-            .transpose()
-            .map_err(read_error)?;
         let log = tx.open_table(self.tables().log()).map_err(read_error)?;
         let last_stored = match log.last().map_err(read_error)? {
             Some((k, v)) => {
@@ -1251,25 +1332,28 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         snapshot: Box<std::io::Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
-        let image = data.clone();
+        let image = Arc::new(snapshot::decode(&data).map_err(storage_error)?);
         let store = self.log_store();
-        let (applied, chain, records) = store
-            .request(|shard, done| Command::InstallSnapshot {
+        // The log first, then the state machine (see `snapshot`): the applied LSN moves only
+        // once both hold the image, so readers of the applied log (views) never meet a missing
+        // record below it.
+        let for_log = image.clone();
+        store
+            .request(|shard, done| Command::Anchor {
                 shard,
-                data: image,
+                image: for_log,
                 done,
             })
             .await?;
-        if let Some(applied) = applied {
-            store
-                .request(|shard, done| Command::Anchor {
-                    shard,
-                    applied,
-                    chain,
-                    records,
-                    done,
-                })
-                .await?;
+        let for_state = image.clone();
+        store
+            .request(|shard, done| Command::InstallSnapshot {
+                shard,
+                image: for_state,
+                done,
+            })
+            .await?;
+        if let Some(applied) = image.applied {
             self.shared.mark_applied(applied.index);
         }
         *self.shared.snapshot.lock().expect("snapshot lock") = Some((meta.clone(), data));

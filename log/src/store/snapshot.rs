@@ -4,8 +4,10 @@
 //! `docs/design/log-format.md`.
 //!
 //! Invariant: installing the image built at LSN n leaves exactly the tables that applying the log
-//! up to n produced, the records of that log, and the log's chain anchor at n so later entries
-//! still verify; records whose hash chain does not verify are refused.
+//! up to n produced and a log holding that log's records up to n, so later entries extend its
+//! chain; records whose hash chain does not verify are refused. The log is written first: a
+//! crash between the two writes leaves a state machine behind its log, which openraft replays,
+//! never one ahead of it.
 
 use openraft::{BasicNode, LogId, StoredMembership};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
@@ -119,16 +121,28 @@ pub(crate) fn build(state_db: &Database, log_db: &Database, t: &Tables) -> Resul
 /// Log records carried by a snapshot: (index, framed record), ascending.
 pub(crate) type Records = Vec<(u64, Vec<u8>)>;
 
-/// Replaces the state machine with an image; returns the image's applied LSN, its chain there
-/// and its log records, verified: each record decodes, holds its index, and extends its
-/// predecessor's chain, and the last one ends at the image's chain.
-pub(crate) fn install(
-    tx: &WriteTransaction,
-    t: &Tables,
-    data: &[u8],
-) -> Result<(Option<LogId<u64>>, Chain, Records), String> {
-    let s = |x: redb::StorageError| x.to_string();
-    let te = |x: redb::TableError| x.to_string();
+/// A decoded, verified snapshot image, ready to be written to the log ([`anchor_log`]) and the
+/// state machine ([`install`]).
+pub(crate) struct Decoded {
+    /// The applied log id the image reflects (None for an empty state machine).
+    pub applied: Option<LogId<u64>>,
+    applied_json: Vec<u8>,
+    membership_json: Vec<u8>,
+    /// The log's chain at `applied`.
+    chain: Chain,
+    ts: Vec<u8>,
+    /// (urn, revision) -> (lsn, index in entry).
+    events: Vec<(String, u64, u64, u32)>,
+    /// (event id, dedup record).
+    dedup: Vec<(Vec<u8>, Vec<u8>)>,
+    /// (lsn, outcome json).
+    outcomes: Vec<(u64, Vec<u8>)>,
+    records: Records,
+}
+
+/// Decodes an image and verifies its records: each decodes, holds its index, and extends its
+/// predecessor's chain, and the last one ends at the image's applied LSN and chain.
+pub(crate) fn decode(data: &[u8]) -> Result<Decoded, String> {
     let d = |x: crate::codec::DecodeError| format!("snapshot image: {x}");
     let mut r = Reader::new(data);
     let version = r.u8("snapshot version").map_err(d)?;
@@ -144,45 +158,25 @@ pub(crate) fn install(
     } else {
         Some(serde_json::from_slice(&applied_json).map_err(|x| x.to_string())?)
     };
-
-    tx.delete_table(t.stream_events()).map_err(te)?;
-    tx.delete_table(t.dedup()).map_err(te)?;
-    tx.delete_table(t.dedup_expiry()).map_err(te)?;
-    tx.delete_table(t.outcomes()).map_err(te)?;
-    let mut meta = tx.open_table(t.sm_meta()).map_err(te)?;
-    meta.retain(|_, _| false).map_err(s)?;
-    if !applied_json.is_empty() {
-        meta.insert("applied", applied_json.as_slice()).map_err(s)?;
-    }
-    if !membership_json.is_empty() {
-        meta.insert("membership", membership_json.as_slice())
-            .map_err(s)?;
-    }
-    meta.insert("ts", ts.as_slice()).map_err(s)?;
-
-    let mut events = tx.open_table(t.stream_events()).map_err(te)?;
+    let mut events = Vec::new();
     for _ in 0..r.len("snapshot event count", COUNT_MAX).map_err(d)? {
-        let urn = r.str("snapshot event stream").map_err(d)?;
+        let urn = r.str("snapshot event stream").map_err(d)?.to_owned();
         let revision = r.varint("snapshot event revision").map_err(d)?;
         let lsn = r.varint("snapshot event lsn").map_err(d)?;
         let index = r.varint("snapshot event index").map_err(d)? as u32;
-        events.insert((urn, revision), (lsn, index)).map_err(s)?;
+        events.push((urn, revision, lsn, index));
     }
-    let mut dedup = tx.open_table(t.dedup()).map_err(te)?;
-    let mut expiry = tx.open_table(t.dedup_expiry()).map_err(te)?;
+    let mut dedup = Vec::new();
     for _ in 0..r.len("snapshot dedup count", COUNT_MAX).map_err(d)? {
-        let id = r.bytes("snapshot dedup id").map_err(d)?;
-        let value = r.bytes("snapshot dedup record").map_err(d)?;
-        let record = DedupRecord::decode(value).map_err(d)?;
-        dedup.insert(id, value).map_err(s)?;
-        expiry.insert((record.ts_ms, id), ()).map_err(s)?;
+        let id = r.bytes("snapshot dedup id").map_err(d)?.to_vec();
+        let value = r.bytes("snapshot dedup record").map_err(d)?.to_vec();
+        DedupRecord::decode(&value).map_err(d)?;
+        dedup.push((id, value));
     }
-    let mut outcomes = tx.open_table(t.outcomes()).map_err(te)?;
+    let mut outcomes = Vec::new();
     for _ in 0..r.len("snapshot outcome count", COUNT_MAX).map_err(d)? {
         let lsn = r.varint("snapshot outcome lsn").map_err(d)?;
-        outcomes
-            .insert(lsn, r.bytes("snapshot outcome").map_err(d)?)
-            .map_err(s)?;
+        outcomes.push((lsn, r.bytes("snapshot outcome").map_err(d)?.to_vec()));
     }
     let mut records = Vec::new();
     let mut last: Option<(u64, Chain)> = None;
@@ -214,45 +208,104 @@ pub(crate) fn install(
             id.index
         ));
     }
-    Ok((applied, chain, records))
+    Ok(Decoded {
+        applied,
+        applied_json,
+        membership_json,
+        chain,
+        ts,
+        events,
+        dedup,
+        outcomes,
+        records,
+    })
 }
 
-/// Continues a shard's log after an installed snapshot: later entries extend `chain` at
-/// `applied`; a local log that disagrees with the snapshot is replaced by the snapshot's
-/// records (already verified).
-pub(crate) fn anchor_log(
-    tx: &WriteTransaction,
-    t: &Tables,
-    applied: LogId<u64>,
-    chain: Chain,
-    records: &Records,
-) -> Result<(), String> {
+/// Replaces the state machine with a decoded image.
+pub(crate) fn install(tx: &WriteTransaction, t: &Tables, image: &Decoded) -> Result<(), String> {
     let s = |x: redb::StorageError| x.to_string();
     let te = |x: redb::TableError| x.to_string();
+    tx.delete_table(t.stream_events()).map_err(te)?;
+    tx.delete_table(t.dedup()).map_err(te)?;
+    tx.delete_table(t.dedup_expiry()).map_err(te)?;
+    tx.delete_table(t.outcomes()).map_err(te)?;
+    let mut meta = tx.open_table(t.sm_meta()).map_err(te)?;
+    meta.retain(|_, _| false).map_err(s)?;
+    if !image.applied_json.is_empty() {
+        meta.insert("applied", image.applied_json.as_slice())
+            .map_err(s)?;
+    }
+    if !image.membership_json.is_empty() {
+        meta.insert("membership", image.membership_json.as_slice())
+            .map_err(s)?;
+    }
+    meta.insert("ts", image.ts.as_slice()).map_err(s)?;
+
+    let mut events = tx.open_table(t.stream_events()).map_err(te)?;
+    for (urn, revision, lsn, index) in &image.events {
+        events
+            .insert((urn.as_str(), *revision), (*lsn, *index))
+            .map_err(s)?;
+    }
+    let mut dedup = tx.open_table(t.dedup()).map_err(te)?;
+    let mut expiry = tx.open_table(t.dedup_expiry()).map_err(te)?;
+    for (id, value) in &image.dedup {
+        let record = DedupRecord::decode(value).map_err(|x| format!("snapshot image: {x}"))?;
+        dedup.insert(id.as_slice(), value.as_slice()).map_err(s)?;
+        expiry
+            .insert((record.ts_ms, id.as_slice()), ())
+            .map_err(s)?;
+    }
+    let mut outcomes = tx.open_table(t.outcomes()).map_err(te)?;
+    for (lsn, outcome) in &image.outcomes {
+        outcomes.insert(*lsn, outcome.as_slice()).map_err(s)?;
+    }
+    Ok(())
+}
+
+/// Makes a shard's log hold a decoded image's records: later entries extend the image's chain
+/// at its applied LSN. A local log that agrees with the image there is kept as it is; one that
+/// does not (shorter, or diverged in entries never committed) is replaced by the image's
+/// records, and when they start after index 0 the chain before the first one becomes the
+/// log's anchor. Written, durably, before the state machine takes the image, so a state
+/// machine never runs ahead of its log's records.
+pub(crate) fn anchor_log(tx: &WriteTransaction, t: &Tables, image: &Decoded) -> Result<(), String> {
+    let s = |x: redb::StorageError| x.to_string();
+    let te = |x: redb::TableError| x.to_string();
+    let Some(applied) = image.applied else {
+        return Ok(());
+    };
     let mut log_meta = tx.open_table(t.log_meta()).map_err(te)?;
-    let anchor = serde_json::to_vec(&(applied.index, chain)).expect("json");
-    log_meta.insert("anchor", anchor.as_slice()).map_err(s)?;
     let mut log = tx.open_table(t.log()).map_err(te)?;
     let ours = log
         .get(applied.index)
         .map_err(s)?
         .map(|v| record::chain_of_frame(v.value()));
-    if ours != Some(chain) {
-        log.retain(|_, _| false).map_err(s)?;
-        for (index, frame) in records {
-            log.insert(*index, frame.as_slice()).map_err(s)?;
-        }
-        // The records may start after the genesis (where the source's own log began after a
-        // snapshot): the first one is then anchored at its predecessor's chain.
-        if let Some((first, frame)) = records.first()
-            && let Some(before) = first.checked_sub(1)
-        {
-            let prev = record::decode(frame, &"snapshot record")
-                .map_err(|x| x.to_string())?
-                .prev;
-            let anchor = serde_json::to_vec(&(before, prev)).expect("json");
-            log_meta.insert("anchor", anchor.as_slice()).map_err(s)?;
-        }
+    if ours == Some(image.chain) {
+        return Ok(());
+    }
+    log.retain(|_, _| false).map_err(s)?;
+    for (index, frame) in &image.records {
+        log.insert(*index, frame.as_slice()).map_err(s)?;
+    }
+    log_meta.remove("anchor").map_err(s)?;
+    let anchor = match image.records.first() {
+        // No records (an image built over a state machine without a log, as openraft's
+        // storage suite makes): the log continues from the image's chain.
+        None => Some((applied.index, image.chain)),
+        Some((first, frame)) => match first.checked_sub(1) {
+            Some(before) => {
+                let prev = record::decode(frame, &"snapshot record")
+                    .map_err(|x| x.to_string())?
+                    .prev;
+                Some((before, prev))
+            }
+            None => None,
+        },
+    };
+    if let Some(anchor) = anchor {
+        let anchor = serde_json::to_vec(&anchor).expect("json");
+        log_meta.insert("anchor", anchor.as_slice()).map_err(s)?;
     }
     Ok(())
 }

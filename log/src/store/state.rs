@@ -50,7 +50,8 @@ impl Tables {
         TableDefinition::new(&self.log)
     }
 
-    /// Log store metadata: `vote`, `committed`, `purged` (JSON), `anchor` (chain at `purged`).
+    /// Log store metadata: `vote`, `purged` (JSON), `anchor` (the chain before the first
+    /// record, when a snapshot install left a log starting after index 0).
     pub(crate) fn log_meta(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
         TableDefinition::new(&self.log_meta)
     }

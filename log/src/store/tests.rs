@@ -232,6 +232,98 @@ async fn a_failed_store_refuses_later_writes() {
     assert!(store.save_vote(&openraft::Vote::new(1, 1)).await.is_err());
 }
 
+/// openraft purges its log right after handing a snapshot to the state machine, before the
+/// install is durable: the persisted purge point must not pass the durable state, or a crash
+/// in between leaves a log purged beyond the state openraft restarts from.
+#[tokio::test]
+async fn a_purge_is_persisted_no_further_than_the_durable_state() {
+    let disk = MemoryDisk::new();
+    {
+        let (node, mut store, mut sm) = open(&disk).unwrap();
+        store
+            .blocking_append(
+                (1..=10)
+                    .map(|i| entry(i, &format!("e{i}")))
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .unwrap();
+        // Applied without fsync: nothing is known durable yet.
+        sm.apply(
+            (1..=4)
+                .map(|i| entry(i, &format!("e{i}")))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+        store
+            .purge(LogId::new(CommittedLeaderId::new(1, 1), 8))
+            .await
+            .unwrap();
+        // openraft sees its purge at once.
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|id| id.index), Some(8));
+        drop((store, sm));
+        node.close();
+    }
+    // Reopened, the state may be anything up to 4 (applies were not synced), so nothing was
+    // persisted as purged.
+    assert_eq!(purged_after_reopen(&disk).await, None);
+    {
+        let (node, mut store, mut sm) = open(&disk).unwrap();
+        sm.apply(
+            (5..=6)
+                .map(|i| entry(i, &format!("e{i}")))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+        // Building a snapshot makes the state durable (at 6).
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        store
+            .purge(LogId::new(CommittedLeaderId::new(1, 1), 8))
+            .await
+            .unwrap();
+        drop((store, sm));
+        node.close();
+    }
+    assert_eq!(purged_after_reopen(&disk).await, Some(6));
+}
+
+async fn purged_after_reopen(disk: &MemoryDisk) -> Option<u64> {
+    let (node, mut store, sm) = open(disk).unwrap();
+    let state = store.get_log_state().await.unwrap();
+    drop((store, sm));
+    node.close();
+    state.last_purged_log_id.map(|id| id.index)
+}
+
+/// The state machine's stream index points into the log: a state ahead of the log's records
+/// (the state half of a snapshot install without the log half) must not open.
+#[tokio::test]
+async fn a_shard_whose_state_is_ahead_of_its_log_refuses_to_open() {
+    let disk = MemoryDisk::new();
+    write(&disk, (1..=3).map(|i| entry(i, &format!("e{i}"))).collect()).await;
+    {
+        let db = disk.open_database("shard-state").unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut meta = tx.open_table(Tables::new(ShardId(0)).sm_meta()).unwrap();
+            let applied = LogId::new(CommittedLeaderId::new(1, 1), 5);
+            let json = serde_json::to_vec(&applied).unwrap();
+            meta.insert("applied", json.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let err = open(&disk).unwrap_err();
+    assert_eq!(err.code(), "corrupted");
+    assert!(err.to_string().contains("applied log entry 5"), "{err}");
+}
+
 fn clock() -> std::sync::Arc<dyn crate::seam::Clock> {
     std::sync::Arc::new(crate::seam::ManualClock::new(0))
 }
