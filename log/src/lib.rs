@@ -18,6 +18,7 @@ pub mod seam;
 pub mod shard;
 pub mod shards;
 pub mod store;
+pub mod subscribe;
 pub mod token;
 pub mod units;
 pub mod urn;
@@ -123,6 +124,25 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
+    /// A subscription asked for a position older than the first record the log still holds
+    /// (removed by retention or tiering): the events in between cannot be delivered.
+    #[error("shard {shard}: position {} is no longer in the log; its first retained entry is {}", requested.0, first.0)]
+    PositionExpired {
+        /// The shard.
+        shard: ShardId,
+        /// The LSN asked for.
+        requested: Lsn,
+        /// The first LSN the log still holds.
+        first: Lsn,
+    },
+    /// This node serves as many subscriptions as it is configured for.
+    #[error(
+        "this node serves {limit} subscriptions already, its limit (--subscribers-max); retry later or subscribe on another node"
+    )]
+    TooManySubscribers {
+        /// The configured limit.
+        limit: usize,
+    },
     /// The storage layer failed (I/O, a stopped store).
     #[error("storage error: {0}")]
     Storage(String),
@@ -152,6 +172,8 @@ impl Error {
             Error::Unavailable { .. } => "unavailable",
             Error::UnknownShard { .. } => "unknown_shard",
             Error::Corrupted { .. } => "corrupted",
+            Error::PositionExpired { .. } => "position_expired",
+            Error::TooManySubscribers { .. } => "too_many_subscribers",
             Error::Storage(_) => "storage_error",
             Error::InvalidRequest(_) => "invalid_request",
             Error::Config(_) => "invalid_configuration",

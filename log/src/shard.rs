@@ -752,6 +752,17 @@ impl Shard {
 }
 
 impl Shard {
+    /// The first LSN whose entry the log still holds (0 when it holds the whole log, or when it
+    /// is empty). Records are removed only by retention or tiering (neither is built yet) and
+    /// when a snapshot replaced the log with records starting after index 0.
+    pub fn first_retained(&self) -> Result<Lsn> {
+        let first = self
+            .store
+            .first_index()
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        Ok(Lsn(first.filter(|&f| f > 1).unwrap_or(0)))
+    }
+
     /// Up to `limit` applied entries from `from` (every entry, those without events too, so a
     /// reader's position advances over them), with the applied LSN the page was bounded by.
     pub fn committed_entries(&self, from: Lsn, limit: usize) -> Result<(Vec<CommittedEntry>, Lsn)> {

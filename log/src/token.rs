@@ -315,7 +315,7 @@ fn version_error(text: &str) -> TokenError {
 }
 
 /// Appends `value` as an unsigned LEB128 varint (7 bits per byte, low bits first).
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -325,7 +325,7 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
 
 /// Reads the varint at `*offset`, advancing it; only the shortest encoding of a value is accepted,
 /// which keeps the text form of a token unique.
-fn get_varint(bytes: &[u8], offset: &mut usize) -> Result<u64, TokenError> {
+pub(crate) fn get_varint(bytes: &[u8], offset: &mut usize) -> Result<u64, TokenError> {
     let start = *offset;
     let mut value = 0u64;
     for (i, &byte) in bytes[start..].iter().enumerate() {
@@ -415,7 +415,7 @@ fn base64_value(c: char) -> Option<u8> {
 /// CRC-32C (Castagnoli), bit by bit: tokens are a few bytes long, so a table would only add code.
 /// The same checksum as the storage frames; it detects every error burst of up to 32 bits, so a
 /// token with one character changed is always rejected.
-fn crc32c(bytes: &[u8]) -> u32 {
+pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &byte in bytes {
         crc ^= u32::from(byte);

@@ -486,6 +486,20 @@ impl ShardStore {
         Ok(out)
     }
 
+    /// The index of the first stored log record, if any.
+    pub fn first_index(&self) -> Result<Option<u64>> {
+        let storage = |e: String| Error::Storage(format!("{}: {e}", self.location()));
+        let tx = self
+            .database()
+            .begin_read()
+            .map_err(|e| storage(e.to_string()))?;
+        let table = tx
+            .open_table(self.tables().log())
+            .map_err(|e| storage(e.to_string()))?;
+        let first = table.first().map_err(|e| storage(e.to_string()))?;
+        Ok(first.map(|(k, _)| k.value()))
+    }
+
     /// The chain hash of the log up to and including `index`, if that entry is stored.
     pub fn chain_at(&self, index: u64) -> Result<Option<Chain>> {
         let storage = |e: String| Error::Storage(format!("{}: {e}", self.location()));

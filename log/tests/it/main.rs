@@ -2,4 +2,5 @@
 //! need more than a unit test, such as a million placements or golden files.
 
 mod placement;
+mod subscribe;
 mod urn;
