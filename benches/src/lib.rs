@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod cluster;
+pub mod fanout;
 pub mod load;
 pub mod probe;
 pub mod process;

@@ -115,6 +115,9 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         lag_concurrency: usize,
     },
+    /// Change-stream fan-out on one node: append throughput with and without N subscribers,
+    /// and commit-to-client delivery latency at a paced append rate.
+    Fanout(FanoutArgs),
     /// SQL over the relational view of one node vs DuckDB on the same generated data: load
     /// and materialization rates, filtered scans, aggregates and a join (first run and warm
     /// runs, answers checked against DuckDB), and view lag under paced appends.
@@ -173,6 +176,84 @@ enum Command {
         #[arg(long)]
         client_cpus: Option<String>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct FanoutArgs {
+    /// Concurrent subscribers (NDJSON, every event).
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Appends per second of the paced run.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Clients of the closed-loop throughput runs.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Workers of the paced run (open loop: enough for the rate times the latency).
+    #[arg(long, default_value_t = 256)]
+    paced_concurrency: usize,
+    /// Interleaved without/with pairs of the throughput runs (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pairs: usize,
+    /// Shards of the themis node.
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+    /// Bytes of each event's payload.
+    #[arg(long, default_value_t = 256)]
+    event_bytes: usize,
+    /// A short run for CI: 10 subscribers, 1 s runs, one pair, 500 appends/s; fails when an
+    /// event is lost or out of order.
+    #[arg(long)]
+    smoke: bool,
+    /// Directory for data (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// CPUs (a `taskset` list) for themis.
+    #[arg(long)]
+    server_cpus: Option<String>,
+    /// CPUs (a `taskset` list) for this load generator and its subscribers.
+    #[arg(long)]
+    client_cpus: Option<String>,
+}
+
+async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
+    use themis_bench::fanout::{FanoutOptions, markdown, run_fanout};
+    if let Some(cpus) = &a.client_cpus {
+        pin_self(cpus)?;
+    }
+    let o = FanoutOptions {
+        subscribers: if a.smoke {
+            a.subscribers.min(10)
+        } else {
+            a.subscribers
+        },
+        rate: if a.smoke { a.rate.min(500) } else { a.rate },
+        seconds: if a.smoke { 1 } else { a.seconds.max(1) },
+        concurrency: a.concurrency.max(1),
+        paced_concurrency: a.paced_concurrency.max(1),
+        pairs: if a.smoke { 1 } else { a.pairs.max(1) },
+        shards: a.shards,
+        event_bytes: a.event_bytes,
+        server_cpus: a.server_cpus,
+        smoke: a.smoke,
+    };
+    let temp = tempfile::tempdir()?;
+    let dir = a.dir.unwrap_or_else(|| temp.path().to_owned());
+    let binary = themis_binary()?;
+    let result = run_fanout(&binary, &dir, &o).await?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    print!("{}", markdown(&o, &result, &command));
+    if result.delivered < result.expected {
+        bail!(
+            "a subscriber received {} of {} events",
+            result.delivered,
+            result.expected
+        );
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -305,6 +386,7 @@ async fn main() -> anyhow::Result<()> {
             };
             sql(&options, dir).await
         }
+        Command::Fanout(args) => fanout(args).await,
     }
 }
 

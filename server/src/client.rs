@@ -19,6 +19,19 @@ pub struct ServerProblem {
     pub detail: String,
 }
 
+/// The problem in a failed answer's body (or a description of a body that is none).
+fn problem(status: reqwest::StatusCode, body: &[u8]) -> ServerProblem {
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    ServerProblem {
+        status: status.as_u16(),
+        code: json["code"].as_str().unwrap_or("unknown").to_owned(),
+        detail: json["detail"].as_str().map_or_else(
+            || format!("the server answered {status} with a body that is not a problem"),
+            str::to_owned,
+        ),
+    }
+}
+
 /// An HTTP client of one server.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -53,14 +66,7 @@ impl Client {
         if status.is_success() {
             return Ok(body);
         }
-        let json: Value = serde_json::from_slice(&body)
-            .map_err(|_| anyhow!("the server answered {status} with a body that is not JSON"))?;
-        Err(ServerProblem {
-            status: status.as_u16(),
-            code: json["code"].as_str().unwrap_or("unknown").to_owned(),
-            detail: json["detail"].as_str().unwrap_or("no detail").to_owned(),
-        }
-        .into())
+        Err(problem(status, &body).into())
     }
 
     /// Sends `request` and reads its JSON answer.
@@ -147,6 +153,55 @@ impl Client {
         let request = self.http.post(url).header("accept", accept).json(&body);
         let body = self.send(request, "run the query").await?;
         String::from_utf8(body.to_vec()).context("the query's answer is not UTF-8")
+    }
+
+    /// Opens a subscription (NDJSON) from `from` with `key=value` filters; the response whose
+    /// body is the stream, or the server's problem.
+    pub async fn subscribe(
+        &self,
+        from: &str,
+        filters: &[String],
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut query: Vec<(&str, &str)> = vec![("from", from)];
+        query.extend(filters.iter().map(|f| ("filter", f.as_str())));
+        let request = self
+            .http
+            .get(format!("{}/v1/subscribe", self.base))
+            .query(&query)
+            .header("accept", "application/x-ndjson");
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {} to subscribe", self.base))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response.bytes().await.unwrap_or_default();
+        Err(problem(status, &body).into())
+    }
+
+    /// The stored cursor of consumer group `group`, if it has one.
+    pub async fn checkpoint(&self, group: &str) -> anyhow::Result<Option<String>> {
+        let url = format!("{}/v1/consumers/{group}/checkpoint", self.base);
+        match self.answer(self.http.get(url), "read the checkpoint").await {
+            Ok(v) => Ok(v["cursor"].as_str().map(str::to_owned)),
+            Err(e)
+                if e.downcast_ref::<ServerProblem>()
+                    .is_some_and(|p| p.code == "checkpoint_not_found") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores `cursor` as consumer group `group`'s checkpoint.
+    pub async fn put_checkpoint(&self, group: &str, cursor: &str) -> anyhow::Result<Value> {
+        let url = format!("{}/v1/consumers/{group}/checkpoint", self.base);
+        let body = serde_json::json!({ "cursor": cursor });
+        self.answer(self.http.put(url).json(&body), "store the checkpoint")
+            .await
     }
 
     /// The views of the node, with content digests when `digest`.

@@ -36,6 +36,21 @@ pub struct ServeArgs {
     /// group-committed into the next entry.
     #[arg(long, env = "THEMIS_PROPOSALS_IN_FLIGHT_MAX", default_value_t = 1)]
     pub proposals_in_flight_max: usize,
+    /// Most concurrent change-stream subscriptions on this node (more get 503
+    /// `too_many_subscribers`).
+    #[arg(long, env = "THEMIS_SUBSCRIBERS_MAX", default_value_t = 1024)]
+    pub subscribers_max: usize,
+    /// Entries each shard keeps in memory for live subscribers; one that falls further behind
+    /// reads from storage.
+    #[arg(long, env = "THEMIS_SUBSCRIBE_RING_ENTRIES", default_value_t = 1024)]
+    pub subscribe_ring_entries: usize,
+    /// Deliveries queued for one subscriber before it reads from storage instead.
+    #[arg(long, env = "THEMIS_SUBSCRIBE_QUEUE_ITEMS", default_value_t = 1024)]
+    pub subscribe_queue_items: usize,
+    /// Default heartbeat period of a subscription (a subscriber may ask for another with
+    /// `heartbeat=`).
+    #[arg(long, env = "THEMIS_SUBSCRIBE_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub subscribe_heartbeat: Duration,
     /// etcd endpoints (comma-separated `host:port`): run as a member of the cluster whose
     /// metadata lives there (see `themis cluster init`). Without it the node runs alone on its
     /// embedded metadata.

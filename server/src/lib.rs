@@ -11,4 +11,5 @@ pub mod meta;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod tail;
 pub mod wire_tcp;

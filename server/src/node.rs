@@ -160,13 +160,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("cannot open the views in {}", args.data_dir.display()))?;
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
+        subscriptions: Arc::new(themis_log::subscribe::Hub::new(
+            themis_log::subscribe::SubscribeConfig {
+                subscribers_max: args.subscribers_max,
+                ring_entries: args.subscribe_ring_entries,
+                queue_items: args.subscribe_queue_items,
+                ..Default::default()
+            },
+        )),
+        closing: closing_rx,
         log: log.clone(),
         views: views.clone(),
         metrics: Arc::new(Metrics::default()),
         limits: ApiLimits {
             body_bytes_max: args.body_bytes_max,
             request_timeout: args.request_timeout,
+            heartbeat: args.subscribe_heartbeat,
             ..Default::default()
         },
         clock,
@@ -185,7 +196,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // A line for scripts and tests that wait for the server to be ready.
     println!("themis listening on http://{local}");
     axum::serve(listener.tap_io(no_delay), api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Subscriptions never end by themselves: end them so shutdown does not wait on them.
+            let _ = closing.send(true);
+        })
         .await
         .context("http server failed")?;
     tracing::info!("shutting down");

@@ -6,6 +6,7 @@
 //! is unknown, and retrying with the same event ids is safe).
 
 mod problem;
+mod subscribe;
 pub mod wire;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct ApiLimits {
     pub read_limit_max: usize,
     /// Appends of one NDJSON bulk request in flight at once.
     pub bulk_in_flight_max: usize,
+    /// Default heartbeat period of a subscription.
+    pub heartbeat: Duration,
 }
 
 impl Default for ApiLimits {
@@ -49,6 +52,7 @@ impl Default for ApiLimits {
             request_timeout: Duration::from_secs(30),
             read_limit_max: 10_000,
             bulk_in_flight_max: 256,
+            heartbeat: Duration::from_secs(15),
         }
     }
 }
@@ -70,6 +74,10 @@ pub struct AppState {
     pub meta: Option<Arc<dyn themis_log::seam::MetaStore>>,
     /// SQL over the views.
     pub query: Arc<themis_query::QueryEngine>,
+    /// Change-stream fan-out.
+    pub subscriptions: Arc<themis_log::subscribe::Hub>,
+    /// Becomes true when the server shuts down (open subscriptions end).
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The API's routes.
@@ -81,6 +89,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log/{shard}", get(read_log))
         .route("/v1/resources/{urn}", get(read_resource))
         .route("/v1/query", post(run_query))
+        .route("/v1/subscribe", get(subscribe::subscribe))
+        .route(
+            "/v1/consumers/{group}/checkpoint",
+            axum::routing::put(subscribe::put_checkpoint).get(subscribe::get_checkpoint),
+        )
         .route("/v1/namespaces", get(list_namespaces))
         .route(
             "/v1/namespaces/{model}/{ns}",

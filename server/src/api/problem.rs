@@ -122,7 +122,10 @@ impl From<LogError> for Problem {
                 StatusCode::MISDIRECTED_REQUEST
             }
             LogError::OutcomeUnknown { .. } => StatusCode::BAD_GATEWAY,
-            LogError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            LogError::Unavailable { .. } | LogError::TooManySubscribers { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            LogError::PositionExpired { .. } => StatusCode::GONE,
             LogError::Corrupted { .. } | LogError::Storage(_) | LogError::Config(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -145,6 +148,15 @@ impl From<LogError> for Problem {
             LogError::NotHosted { shard, replicas } => {
                 problem.with("shard", shard).with("replicas", replicas)
             }
+            LogError::PositionExpired {
+                shard,
+                requested,
+                first,
+            } => problem
+                .with("shard", shard)
+                .with("requested_lsn", requested.0)
+                .with("first_lsn", first.0),
+            LogError::TooManySubscribers { limit } => problem.with("limit", limit),
             LogError::Unavailable { shard, .. }
             | LogError::UnknownShard { shard, .. }
             | LogError::OutcomeUnknown { shard, .. } => problem.with("shard", shard),

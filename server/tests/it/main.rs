@@ -7,5 +7,6 @@ mod crash;
 mod harness;
 mod nemesis;
 mod sql;
+mod subscribe;
 mod tidy;
 mod views;

@@ -1,0 +1,211 @@
+//! `themis tail`: prints a subscription's events as NDJSON, one per line, and keeps going across
+//! disconnects, server restarts and failover: it reconnects (to the next server given, if
+//! several) from the cursor of the last message it received, so what it prints has no gap and
+//! no duplicate. With `--group` it starts from the group's checkpoint and stores its cursor
+//! there as it goes.
+// A client command, not part of a node: it waits and backs off on the real clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::client::{Client, ServerProblem};
+
+/// What `themis tail` was asked to do.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Servers to read from, tried in turn after a failure.
+    pub servers: Vec<String>,
+    /// Where to start when there is no checkpoint: earliest, latest, a cursor or a token.
+    pub from: String,
+    /// Consumer group whose checkpoint to start from and to keep.
+    pub group: Option<String>,
+    /// `key=value` filters.
+    pub filters: Vec<String>,
+    /// Stop after this many events.
+    pub count: Option<u64>,
+    /// Stop once caught up with the head of every shard.
+    pub until_caught_up: bool,
+    /// How often to store the group's checkpoint.
+    pub checkpoint_every: Duration,
+    /// Give up after failing to reconnect for this long (None: never).
+    pub give_up_after: Option<Duration>,
+}
+
+/// Runs `themis tail`, writing events to `out`.
+pub async fn tail(options: &TailOptions, out: &mut impl Write) -> anyhow::Result<()> {
+    if options.servers.is_empty() {
+        bail!("no server given");
+    }
+    let clients = options
+        .servers
+        .iter()
+        .map(|s| Client::new(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut state = State {
+        cursor: None,
+        stored: None,
+        printed: 0,
+        last_checkpoint: Instant::now(),
+    };
+    let mut server = 0;
+    let mut failing_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    if let Some(group) = &options.group {
+        state.cursor = start_from_checkpoint(&clients, group, options).await?;
+        state.stored = state.cursor.clone();
+    }
+    loop {
+        let client = &clients[server % clients.len()];
+        let before = state.cursor.clone();
+        let from = before.clone().unwrap_or_else(|| options.from.clone());
+        match follow(client, &from, options, &mut state, out).await {
+            Ok(()) => {
+                checkpoint(client, options, &mut state, true).await?;
+                return Ok(());
+            }
+            Err(e) => {
+                // A refusal the server will repeat ends the command; anything else reconnects.
+                if let Some(p) = e.downcast_ref::<ServerProblem>()
+                    && matches!(
+                        p.code.as_str(),
+                        "invalid_cursor" | "invalid_filter" | "invalid_query" | "position_expired"
+                    )
+                {
+                    return Err(e);
+                }
+                if state.cursor != before {
+                    // The connection made progress before it failed: start counting afresh.
+                    failing_since = None;
+                    backoff = Duration::from_millis(100);
+                }
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if options.give_up_after.is_some_and(|g| since.elapsed() > g) {
+                    return Err(e.context("gave up reconnecting"));
+                }
+                eprintln!("themis tail: {e:#}; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                server += 1;
+            }
+        }
+    }
+}
+
+struct State {
+    /// The cursor after the last message received.
+    cursor: Option<String>,
+    /// The cursor last stored as the group's checkpoint.
+    stored: Option<String>,
+    printed: u64,
+    last_checkpoint: Instant,
+}
+
+async fn start_from_checkpoint(
+    clients: &[Client],
+    group: &str,
+    options: &TailOptions,
+) -> anyhow::Result<Option<String>> {
+    let started = Instant::now();
+    let mut i = 0;
+    loop {
+        match clients[i % clients.len()].checkpoint(group).await {
+            Ok(Some(c)) => return Ok(Some(c)),
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                if options.give_up_after.is_some_and(|g| started.elapsed() > g) {
+                    return Err(e.context("cannot read the group's checkpoint"));
+                }
+                eprintln!("themis tail: {e:#}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Stores the group's checkpoint when it moved and `force` or the period passed.
+async fn checkpoint(
+    client: &Client,
+    options: &TailOptions,
+    state: &mut State,
+    force: bool,
+) -> anyhow::Result<()> {
+    let (Some(group), Some(cursor)) = (&options.group, &state.cursor) else {
+        return Ok(());
+    };
+    if state.stored.as_ref() == Some(cursor)
+        || !(force || state.last_checkpoint.elapsed() >= options.checkpoint_every)
+    {
+        return Ok(());
+    }
+    client
+        .put_checkpoint(group, cursor)
+        .await
+        .context("cannot store the group's checkpoint")?;
+    state.stored = Some(cursor.clone());
+    state.last_checkpoint = Instant::now();
+    Ok(())
+}
+
+/// Reads one connection until it ends. Ok when the command is done (count, caught up).
+async fn follow(
+    client: &Client,
+    from: &str,
+    options: &TailOptions,
+    state: &mut State,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let response = client.subscribe(from, &options.filters).await?;
+    let mut body = response.bytes_stream();
+    let mut line = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.context("the subscription broke off")?;
+        for &b in chunk.iter() {
+            if b != b'\n' {
+                line.push(b);
+                continue;
+            }
+            let message: Value =
+                serde_json::from_slice(&line).context("the server sent a line that is not JSON")?;
+            line.clear();
+            match message["type"].as_str() {
+                Some("error") => {
+                    return Err(ServerProblem {
+                        status: message["status"].as_u64().unwrap_or(500) as u16,
+                        code: message["code"].as_str().unwrap_or("unknown").to_owned(),
+                        detail: message["detail"].as_str().unwrap_or("no detail").to_owned(),
+                    }
+                    .into());
+                }
+                Some("event") => {
+                    serde_json::to_writer(&mut *out, &message)?;
+                    out.write_all(b"\n")?;
+                    state.printed += 1;
+                }
+                _ => {}
+            }
+            if let Some(c) = message["cursor"].as_str() {
+                state.cursor = Some(c.to_owned());
+            }
+            let done = options.count.is_some_and(|n| state.printed >= n)
+                || (options.until_caught_up && message["type"] == "caught_up");
+            if done {
+                out.flush()?;
+                return Ok(());
+            }
+            if message["type"] != "event" {
+                out.flush()?;
+                checkpoint(client, options, state, false).await?;
+            }
+        }
+        out.flush()?;
+        checkpoint(client, options, state, false).await?;
+    }
+    bail!("the server closed the subscription")
+}
