@@ -447,7 +447,22 @@ impl Hub {
                     lsn: Lsn(shard.applied().0 + 1),
                     index: 0,
                 },
-                From::Cursor(c) => c.next(shard.id()),
+                From::Cursor(c) => {
+                    let next = c.next(shard.id());
+                    if next.index > 0
+                        && themis_storage::canary::active(
+                            themis_storage::canary::Canary::ResumeSkipsEntry,
+                        )
+                    {
+                        // The canary: the rest of a partly delivered entry is lost.
+                        Next {
+                            lsn: Lsn(next.lsn.0 + 1),
+                            index: 0,
+                        }
+                    } else {
+                        next
+                    }
+                }
             };
             cursor.set(shard.id(), next);
         }

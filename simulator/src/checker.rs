@@ -58,6 +58,8 @@ pub struct Checked {
     pub reads: usize,
     /// Document resources whose view state was checked on every replica.
     pub resources: usize,
+    /// Events the change-stream subscriber received, checked against the logs.
+    pub subscribed: usize,
 }
 
 /// Checks `history` against every replica's log of every shard: `logs[shard]` holds, per
@@ -462,6 +464,74 @@ pub fn check_views(
     }
     if errors.is_empty() {
         Ok(resources)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Checks what the workload's subscriber received against the converged logs: per shard,
+/// exactly the accepted events, in log order (no gap, no duplicate, no rewind), across every
+/// reconnect to another node. Returns the number of events checked.
+pub fn check_subscriber(
+    logs: &BTreeMap<u32, Vec<(u64, Vec<LogEntryView>)>>,
+    subscribed: &crate::subscriber::Subscribed,
+) -> Result<usize, Vec<String>> {
+    let mut errors = Vec::new();
+    for (&shard, replicas) in logs {
+        let Some((_, entries)) = replicas.first() else {
+            continue;
+        };
+        let mut expected: Vec<(u64, u32, String)> = Vec::new();
+        for entry in entries {
+            let Some(outcomes) = &entry.outcomes else {
+                continue;
+            };
+            for (index, (event, outcome)) in entry.events.iter().zip(outcomes).enumerate() {
+                if matches!(outcome, Outcome::Appended { .. }) {
+                    expected.push((entry.lsn.0, index as u32, event.id.to_string()));
+                }
+            }
+        }
+        let received: Vec<(u64, u32, String)> = subscribed
+            .received
+            .iter()
+            .filter(|r| r.0 == shard)
+            .map(|r| (r.1, r.2, r.3.clone()))
+            .collect();
+        if received == expected {
+            continue;
+        }
+        let at = received
+            .iter()
+            .zip(&expected)
+            .position(|(r, e)| r != e)
+            .unwrap_or(received.len().min(expected.len()));
+        let what = match (received.get(at), expected.get(at)) {
+            (Some(r), _) if at > 0 && (r.0, r.1) <= (received[at - 1].0, received[at - 1].1) => {
+                format!(
+                    "a duplicate or rewind: ({}, {}) after ({}, {})",
+                    r.0,
+                    r.1,
+                    received[at - 1].0,
+                    received[at - 1].1
+                )
+            }
+            (Some(r), Some(e)) => format!(
+                "received ({}, {}) {} where the log has ({}, {}) {}",
+                r.0, r.1, r.2, e.0, e.1, e.2
+            ),
+            (None, Some(e)) => format!("missing from ({}, {}) {} on", e.0, e.1, e.2),
+            (Some(r), None) => format!("received ({}, {}) {} beyond the log", r.0, r.1, r.2),
+            (None, None) => "lengths differ".into(),
+        };
+        errors.push(format!(
+            "subscriber, shard {shard}: {} events received, the log accepted {}; at delivery {at}: {what}",
+            received.len(),
+            expected.len()
+        ));
+    }
+    if errors.is_empty() {
+        Ok(subscribed.received.len())
     } else {
         Err(errors)
     }

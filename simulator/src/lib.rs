@@ -17,4 +17,5 @@ pub mod disk;
 pub mod faults;
 pub mod network;
 pub mod run;
+pub mod subscriber;
 pub mod workload;

@@ -51,7 +51,8 @@ struct Options {
     #[arg(long, default_value_t = 64)]
     snapshot_every: u64,
     /// Run a deliberately broken variant (builds with `--features canaries` only):
-    /// ack-before-fsync, commit-without-quorum, fsync-retry, skip-expected-revision.
+    /// ack-before-fsync, commit-without-quorum, fsync-retry, skip-expected-revision,
+    /// resume-skips-entry.
     #[arg(long)]
     canary: Option<String>,
 }
@@ -176,7 +177,8 @@ fn summary(r: &Report, real: Duration) -> String {
     let c = &r.checked;
     format!(
         "trace hash {:016x}: {:?} simulated in {:.2?} ({:.0}x); {} appends acknowledged, {} \
-         refused by expected revision, {} unknown ({} of them applied), {} reads checked, {} resources' views checked on every replica; {} \
+         refused by expected revision, {} unknown ({} of them applied), {} reads checked, {} resources' views checked on every replica, {} events \
+         received by a subscriber checked against the logs; {} \
          faults, {} crashes, {} failed fsyncs, {} snapshots installed; converged {:?} after \
          healing",
         r.hash,
@@ -189,6 +191,7 @@ fn summary(r: &Report, real: Duration) -> String {
         c.unknown_applied,
         c.reads,
         c.resources,
+        c.subscribed,
         r.faults.len(),
         r.disks.crashes,
         r.disks.failed_syncs,

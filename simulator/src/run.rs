@@ -198,11 +198,16 @@ async fn run_async(o: RunOptions) -> Result<Report, Failure> {
         )
     });
     let nemesis = faults::nemesis(c.clone(), recorder.clone(), o.faults.clone(), o.seed, until);
-    let ((), mut nemesis_log) = futures::join!(
+    let subscribed: crate::subscriber::SubscribedLog = Default::default();
+    let subscriber_seed = o.seed ^ 0x5ab5_c41b;
+    let subscriber =
+        crate::subscriber::subscriber(c.clone(), subscribed.clone(), subscriber_seed, until);
+    let ((), mut nemesis_log, ()) = futures::join!(
         async {
             futures::future::join_all(clients).await;
         },
-        nemesis
+        nemesis,
+        subscriber
     );
 
     // Liveness phase: heal, restart, and wait for leaders and convergence.
@@ -216,13 +221,27 @@ async fn run_async(o: RunOptions) -> Result<Report, Failure> {
         Ok(v) => v,
         Err(e) => return Err(fail(vec![e], &nemesis_log.events)),
     };
+    if let Err(e) =
+        crate::subscriber::catch_up(&c, &subscribed, subscriber_seed, healed + LIVENESS_BOUND).await
+    {
+        return Err(fail(vec![format!("liveness: {e}")], &nemesis_log.events));
+    }
     let converged_after = c.now() - healed;
 
     let history = recorder.lock().expect("history lock").clone();
     let mut checked = checker::check(&history, &logs).map_err(|e| fail(e, &nemesis_log.events))?;
     checked.resources =
         checker::check_views(&logs, &views).map_err(|e| fail(e, &nemesis_log.events))?;
-    let trace = trace(&logs, &history);
+    let subscribed = std::mem::take(&mut *subscribed.lock().expect("subscriber lock"));
+    checked.subscribed =
+        checker::check_subscriber(&logs, &subscribed).map_err(|e| fail(e, &nemesis_log.events))?;
+    let mut trace = trace(&logs, &history);
+    trace.push(format!(
+        "subscriber received {} in {} sessions, cursor {}",
+        subscribed.received.len(),
+        subscribed.sessions,
+        subscribed.cursor
+    ));
     let simulated = c.now();
     let snapshots_installed = c.snapshots_installed();
     c.shutdown().await;

@@ -18,15 +18,18 @@ pub enum Canary {
     FsyncRetry,
     /// The state machine ignores expected revisions.
     SkipExpectedRevision,
+    /// A subscription resumed inside an entry skips the rest of that entry.
+    ResumeSkipsEntry,
 }
 
 impl Canary {
     /// Every canary.
-    pub const ALL: [Canary; 4] = [
+    pub const ALL: [Canary; 5] = [
         Canary::AckBeforeFsync,
         Canary::CommitWithoutQuorum,
         Canary::FsyncRetry,
         Canary::SkipExpectedRevision,
+        Canary::ResumeSkipsEntry,
     ];
 
     /// Its name on the command line.
@@ -36,6 +39,7 @@ impl Canary {
             Canary::CommitWithoutQuorum => "commit-without-quorum",
             Canary::FsyncRetry => "fsync-retry",
             Canary::SkipExpectedRevision => "skip-expected-revision",
+            Canary::ResumeSkipsEntry => "resume-skips-entry",
         }
     }
 

@@ -289,6 +289,7 @@ fn every_canary_is_caught_within_200_seeds() {
             Canary::CommitWithoutQuorum => "list:partition",
             Canary::FsyncRetry => "list:fsync",
             Canary::SkipExpectedRevision => "none",
+            Canary::ResumeSkipsEntry => "none",
         };
         let caught = (1..=200u64).find(|&seed| {
             let mut o = RunOptions::new(seed);
