@@ -64,9 +64,11 @@ fn now_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Finds `"key":<digits>` in `line` and parses the number.
+/// Finds `"key":<digits>` in `line` and parses the number. The numbers come before the event
+/// itself, so only the line's first 256 bytes are searched.
 fn number(line: &[u8], key: &[u8]) -> Option<u64> {
-    let at = line.windows(key.len()).position(|w| w == key)? + key.len();
+    let head = &line[..line.len().min(256)];
+    let at = head.windows(key.len()).position(|w| w == key)? + key.len();
     let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&line[at..at + digits])
         .ok()?

@@ -130,7 +130,7 @@ impl Cursor {
             token::put_varint(&mut bytes, next.lsn.0);
             token::put_varint(&mut bytes, u64::from(next.index));
         }
-        let checksum = token::crc32c(&bytes);
+        let checksum = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&checksum.to_le_bytes());
         let mut text = String::with_capacity(CURSOR_PREFIX.len() + bytes.len().div_ceil(3) * 4);
         text.push_str(CURSOR_PREFIX);
@@ -166,7 +166,7 @@ impl Cursor {
         }
         let (payload, checksum) = bytes.split_at(bytes.len() - 4);
         let stored = u32::from_le_bytes(checksum.try_into().expect("4 bytes"));
-        if stored != token::crc32c(payload) {
+        if stored != crc32c::crc32c(payload) {
             return Err(invalid(
                 "checksum mismatch; it was altered or truncated".into(),
             ));
@@ -345,8 +345,8 @@ pub struct SubscribeConfig {
     /// Entries each shard's ring keeps for live subscribers; one that falls further behind
     /// reads from storage.
     pub ring_entries: usize,
-    /// Deliveries queued for one subscriber before its shard tasks wait (and fall behind the
-    /// ring, and read from storage).
+    /// Entries (with the events of each that pass the filter) queued for one subscriber before
+    /// its shard tasks wait (and fall behind the ring, and read from storage).
     pub queue_items: usize,
     /// Entries read from storage at a time.
     pub page_entries: usize,
@@ -363,7 +363,22 @@ impl Default for SubscribeConfig {
     }
 }
 
-type Ring = broadcast::Sender<Arc<CommittedEntry>>;
+/// A committed entry as subscribers share it, with each event's JSON rendered at most once
+/// (every live subscriber of a shard gets the same `Arc`).
+#[derive(Debug)]
+pub struct SharedEntry {
+    entry: CommittedEntry,
+    json: Vec<std::sync::OnceLock<Box<str>>>,
+}
+
+impl SharedEntry {
+    fn new(entry: CommittedEntry) -> Arc<SharedEntry> {
+        let json = entry.events.iter().map(|_| Default::default()).collect();
+        Arc::new(SharedEntry { entry, json })
+    }
+}
+
+type Ring = broadcast::Sender<Arc<SharedEntry>>;
 
 /// The node's change-stream fan-out: per shard, a feeder and its ring, started by the first
 /// subscriber and stopped after the last one leaves.
@@ -396,7 +411,7 @@ impl Hub {
 
     /// A receiver of `shard`'s ring, starting its feeder when none runs. Entries applied after
     /// this call arrive on it (unless it falls behind).
-    fn ring(self: &Arc<Self>, shard: &Arc<Shard>) -> broadcast::Receiver<Arc<CommittedEntry>> {
+    fn ring(self: &Arc<Self>, shard: &Arc<Shard>) -> broadcast::Receiver<Arc<SharedEntry>> {
         let mut rings = self.rings.lock().expect("rings lock");
         if let Some(ring) = rings.get(&shard.id())
             && ring.receiver_count() > 0
@@ -493,6 +508,7 @@ impl Hub {
         }
         Ok(Subscription {
             rx,
+            pending: Default::default(),
             cursor,
             behind: shards.iter().map(|s| s.id()).collect(),
             tasks,
@@ -541,7 +557,7 @@ async fn feed(shard: Arc<Shard>, ring: Ring, mut next: Lsn, page: usize) {
         };
         for entry in entries {
             next = Lsn(entry.lsn.0 + 1);
-            if ring.send(Arc::new(entry)).is_err() {
+            if ring.send(SharedEntry::new(entry)).is_err() {
                 return;
             }
         }
@@ -580,11 +596,12 @@ impl Drop for Unregister {
 
 /// What a shard task hands to its subscription.
 enum Raw {
-    /// The `at`-th accepted event of `entry` passed the filter.
-    Event {
+    /// The accepted events of `entry` at these places in `entry.events` passed the filter (one
+    /// queue item per entry, not per event).
+    Events {
         shard: ShardId,
-        entry: Arc<CommittedEntry>,
-        at: usize,
+        entry: Arc<SharedEntry>,
+        at: Vec<u32>,
     },
     /// The shard's position moved to `next` without an event passing the filter.
     Passed { shard: ShardId, next: Next },
@@ -604,13 +621,13 @@ struct Follower {
 }
 
 impl Follower {
-    async fn run(mut self, live: broadcast::Receiver<Arc<CommittedEntry>>) {
+    async fn run(mut self, live: broadcast::Receiver<Arc<SharedEntry>>) {
         if let Err(e) = self.follow(live).await {
             let _ = self.out.send(Raw::Failed(e)).await;
         }
     }
 
-    async fn follow(&mut self, mut live: broadcast::Receiver<Arc<CommittedEntry>>) -> Result<()> {
+    async fn follow(&mut self, mut live: broadcast::Receiver<Arc<SharedEntry>>) -> Result<()> {
         let id = self.shard.id();
         // From storage up to what the replica has applied.
         self.read_stored(None).await?;
@@ -620,12 +637,13 @@ impl Follower {
         loop {
             match live.recv().await {
                 Ok(entry) => {
-                    if entry.lsn < self.next.lsn {
+                    let lsn = entry.entry.lsn;
+                    if lsn < self.next.lsn {
                         continue;
                     }
-                    if entry.lsn > self.next.lsn {
+                    if lsn > self.next.lsn {
                         // Fell behind the ring (or joined it late): the gap comes from storage.
-                        self.read_stored(Some(Lsn(entry.lsn.0 - 1))).await?;
+                        self.read_stored(Some(Lsn(lsn.0 - 1))).await?;
                     }
                     if !self.deliver(entry).await {
                         return Ok(());
@@ -667,7 +685,7 @@ impl Follower {
                 if until.is_some_and(|u| entry.lsn > u) {
                     return Ok(());
                 }
-                if !self.deliver(Arc::new(entry)).await {
+                if !self.deliver(SharedEntry::new(entry)).await {
                     return Ok(());
                 }
             }
@@ -679,42 +697,38 @@ impl Follower {
 
     /// Hands `entry`'s events at or after `next` that pass the filter to the subscription, or
     /// the position past it when none does. False when the subscription is gone.
-    async fn deliver(&mut self, entry: Arc<CommittedEntry>) -> bool {
+    async fn deliver(&mut self, shared: Arc<SharedEntry>) -> bool {
         let id = self.shard.id();
+        let entry = &shared.entry;
         let from = if entry.lsn == self.next.lsn {
             self.next.index
         } else {
             0
         };
-        let mut delivered = false;
-        for (at, event) in entry.events.iter().enumerate() {
-            if event.index < from || !self.filter.matches(&event.event) {
-                continue;
-            }
-            delivered = true;
-            let raw = Raw::Event {
-                shard: id,
-                entry: entry.clone(),
-                at,
-            };
-            if self.out.send(raw).await.is_err() {
-                return false;
-            }
-        }
+        let at: Vec<u32> = entry
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.index >= from && self.filter.matches(&e.event))
+            .map(|(at, _)| at as u32)
+            .collect();
         self.next = Next {
             lsn: Lsn(entry.lsn.0 + 1),
             index: 0,
         };
-        if !delivered {
-            let raw = Raw::Passed {
+        let raw = if at.is_empty() {
+            Raw::Passed {
                 shard: id,
                 next: self.next,
-            };
-            if self.out.send(raw).await.is_err() {
-                return false;
             }
-        }
-        true
+        } else {
+            Raw::Events {
+                shard: id,
+                entry: shared.clone(),
+                at,
+            }
+        };
+        self.out.send(raw).await.is_ok()
     }
 }
 
@@ -722,6 +736,8 @@ impl Follower {
 #[derive(Debug)]
 pub struct Subscription {
     rx: mpsc::Receiver<Raw>,
+    /// Events of a received entry not yet yielded: (shard, entry, places), next first.
+    pending: std::collections::VecDeque<(ShardId, Arc<SharedEntry>, u32)>,
     cursor: Cursor,
     /// Shards not yet caught up.
     behind: BTreeSet<ShardId>,
@@ -732,7 +748,9 @@ pub struct Subscription {
 impl std::fmt::Debug for Raw {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Raw::Event { shard, entry, at } => write!(f, "Event({shard}, {}, {at})", entry.lsn),
+            Raw::Events { shard, entry, at } => {
+                write!(f, "Events({shard}, {}, {at:?})", entry.entry.lsn)
+            }
             Raw::Passed { shard, next } => write!(f, "Passed({shard}, {next:?})"),
             Raw::CaughtUp(shard) => write!(f, "CaughtUp({shard})"),
             Raw::Failed(e) => write!(f, "Failed({e})"),
@@ -753,14 +771,24 @@ pub struct Delivered {
     pub index: u32,
     /// Its revision in its stream.
     pub revision: u64,
-    entry: Arc<CommittedEntry>,
+    entry: Arc<SharedEntry>,
     at: usize,
 }
 
 impl Delivered {
     /// The event.
     pub fn event(&self) -> &Event {
-        &self.entry.events[self.at].event
+        &self.entry.entry.events[self.at].event
+    }
+
+    /// The event as JSON (rendered once, shared by every subscriber that got the entry from
+    /// the same ring).
+    pub fn event_json(&self) -> &str {
+        self.entry.json[self.at].get_or_init(|| {
+            serde_json::to_string(self.event())
+                .expect("events serialize")
+                .into_boxed_str()
+        })
     }
 }
 
@@ -785,6 +813,9 @@ impl Subscription {
     /// The next delivery. Errors end the subscription (a shard stopped here, a position
     /// expired, storage failed); resume from [`Subscription::cursor`].
     pub async fn next(&mut self) -> Result<Delivery> {
+        if let Some(delivery) = self.pop() {
+            return Ok(delivery);
+        }
         let Some(raw) = self.rx.recv().await else {
             return Err(Error::Unavailable {
                 shard: ShardId(0),
@@ -796,31 +827,42 @@ impl Subscription {
 
     /// Like [`Subscription::next`] without waiting: None when nothing is ready.
     pub fn try_next(&mut self) -> Option<Result<Delivery>> {
+        if let Some(delivery) = self.pop() {
+            return Some(Ok(delivery));
+        }
         let raw = self.rx.try_recv().ok()?;
         Some(self.apply(raw))
     }
 
+    /// The next event of an entry already received.
+    fn pop(&mut self) -> Option<Delivery> {
+        let (shard, entry, at) = self.pending.pop_front()?;
+        let event = &entry.entry.events[at as usize];
+        self.cursor.set(
+            shard,
+            Next {
+                lsn: entry.entry.lsn,
+                index: event.index + 1,
+            },
+        );
+        let delivered = Delivered {
+            shard,
+            lsn: entry.entry.lsn,
+            ts_ms: entry.entry.ts_ms,
+            index: event.index,
+            revision: event.revision,
+            entry: entry.clone(),
+            at: at as usize,
+        };
+        Some(Delivery::Event(delivered, self.cursor.clone()))
+    }
+
     fn apply(&mut self, raw: Raw) -> Result<Delivery> {
         match raw {
-            Raw::Event { shard, entry, at } => {
-                let event = &entry.events[at];
-                self.cursor.set(
-                    shard,
-                    Next {
-                        lsn: entry.lsn,
-                        index: event.index + 1,
-                    },
-                );
-                let delivered = Delivered {
-                    shard,
-                    lsn: entry.lsn,
-                    ts_ms: entry.ts_ms,
-                    index: event.index,
-                    revision: event.revision,
-                    entry: entry.clone(),
-                    at,
-                };
-                Ok(Delivery::Event(delivered, self.cursor.clone()))
+            Raw::Events { shard, entry, at } => {
+                self.pending
+                    .extend(at.into_iter().map(|a| (shard, entry.clone(), a)));
+                Ok(self.pop().expect("an entry with events"))
             }
             Raw::Passed { shard, next } => {
                 self.cursor.set(shard, next);

@@ -415,7 +415,7 @@ fn base64_value(c: char) -> Option<u8> {
 /// CRC-32C (Castagnoli), bit by bit: tokens are a few bytes long, so a table would only add code.
 /// The same checksum as the storage frames; it detects every error burst of up to 32 bits, so a
 /// token with one character changed is always rejected.
-pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
+fn crc32c(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &byte in bytes {
         crc ^= u32::from(byte);

@@ -137,6 +137,9 @@ pub fn router(state: AppState) -> Router {
         put_namespace,
         get_namespace,
         list_namespaces,
+        subscribe::subscribe,
+        subscribe::put_checkpoint,
+        subscribe::get_checkpoint,
         list_views,
         rebuild_view,
         cluster,
@@ -146,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         metrics
     ),
     components(schemas(
+        subscribe::CheckpointBody,
         AppendStreamBody,
         AppendBatchBody,
         AppendResponse,

@@ -62,6 +62,23 @@ fn format(headers: &HeaderMap) -> Result<Format, Problem> {
 /// `GET /v1/subscribe?from=&filter=key=value&heartbeat=`: events of every shard from `from`
 /// (`earliest`, `latest` (the default), a cursor `r1.…`, or a token `t1.…`), SSE's
 /// `Last-Event-ID` taking precedence.
+#[utoipa::path(
+    get, path = "/v1/subscribe",
+    params(
+        ("from" = Option<String>, Query, description = "earliest, latest (default), a resume cursor r1.… or a token t1.…"),
+        ("filter" = Option<Vec<String>>, Query, description = "key=value, repeatable; keys urn, model, ns, type"),
+        ("heartbeat" = Option<String>, Query, description = "heartbeat period, 100ms to 5m"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume cursor; wins over from"),
+    ),
+    responses(
+        (status = 200, description = "text/event-stream or application/x-ndjson: event, progress, caught_up, heartbeat and error messages, each with its resume cursor (docs/API.md)"),
+        (status = 400, body = super::ProblemBody, description = "invalid_cursor, invalid_filter, invalid_query"),
+        (status = 406, body = super::ProblemBody, description = "not_acceptable"),
+        (status = 410, body = super::ProblemBody, description = "position_expired"),
+        (status = 421, body = super::ProblemBody, description = "not_hosted"),
+        (status = 503, body = super::ProblemBody, description = "too_many_subscribers"),
+    )
+)]
 pub(super) async fn subscribe(
     State(state): State<AppState>,
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -229,18 +246,27 @@ impl Stream {
     }
 
     fn event(&mut self, out: &mut Vec<u8>, d: &Delivered, cursor: &Cursor) {
+        use std::io::Write;
         let cursor = cursor.encode();
-        let message = EventMessage {
-            kind: "event",
-            cursor: &cursor,
-            shard: d.shard.0,
-            lsn: d.lsn.0,
-            index: d.index,
-            revision: d.revision,
-            ts_ms: d.ts_ms,
-            event: d.event(),
-        };
-        self.write(out, "event", &cursor, &message);
+        if self.format == Format::Sse {
+            out.extend_from_slice(b"event: event\nid: ");
+            out.extend_from_slice(cursor.as_bytes());
+            out.extend_from_slice(b"\ndata: ");
+        }
+        // Written by hand around the event's JSON, which is rendered once per entry and shared
+        // by the subscribers: type, cursor, shard, lsn, index, revision, ts_ms, event.
+        let _ = write!(
+            out,
+            "{{\"type\":\"event\",\"cursor\":\"{cursor}\",\"shard\":{},\"lsn\":{},\"index\":{},\
+             \"revision\":{},\"ts_ms\":{},\"event\":",
+            d.shard.0, d.lsn.0, d.index, d.revision, d.ts_ms
+        );
+        out.extend_from_slice(d.event_json().as_bytes());
+        out.push(b'}');
+        out.extend_from_slice(match self.format {
+            Format::Sse => b"\n\n",
+            Format::Ndjson => b"\n",
+        });
         self.last_progress = self.clock.monotonic();
     }
 
@@ -272,20 +298,6 @@ impl Stream {
             }
         }
     }
-}
-
-/// An event as a subscriber receives it.
-#[derive(Serialize)]
-struct EventMessage<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    cursor: &'a str,
-    shard: u32,
-    lsn: u64,
-    index: u32,
-    revision: u64,
-    ts_ms: u64,
-    event: &'a themis_log::Event,
 }
 
 /// A progress, caught_up or heartbeat message.
@@ -323,8 +335,8 @@ struct CheckpointInput {
 }
 
 /// A stored checkpoint.
-#[derive(Serialize)]
-struct CheckpointBody {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct CheckpointBody {
     group: String,
     cursor: String,
     /// Consistency token of everything the cursor has passed.
@@ -337,6 +349,16 @@ struct CheckpointBody {
 
 /// `PUT /v1/consumers/{group}/checkpoint {"cursor": "r1.…"}`: stores the group's resume cursor
 /// as an event of `urn:themis:document:_consumer:{group}`, replicated like any other.
+#[utoipa::path(
+    put, path = "/v1/consumers/{group}/checkpoint",
+    params(("group" = String, Path)),
+    request_body(content = Object, description = "{\"cursor\": \"r1.…\", \"expected_revision\": optional}"),
+    responses(
+        (status = 200, body = CheckpointBody),
+        (status = 400, body = super::ProblemBody, description = "invalid_cursor, invalid_group"),
+        (status = 409, body = super::ProblemBody, description = "wrong_expected_revision"),
+    )
+)]
 pub(super) async fn put_checkpoint(
     State(state): State<AppState>,
     Path(group): Path<String>,
@@ -378,6 +400,14 @@ pub(super) async fn put_checkpoint(
 }
 
 /// `GET /v1/consumers/{group}/checkpoint`: the group's last stored cursor (linearizable).
+#[utoipa::path(
+    get, path = "/v1/consumers/{group}/checkpoint",
+    params(("group" = String, Path)),
+    responses(
+        (status = 200, body = CheckpointBody),
+        (status = 404, body = super::ProblemBody, description = "checkpoint_not_found"),
+    )
+)]
 pub(super) async fn get_checkpoint(
     State(state): State<AppState>,
     Path(group): Path<String>,

@@ -340,6 +340,8 @@ async fn health_metrics_openapi_and_graceful_shutdown() {
         "/v1/streams/{urn}",
         "/v1/events",
         "/v1/log/{shard}",
+        "/v1/subscribe",
+        "/v1/consumers/{group}/checkpoint",
         "/livez",
         "/readyz",
         "/metrics",
