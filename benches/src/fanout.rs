@@ -64,16 +64,29 @@ fn now_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Finds `"key":<digits>` in `line` and parses the number. The numbers come before the event
-/// itself, so only the line's first 256 bytes are searched.
-fn number(line: &[u8], key: &[u8]) -> Option<u64> {
-    let head = &line[..line.len().min(256)];
-    let at = head.windows(key.len()).position(|w| w == key)? + key.len();
-    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&line[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
+/// The numbers of an event line, read in one forward pass over its head (the server writes
+/// `{"type":"event","cursor":"…","shard":N,"lsn":N,"index":N,"revision":N,"ts_ms":N,"event":…}`):
+/// (shard, lsn, index, ts_ms). The subscribers share this process's cores with the server, so
+/// their parsing must stay cheap.
+fn numbers(line: &[u8]) -> Option<(u64, u64, u64, u64)> {
+    let rest = line.strip_prefix(b"{\"type\":\"event\",\"cursor\":\"")?;
+    let quote = rest.iter().position(|&b| b == b'"')?;
+    let mut rest = &rest[quote + 1..];
+    let mut take = |key: &[u8]| -> Option<u64> {
+        rest = rest.strip_prefix(key)?;
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let value = rest[..digits]
+            .iter()
+            .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+        rest = &rest[digits..];
+        Some(value)
+    };
+    let shard = take(b",\"shard\":")?;
+    let lsn = take(b",\"lsn\":")?;
+    let index = take(b",\"index\":")?;
+    take(b",\"revision\":")?;
+    let ts = take(b",\"ts_ms\":")?;
+    Some((shard, lsn, index, ts))
 }
 
 /// One subscriber: reads lines until `stop`; records latencies while `recording`.
@@ -115,13 +128,11 @@ async fn subscriber(
                 continue;
             }
             seen.events.fetch_add(1, Ordering::Relaxed);
-            let (Some(shard), Some(lsn), Some(index), Some(ts)) = (
-                number(line, b"\"shard\":"),
-                number(line, b"\"lsn\":"),
-                number(line, b"\"index\":"),
-                number(line, b"\"ts_ms\":"),
-            ) else {
-                bail!("an event line without shard, lsn, index or ts_ms");
+            let Some((shard, lsn, index, ts)) = numbers(line) else {
+                bail!(
+                    "an event line not in the expected shape: {}",
+                    String::from_utf8_lossy(&line[..line.len().min(200)])
+                );
             };
             let shard = shard as usize;
             if last.len() <= shard {
