@@ -341,13 +341,14 @@ impl Subscribers {
 
 /// The result as markdown for docs/BENCHMARKS.md.
 pub fn markdown(o: &FanoutOptions, r: &FanoutResult, command: &str) -> String {
+    let cores = |c: Option<f64>| c.map_or("-".to_owned(), |c| format!("{c:.2}"));
     let ratio = r.with.per_second / r.without.per_second.max(1e-9);
     format!(
         "Reproduce: `{command}`\n\n\
-         | appends (closed loop, {c} clients, 1 event of {b} B each) | appends/s | p50 | p99 | server cores |\n\
-         |---|---:|---:|---:|---:|\n\
-         | without subscribers | {w:.0} | {wp50:.2?} | {wp99:.2?} | {wc} |\n\
-         | with {n} subscribers | {s:.0} | {sp50:.2?} | {sp99:.2?} | {sc} |\n\n\
+         | appends (closed loop, {c} clients, 1 event of {b} B each) | appends/s | p50 | p99 | server cores | bench cores (load + subscribers) |\n\
+         |---|---:|---:|---:|---:|---:|\n\
+         | without subscribers | {w:.0} | {wp50:.2?} | {wp99:.2?} | {wc} | {wcc} |\n\
+         | with {n} subscribers | {s:.0} | {sp50:.2?} | {sp99:.2?} | {sc} | {scc} |\n\n\
          With subscribers / without: **{ratio:.2}** (goal: at least 0.90).\n\n\
          Paced at {rate} appends/s for {secs} s with {n} subscribers: achieved {pr:.0}/s; every \
          subscriber received {del} of the {exp} events, in log order per shard. Delivery, commit \
@@ -370,6 +371,8 @@ pub fn markdown(o: &FanoutOptions, r: &FanoutResult, command: &str) -> String {
             .with
             .server_cores
             .map_or("-".into(), |c| format!("{c:.2}")),
+        wcc = cores(r.without.client_cores),
+        scc = cores(r.with.client_cores),
         rate = o.rate,
         secs = o.seconds,
         pr = r.paced.per_second,

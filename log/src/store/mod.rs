@@ -18,7 +18,7 @@
 // openraft's storage traits return its `StorageError`, a large type; the helpers here share it.
 #![allow(clippy::result_large_err)]
 
-mod record;
+pub(crate) mod record;
 mod snapshot;
 pub(crate) mod state;
 

@@ -165,3 +165,101 @@ fn bad_filters_are_refused_with_the_reason() {
     assert!(err("type=").contains("empty value"));
     assert!(err("documents").contains("key=value"));
 }
+
+/// A log whose first records were removed (as retention or tiering will) refuses a position
+/// before them with `position_expired`, and serves one after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::disallowed_methods)] // a real single-node log on the real clock
+async fn a_position_before_the_first_retained_record_is_expired() {
+    use redb::ReadableDatabase;
+    use themis_storage::{Disk, MemoryDisk};
+
+    use crate::seam::{NoPeers, SeededEntropy, SystemClock};
+    use crate::store::Tables;
+    use crate::{Log, LogConfig};
+
+    let disk = MemoryDisk::new();
+    let open = || async {
+        let log = Log::open(
+            LogConfig {
+                shards: 1,
+                ..LogConfig::default()
+            },
+            Arc::new(disk.clone()),
+            Arc::new(SystemClock::new()),
+            Arc::new(SeededEntropy::new(3)),
+            Arc::new(NoPeers),
+        )
+        .await
+        .expect("open");
+        log.wait_for_leaders(std::time::Duration::from_secs(30))
+            .await
+            .expect("leader");
+        Arc::new(log)
+    };
+    let log = open().await;
+    for i in 0..6 {
+        let input = serde_json::from_value(serde_json::json!({
+            "urn": format!("urn:themis:document:d:r{i}"), "op": "put", "data": {}
+        }))
+        .unwrap();
+        let batch = log.validate(vec![input], None, None).unwrap();
+        log.append(batch, false).await.unwrap();
+    }
+    log.shutdown().await;
+    drop(log);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Remove records up to 3, anchoring the log's chain there.
+    {
+        let db = disk.open_database("log").expect("log database");
+        let t = Tables::new(ShardId(0));
+        let (chain, log_id) = {
+            let tx = db.begin_read().unwrap();
+            let log = tx.open_table(t.log()).unwrap();
+            let frame = log.get(3).unwrap().unwrap();
+            let record = crate::store::record::decode(frame.value(), &"entry 3").unwrap();
+            (record.chain, record.entry.log_id)
+        };
+        let tx = db.begin_write().unwrap();
+        {
+            let mut log = tx.open_table(t.log()).unwrap();
+            log.retain_in(..=3, |_, _| false).unwrap();
+            let mut meta = tx.open_table(t.log_meta()).unwrap();
+            let anchor = serde_json::to_vec(&(3u64, chain)).unwrap();
+            meta.insert("anchor", anchor.as_slice()).unwrap();
+            // Raft's log is purged up to there too (the state machine is past it).
+            let purged = serde_json::to_vec(&log_id).unwrap();
+            meta.insert("purged", purged.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let log = open().await;
+    let hub = Arc::new(Hub::new(SubscribeConfig::default()));
+    let err = hub
+        .subscribe(log.shards(), From::Earliest, Filter::default())
+        .unwrap_err();
+    assert_eq!(err.code(), "position_expired", "{err}");
+    assert!(
+        err.to_string().contains("first retained entry is 4"),
+        "{err}"
+    );
+    let mut from_four = Cursor::new();
+    from_four.set(
+        ShardId(0),
+        Next {
+            lsn: Lsn(4),
+            index: 0,
+        },
+    );
+    let mut sub = hub
+        .subscribe(log.shards(), From::Cursor(from_four), Filter::default())
+        .expect("a retained position");
+    let first = loop {
+        match sub.next().await.unwrap() {
+            Delivery::Event(d, _) => break d,
+            _ => continue,
+        }
+    };
+    assert!(first.lsn >= Lsn(4));
+    log.shutdown().await;
+}
