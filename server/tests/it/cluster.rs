@@ -611,3 +611,74 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
     );
     assert_replicas_converge(&nodes, 2).await;
 }
+
+/// A subscriber (`themis tail` given all three nodes) consumes while the node it reads from is
+/// killed with SIGKILL: it resumes on another node from its cursor, and what it printed is,
+/// per shard, exactly the cluster's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_fails_over_to_another_node_without_gap_or_duplicate() {
+    use crate::subscribe::{log_events, spawn_tail, wait_output};
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    init(&etcd, 4, 3);
+    let mut nodes = new_nodes(3);
+    start_nodes(dir.path(), &etcd.endpoint, &mut nodes, &[]);
+    const EVENTS: u64 = 200;
+    let servers = nodes.iter().map(Node::base).collect::<Vec<_>>().join(",");
+    let tail = spawn_tail(&[
+        "--from".into(),
+        "earliest".into(),
+        "--count".into(),
+        EVENTS.to_string(),
+        "--give-up-after".into(),
+        "60s".into(),
+        "--server".into(),
+        servers,
+    ]);
+    // Appends through nodes 2 and 3 (node 1, the tail's first server, is killed midway).
+    let targets = [nodes[1].base(), nodes[2].base()];
+    for n in 1..=EVENTS {
+        let urn = format!("urn:themis:document:fo:s{}", n % 7);
+        let id = format!("00000000-0000-4000-8000-{n:012}");
+        append_retrying(&targets[n as usize % 2], &urn, &id, n).await;
+        if n == EVENTS / 2 {
+            nodes[0].server.take().unwrap().kill();
+        }
+    }
+    let (code, printed, stderr) = tokio::task::spawn_blocking(move || wait_output(tail))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("reconnecting"),
+        "the kill was noticed: {stderr}"
+    );
+    // Node 2 may apply the last entries a moment after their leader answered.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = log_events(&nodes[1].base(), 4).await;
+        if log.values().map(Vec::len).sum::<usize>() as u64 == EVENTS || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut by_shard: BTreeMap<u64, Vec<(u64, u64, String)>> = BTreeMap::new();
+    for p in &printed {
+        by_shard
+            .entry(p["shard"].as_u64().unwrap())
+            .or_default()
+            .push((
+                p["lsn"].as_u64().unwrap(),
+                p["index"].as_u64().unwrap(),
+                p["event"]["id"].as_str().unwrap().to_owned(),
+            ));
+    }
+    assert_eq!(printed.len() as u64, EVENTS);
+    for (shard, expected) in &log {
+        assert_eq!(
+            by_shard.get(shard).cloned().unwrap_or_default(),
+            *expected,
+            "shard {shard}"
+        );
+    }
+}

@@ -269,7 +269,7 @@ async fn sse_and_ndjson_with_filters_control_events_resume_and_problems() {
 }
 
 /// Runs `themis tail` with `args` in the background; its stdout lines parsed.
-fn spawn_tail(args: &[String]) -> std::process::Child {
+pub fn spawn_tail(args: &[String]) -> std::process::Child {
     Command::new(binary())
         .arg("tail")
         .args(args)
@@ -280,7 +280,7 @@ fn spawn_tail(args: &[String]) -> std::process::Child {
         .expect("spawn themis tail")
 }
 
-fn wait_output(child: std::process::Child) -> (i32, Vec<Value>, String) {
+pub fn wait_output(child: std::process::Child) -> (i32, Vec<Value>, String) {
     let out = child.wait_with_output().unwrap();
     let lines = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -294,7 +294,7 @@ fn wait_output(child: std::process::Child) -> (i32, Vec<Value>, String) {
 }
 
 /// (shard, lsn, index, id) of every event of every shard's log, in log order per shard.
-async fn log_events(base: &str, shards: u32) -> BTreeMap<u64, Vec<(u64, u64, String)>> {
+pub async fn log_events(base: &str, shards: u32) -> BTreeMap<u64, Vec<(u64, u64, String)>> {
     let mut out = BTreeMap::new();
     for shard in 0..shards {
         let mut from = 0u64;
