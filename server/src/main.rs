@@ -120,37 +120,7 @@ enum Command {
     },
     /// Print a change stream's events as NDJSON, reconnecting by itself (to the next
     /// --server, if several) from the last cursor received.
-    Tail {
-        /// Where to start without a checkpoint: earliest, latest, a cursor (r1.…) or a token.
-        #[arg(long, default_value = "latest")]
-        from: String,
-        /// Consumer group: start from its checkpoint and store the cursor there as it goes.
-        #[arg(long)]
-        group: Option<String>,
-        /// Filter `key=value` (keys: urn, model, ns, type); repeat for several.
-        #[arg(long = "filter")]
-        filters: Vec<String>,
-        /// Stop after this many events.
-        #[arg(long)]
-        count: Option<u64>,
-        /// Stop once every shard's head is reached.
-        #[arg(long)]
-        until_caught_up: bool,
-        /// How often the group's checkpoint is stored, like 1s.
-        #[arg(long, default_value = "1s", value_parser = themis_log::units::parse_duration)]
-        checkpoint_every: std::time::Duration,
-        /// Give up after failing to reconnect for this long, like 30s (default: never).
-        #[arg(long, value_parser = themis_log::units::parse_duration)]
-        give_up_after: Option<std::time::Duration>,
-        /// Servers to read from, comma-separated; tried in turn after a failure.
-        #[arg(
-            long,
-            env = "THEMIS_SERVER",
-            default_value = "http://127.0.0.1:8765",
-            value_delimiter = ','
-        )]
-        server: Vec<String>,
-    },
+    Tail(themis_server::tail::TailOptions),
     /// Administer the node's views.
     Admin {
         #[command(subcommand)]
@@ -508,26 +478,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Tail {
-            from,
-            group,
-            filters,
-            count,
-            until_caught_up,
-            checkpoint_every,
-            give_up_after,
-            server,
-        } => {
-            let options = themis_server::tail::TailOptions {
-                servers: server,
-                from,
-                group,
-                filters,
-                count,
-                until_caught_up,
-                checkpoint_every,
-                give_up_after,
-            };
+        Command::Tail(options) => {
             themis_server::tail::tail(&options, &mut std::io::stdout().lock()).await
         }
         Command::Log {

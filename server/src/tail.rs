@@ -16,25 +16,38 @@ use tokio::time::Instant;
 
 use crate::client::{Client, ServerProblem};
 
-/// What `themis tail` was asked to do.
-#[derive(Debug, Clone)]
+/// What `themis tail` was asked to do (its flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct TailOptions {
-    /// Servers to read from, tried in turn after a failure.
-    pub servers: Vec<String>,
-    /// Where to start when there is no checkpoint: earliest, latest, a cursor or a token.
+    /// Where to start without a checkpoint: earliest, latest, a cursor (r1.…) or a token.
+    #[arg(long, default_value = "latest")]
     pub from: String,
-    /// Consumer group whose checkpoint to start from and to keep.
+    /// Consumer group: start from its checkpoint and store the cursor there as it goes.
+    #[arg(long)]
     pub group: Option<String>,
-    /// `key=value` filters.
+    /// Filter `key=value` (keys: urn, model, ns, type); repeat for several.
+    #[arg(long = "filter")]
     pub filters: Vec<String>,
     /// Stop after this many events.
+    #[arg(long)]
     pub count: Option<u64>,
-    /// Stop once caught up with the head of every shard.
+    /// Stop once every shard's head is reached.
+    #[arg(long)]
     pub until_caught_up: bool,
-    /// How often to store the group's checkpoint.
+    /// How often the group's checkpoint is stored, like 1s.
+    #[arg(long, default_value = "1s", value_parser = themis_log::units::parse_duration)]
     pub checkpoint_every: Duration,
-    /// Give up after failing to reconnect for this long (None: never).
+    /// Give up after failing to reconnect for this long, like 30s (default: never).
+    #[arg(long, value_parser = themis_log::units::parse_duration)]
     pub give_up_after: Option<Duration>,
+    /// Servers to read from, comma-separated; tried in turn after a failure.
+    #[arg(
+        long = "server",
+        env = "THEMIS_SERVER",
+        default_value = "http://127.0.0.1:8765",
+        value_delimiter = ','
+    )]
+    pub servers: Vec<String>,
 }
 
 /// Runs `themis tail`, writing events to `out`.

@@ -486,8 +486,13 @@ impl ShardStore {
         Ok(out)
     }
 
-    /// The index of the first stored log record, if any.
-    pub fn first_index(&self) -> Result<Option<u64>> {
+    /// Runs `f` over this shard's log table in a read transaction.
+    fn read_log<T>(
+        &self,
+        f: impl FnOnce(
+            &redb::ReadOnlyTable<u64, &'static [u8]>,
+        ) -> std::result::Result<T, redb::StorageError>,
+    ) -> Result<T> {
         let storage = |e: String| Error::Storage(format!("{}: {e}", self.location()));
         let tx = self
             .database()
@@ -496,22 +501,17 @@ impl ShardStore {
         let table = tx
             .open_table(self.tables().log())
             .map_err(|e| storage(e.to_string()))?;
-        let first = table.first().map_err(|e| storage(e.to_string()))?;
-        Ok(first.map(|(k, _)| k.value()))
+        f(&table).map_err(|e| storage(e.to_string()))
+    }
+
+    /// The index of the first stored log record, if any.
+    pub fn first_index(&self) -> Result<Option<u64>> {
+        self.read_log(|t| Ok(t.first()?.map(|(k, _)| k.value())))
     }
 
     /// The chain hash of the log up to and including `index`, if that entry is stored.
     pub fn chain_at(&self, index: u64) -> Result<Option<Chain>> {
-        let storage = |e: String| Error::Storage(format!("{}: {e}", self.location()));
-        let tx = self
-            .database()
-            .begin_read()
-            .map_err(|e| storage(e.to_string()))?;
-        let table = tx
-            .open_table(self.tables().log())
-            .map_err(|e| storage(e.to_string()))?;
-        let value = table.get(index).map_err(|e| storage(e.to_string()))?;
-        Ok(value.map(|v| record::chain_of_frame(v.value())))
+        self.read_log(|t| Ok(t.get(index)?.map(|v| record::chain_of_frame(v.value()))))
     }
 
     fn send(&self, command: Command) -> StorageResult<()> {

@@ -253,6 +253,22 @@ fn ndjson<T: serde::Serialize>(
 }
 
 /// Runs an append under the request timeout; a timeout leaves the outcome unknown.
+/// Appends one event the database writes itself (a namespace config, a consumer checkpoint)
+/// to its reserved stream.
+async fn append_system(
+    state: &AppState,
+    input: EventInput,
+) -> Result<themis_log::Appended, Problem> {
+    let batch = state.log.validate_system(vec![input], None, None)?;
+    let result = timed(state, state.log.append(batch, false)).await??;
+    let (_, appended) = result
+        .shards
+        .into_iter()
+        .next()
+        .expect("one stream, one shard");
+    Ok(appended?)
+}
+
 async fn timed<T>(state: &AppState, f: impl Future<Output = T>) -> Result<T, Problem> {
     tokio::time::timeout(state.limits.request_timeout, f).await.map_err(|_| {
         Problem::new(
@@ -1141,14 +1157,7 @@ async fn put_namespace(
         "expected_revision": expected,
     }))
     .map_err(|e| Problem::bad_request("invalid_config", e.to_string()))?;
-    let batch = state.log.validate_system(vec![input], None, None)?;
-    let result = timed(&state, state.log.append(batch, false)).await??;
-    let (_, appended) = result
-        .shards
-        .into_iter()
-        .next()
-        .expect("one stream, one shard");
-    let appended = appended?;
+    let appended = append_system(&state, input).await?;
     let token = themis_log::Token::from_position(appended.position);
     if wait_applied {
         wait_views(&state, &token).await?;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use themis_log::subscribe::{Cursor, Delivered, Delivery, Filter, From, Subscription};
 use themis_log::{Consistency, EventInput, Urn};
 
-use super::{AppState, Problem, body_bytes, timed};
+use super::{AppState, Problem, body_bytes};
 
 /// Shortest and longest heartbeat period a subscriber may ask for.
 const HEARTBEAT_MIN: Duration = Duration::from_millis(100);
@@ -381,14 +381,7 @@ pub(super) async fn put_checkpoint(
     }
     let event: EventInput = serde_json::from_value(event)
         .map_err(|e| Problem::bad_request("invalid_revision", e.to_string()))?;
-    let batch = state.log.validate_system(vec![event], None, None)?;
-    let result = timed(&state, state.log.append(batch, false)).await??;
-    let (_, appended) = result
-        .shards
-        .into_iter()
-        .next()
-        .expect("one stream, one shard");
-    let appended = appended?;
+    let appended = super::append_system(&state, event).await?;
     let body = CheckpointBody {
         group,
         cursor_token: cursor.token().encode(),

@@ -617,7 +617,7 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
 /// per shard, exactly the cluster's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_fails_over_to_another_node_without_gap_or_duplicate() {
-    use crate::subscribe::{log_events, spawn_tail, wait_output};
+    use crate::subscribe::{by_shard, log_events, spawn_tail, wait_output};
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(dir.path());
     init(&etcd, 4, 3);
@@ -662,17 +662,7 @@ async fn a_subscriber_fails_over_to_another_node_without_gap_or_duplicate() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let mut by_shard: BTreeMap<u64, Vec<(u64, u64, String)>> = BTreeMap::new();
-    for p in &printed {
-        by_shard
-            .entry(p["shard"].as_u64().unwrap())
-            .or_default()
-            .push((
-                p["lsn"].as_u64().unwrap(),
-                p["index"].as_u64().unwrap(),
-                p["event"]["id"].as_str().unwrap().to_owned(),
-            ));
-    }
+    let by_shard = by_shard(&printed);
     assert_eq!(printed.len() as u64, EVENTS);
     for (shard, expected) in &log {
         assert_eq!(

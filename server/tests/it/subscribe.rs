@@ -293,6 +293,19 @@ pub fn wait_output(child: std::process::Child) -> (i32, Vec<Value>, String) {
     )
 }
 
+/// What `themis tail` printed, as `log_events` gives the log: per shard, (lsn, index, id).
+pub fn by_shard(printed: &[Value]) -> BTreeMap<u64, Vec<(u64, u64, String)>> {
+    let mut out: BTreeMap<u64, Vec<(u64, u64, String)>> = BTreeMap::new();
+    for p in printed {
+        out.entry(p["shard"].as_u64().unwrap()).or_default().push((
+            p["lsn"].as_u64().unwrap(),
+            p["index"].as_u64().unwrap(),
+            p["event"]["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    out
+}
+
 /// (shard, lsn, index, id) of every event of every shard's log, in log order per shard.
 pub async fn log_events(base: &str, shards: u32) -> BTreeMap<u64, Vec<(u64, u64, String)>> {
     let mut out = BTreeMap::new();
@@ -400,17 +413,7 @@ async fn a_subscriber_resumes_across_a_killed_server_and_receives_the_log_exactl
     assert_eq!(code, 0, "{stderr}");
     // Per shard, what the tail printed is the log's sequence of accepted events, exactly.
     let log = log_events(&server.base, 4).await;
-    let mut printed_by_shard: BTreeMap<u64, Vec<(u64, u64, String)>> = BTreeMap::new();
-    for p in &printed {
-        printed_by_shard
-            .entry(p["shard"].as_u64().unwrap())
-            .or_default()
-            .push((
-                p["lsn"].as_u64().unwrap(),
-                p["index"].as_u64().unwrap(),
-                p["event"]["id"].as_str().unwrap().to_owned(),
-            ));
-    }
+    let printed_by_shard = by_shard(&printed);
     let log_ids: BTreeSet<&String> = log.values().flatten().map(|e| &e.2).collect();
     assert_eq!(log_ids.len(), EVENTS, "the log holds each event once");
     assert_eq!(printed.len(), EVENTS);
