@@ -178,6 +178,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             body_bytes_max: args.body_bytes_max,
             request_timeout: args.request_timeout,
             heartbeat: args.subscribe_heartbeat,
+            linger: args.subscribe_linger,
             ..Default::default()
         },
         clock,

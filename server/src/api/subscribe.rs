@@ -141,6 +141,7 @@ pub(super) async fn subscribe(
         subscription,
         format,
         heartbeat,
+        linger: state.limits.linger,
         next_heartbeat: state.clock.monotonic() + heartbeat,
         last_progress: state.clock.monotonic(),
         clock: state.clock.clone(),
@@ -169,6 +170,7 @@ struct Stream {
     subscription: Subscription,
     format: Format,
     heartbeat: Duration,
+    linger: Duration,
     /// On `clock`'s monotonic scale.
     next_heartbeat: Duration,
     last_progress: Duration,
@@ -200,17 +202,26 @@ impl Stream {
             }
             Some(d) => {
                 self.push(&mut out, d);
-                // Whatever else is ready goes in the same chunk.
-                while !self.done && out.len() < CHUNK_BYTES {
-                    match self.subscription.try_next() {
-                        Some(d) => self.push(&mut out, d),
-                        None => break,
-                    }
+                self.drain(&mut out);
+                if !self.linger.is_zero() && !self.done && out.len() < CHUNK_BYTES {
+                    // Under load, what arrives meanwhile shares the write.
+                    tokio::time::sleep(self.linger).await;
+                    self.drain(&mut out);
                 }
             }
         }
         self.next_heartbeat = self.clock.monotonic() + self.heartbeat;
         Some(Bytes::from(out))
+    }
+
+    /// Adds whatever else is ready to `out`, up to a chunk's size.
+    fn drain(&mut self, out: &mut Vec<u8>) {
+        while !self.done && out.len() < CHUNK_BYTES {
+            match self.subscription.try_next() {
+                Some(d) => self.push(out, d),
+                None => break,
+            }
+        }
     }
 
     fn push(&mut self, out: &mut Vec<u8>, delivery: themis_log::Result<Delivery>) {
