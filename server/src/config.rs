@@ -47,9 +47,10 @@ pub struct ServeArgs {
     /// Deliveries queued for one subscriber before it reads from storage instead.
     #[arg(long, env = "THEMIS_SUBSCRIBE_QUEUE_ITEMS", default_value_t = 1024)]
     pub subscribe_queue_items: usize,
-    /// How long a subscription waits after its first ready message to gather more into one
-    /// write (fewer, larger writes under load; adds at most this to delivery latency).
-    #[arg(long, env = "THEMIS_SUBSCRIBE_LINGER", default_value = "0ms", value_parser = parse_duration)]
+    /// Under load, a subscription writes at most once per this period, gathering what arrives
+    /// meanwhile into one write (after a quiet spell the first message goes at once); 0 writes
+    /// every message as soon as it is ready.
+    #[arg(long, env = "THEMIS_SUBSCRIBE_LINGER", default_value = "5ms", value_parser = parse_duration)]
     pub subscribe_linger: Duration,
     /// Default heartbeat period of a subscription (a subscriber may ask for another with
     /// `heartbeat=`).

@@ -43,7 +43,7 @@ pub struct ApiLimits {
     pub bulk_in_flight_max: usize,
     /// Default heartbeat period of a subscription.
     pub heartbeat: Duration,
-    /// How long a subscription gathers messages into one write after the first is ready.
+    /// Under load, a subscription writes at most once per this period.
     pub linger: Duration,
 }
 
@@ -55,7 +55,7 @@ impl Default for ApiLimits {
             read_limit_max: 10_000,
             bulk_in_flight_max: 256,
             heartbeat: Duration::from_secs(15),
-            linger: Duration::ZERO,
+            linger: Duration::from_millis(5),
         }
     }
 }

@@ -142,6 +142,7 @@ pub(super) async fn subscribe(
         format,
         heartbeat,
         linger: state.limits.linger,
+        last_write: Duration::ZERO,
         next_heartbeat: state.clock.monotonic() + heartbeat,
         last_progress: state.clock.monotonic(),
         clock: state.clock.clone(),
@@ -172,6 +173,7 @@ struct Stream {
     heartbeat: Duration,
     linger: Duration,
     /// On `clock`'s monotonic scale.
+    last_write: Duration,
     next_heartbeat: Duration,
     last_progress: Duration,
     clock: std::sync::Arc<dyn themis_log::seam::Clock>,
@@ -203,14 +205,18 @@ impl Stream {
             Some(d) => {
                 self.push(&mut out, d);
                 self.drain(&mut out);
-                if !self.linger.is_zero() && !self.done && out.len() < CHUNK_BYTES {
-                    // Under load, what arrives meanwhile shares the write.
-                    tokio::time::sleep(self.linger).await;
+                // Under load (the previous write was less than `linger` ago), wait until
+                // `linger` after it, so what arrives meanwhile shares one write; after a quiet
+                // spell the first message goes out at once.
+                let since = self.clock.monotonic().saturating_sub(self.last_write);
+                if since < self.linger && !self.done && out.len() < CHUNK_BYTES {
+                    tokio::time::sleep(self.linger - since).await;
                     self.drain(&mut out);
                 }
             }
         }
-        self.next_heartbeat = self.clock.monotonic() + self.heartbeat;
+        self.last_write = self.clock.monotonic();
+        self.next_heartbeat = self.last_write + self.heartbeat;
         Some(Bytes::from(out))
     }
 
