@@ -781,13 +781,18 @@ impl Delivered {
         &self.entry.entry.events[self.at].event
     }
 
-    /// The event as JSON (rendered once, shared by every subscriber that got the entry from
-    /// the same ring).
+    /// The event as JSON on one line (rendered once, shared by every subscriber that got the
+    /// entry from the same ring). Event data is stored exactly as sent and may hold line breaks
+    /// between tokens (JSON strings cannot hold raw ones); they become spaces, so the text fits
+    /// one NDJSON line or SSE `data:` field and means the same.
     pub fn event_json(&self) -> &str {
         self.entry.json[self.at].get_or_init(|| {
-            serde_json::to_string(self.event())
-                .expect("events serialize")
-                .into_boxed_str()
+            let text = serde_json::to_string(self.event()).expect("events serialize");
+            if text.contains(['\n', '\r']) {
+                text.replace(['\n', '\r'], " ").into_boxed_str()
+            } else {
+                text.into_boxed_str()
+            }
         })
     }
 }

@@ -229,13 +229,26 @@ fn is_ndjson_body(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/x-ndjson"))
 }
 
+/// Makes serialized JSON one line: event data is stored exactly as sent, so it may hold line
+/// breaks between tokens (never inside strings, where JSON requires them escaped), which would
+/// split an NDJSON line or an SSE `data:` field. They become spaces; the JSON means the same.
+pub(crate) fn one_line(json: &mut [u8]) {
+    for b in json {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b' ';
+        }
+    }
+}
+
 fn ndjson<T: serde::Serialize>(
     items: impl IntoIterator<Item = T>,
     headers: &[(&str, String)],
 ) -> Response {
     let mut body = Vec::new();
     for item in items {
+        let start = body.len();
         serde_json::to_writer(&mut body, &item).expect("json");
+        one_line(&mut body[start..]);
         body.push(b'\n');
     }
     let mut response = (StatusCode::OK, Body::from(body)).into_response();

@@ -512,3 +512,60 @@ async fn consumer_groups_checkpoint_through_the_log_and_tail_resumes_from_them()
     assert_ne!(code, 0);
     assert!(stderr.contains("invalid_cursor"), "{stderr}");
 }
+
+/// Event data is stored exactly as sent, line breaks included: every line-oriented answer
+/// (SSE, NDJSON subscriptions and NDJSON stream reads) still carries each event on one line,
+/// with the data unchanged in meaning.
+#[tokio::test(flavor = "multi_thread")]
+async fn pretty_printed_event_data_stays_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let base = &server.base;
+    let body = "{\"events\": [{\"op\": \"put\", \"type\": \"Pretty\", \"data\": {\r\n  \"text\": \"a\\nb\",\n  \"n\": [1,\n 2]\n}}]}";
+    let answer = send(
+        reqwest::Client::new()
+            .post(format!("{base}/v1/streams/urn:themis:document:p:x"))
+            .header("content-type", "application/json")
+            .body(body),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    let expected = json!({"text": "a\nb", "n": [1, 2]});
+    // SSE.
+    let got = read_sse(sse(base, "from=earliest", None).await, |m| {
+        m.iter().any(|m| m.0 == "event")
+    })
+    .await;
+    assert_eq!(events(&got)[0].2["event"]["data"], expected);
+    // NDJSON subscription and NDJSON stream read: every line is one JSON value.
+    let response = reqwest::Client::new()
+        .get(format!("{base}/v1/subscribe?from=earliest"))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("\"caught_up\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON value per line"))
+        .collect();
+    assert_eq!(lines[0]["event"]["data"], expected);
+    let read = send(
+        reqwest::Client::new()
+            .get(format!("{base}/v1/streams/urn:themis:document:p:x"))
+            .header("accept", "application/x-ndjson"),
+    )
+    .await;
+    let line: Value = serde_json::from_str(read.text.lines().next().unwrap()).unwrap();
+    assert_eq!(read.text.lines().count(), 1, "{}", read.text);
+    assert_eq!(line["data"], expected);
+}
