@@ -33,7 +33,6 @@ pub struct FanoutOptions {
     pub shards: u32,
     pub event_bytes: usize,
     pub server_cpus: Option<String>,
-    pub smoke: bool,
 }
 
 /// What one subscriber saw.
@@ -166,13 +165,7 @@ pub async fn run_fanout(
         .pool_max_idle_per_host(1024)
         .build()?;
     let payload = "x".repeat(o.event_bytes);
-    let appends = themis_appends(
-        http.clone(),
-        vec![base.clone()],
-        "fanout",
-        payload.clone(),
-        1,
-    );
+    let appends = themis_appends(http.clone(), vec![base.clone()], "fanout", payload, 1);
     let seconds = Duration::from_secs(o.seconds);
     let closed = |op: crate::load::Op| {
         let op = op.clone();
@@ -193,7 +186,6 @@ pub async fn run_fanout(
     for pair in 0..o.pairs {
         without.push(closed(appends.clone()).await);
         let subs = Subscribers::start(&subscribers_http, &base, o.subscribers).await?;
-        subs.recording.store(false, Ordering::Relaxed);
         with.push(closed(appends.clone()).await);
         if pair + 1 < o.pairs {
             subs.stop().await?;

@@ -238,7 +238,6 @@ async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
         shards: a.shards,
         event_bytes: a.event_bytes,
         server_cpus: a.server_cpus,
-        smoke: a.smoke,
     };
     let temp = tempfile::tempdir()?;
     let dir = a.dir.unwrap_or_else(|| temp.path().to_owned());

@@ -404,7 +404,7 @@ impl Hub {
         &self.config
     }
 
-    /// Subscriptions open now.
+    /// Subscriptions open now (for `/metrics`).
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }
@@ -644,6 +644,19 @@ impl Follower {
                     if lsn > self.next.lsn {
                         // Fell behind the ring (or joined it late): the gap comes from storage.
                         self.read_stored(Some(Lsn(lsn.0 - 1))).await?;
+                        if self.out.is_closed() {
+                            return Ok(());
+                        }
+                        if self.next.lsn != lsn {
+                            // Never skip: the ring's entry is applied, so storage holds the gap.
+                            return Err(Error::Storage(format!(
+                                "shard {id}: entries {} to {} were not readable below applied \
+                                 entry {}",
+                                self.next.lsn.0,
+                                lsn.0 - 1,
+                                lsn.0
+                            )));
+                        }
                     }
                     if !self.deliver(entry).await {
                         return Ok(());

@@ -60,6 +60,30 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The change-stream subscriptions open on this node, and their limit.
+    pub fn render_subscriptions(&self, out: &mut String, hub: &themis_log::subscribe::Hub) {
+        family(
+            out,
+            "themis_subscriptions_open",
+            "gauge",
+            "change-stream subscriptions open",
+        );
+        let _ = writeln!(out, "themis_subscriptions_open {}", hub.active());
+        family(
+            out,
+            "themis_subscriptions_max",
+            "gauge",
+            "subscriptions this node accepts (--subscribers-max)",
+        );
+        let _ = writeln!(
+            out,
+            "themis_subscriptions_max {}",
+            hub.config().subscribers_max
+        );
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");

@@ -83,13 +83,7 @@ pub async fn tail(options: &TailOptions, out: &mut impl Write) -> anyhow::Result
                 return Ok(());
             }
             Err(e) => {
-                // A refusal the server will repeat ends the command; anything else reconnects.
-                if let Some(p) = e.downcast_ref::<ServerProblem>()
-                    && matches!(
-                        p.code.as_str(),
-                        "invalid_cursor" | "invalid_filter" | "invalid_query" | "position_expired"
-                    )
-                {
+                if refused(&e) {
                     return Err(e);
                 }
                 if state.cursor != before {
@@ -108,6 +102,13 @@ pub async fn tail(options: &TailOptions, out: &mut impl Write) -> anyhow::Result
             }
         }
     }
+}
+
+/// A refusal every server will repeat (a bad cursor, filter or group name, an expired
+/// position: a 4xx other than 408, 421 and 429) ends the command; anything else is retried.
+fn refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<ServerProblem>()
+        .is_some_and(|p| (400..500).contains(&p.status) && ![408, 421, 429].contains(&p.status))
 }
 
 struct State {
@@ -131,7 +132,7 @@ async fn start_from_checkpoint(
             Ok(Some(c)) => return Ok(Some(c)),
             Ok(None) => return Ok(None),
             Err(e) => {
-                if options.give_up_after.is_some_and(|g| started.elapsed() > g) {
+                if refused(&e) || options.give_up_after.is_some_and(|g| started.elapsed() > g) {
                     return Err(e.context("cannot read the group's checkpoint"));
                 }
                 eprintln!("themis tail: {e:#}; retrying");

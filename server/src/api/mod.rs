@@ -892,7 +892,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(&state.log, &state.views);
+    let mut text = state.metrics.render(&state.log, &state.views);
+    state
+        .metrics
+        .render_subscriptions(&mut text, &state.subscriptions);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

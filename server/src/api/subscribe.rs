@@ -124,18 +124,10 @@ pub(super) async fn subscribe(
         .map_err(|e| Problem::bad_request("invalid_cursor", e.to_string()))?;
     let filter = Filter::parse(filters)
         .map_err(|e| Problem::bad_request("invalid_filter", e.to_string()))?;
-    let shards = state.log.shards();
-    if shards.len() as u32 != state.log.shard_count() {
-        let missing = (0..state.log.shard_count())
-            .map(themis_log::ShardId)
-            .find(|s| shards.iter().all(|h| h.id() != *s))
-            .expect("a shard is missing");
-        return Err(themis_log::Error::NotHosted {
-            shard: missing,
-            replicas: state.log.replicas(missing),
-        }
-        .into());
-    }
+    // Every shard, hosted here (`not_hosted` names the first that is not).
+    let shards = (0..state.log.shard_count())
+        .map(|s| state.log.shard(themis_log::ShardId(s)))
+        .collect::<themis_log::Result<Vec<_>>>()?;
     let subscription = state.subscriptions.subscribe(shards, from, filter)?;
     let stream = Stream {
         subscription,
@@ -387,6 +379,15 @@ pub(super) async fn put_checkpoint(
         serde_json::from_slice(&bytes).map_err(|e| Problem::from_json_error(&e))?;
     let cursor = Cursor::decode(&input.cursor)
         .map_err(|e| Problem::bad_request("invalid_cursor", e.to_string()))?;
+    if let Some(shard) = cursor.shards().find(|s| s.0 >= state.log.shard_count()) {
+        return Err(Problem::bad_request(
+            "invalid_cursor",
+            format!(
+                "the cursor names shard {shard}; this database has shards 0 to {}",
+                state.log.shard_count() - 1
+            ),
+        ));
+    }
     let mut event = serde_json::json!({
         "urn": urn.as_str(),
         "type": "ConsumerCheckpointed",

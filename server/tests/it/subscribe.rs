@@ -246,6 +246,12 @@ async fn sse_and_ndjson_with_filters_control_events_resume_and_problems() {
     problem("from=latest", "text/event-stream")
         .await
         .problem(503, "too_many_subscribers");
+    let metrics = get(base, "/metrics").await.text;
+    assert!(
+        metrics.contains("themis_subscriptions_open 3\n")
+            && metrics.contains("themis_subscriptions_max 3\n"),
+        "{metrics}"
+    );
     drop(open);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -504,6 +510,19 @@ async fn consumer_groups_checkpoint_through_the_log_and_tail_resumes_from_them()
         .put(format!("{base}/v1/consumers/billing/checkpoint"))
         .json(&json!({"cursor": "r1.nope"}));
     send(bad).await.problem(400, "invalid_cursor");
+    let mut elsewhere = themis_log::subscribe::Cursor::new();
+    elsewhere.set(
+        themis_log::ShardId(9),
+        themis_log::subscribe::Next {
+            lsn: themis_log::Lsn(1),
+            index: 0,
+        },
+    );
+    let bad = reqwest::Client::new()
+        .put(format!("{base}/v1/consumers/billing/checkpoint"))
+        .json(&json!({"cursor": elsewhere.encode()}));
+    let p = send(bad).await.problem(400, "invalid_cursor");
+    assert!(p["detail"].as_str().unwrap().contains("shard 9"), "{p}");
     let bad = reqwest::Client::new()
         .put(format!("{base}/v1/consumers/bad%20group/checkpoint"))
         .json(&json!({"cursor": stored["cursor"]}));
@@ -511,6 +530,10 @@ async fn consumer_groups_checkpoint_through_the_log_and_tail_resumes_from_them()
     let (code, _, stderr) = cli(&["tail", "--from", "nowhere", "--server", base]);
     assert_ne!(code, 0);
     assert!(stderr.contains("invalid_cursor"), "{stderr}");
+    // A refusal is not retried for ever: a bad group name ends the command.
+    let (code, _, stderr) = cli(&["tail", "--group", "bad group", "--server", base]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("invalid_group"), "{stderr}");
 }
 
 /// Event data is stored exactly as sent, line breaks included: every line-oriented answer
