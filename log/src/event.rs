@@ -443,6 +443,55 @@ impl EventInput {
         };
         let model = urn.model();
         let op = self.op;
+        if urn.namespace() == CONFIG_NAMESPACE {
+            // Namespace configs of every model are JSON objects put (or deleted) as documents.
+            if !matches!(op, Op::Put | Op::Delete) {
+                return Err(InvalidEvent::new(
+                    "invalid_op",
+                    "op",
+                    format!("a namespace config takes put or delete, not `{op}`"),
+                ));
+            }
+            let config = ["vector", "to", "label", "points"]
+                .into_iter()
+                .zip([
+                    self.vector.is_some(),
+                    self.to.is_some(),
+                    self.label.is_some(),
+                    self.points.is_some(),
+                ])
+                .find(|(_, present)| *present);
+            if let Some((field, _)) = config {
+                return Err(InvalidEvent::new(
+                    "unexpected_field",
+                    field,
+                    format!("a namespace config carries no `{field}`"),
+                ));
+            }
+            let data = json_object(self.data, "data", limits.data_bytes_max)?;
+            let metadata = json_object(self.metadata, "metadata", limits.metadata_bytes_max)?;
+            if op == Op::Delete {
+                forbid(&data, "data", op, model)?;
+            }
+            let data = if op == Op::Put {
+                Some(require(data, "data", op)?)
+            } else {
+                None
+            };
+            let event = Event {
+                id: self.id.unwrap_or_else(draw_id),
+                urn,
+                event_type: self.event_type.unwrap_or_else(|| op.as_str().to_owned()),
+                op,
+                data,
+                vector: None,
+                to: None,
+                label: None,
+                points: None,
+                metadata,
+            };
+            return Ok((event, self.expected_revision));
+        }
         if !Op::allowed_for(model).contains(&op) {
             let allowed: Vec<_> = Op::allowed_for(model).iter().map(|o| o.as_str()).collect();
             return Err(InvalidEvent::new(
@@ -535,6 +584,10 @@ impl EventInput {
         Ok((event, self.expected_revision))
     }
 }
+
+/// The reserved namespace of every model holding namespace configs
+/// (`urn:themis:{model}:_namespace:{ns}`).
+pub const CONFIG_NAMESPACE: &str = "_namespace";
 
 fn check_vector(vector: Vec<f64>, limits: &EventLimits) -> Result<Vec<f32>, InvalidEvent> {
     if vector.is_empty() || vector.len() > limits.vector_dims_max {

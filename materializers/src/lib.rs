@@ -15,7 +15,9 @@
 //! [`digest`]: Materializer::digest
 
 pub mod document;
+pub mod filter;
 pub mod namespaces;
+pub mod vector;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -57,7 +59,7 @@ pub enum Error {
         timeout: Duration,
     },
     /// No such view kind.
-    #[error("no view kind {0:?} (known: document, relational, namespaces)")]
+    #[error("no view kind {0:?} (known: document, relational, namespaces, vector)")]
     UnknownView(String),
     /// A namespace name that no URN can carry.
     #[error("invalid namespace: {0}")]
@@ -65,6 +67,12 @@ pub enum Error {
     /// This node holds no replica of the shard, so it has none of its views.
     #[error("this node holds no replica of shard {0}")]
     NotHosted(u32),
+    /// A search names a namespace without a config.
+    #[error("{0}")]
+    UnknownNamespace(String),
+    /// A search that cannot run as asked (wrong dimension, bad k, ...).
+    #[error("{0}")]
+    InvalidSearch(String),
 }
 
 impl Error {
@@ -77,6 +85,8 @@ impl Error {
             Error::UnknownView(_) => "unknown_view",
             Error::InvalidNamespace(_) => "invalid_namespace",
             Error::NotHosted(_) => "not_hosted",
+            Error::UnknownNamespace(_) => "unknown_namespace",
+            Error::InvalidSearch(_) => "invalid_search",
         }
     }
 }
@@ -98,6 +108,17 @@ pub trait View: Debug + Send + Sync + 'static {
     fn clear(&self, tx: &WriteTransaction, shard: ShardId) -> Result<()>;
     /// A digest of the view's state of `shard` (equal states, equal digests).
     fn digest(&self, tx: &ReadTransaction, shard: ShardId) -> Result<u64>;
+    /// Loads what the view keeps outside the database (indexes) for `shard` from its state
+    /// in `tx`, when the shard's worker starts.
+    fn open(&self, _tx: &ReadTransaction, _shard: ShardId) -> Result<()> {
+        Ok(())
+    }
+    /// Called by `shard`'s worker after each commit (`durable`: made durable), with the
+    /// node's monotonic clock in ms.
+    fn committed(&self, _db: &Database, _shard: ShardId, _durable: bool, _now_ms: u64) {}
+    /// At shutdown, after the last durable commit and with the workers stopped: write out
+    /// what should survive a restart.
+    fn checkpoint(&self, _shard: ShardId, _now_ms: u64) {}
 }
 
 /// A view's table: string keys, JSON values.
@@ -207,6 +228,9 @@ pub struct MaterializerConfig {
     pub durable_every: Duration,
     /// How often the set of hosted shards is checked (replicas move in a cluster).
     pub reconcile_every: Duration,
+    /// Where views keep files besides the database (vector index dumps); `None`: in memory
+    /// only (they are rebuilt from the views database at start).
+    pub index_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for MaterializerConfig {
@@ -215,8 +239,27 @@ impl Default for MaterializerConfig {
             batch_entries: 512,
             durable_every: Duration::from_secs(1),
             reconcile_every: Duration::from_millis(500),
+            index_dir: None,
         }
     }
+}
+
+/// Largest `k` of a kNN search.
+pub const KNN_K_MAX: usize = 10_000;
+
+/// A kNN search ([`Materializer::knn`]).
+#[derive(Debug, Clone, Copy)]
+pub struct KnnSearch<'a> {
+    /// The vector namespace.
+    pub namespace: &'a str,
+    /// The query vector.
+    pub vector: &'a [f32],
+    /// How many hits.
+    pub k: usize,
+    /// Candidates to consider (the namespace's `ef_search` when `None`).
+    pub ef: Option<usize>,
+    /// Payload filter.
+    pub filter: Option<&'a filter::Filter>,
 }
 
 /// One (shard, view) worker's shared state.
@@ -259,6 +302,7 @@ pub struct Materializer {
     log: Arc<Log>,
     db: Arc<Database>,
     views: Vec<Arc<dyn View>>,
+    vectors: Arc<vector::VectorView>,
     clock: Arc<dyn Clock>,
     config: MaterializerConfig,
     workers: Mutex<BTreeMap<(ShardId, &'static str), Arc<Worker>>>,
@@ -275,15 +319,25 @@ impl Materializer {
         config: MaterializerConfig,
     ) -> Result<Arc<Materializer>> {
         let db = disk.open_database("views").map_err(storage)?;
+        let ring_log = log.clone();
+        let vectors = Arc::new(vector::VectorView::new(
+            Arc::new(move |ns: &str| {
+                Self::config_urn(themis_log::Model::Vector, ns)
+                    .map_or(ShardId(0), |urn| ring_log.shard_id_for(&urn))
+            }),
+            config.index_dir.clone(),
+        ));
         let views: Vec<Arc<dyn View>> = vec![
             Arc::new(document::DOCUMENTS),
             Arc::new(document::ROWS),
             Arc::new(namespaces::NamespacesView),
+            vectors.clone(),
         ];
         let m = Arc::new(Materializer {
             log,
             db: Arc::new(db),
             views,
+            vectors,
             clock,
             config,
             workers: Mutex::default(),
@@ -341,6 +395,7 @@ impl Materializer {
                 }
                 let (lsn, ts) = {
                     let tx = self.db.begin_read().map_err(storage)?;
+                    view.open(&tx, shard)?;
                     read_watermark(&tx, view.kind(), shard)?
                 };
                 let worker = Arc::new(Worker {
@@ -600,10 +655,152 @@ impl Materializer {
         Ok(out)
     }
 
-    /// Makes every view commit so far durable (at shutdown).
+    /// Makes every view commit so far durable.
     pub fn sync(&self) -> Result<()> {
         let tx = self.db.begin_write().map_err(storage)?;
         tx.commit().map_err(storage)
+    }
+
+    /// At shutdown: stops the workers, makes every view commit durable and writes out what
+    /// views keep outside the database (index dumps), so a restart resumes without rebuilding.
+    pub async fn shutdown(&self) -> Result<()> {
+        let workers: Vec<((ShardId, &'static str), Arc<Worker>)> =
+            std::mem::take(&mut *self.workers.lock().expect("workers lock"))
+                .into_iter()
+                .collect();
+        for (_, w) in &workers {
+            w.stopped.store(true, Ordering::SeqCst);
+            let task = w.task.lock().expect("task lock").take();
+            if let Some(task) = task {
+                task.abort();
+                // Wait until it is gone: a worker between two awaits may still be applying.
+                let _ = task.await;
+            }
+        }
+        self.sync()?;
+        let now = self.clock.monotonic().as_millis() as u64;
+        for ((shard, kind), _) in &workers {
+            if let Ok(view) = self.view(kind) {
+                view.checkpoint(*shard, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// The `k` vectors of namespace `ns` nearest to `query` (whose payload matches `filter`),
+    /// over every shard, once the vector view covers `min_token` (waiting at most `timeout`):
+    /// each shard answers its exact top k at its watermark, and the answers merge into one
+    /// ranking (nearest first, ties by URN). Returns the hits with their shards and the token
+    /// of the watermarks searched. The node must hold every shard.
+    pub async fn knn(
+        &self,
+        search: &KnnSearch<'_>,
+        min_token: &Token,
+        timeout: Duration,
+    ) -> Result<(Vec<(ShardId, vector::Hit)>, Token)> {
+        self.knn_check(search)?;
+        self.wait_for(vector::KIND, min_token, &[], timeout).await?;
+        self.knn_now(search)
+    }
+
+    /// Checks a kNN search (namespace config, dimension, k, ef) and that this node holds
+    /// every shard; returns the namespace's settings.
+    pub fn knn_check(&self, search: &KnnSearch<'_>) -> Result<namespaces::VectorSettings> {
+        let ns = search.namespace;
+        let Some(registered) = self.namespace(themis_log::Model::Vector, ns)? else {
+            return Err(Error::UnknownNamespace(format!(
+                "vector namespace {ns:?} has no config; declare it with PUT \
+                 /v1/namespaces/vector/{ns} {{\"dimension\": ...}}"
+            )));
+        };
+        let Some(settings) = registered.config.vector() else {
+            return Err(Error::UnknownNamespace(format!(
+                "vector namespace {ns:?} declares no dimension"
+            )));
+        };
+        if search.vector.len() != settings.dimension {
+            return Err(Error::InvalidSearch(format!(
+                "namespace {ns:?} holds vectors of {} dimensions; the query has {}",
+                settings.dimension,
+                search.vector.len()
+            )));
+        }
+        if let Some(i) = search.vector.iter().position(|x| !x.is_finite()) {
+            return Err(Error::InvalidSearch(format!(
+                "query vector component {i} is not a finite number"
+            )));
+        }
+        if search.k == 0 || search.k > KNN_K_MAX {
+            return Err(Error::InvalidSearch(format!(
+                "k must be 1 to {KNN_K_MAX}, not {}",
+                search.k
+            )));
+        }
+        if let Some(ef) = search.ef
+            && (ef == 0 || ef > namespaces::VECTOR_EF_MAX)
+        {
+            return Err(Error::InvalidSearch(format!(
+                "ef must be 1 to {}, not {ef}",
+                namespaces::VECTOR_EF_MAX
+            )));
+        }
+        for s in 0..self.log.shard_count() {
+            self.log.shard(ShardId(s))?;
+        }
+        Ok(settings)
+    }
+
+    /// Runs a kNN search at the vector view's current watermarks (no waiting; see
+    /// [`knn`](Self::knn)).
+    pub fn knn_now(&self, search: &KnnSearch<'_>) -> Result<(Vec<(ShardId, vector::Hit)>, Token)> {
+        let settings = self.knn_check(search)?;
+        let ns = search.namespace;
+        let shards: Vec<ShardId> = (0..self.log.shard_count()).map(ShardId).collect();
+        let mut token = Token::new();
+        let mut hits = Vec::new();
+        for shard in shards {
+            let searcher = self.vectors.searcher(shard, ns);
+            let (found, at) = match searcher {
+                Some(s) => {
+                    let at = self.watermark(vector::KIND, shard)?.0;
+                    (
+                        s.search(search.vector, search.k, search.ef, search.filter, at),
+                        at,
+                    )
+                }
+                None => {
+                    let (found, at) = self.read(vector::KIND, shard, |tx| {
+                        vector::exact_search(
+                            tx,
+                            shard,
+                            ns,
+                            settings.metric,
+                            search.vector,
+                            search.k,
+                            search.filter,
+                        )
+                    })?;
+                    (found, at.0)
+                }
+            };
+            token.observe(Position {
+                shard,
+                lsn: Lsn(at),
+            });
+            hits.extend(found.into_iter().map(|h| (shard, h)));
+        }
+        hits.sort_by(|(_, a), (_, b)| {
+            a.distance
+                .total_cmp(&b.distance)
+                .then_with(|| a.urn.cmp(&b.urn))
+        });
+        hits.truncate(search.k);
+        Ok((hits, token))
+    }
+
+    /// The vector view (kNN searches).
+    pub fn vectors(&self) -> &Arc<vector::VectorView> {
+        &self.vectors
     }
 }
 
@@ -680,6 +877,7 @@ async fn run_worker(
         if durable {
             m.last_durable_ms.store(now, Ordering::Relaxed);
         }
+        view.committed(&m.db, shard, durable, now);
         worker.watermark_ts.store(ts, Ordering::Relaxed);
         worker
             .entries_applied

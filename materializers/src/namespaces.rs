@@ -20,7 +20,7 @@ use crate::{Result, View, all_json, digest_table, get_json, storage, table};
 /// The kind name.
 pub const KIND: &str = "namespaces";
 /// The reserved namespace holding configs.
-pub const CONFIG_NAMESPACE: &str = "_namespace";
+pub const CONFIG_NAMESPACE: &str = themis_log::event::CONFIG_NAMESPACE;
 
 /// Column types of relational namespaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,40 @@ pub struct Column {
     pub nullable: bool,
 }
 
+/// How a vector namespace measures distance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// `1 - cos(a, b)` (vectors are compared by direction; a zero vector is refused).
+    Cosine,
+    /// Euclidean distance.
+    L2,
+    /// `-(a · b)`: the larger the inner product, the nearer.
+    Dot,
+}
+
+impl Metric {
+    /// Its name in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::L2 => "l2",
+            Metric::Dot => "dot",
+        }
+    }
+}
+
+/// Defaults of vector namespaces (hnswlib's defaults for M and ef_construction).
+pub const VECTOR_DEFAULT_M: usize = 16;
+/// See [`VECTOR_DEFAULT_M`].
+pub const VECTOR_DEFAULT_EF_CONSTRUCTION: usize = 200;
+/// Candidates a kNN search keeps by default (at least `k`).
+pub const VECTOR_DEFAULT_EF_SEARCH: usize = 64;
+/// Largest `m` (hnsw_rs keeps at most 256 neighbours per layer, and 2m in layer 0).
+pub const VECTOR_M_MAX: usize = 64;
+/// Largest `ef_construction` and `ef_search`.
+pub const VECTOR_EF_MAX: usize = 4096;
+
 /// A namespace's declared options.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +96,37 @@ pub struct NamespaceConfig {
     /// Relational namespaces: the columns (besides the implicit `id`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<Column>,
+    /// Vector namespaces: dimensions of every vector (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimension: Option<usize>,
+    /// Vector namespaces: the distance (default cosine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Metric>,
+    /// Vector namespaces: HNSW neighbours per node and layer (default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m: Option<usize>,
+    /// Vector namespaces: candidates kept while inserting (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ef_construction: Option<usize>,
+    /// Vector namespaces: candidates a search keeps unless the query says otherwise (default
+    /// 64; a search keeps at least `k`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ef_search: Option<usize>,
+}
+
+/// A vector namespace's index settings, defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VectorSettings {
+    /// Dimensions.
+    pub dimension: usize,
+    /// Distance.
+    pub metric: Metric,
+    /// HNSW neighbours per node and layer.
+    pub m: usize,
+    /// Candidates kept while inserting.
+    pub ef_construction: usize,
+    /// Candidates a search keeps by default.
+    pub ef_search: usize,
 }
 
 /// A config as the registry holds it.
@@ -221,9 +286,85 @@ fn fits(t: ColumnType, v: &Value) -> bool {
 }
 
 impl NamespaceConfig {
+    /// The config with every default spelled out, as it is written to the log (so a later
+    /// change of a default does not change existing namespaces).
+    pub fn with_defaults(mut self, model: Model) -> NamespaceConfig {
+        if model == Model::Vector {
+            self.metric.get_or_insert(Metric::Cosine);
+            self.m.get_or_insert(VECTOR_DEFAULT_M);
+            self.ef_construction
+                .get_or_insert(VECTOR_DEFAULT_EF_CONSTRUCTION);
+            self.ef_search.get_or_insert(VECTOR_DEFAULT_EF_SEARCH);
+        }
+        self
+    }
+
+    /// A vector namespace's settings (`None` without a dimension).
+    pub fn vector(&self) -> Option<VectorSettings> {
+        Some(VectorSettings {
+            dimension: self.dimension?,
+            metric: self.metric.unwrap_or(Metric::Cosine),
+            m: self.m.unwrap_or(VECTOR_DEFAULT_M),
+            ef_construction: self
+                .ef_construction
+                .unwrap_or(VECTOR_DEFAULT_EF_CONSTRUCTION),
+            ef_search: self.ef_search.unwrap_or(VECTOR_DEFAULT_EF_SEARCH),
+        })
+    }
+
+    fn has_vector_options(&self) -> bool {
+        self.dimension.is_some()
+            || self.metric.is_some()
+            || self.m.is_some()
+            || self.ef_construction.is_some()
+            || self.ef_search.is_some()
+    }
+
+    fn validate_vector(&self, dims_max: usize) -> std::result::Result<(), String> {
+        if !self.columns.is_empty() {
+            return Err(
+                "vector namespaces declare no columns (their payload is schemaless)".into(),
+            );
+        }
+        let Some(dimension) = self.dimension else {
+            return Err("a vector namespace declares its `dimension`".into());
+        };
+        if dimension == 0 || dimension > dims_max {
+            return Err(format!(
+                "dimension must be 1 to {dims_max}, not {dimension}"
+            ));
+        }
+        if let Some(m) = self.m
+            && !(2..=VECTOR_M_MAX).contains(&m)
+        {
+            return Err(format!("m must be 2 to {VECTOR_M_MAX}, not {m}"));
+        }
+        for (name, value) in [
+            ("ef_construction", self.ef_construction),
+            ("ef_search", self.ef_search),
+        ] {
+            if let Some(ef) = value
+                && !(1..=VECTOR_EF_MAX).contains(&ef)
+            {
+                return Err(format!("{name} must be 1 to {VECTOR_EF_MAX}, not {ef}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks a config for `model`: relational namespaces need at least one column, with valid
-    /// and distinct names; other models declare none (yet).
+    /// and distinct names; vector namespaces a dimension (at most `dims_max`) and sane index
+    /// settings; document namespaces declare nothing (yet).
     pub fn validate(&self, model: Model) -> std::result::Result<(), String> {
+        if model == Model::Vector {
+            return self.validate_vector(themis_log::event::EventLimits::default().vector_dims_max);
+        }
+        if self.has_vector_options() {
+            return Err(format!(
+                "dimension, metric, m, ef_construction and ef_search belong to vector \
+                 namespaces, not {model} ones"
+            ));
+        }
         match model {
             Model::Relational => {
                 if self.columns.is_empty() {
@@ -266,6 +407,27 @@ impl NamespaceConfig {
     /// Whether `next` may replace this config: columns may be added (nullable ones only) and
     /// widened to `json`; nothing may be removed, renamed, narrowed or made required.
     pub fn evolves_to(&self, next: &NamespaceConfig) -> std::result::Result<(), String> {
+        if let (Some(old), Some(new)) = (self.vector(), next.vector()) {
+            // The index is built with these; only the search default may change.
+            for (name, a, b) in [
+                ("dimension", old.dimension, new.dimension),
+                ("m", old.m, new.m),
+                ("ef_construction", old.ef_construction, new.ef_construction),
+            ] {
+                if a != b {
+                    return Err(format!(
+                        "{name} cannot change ({a} → {b}); declare a new namespace and re-append"
+                    ));
+                }
+            }
+            if old.metric != new.metric {
+                return Err(format!(
+                    "metric cannot change ({} → {}); declare a new namespace and re-append",
+                    old.metric.as_str(),
+                    new.metric.as_str()
+                ));
+            }
+        }
         for old in &self.columns {
             let Some(new) = next.columns.iter().find(|c| c.name == old.name) else {
                 return Err(format!("column {:?} cannot be removed", old.name));
@@ -285,6 +447,54 @@ impl NamespaceConfig {
                 return Err(format!(
                     "new column {:?} must be nullable (existing rows have no value for it)",
                     new.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one event of a vector namespace: a put carries a vector of the declared
+    /// dimension (not all zeros under cosine); put and patch payloads are JSON objects.
+    pub fn check_vector_event(
+        &self,
+        op: Op,
+        vector: Option<&[f32]>,
+        data: Option<&Value>,
+    ) -> std::result::Result<(), Violation> {
+        let violation = |field: &str, message: String| Violation {
+            column: field.to_owned(),
+            message,
+        };
+        let Some(settings) = self.vector() else {
+            return Err(violation(
+                "dimension",
+                "the namespace declares no dimension".into(),
+            ));
+        };
+        if let Some(d) = data
+            && !d.is_object()
+        {
+            return Err(violation(
+                "data",
+                "a vector's payload is a JSON object".into(),
+            ));
+        }
+        if op == Op::Put {
+            let vector = vector.unwrap_or_default();
+            if vector.len() != settings.dimension {
+                return Err(violation(
+                    "vector",
+                    format!(
+                        "the namespace's vectors have {} dimensions, this one has {}",
+                        settings.dimension,
+                        vector.len()
+                    ),
+                ));
+            }
+            if settings.metric == Metric::Cosine && vector.iter().all(|&x| x == 0.0) {
+                return Err(violation(
+                    "vector",
+                    "a zero vector has no direction, so cosine distance is undefined for it".into(),
                 ));
             }
         }

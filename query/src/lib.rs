@@ -13,6 +13,7 @@
 //!   are planned into anything that could run.
 
 pub mod encode;
+pub mod search;
 pub mod tables;
 
 use std::collections::BTreeMap;
@@ -142,6 +143,14 @@ struct Named {
     reference: TableReference,
     model: Model,
     namespace: String,
+}
+
+/// Table functions: a bare reference to one of these names is the function, not a table
+/// (`relational.knn` still names a namespace called `knn`).
+pub const TABLE_FUNCTIONS: [&str; 1] = ["knn"];
+
+fn is_function(reference: &TableReference) -> bool {
+    matches!(reference, TableReference::Bare { table } if TABLE_FUNCTIONS.contains(&table.as_ref()))
 }
 
 fn resolve(reference: &TableReference) -> Result<Named> {
@@ -306,29 +315,48 @@ impl QueryEngine {
         catalog
             .register_schema(DOCUMENT_SCHEMA, Arc::new(MemorySchemaProvider::new()))
             .map_err(plan_error)?;
+        let knn = Arc::new(search::KnnFunction {
+            views: self.views.clone(),
+            token: Mutex::new(Token::new()),
+            error: Mutex::new(None),
+        });
+        ctx.register_udtf("knn", knn.clone());
         let state = ctx.state();
         let statement = state
             .sql_to_statement(sql, &datafusion::config::Dialect::default())
             .map_err(plan_error)?;
         check_is_query(&statement)?;
         let mut named: Vec<Named> = Vec::new();
+        let mut functions = false;
         for reference in state
             .resolve_table_references(&statement)
             .map_err(plan_error)?
         {
+            if is_function(&reference) {
+                functions = true;
+                continue;
+            }
             let n = resolve(&reference)?;
             if !named.contains(&n) {
                 named.push(n);
             }
         }
+        if functions {
+            self.views
+                .wait_for(themis_materializers::vector::KIND, min_token, &[], timeout)
+                .await?;
+        }
 
         let engine = self.clone();
         let tables_shards = shards.clone();
         let needed = named.clone();
-        let (tables, token) =
+        let (tables, tables_token) = if named.is_empty() && functions {
+            (Vec::new(), Token::new())
+        } else {
             themis_log::seam::run_blocking(move || engine.tables(&needed, &tables_shards))
                 .await
-                .map_err(|e| Error::Internal(format!("table builder: {e}")))??;
+                .map_err(|e| Error::Internal(format!("table builder: {e}")))??
+        };
 
         for (n, table) in named.iter().zip(tables) {
             let provider = MemTable::try_new(table.schema(), table.partitions())
@@ -341,10 +369,17 @@ impl QueryEngine {
             ctx.register_table(full, Arc::new(provider))
                 .map_err(plan_error)?;
         }
-        let plan = state
-            .statement_to_plan(statement)
-            .await
-            .map_err(plan_error)?;
+        let plan = match state.statement_to_plan(statement).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                // A table function's own error, in its own terms.
+                if let Some(mine) = knn.error.lock().expect("error lock").take() {
+                    return Err(mine);
+                }
+                return Err(plan_error(e));
+            }
+        };
+        let token = search::meet(&tables_token, &knn.token.lock().expect("token lock"));
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -381,6 +416,37 @@ impl QueryEngine {
         Ok(Answer {
             schema,
             batches,
+            token,
+        })
+    }
+
+    /// A kNN search (`POST /v1/query {"knn": ...}`) once the vector view covers
+    /// `min_token` (waiting at most `timeout`), as an answer with the columns of
+    /// [`search::knn_schema`].
+    pub async fn knn(
+        &self,
+        args: &search::KnnArgs,
+        min_token: &Token,
+        timeout: Duration,
+    ) -> Result<Answer> {
+        let filter = args.filter()?;
+        let (hits, token) = self
+            .views
+            .knn(
+                &themis_materializers::KnnSearch {
+                    namespace: &args.namespace,
+                    vector: &args.vector,
+                    k: args.k,
+                    ef: args.ef,
+                    filter: filter.as_ref(),
+                },
+                min_token,
+                timeout,
+            )
+            .await?;
+        Ok(Answer {
+            schema: search::knn_schema(),
+            batches: vec![search::knn_batch(&hits)?],
             token,
         })
     }

@@ -156,7 +156,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log.clone(),
         &disk,
         clock.clone(),
-        MaterializerConfig::default(),
+        MaterializerConfig {
+            index_dir: Some(args.data_dir.join("indexes")),
+            ..Default::default()
+        },
     )
     .await
     .with_context(|| format!("cannot open the views in {}", args.data_dir.display()))?;
@@ -205,7 +208,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("http server failed")?;
     tracing::info!("shutting down");
-    if let Err(e) = views.sync() {
+    if let Err(e) = views.shutdown().await {
         tracing::warn!("views: final sync failed: {e}");
     }
     log.shutdown().await;

@@ -17,6 +17,8 @@ use themis_materializers::document::{self, merge_patch};
 use themis_materializers::{Materializer, MaterializerConfig};
 use themis_storage::MemoryDisk;
 
+mod vector;
+
 #[derive(Debug, Clone)]
 enum Op {
     Put(Value),

@@ -330,24 +330,34 @@ fn check_schema(state: &AppState, batch: &themis_log::ValidatedBatch) -> Result<
         Option<themis_materializers::namespaces::Registered>,
     > = std::collections::BTreeMap::new();
     for (index, event) in batch.events().enumerate() {
-        if event.urn.model() != themis_log::Model::Relational {
+        let model = event.urn.model();
+        if !matches!(
+            model,
+            themis_log::Model::Relational | themis_log::Model::Vector
+        ) {
             continue;
         }
         let ns = event.urn.namespace();
-        let registered = match configs.get(ns) {
+        let key = format!("{model}/{ns}");
+        let registered = match configs.get(&key) {
             Some(r) => r.clone(),
             None => {
-                let r = state.views.namespace(themis_log::Model::Relational, ns)?;
-                configs.insert(ns.to_owned(), r.clone());
+                let r = state.views.namespace(model, ns)?;
+                configs.insert(key, r.clone());
                 r
             }
         };
         let Some(registered) = registered else {
+            let what = if model == themis_log::Model::Vector {
+                "its dimension (and metric)"
+            } else {
+                "its columns"
+            };
             return Err(Problem::bad_request(
                 "unknown_namespace",
                 format!(
-                    "event {index}: relational namespace {ns:?} has no config; declare its \
-                     columns first with PUT /v1/namespaces/relational/{ns}"
+                    "event {index}: {model} namespace {ns:?} has no config; declare {what} \
+                     first with PUT /v1/namespaces/{model}/{ns}"
                 ),
             )
             .with("event_index", index));
@@ -359,16 +369,28 @@ fn check_schema(state: &AppState, batch: &themis_log::ValidatedBatch) -> Result<
                 )?),
                 None => None,
             };
-        if let Err(v) = registered.config.check_event(event.op, data.as_ref()) {
-            return Err(Problem::bad_request(
+        let checked = if model == themis_log::Model::Vector {
+            registered
+                .config
+                .check_vector_event(event.op, event.vector.as_deref(), data.as_ref())
+        } else {
+            registered.config.check_event(event.op, data.as_ref())
+        };
+        if let Err(v) = checked {
+            let mut problem = Problem::bad_request(
                 "schema_violation",
                 format!(
-                    "event {index} does not fit relational namespace {ns:?} (config version {}): {}",
+                    "event {index} does not fit {model} namespace {ns:?} (config version {}): {}",
                     registered.version, v.message
                 ),
             )
-            .with("event_index", index)
-            .with("column", v.column));
+            .with("event_index", index);
+            problem = if model == themis_log::Model::Vector {
+                problem.with("field", v.column)
+            } else {
+                problem.with("column", v.column)
+            };
+            return Err(problem);
         }
     }
     Ok(())
@@ -1052,7 +1074,16 @@ async fn run_query(
         .map_err(|e| Problem::bad_request("invalid_body", format!("invalid query body: {e}")))?;
     let timeout = wait_timeout(&state, request.timeout.as_deref())?;
     let min_token = parse_token(request.min_token.as_deref())?;
-    let answer = state.query.sql(&request.sql, &min_token, timeout).await?;
+    let answer = match (request.sql, request.knn) {
+        (Some(sql), None) => state.query.sql(&sql, &min_token, timeout).await?,
+        (None, Some(knn)) => state.query.knn(&knn, &min_token, timeout).await?,
+        _ => {
+            return Err(Problem::bad_request(
+                "invalid_body",
+                "a query is exactly one of `sql` or `knn`",
+            ));
+        }
+    };
     let format = themis_query::encode::Format::from_accept(
         headers
             .get(header::ACCEPT)
@@ -1148,6 +1179,8 @@ async fn put_namespace(
     config
         .validate(model)
         .map_err(|e| Problem::bad_request("invalid_config", e))?;
+    // The log holds every default spelled out.
+    let config = config.with_defaults(model);
     let existing = state.views.namespace(model, &ns)?;
     if let Some(r) = &existing {
         if r.config == config {

@@ -175,6 +175,8 @@ impl From<themis_materializers::Error> for Problem {
             ViewError::InvalidNamespace(_) => StatusCode::BAD_REQUEST,
             ViewError::NotHosted(_) => StatusCode::MISDIRECTED_REQUEST,
             ViewError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ViewError::UnknownNamespace(_) => StatusCode::NOT_FOUND,
+            ViewError::InvalidSearch(_) => StatusCode::BAD_REQUEST,
         };
         let problem = Problem::new(status, e.code(), e.to_string());
         match e {

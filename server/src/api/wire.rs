@@ -336,7 +336,12 @@ pub struct NamespacesBody {
 #[serde(deny_unknown_fields)]
 pub struct QueryBody {
     /// One SQL query (`SELECT`, `WITH ... SELECT`, `EXPLAIN`, `VALUES`).
-    pub sql: String,
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// A kNN search: `{"namespace", "vector", "k" (default 10), "filter", "ef"}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub knn: Option<themis_query::search::KnnArgs>,
     /// Wait until every view the query reads covers this token.
     #[serde(default)]
     pub min_token: Option<String>,

@@ -6,6 +6,7 @@ mod cluster;
 mod crash;
 mod harness;
 mod nemesis;
+mod search;
 mod sql;
 mod subscribe;
 mod tidy;
