@@ -798,6 +798,23 @@ impl Materializer {
         Ok((hits, token))
     }
 
+    /// For checkers: `shard`'s vector view watermark, its live vector resources, and the
+    /// URNs a search there can find (see [`vector::VectorView::searchable`]).
+    pub fn vector_sets(
+        &self,
+        shard: ShardId,
+    ) -> Result<(
+        Lsn,
+        std::collections::BTreeSet<String>,
+        std::collections::BTreeSet<String>,
+    )> {
+        let ((live, found), at) = self.read(vector::KIND, shard, |tx| {
+            let (at, _) = read_watermark(tx, vector::KIND, shard)?;
+            self.vectors.searchable(tx, shard, at)
+        })?;
+        Ok((at, live, found))
+    }
+
     /// The vector view (kNN searches).
     pub fn vectors(&self) -> &Arc<vector::VectorView> {
         &self.vectors

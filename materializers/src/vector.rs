@@ -712,25 +712,49 @@ impl VectorView {
             .collect()
     }
 
-    /// The URNs whose vectors a search at watermark `at` can find in `shard` (for checkers).
-    pub fn indexed(&self, shard: ShardId, at: u64) -> BTreeSet<String> {
-        let indexes: Vec<Arc<Index>> = self
+    /// What searches of `shard` can find at the watermark of the state in `tx` (for
+    /// checkers): the live vector resources of the state, and the URNs a search reaches:
+    /// the visible points of each namespace's index, or the live resources of a namespace
+    /// without one (searched exactly).
+    pub fn searchable(
+        &self,
+        tx: &ReadTransaction,
+        shard: ShardId,
+        at: u64,
+    ) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
+        let mut live = BTreeSet::new();
+        if let Some(records) = read_table(tx, &records_name(shard))? {
+            for item in records.iter().map_err(storage)? {
+                let (k, v) = item.map_err(storage)?;
+                if !VectorRecord::decode(v.value())?.deleted {
+                    live.insert(k.value().to_owned());
+                }
+            }
+        }
+        let indexes: BTreeMap<String, Arc<Index>> = self
             .indexes
             .lock()
             .expect("indexes lock")
             .iter()
             .filter(|((s, _), _)| *s == shard)
-            .map(|(_, i)| i.clone())
+            .map(|((_, ns), i)| (ns.clone(), i.clone()))
             .collect();
-        let mut out = BTreeSet::new();
-        for index in indexes {
+        let mut found: BTreeSet<String> = live
+            .iter()
+            .filter(|urn| {
+                let ns = urn.splitn(5, ':').nth(3).unwrap_or("");
+                !indexes.contains_key(ns)
+            })
+            .cloned()
+            .collect();
+        for index in indexes.values() {
             for p in index.points.read().expect("points lock").iter() {
                 if p.visible(at) {
-                    out.insert(p.urn.to_string());
+                    found.insert(p.urn.to_string());
                 }
             }
         }
-        out
+        Ok((live, found))
     }
 
     /// Dumps every index of `shard` that changed enough (`force`: any change), and rebuilds

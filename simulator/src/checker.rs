@@ -15,11 +15,13 @@
 //! - linearizable reads: a read returns exactly the stream's prefix up to the revision it
 //!   reports, that prefix includes every append acknowledged before the read was invoked, and
 //!   holds nothing invoked after the read completed;
+//! - vector views ([`check_vectors`]): every replica's live vector resources, in its state and
+//!   in what its indexes let a search find, equal a fold of the log;
 //! - views ([`check_views`]): every replica's document and relational views, at a watermark equal to its applied
 //!   log, equals a reference fold of the log written here, independently of the view code
 //!   (only RFC 7396 merging is shared, and it has its own tests).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use themis_log::event::ExpectedRevision;
 use themis_log::{LogEntryView, Outcome};
@@ -60,6 +62,8 @@ pub struct Checked {
     pub resources: usize,
     /// Events the change-stream subscriber received, checked against the logs.
     pub subscribed: usize,
+    /// Live vector resources whose state and index membership were checked on every replica.
+    pub vectors: usize,
 }
 
 /// Checks `history` against every replica's log of every shard: `logs[shard]` holds, per
@@ -464,6 +468,68 @@ pub fn check_views(
     }
     if errors.is_empty() {
         Ok(resources)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Every replica's vector view of every shard, by shard: node, the live vector resources of
+/// its state, and the URNs a search there can find (its indexes' visible points).
+pub type VectorViews = BTreeMap<u32, Vec<(u64, BTreeSet<String>, BTreeSet<String>)>>;
+
+/// Checks every replica's vector view against a fold of the shard's log: the live vector
+/// resources (put makes one live, delete not, a patch changes no liveness) are exactly those
+/// of the view's state and exactly those its searches can find. Returns how many were
+/// checked.
+pub fn check_vectors(
+    logs: &BTreeMap<u32, Vec<(u64, Vec<LogEntryView>)>>,
+    views: &VectorViews,
+) -> Result<usize, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut checked = 0;
+    for (shard, replicas) in logs {
+        let Some((_, entries)) = replicas.first() else {
+            continue;
+        };
+        let mut live = BTreeSet::new();
+        for entry in entries {
+            let Some(outcomes) = &entry.outcomes else {
+                continue;
+            };
+            for (event, outcome) in entry.events.iter().zip(outcomes) {
+                if !matches!(outcome, Outcome::Appended { .. })
+                    || event.urn.model() != themis_log::Model::Vector
+                    || event.urn.namespace() == themis_log::event::CONFIG_NAMESPACE
+                {
+                    continue;
+                }
+                match event.op {
+                    themis_log::event::Op::Put => {
+                        live.insert(event.urn.as_str().to_owned());
+                    }
+                    themis_log::event::Op::Delete => {
+                        live.remove(event.urn.as_str());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        checked += live.len();
+        for (node, state, found) in views.get(shard).into_iter().flatten() {
+            for (what, got) in [("state", state), ("index", found)] {
+                if *got != live {
+                    let missing: Vec<&String> = live.difference(got).take(3).collect();
+                    let extra: Vec<&String> = got.difference(&live).take(3).collect();
+                    errors.push(format!(
+                        "shard {shard}: node {node}'s vector {what} differs from the fold of the \
+                         log (missing {missing:?}, extra {extra:?})"
+                    ));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(checked)
     } else {
         Err(errors)
     }

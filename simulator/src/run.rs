@@ -178,6 +178,9 @@ async fn run_async(o: RunOptions) -> Result<Report, Failure> {
     c.wait_for_leaders(Duration::from_secs(60))
         .await
         .map_err(|e| fail(vec![format!("no leaders: {e}")], &[]))?;
+    workload::declare_vectors(&c, Duration::from_secs(60))
+        .await
+        .map_err(|e| fail(vec![e], &[]))?;
     let started = c.now();
     let until = started + o.duration;
     let recorder: workload::Recorder = Arc::new(Mutex::new(History::default()));
@@ -231,7 +234,9 @@ async fn run_async(o: RunOptions) -> Result<Report, Failure> {
     let history = recorder.lock().expect("history lock").clone();
     let mut checked = checker::check(&history, &logs).map_err(|e| fail(e, &nemesis_log.events))?;
     checked.resources =
-        checker::check_views(&logs, &views).map_err(|e| fail(e, &nemesis_log.events))?;
+        checker::check_views(&logs, &views.0).map_err(|e| fail(e, &nemesis_log.events))?;
+    checked.vectors =
+        checker::check_vectors(&logs, &views.1).map_err(|e| fail(e, &nemesis_log.events))?;
     let subscribed = std::mem::take(&mut *subscribed.lock().expect("subscriber lock"));
     checked.subscribed =
         checker::check_subscriber(&logs, &subscribed).map_err(|e| fail(e, &nemesis_log.events))?;
@@ -374,10 +379,11 @@ async fn views_converged(
     c: &SimCluster,
     logs: &Logs,
     healed: Duration,
-) -> Result<checker::Views, String> {
+) -> Result<(checker::Views, checker::VectorViews), String> {
     let deadline = healed + LIVENESS_BOUND;
     loop {
         let mut views: checker::Views = BTreeMap::new();
+        let mut vectors: checker::VectorViews = BTreeMap::new();
         let mut behind = Vec::new();
         for (id, log) in c.running() {
             let Some(m) = c.views(id) else { continue };
@@ -402,10 +408,20 @@ async fn views_converged(
                         Err(e) => behind.push(format!("node {id} shard {s}: {e}")),
                     }
                 }
+                match m.vector_sets(ShardId(s)) {
+                    Ok((watermark, live, found)) if watermark.0 == applied => {
+                        vectors.entry(s).or_default().push((id, live, found));
+                    }
+                    Ok((watermark, _, _)) => behind.push(format!(
+                        "node {id} shard {s}: vector view at {}, log applied {applied}",
+                        watermark.0
+                    )),
+                    Err(e) => behind.push(format!("node {id} shard {s}: {e}")),
+                }
             }
         }
         if behind.is_empty() {
-            return Ok(views);
+            return Ok((views, vectors));
         }
         if c.now() > deadline {
             return Err(format!(

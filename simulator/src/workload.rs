@@ -137,7 +137,9 @@ fn input(id: &str, urn: &str, expected: ExpectedRevision, n: u64) -> EventInput 
         ExpectedRevision::Exact(r) => serde_json::json!(r),
     };
     // Puts, merge patches (setting, nesting and removing members) and deletes, so the document
-    // view's every path is exercised.
+    // view's every path is exercised. Vector puts carry a vector of the `sim` namespace's
+    // dimension (see `VECTOR_CONFIG`).
+    let vector = urn.starts_with("urn:themis:vector:");
     let (op, data) = match n % 7 {
         0..=3 => (
             "put",
@@ -155,7 +157,48 @@ fn input(id: &str, urn: &str, expected: ExpectedRevision, n: u64) -> EventInput 
     if !data.is_null() {
         event["data"] = data;
     }
+    if vector && op == "put" {
+        event["vector"] = serde_json::json!([(n % 11) as f64, (n % 7) as f64 - 3.0, 1.0, 0.5]);
+    }
     serde_json::from_value(event).expect("a valid event input")
+}
+
+/// The config of the vector namespace `sim` the workload writes to, appended before the
+/// clients start (the vector view indexes a namespace once it knows its config).
+pub const VECTOR_CONFIG: &str =
+    r#"{"dimension": 4, "metric": "l2", "m": 8, "ef_construction": 32, "ef_search": 16}"#;
+
+/// Appends [`VECTOR_CONFIG`] through the running nodes (with a fixed event id, so retries
+/// are idempotent), within `timeout` of virtual time.
+pub async fn declare_vectors(cluster: &SimCluster, timeout: Duration) -> Result<(), String> {
+    let deadline = cluster.now() + timeout;
+    let input = || -> EventInput {
+        serde_json::from_value(serde_json::json!({
+            "id": "00000000-0000-4000-8000-00000000c0f1",
+            "urn": "urn:themis:vector:_namespace:sim",
+            "op": "put",
+            "data": serde_json::from_str::<serde_json::Value>(VECTOR_CONFIG).expect("JSON"),
+        }))
+        .expect("a valid event input")
+    };
+    let mut last = String::new();
+    while cluster.now() < deadline {
+        for (_, log) in cluster.running() {
+            let batch = log
+                .validate_system(vec![input()], None, None)
+                .map_err(|e| e.to_string())?;
+            match tokio::time::timeout(Duration::from_secs(2), log.append(batch, false)).await {
+                Ok(Ok(result)) if result.shards.iter().all(|(_, a)| a.is_ok()) => return Ok(()),
+                Ok(Ok(result)) => last = format!("{:?}", result.shards),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "timed out".into(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "the vector namespace config was not appended: {last}"
+    ))
 }
 
 /// One attempt at an append through `log`: a definite outcome (acknowledged, or refused by
@@ -252,11 +295,13 @@ pub async fn client(
     let mut n = 0u64;
     while cluster.now() < until {
         n += 1;
-        // Every fourth stream is a relational row, the rest documents: both state views fold
-        // the same ops and the checker compares each with the log.
+        // Every fourth stream is a relational row, every eighth a vector, the rest documents:
+        // the views fold the same ops and the checker compares each with the log.
         let stream = rng.gen_range(0..w.streams);
         let model = if stream % 4 == 3 {
             "relational"
+        } else if stream % 8 == 5 {
+            "vector"
         } else {
             "document"
         };
