@@ -742,7 +742,7 @@ impl VectorView {
         let mut found: BTreeSet<String> = live
             .iter()
             .filter(|urn| {
-                let ns = urn.splitn(5, ':').nth(3).unwrap_or("");
+                let ns = urn.split(':').nth(3).unwrap_or("");
                 !indexes.contains_key(ns)
             })
             .cloned()
