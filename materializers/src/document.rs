@@ -82,6 +82,54 @@ impl StateView {
         format!("{}_changed/{}", self.prefix, shard.0)
     }
 
+    /// The model whose resources it holds.
+    pub fn model(&self) -> Model {
+        self.model
+    }
+
+    /// `urn`'s state in `shard` inside a write transaction (what `apply` just wrote).
+    pub(crate) fn get_in_write(
+        &self,
+        tx: &WriteTransaction,
+        shard: ShardId,
+        urn: &str,
+    ) -> Result<Option<Document>> {
+        let t = tx
+            .open_table(table(&self.table_name(shard)))
+            .map_err(storage)?;
+        let found = t.get(urn).map_err(storage)?;
+        found
+            .map(|v| serde_json::from_slice(v.value()))
+            .transpose()
+            .map_err(storage)
+    }
+
+    /// Every resource of `namespace` in `shard` (URN, state; tombstones included) inside a
+    /// write transaction.
+    pub(crate) fn namespace_in_write(
+        &self,
+        tx: &WriteTransaction,
+        shard: ShardId,
+        namespace: &str,
+    ) -> Result<Vec<(String, Document)>> {
+        let t = tx
+            .open_table(table(&self.table_name(shard)))
+            .map_err(storage)?;
+        let prefix = format!("urn:themis:{}:{namespace}:", self.model);
+        let mut out = Vec::new();
+        for item in t.range(prefix.as_str()..).map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            out.push((
+                k.value().to_owned(),
+                serde_json::from_slice(v.value()).map_err(storage)?,
+            ));
+        }
+        Ok(out)
+    }
+
     /// `urn`'s state in `shard` (`None`: never written).
     pub fn get(&self, tx: &ReadTransaction, shard: ShardId, urn: &str) -> Result<Option<Document>> {
         get_json(tx, &self.table_name(shard), urn)

@@ -16,6 +16,7 @@
 
 pub mod document;
 pub mod filter;
+pub mod fulltext;
 pub mod namespaces;
 pub mod vector;
 
@@ -29,6 +30,7 @@ use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
     WriteTransaction,
 };
+use serde_json::Value;
 use themis_log::seam::Clock;
 use themis_log::{CommittedEntry, Log, Lsn, Position, ShardId, Token};
 use tokio::sync::watch;
@@ -113,9 +115,9 @@ pub trait View: Debug + Send + Sync + 'static {
     fn open(&self, _tx: &ReadTransaction, _shard: ShardId) -> Result<()> {
         Ok(())
     }
-    /// Called by `shard`'s worker after each commit (`durable`: made durable), with the
-    /// node's monotonic clock in ms.
-    fn committed(&self, _db: &Database, _shard: ShardId, _durable: bool, _now_ms: u64) {}
+    /// Called by `shard`'s worker after each commit of a batch ending at `lsn` (`durable`:
+    /// made durable), with the node's monotonic clock in ms, before the watermark moves.
+    fn committed(&self, _db: &Database, _shard: ShardId, _lsn: u64, _durable: bool, _now_ms: u64) {}
     /// At shutdown, after the last durable commit and with the workers stopped: write out
     /// what should survive a restart.
     fn checkpoint(&self, _shard: ShardId, _now_ms: u64) {}
@@ -262,6 +264,19 @@ pub struct KnnSearch<'a> {
     pub filter: Option<&'a filter::Filter>,
 }
 
+/// A fulltext search ([`Materializer::search`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TextSearch<'a> {
+    /// Document or relational.
+    pub model: themis_log::Model,
+    /// The namespace.
+    pub namespace: &'a str,
+    /// The query (tantivy's syntax, see [`fulltext`]).
+    pub query: &'a str,
+    /// How many hits.
+    pub k: usize,
+}
+
 /// One (shard, view) worker's shared state.
 #[derive(Debug)]
 struct Worker {
@@ -303,6 +318,7 @@ pub struct Materializer {
     db: Arc<Database>,
     views: Vec<Arc<dyn View>>,
     vectors: Arc<vector::VectorView>,
+    text: Arc<fulltext::Fulltext>,
     clock: Arc<dyn Clock>,
     config: MaterializerConfig,
     workers: Mutex<BTreeMap<(ShardId, &'static str), Arc<Worker>>>,
@@ -327,9 +343,22 @@ impl Materializer {
             }),
             config.index_dir.clone(),
         ));
+        let ring_log = log.clone();
+        let text = Arc::new(fulltext::Fulltext::new(
+            config.index_dir.clone(),
+            Arc::new(move |model, ns: &str| {
+                Self::config_urn(model, ns).map_or(ShardId(0), |urn| ring_log.shard_id_for(&urn))
+            }),
+        ));
         let views: Vec<Arc<dyn View>> = vec![
-            Arc::new(document::DOCUMENTS),
-            Arc::new(document::ROWS),
+            Arc::new(fulltext::TextIndexed {
+                state: document::DOCUMENTS,
+                text: text.clone(),
+            }),
+            Arc::new(fulltext::TextIndexed {
+                state: document::ROWS,
+                text: text.clone(),
+            }),
             Arc::new(namespaces::NamespacesView),
             vectors.clone(),
         ];
@@ -338,6 +367,7 @@ impl Materializer {
             db: Arc::new(db),
             views,
             vectors,
+            text,
             clock,
             config,
             workers: Mutex::default(),
@@ -684,6 +714,7 @@ impl Materializer {
                 view.checkpoint(*shard, now);
             }
         }
+        self.text.close();
         Ok(())
     }
 
@@ -815,6 +846,104 @@ impl Materializer {
         Ok((at, live, found))
     }
 
+    /// The `k` resources of namespace `ns` of `model` (document or relational) that best
+    /// match the fulltext `query` (BM25 over the namespace's text fields, statistics summed
+    /// over every shard), once the state view covers `min_token` (waiting at most
+    /// `timeout`). Returns the hits (best first, ties by URN) with their shards and current
+    /// states, and the token of what was searched. The node must hold every shard.
+    pub async fn search(
+        &self,
+        search: &TextSearch<'_>,
+        min_token: &Token,
+        timeout: Duration,
+    ) -> Result<(fulltext::TextHits, Token)> {
+        let kind = self.search_check(search)?;
+        self.wait_for(kind, min_token, &[], timeout).await?;
+        self.search_now(search)
+    }
+
+    /// Checks a fulltext search (namespace config with text fields, k) and that this node
+    /// holds every shard; returns the state view it reads.
+    pub fn search_check(&self, search: &TextSearch<'_>) -> Result<&'static str> {
+        let (model, ns) = (search.model, search.namespace);
+        let kind = match model {
+            themis_log::Model::Document => document::DOCUMENTS.kind(),
+            themis_log::Model::Relational => document::ROWS.kind(),
+            other => {
+                return Err(Error::InvalidSearch(format!(
+                    "fulltext search reads document and relational namespaces, not {other} ones"
+                )));
+            }
+        };
+        let config = self.namespace(model, ns)?;
+        if config.as_ref().and_then(|r| r.config.text()).is_none() {
+            return Err(Error::UnknownNamespace(format!(
+                "{model} namespace {ns:?} declares no text_fields; declare them with PUT \
+                 /v1/namespaces/{model}/{ns} {{\"text_fields\": [...], \"language\": \"en\"}}"
+            )));
+        }
+        if search.k == 0 || search.k > KNN_K_MAX {
+            return Err(Error::InvalidSearch(format!(
+                "k must be 1 to {KNN_K_MAX}, not {}",
+                search.k
+            )));
+        }
+        if search.query.trim().is_empty() {
+            return Err(Error::InvalidSearch("the query is empty".into()));
+        }
+        for s in 0..self.log.shard_count() {
+            self.log.shard(ShardId(s))?;
+        }
+        Ok(kind)
+    }
+
+    /// Runs a fulltext search at the state view's current watermarks (no waiting; see
+    /// [`search`](Self::search)).
+    pub fn search_now(&self, search: &TextSearch<'_>) -> Result<(fulltext::TextHits, Token)> {
+        let kind = self.search_check(search)?;
+        let mut at = Vec::new();
+        for s in 0..self.log.shard_count() {
+            at.push((ShardId(s), self.watermark(kind, ShardId(s))?.0));
+        }
+        let (hits, reached) =
+            self.text
+                .search(kind, search.namespace, search.query, search.k, &at)?;
+        let view = if kind == document::ROWS.kind() {
+            document::ROWS
+        } else {
+            document::DOCUMENTS
+        };
+        let tx = self.db.begin_read().map_err(storage)?;
+        let mut out = Vec::with_capacity(hits.len());
+        for (shard, hit) in hits {
+            let data = view
+                .get(&tx, shard, &hit.urn)?
+                .filter(|d| !d.deleted)
+                .map_or(Value::Null, |d| d.data);
+            out.push((shard, hit, data));
+        }
+        let mut token = Token::new();
+        for (shard, lsn) in reached {
+            token.observe(Position {
+                shard,
+                lsn: Lsn(lsn),
+            });
+        }
+        Ok((out, token))
+    }
+
+    /// For checkers: the URNs in `shard`'s fulltext indexes of view `kind`, by namespace,
+    /// with the view's watermark.
+    pub fn text_sets(
+        &self,
+        kind: &str,
+        shard: ShardId,
+    ) -> Result<(Lsn, BTreeMap<String, Vec<String>>)> {
+        let kind = self.view(kind)?.kind();
+        let at = self.watermark(kind, shard)?;
+        Ok((at, self.text.indexed(kind, shard)?))
+    }
+
     /// The vector view (kNN searches).
     pub fn vectors(&self) -> &Arc<vector::VectorView> {
         &self.vectors
@@ -894,7 +1023,7 @@ async fn run_worker(
         if durable {
             m.last_durable_ms.store(now, Ordering::Relaxed);
         }
-        view.committed(&m.db, shard, durable, now);
+        view.committed(&m.db, shard, last_lsn, durable, now);
         worker.watermark_ts.store(ts, Ordering::Relaxed);
         worker
             .entries_applied

@@ -78,6 +78,39 @@ impl Metric {
     }
 }
 
+/// How the fulltext view analyses a namespace's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    /// English: lower case, English stop words removed (Lucene's list), Porter stemming.
+    En,
+    /// German: lower case, German stop words removed, Snowball German stemming.
+    De,
+    /// Lower case only.
+    None,
+}
+
+impl Language {
+    /// Its name in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::En => "en",
+            Language::De => "de",
+            Language::None => "none",
+        }
+    }
+}
+
+/// Most text fields one namespace may declare.
+pub const TEXT_FIELDS_MAX: usize = 32;
+
+fn valid_text_field(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | 'A'..='Z'))
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Defaults of vector namespaces (hnswlib's defaults for M and ef_construction).
 pub const VECTOR_DEFAULT_M: usize = 16;
 /// See [`VECTOR_DEFAULT_M`].
@@ -96,6 +129,13 @@ pub struct NamespaceConfig {
     /// Relational namespaces: the columns (besides the implicit `id`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<Column>,
+    /// Document and relational namespaces: top-level fields (string values, or arrays of
+    /// strings) the fulltext view indexes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub text_fields: Vec<String>,
+    /// How text fields are analysed (default `en`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<Language>,
     /// Vector namespaces: dimensions of every vector (required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dimension: Option<usize>,
@@ -286,9 +326,62 @@ fn fits(t: ColumnType, v: &Value) -> bool {
 }
 
 impl NamespaceConfig {
+    /// The fulltext settings: fields and language (`None` without text fields).
+    pub fn text(&self) -> Option<(Vec<String>, Language)> {
+        if self.text_fields.is_empty() {
+            None
+        } else {
+            Some((
+                self.text_fields.clone(),
+                self.language.unwrap_or(Language::En),
+            ))
+        }
+    }
+
+    fn validate_text(&self, model: Model) -> std::result::Result<(), String> {
+        if self.text_fields.is_empty() {
+            if self.language.is_some() {
+                return Err("`language` applies to `text_fields`; declare those too".into());
+            }
+            return Ok(());
+        }
+        if !matches!(model, Model::Document | Model::Relational) {
+            return Err(format!(
+                "text_fields belong to document and relational namespaces, not {model} ones"
+            ));
+        }
+        if self.text_fields.len() > TEXT_FIELDS_MAX {
+            return Err(format!("at most {TEXT_FIELDS_MAX} text_fields"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &self.text_fields {
+            if !valid_text_field(f) {
+                return Err(format!(
+                    "text field {f:?} is not valid: a top-level field name, [A-Za-z][A-Za-z0-9_]{{0,63}}"
+                ));
+            }
+            if !seen.insert(f) {
+                return Err(format!("text field {f:?} is declared twice"));
+            }
+            if model == Model::Relational
+                && !self.columns.iter().any(|c| {
+                    &c.name == f && matches!(c.column_type, ColumnType::String | ColumnType::Json)
+                })
+            {
+                return Err(format!(
+                    "text field {f:?} must be a declared string or json column"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The config with every default spelled out, as it is written to the log (so a later
     /// change of a default does not change existing namespaces).
     pub fn with_defaults(mut self, model: Model) -> NamespaceConfig {
+        if !self.text_fields.is_empty() {
+            self.language.get_or_insert(Language::En);
+        }
         if model == Model::Vector {
             self.metric.get_or_insert(Metric::Cosine);
             self.m.get_or_insert(VECTOR_DEFAULT_M);
@@ -356,6 +449,7 @@ impl NamespaceConfig {
     /// and distinct names; vector namespaces a dimension (at most `dims_max`) and sane index
     /// settings; document namespaces declare nothing (yet).
     pub fn validate(&self, model: Model) -> std::result::Result<(), String> {
+        self.validate_text(model)?;
         if model == Model::Vector {
             return self.validate_vector(themis_log::event::EventLimits::default().vector_dims_max);
         }
@@ -407,6 +501,13 @@ impl NamespaceConfig {
     /// Whether `next` may replace this config: columns may be added (nullable ones only) and
     /// widened to `json`; nothing may be removed, renamed, narrowed or made required.
     pub fn evolves_to(&self, next: &NamespaceConfig) -> std::result::Result<(), String> {
+        if self.text().is_some() && self.text() != next.text() {
+            return Err(
+                "text_fields and language cannot change once declared (the index is built \
+                 with them); declare a new namespace"
+                    .into(),
+            );
+        }
         if let (Some(old), Some(new)) = (self.vector(), next.vector()) {
             // The index is built with these; only the search default may change.
             for (name, a, b) in [
@@ -630,6 +731,25 @@ impl View for NamespacesView {
     fn digest(&self, tx: &ReadTransaction, shard: ShardId) -> Result<u64> {
         digest_table(tx, &table_name(shard))
     }
+}
+
+/// The registered config of `model`/`namespace` in `shard`'s registry, read inside a write
+/// transaction (what another view's `apply` sees: the latest committed registry).
+pub(crate) fn get_in_write(
+    tx: &WriteTransaction,
+    shard: ShardId,
+    model: Model,
+    namespace: &str,
+) -> Result<Option<Registered>> {
+    use redb::ReadableTable;
+    let t = tx.open_table(table(&table_name(shard))).map_err(storage)?;
+    let found = t
+        .get(format!("{model}/{namespace}").as_str())
+        .map_err(storage)?;
+    found
+        .map(|v| serde_json::from_slice(v.value()))
+        .transpose()
+        .map_err(storage)
 }
 
 /// The registered config of `model`/`namespace` in `shard`'s registry.

@@ -602,22 +602,15 @@ impl VectorView {
             .map(|d| d.join("vector").join(shard.0.to_string()).join(ns))
     }
 
-    /// The settings of `ns` from the registry in `tx` (write or read).
+    /// The settings of `ns` from the registry, inside a write transaction.
     fn settings_write(&self, tx: &WriteTransaction, ns: &str) -> Result<Option<VectorSettings>> {
         let shard = (self.config_shard)(ns);
-        let name = format!("ns/{}", shard.0);
-        let key = format!("vector/{ns}");
-        let t = match tx.open_table(table(&name)) {
-            Ok(t) => t,
-            Err(e) => return Err(storage(e)),
-        };
-        let found = t.get(key.as_str()).map_err(storage)?;
-        Ok(settings_from(
-            found
-                .map(|v| serde_json::from_slice(v.value()))
-                .transpose()
-                .map_err(storage)?,
-        ))
+        Ok(settings_from(namespaces::get_in_write(
+            tx,
+            shard,
+            Model::Vector,
+            ns,
+        )?))
     }
 
     fn settings_read(&self, tx: &ReadTransaction, ns: &str) -> Result<Option<VectorSettings>> {
@@ -1190,7 +1183,14 @@ impl View for VectorView {
         Ok(())
     }
 
-    fn committed(&self, db: &redb::Database, shard: ShardId, durable: bool, now_ms: u64) {
+    fn committed(
+        &self,
+        db: &redb::Database,
+        shard: ShardId,
+        _lsn: u64,
+        durable: bool,
+        now_ms: u64,
+    ) {
         if !self.pending.lock().expect("pending lock").is_empty() {
             let built = db
                 .begin_read()

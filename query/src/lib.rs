@@ -147,7 +147,7 @@ struct Named {
 
 /// Table functions: a bare reference to one of these names is the function, not a table
 /// (`relational.knn` still names a namespace called `knn`).
-pub const TABLE_FUNCTIONS: [&str; 1] = ["knn"];
+pub const TABLE_FUNCTIONS: [&str; 3] = ["knn", "search", "hybrid"];
 
 fn is_function(reference: &TableReference) -> bool {
     matches!(reference, TableReference::Bare { table } if TABLE_FUNCTIONS.contains(&table.as_ref()))
@@ -315,12 +315,20 @@ impl QueryEngine {
         catalog
             .register_schema(DOCUMENT_SCHEMA, Arc::new(MemorySchemaProvider::new()))
             .map_err(plan_error)?;
-        let knn = Arc::new(search::KnnFunction {
-            views: self.views.clone(),
-            token: Mutex::new(Token::new()),
-            error: Mutex::new(None),
-        });
-        ctx.register_udtf("knn", knn.clone());
+        let searches = search::Searches::new(self.views.clone());
+        for (name, kind) in [
+            ("knn", search::Kind::Knn),
+            ("search", search::Kind::Search),
+            ("hybrid", search::Kind::Hybrid),
+        ] {
+            ctx.register_udtf(
+                name,
+                Arc::new(search::Function {
+                    kind,
+                    searches: searches.clone(),
+                }),
+            );
+        }
         let state = ctx.state();
         let statement = state
             .sql_to_statement(sql, &datafusion::config::Dialect::default())
@@ -342,9 +350,14 @@ impl QueryEngine {
             }
         }
         if functions {
-            self.views
-                .wait_for(themis_materializers::vector::KIND, min_token, &[], timeout)
-                .await?;
+            // The functions read the vector and state views at their current watermarks.
+            for kind in [
+                themis_materializers::vector::KIND,
+                DOCUMENTS.kind(),
+                ROWS.kind(),
+            ] {
+                self.views.wait_for(kind, min_token, &[], timeout).await?;
+            }
         }
 
         let engine = self.clone();
@@ -373,13 +386,13 @@ impl QueryEngine {
             Ok(plan) => plan,
             Err(e) => {
                 // A table function's own error, in its own terms.
-                if let Some(mine) = knn.error.lock().expect("error lock").take() {
+                if let Some(mine) = searches.error.lock().expect("error lock").take() {
                     return Err(mine);
                 }
                 return Err(plan_error(e));
             }
         };
-        let token = search::meet(&tables_token, &knn.token.lock().expect("token lock"));
+        let token = search::meet(&tables_token, &searches.token.lock().expect("token lock"));
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -447,6 +460,59 @@ impl QueryEngine {
         Ok(Answer {
             schema: search::knn_schema(),
             batches: vec![search::knn_batch(&hits)?],
+            token,
+        })
+    }
+
+    /// A fulltext search (`POST /v1/query {"search": ...}`), as an answer with the columns of
+    /// [`search::search_schema`].
+    pub async fn search(
+        &self,
+        args: &search::SearchArgs,
+        min_token: &Token,
+        timeout: Duration,
+    ) -> Result<Answer> {
+        let (model, ns) = search::search_namespace(&self.views, &args.namespace)?;
+        let (hits, token) = self
+            .views
+            .search(
+                &themis_materializers::TextSearch {
+                    model,
+                    namespace: &ns,
+                    query: &args.query,
+                    k: args.k,
+                },
+                min_token,
+                timeout,
+            )
+            .await?;
+        Ok(Answer {
+            schema: search::search_schema(),
+            batches: vec![search::search_batch(&hits)?],
+            token,
+        })
+    }
+
+    /// A hybrid search (`POST /v1/query {"hybrid": ...}`): reciprocal rank fusion of a kNN
+    /// and a fulltext search, columns of [`search::hybrid_schema`].
+    pub async fn hybrid(
+        &self,
+        args: &search::HybridArgs,
+        min_token: &Token,
+        timeout: Duration,
+    ) -> Result<Answer> {
+        for kind in [
+            themis_materializers::vector::KIND,
+            DOCUMENTS.kind(),
+            ROWS.kind(),
+        ] {
+            self.views.wait_for(kind, min_token, &[], timeout).await?;
+        }
+        let searches = search::Searches::new(self.views.clone());
+        let (batch, token) = searches.hybrid(args)?;
+        Ok(Answer {
+            schema: search::hybrid_schema(),
+            batches: vec![batch],
             token,
         })
     }

@@ -17,6 +17,7 @@ use themis_materializers::document::{self, merge_patch};
 use themis_materializers::{Materializer, MaterializerConfig};
 use themis_storage::MemoryDisk;
 
+mod fulltext;
 mod vector;
 
 #[derive(Debug, Clone)]

@@ -1074,13 +1074,19 @@ async fn run_query(
         .map_err(|e| Problem::bad_request("invalid_body", format!("invalid query body: {e}")))?;
     let timeout = wait_timeout(&state, request.timeout.as_deref())?;
     let min_token = parse_token(request.min_token.as_deref())?;
-    let answer = match (request.sql, request.knn) {
-        (Some(sql), None) => state.query.sql(&sql, &min_token, timeout).await?,
-        (None, Some(knn)) => state.query.knn(&knn, &min_token, timeout).await?,
+    let answer = match (request.sql, request.knn, request.search, request.hybrid) {
+        (Some(sql), None, None, None) => state.query.sql(&sql, &min_token, timeout).await?,
+        (None, Some(knn), None, None) => state.query.knn(&knn, &min_token, timeout).await?,
+        (None, None, Some(search), None) => {
+            state.query.search(&search, &min_token, timeout).await?
+        }
+        (None, None, None, Some(hybrid)) => {
+            state.query.hybrid(&hybrid, &min_token, timeout).await?
+        }
         _ => {
             return Err(Problem::bad_request(
                 "invalid_body",
-                "a query is exactly one of `sql` or `knn`",
+                "a query is exactly one of `sql`, `knn`, `search` or `hybrid`",
             ));
         }
     };

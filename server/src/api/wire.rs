@@ -342,6 +342,15 @@ pub struct QueryBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub knn: Option<themis_query::search::KnnArgs>,
+    /// A fulltext search: `{"namespace", "query", "k" (default 10)}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub search: Option<themis_query::search::SearchArgs>,
+    /// A hybrid search (reciprocal rank fusion): `{"knn": {...}, "search": {...}, "k",
+    /// "rrf_k" (default 60), "candidates"}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub hybrid: Option<themis_query::search::HybridArgs>,
     /// Wait until every view the query reads covers this token.
     #[serde(default)]
     pub min_token: Option<String>,
