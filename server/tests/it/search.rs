@@ -286,3 +286,200 @@ async fn knn_over_http_with_configs_filters_sql_and_tokens() {
         "the index was dumped at shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fulltext_and_hybrid_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let b = &server.base;
+    let r = put_config(
+        b,
+        "document",
+        "notes",
+        json!({"text_fields": ["title", "body"]}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.json()["config"]["language"],
+        "en",
+        "the default is spelled out"
+    );
+    for (config, needle) in [
+        (json!({"text_fields": ["a.b"]}), "not valid"),
+        (json!({"text_fields": ["a", "a"]}), "twice"),
+        (json!({"language": "de"}), "declare those too"),
+        (
+            json!({"text_fields": ["a"], "language": "fr"}),
+            "unknown variant",
+        ),
+    ] {
+        let r = put_config(b, "document", "bad", config.clone()).await;
+        assert_eq!(r.status, 400, "{config}: {}", r.text);
+        assert!(r.text.contains(needle), "{config}: {}", r.text);
+    }
+    let r = put_config(b, "document", "notes", json!({"text_fields": ["title"]})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("cannot change"), "{}", r.text);
+    let r = put_config(
+        b,
+        "vector",
+        "notes",
+        json!({"dimension": 2, "metric": "l2"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let mut events = Vec::new();
+    for (i, (title, body)) in [
+        ("Foxes", "The quick brown fox jumps over the lazy dog"),
+        ("Logs", "An append-only log of events"),
+        ("Dogs", "Lazy dogs sleep"),
+        ("Search", "Ranking documents by BM25"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        events.push(
+            json!({"urn": format!("urn:themis:document:notes:n{i}"), "op": "put",
+                           "data": {"title": title, "body": body}}),
+        );
+        events.push(
+            json!({"urn": format!("urn:themis:vector:notes:n{i}"), "op": "put",
+                           "vector": [i as f64, 0.0]}),
+        );
+    }
+    let r = post(
+        b,
+        "/v1/events",
+        &json!({"events": events, "per_shard_atomicity": true}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+
+    let r = query(
+        b,
+        json!({"search": {"namespace": "notes", "query": "lazy dogs", "k": 5}, "min_token": token}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let body = r.json();
+    assert_eq!(ids(&body["rows"]), ["n2", "n0"]);
+    assert_eq!(body["rows"][0]["data"]["title"], "Dogs");
+    assert!(
+        body["rows"][0]["score"].as_f64().unwrap() > body["rows"][1]["score"].as_f64().unwrap()
+    );
+    for (q, want) in [
+        ("\"append-only log\"", vec!["n1"]),
+        ("rank*", vec!["n3"]),
+        ("fox -lazy", vec![]),
+    ] {
+        let r = query(
+            b,
+            json!({"search": {"namespace": "document.notes", "query": q}, "min_token": token}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{q}: {}", r.text);
+        assert_eq!(ids(&r.json()["rows"]), want, "{q}");
+    }
+
+    // Read-your-writes: a patch is searchable at its token.
+    let r = post(
+        b,
+        "/v1/streams/urn:themis:document:notes:n3",
+        &json!({"events": [{"op": "patch", "data": {"body": "zebras"}}]}),
+    )
+    .await;
+    let t = r.json()["token"].as_str().unwrap().to_owned();
+    let r = query(
+        b,
+        json!({"search": {"namespace": "notes", "query": "zebras"}, "min_token": t}),
+    )
+    .await;
+    assert_eq!(ids(&r.json()["rows"]), ["n3"]);
+
+    // SQL: search joined with a document table.
+    let r = query(
+        b,
+        json!({"sql": "SELECT s.id, n.title FROM search('notes', 'lazy', 3) s JOIN document.notes n ON n.id = s.id ORDER BY s.rank",
+               "min_token": t}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json()["rows"],
+        json!([{"id": "n2", "title": "Dogs"}, {"id": "n0", "title": "Foxes"}])
+    );
+
+    // Hybrid: n0 is second by text and first by vector; n2 first by text, third by vector.
+    let r = query(
+        b,
+        json!({"hybrid": {"knn": {"namespace": "notes", "vector": [0.0, 0.0]},
+                          "search": {"namespace": "notes", "query": "lazy"}, "k": 3},
+               "min_token": t}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let rows = r.json()["rows"].clone();
+    assert_eq!(ids(&rows), ["n0", "n2", "n1"]);
+    assert_eq!(rows[0]["knn_rank"], 1);
+    assert_eq!(rows[0]["search_rank"], 2);
+    let want = 1.0 / 61.0 + 1.0 / 62.0;
+    assert!((rows[0]["score"].as_f64().unwrap() - want).abs() < 1e-12);
+    assert_eq!(rows[2]["search_rank"], Value::Null);
+    assert_eq!(rows[0]["data"]["title"], "Foxes");
+    let r = query(
+        b,
+        json!({"sql": "SELECT id, knn_rank, search_rank FROM hybrid('notes', [0, 0], 'notes', 'lazy', 2)", "min_token": t}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json()["rows"],
+        json!([{"id": "n0", "knn_rank": 1, "search_rank": 2}, {"id": "n2", "knn_rank": 3, "search_rank": 1}])
+    );
+
+    for (body, status, code) in [
+        (
+            json!({"search": {"namespace": "nope", "query": "x"}}),
+            404,
+            "unknown_namespace",
+        ),
+        (
+            json!({"search": {"namespace": "notes", "query": "title:"}}),
+            400,
+            "invalid_search",
+        ),
+        (
+            json!({"search": {"namespace": "notes", "query": "x", "k": 0}}),
+            400,
+            "invalid_search",
+        ),
+        (
+            json!({"sql": "SELECT * FROM search('notes', 'x')"}),
+            400,
+            "invalid_search",
+        ),
+        (
+            json!({"hybrid": {"knn": {"namespace": "notes", "vector": [0, 0]}, "search": {"namespace": "notes", "query": "x"}, "rrf_k": -1}}),
+            400,
+            "invalid_search",
+        ),
+    ] {
+        let r = query(b, body.clone()).await;
+        assert_eq!(r.status, status, "{body}: {}", r.text);
+        assert_eq!(r.json()["code"], code, "{body}: {}", r.text);
+    }
+
+    // A restart reopens the index from disk.
+    assert_eq!(server.terminate().code(), Some(0));
+    let server = Server::start(dir.path(), &[]);
+    let r = query(
+        &server.base,
+        json!({"search": {"namespace": "notes", "query": "zebras"}, "min_token": t}),
+    )
+    .await;
+    assert_eq!(ids(&r.json()["rows"]), ["n3"]);
+    assert!(dir.path().join("indexes/fulltext/document").exists());
+}
