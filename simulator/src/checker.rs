@@ -15,6 +15,8 @@
 //! - linearizable reads: a read returns exactly the stream's prefix up to the revision it
 //!   reports, that prefix includes every append acknowledged before the read was invoked, and
 //!   holds nothing invoked after the read completed;
+//! - fulltext ([`check_texts`]): every replica's index of a namespace holds exactly the
+//!   documents a fold of the log says exist;
 //! - vector views ([`check_vectors`]): every replica's live vector resources, in its state and
 //!   in what its indexes let a search find, equal a fold of the log;
 //! - views ([`check_views`]): every replica's document and relational views, at a watermark equal to its applied
@@ -64,6 +66,8 @@ pub struct Checked {
     pub subscribed: usize,
     /// Live vector resources whose state and index membership were checked on every replica.
     pub vectors: usize,
+    /// Documents whose fulltext index membership was checked on every replica.
+    pub texts: usize,
 }
 
 /// Checks `history` against every replica's log of every shard: `logs[shard]` holds, per
@@ -525,6 +529,68 @@ pub fn check_vectors(
                          log (missing {missing:?}, extra {extra:?})"
                     ));
                 }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(checked)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Every replica's fulltext index of the document namespace `sim`, by shard: node and the
+/// URNs it holds.
+pub type TextViews = BTreeMap<u32, Vec<(u64, Vec<String>)>>;
+
+/// Checks every replica's fulltext index of document namespace `sim` against a fold of the
+/// shard's log: it holds exactly the documents that exist (put or patch makes one exist,
+/// delete not). Returns how many were checked.
+pub fn check_texts(
+    logs: &BTreeMap<u32, Vec<(u64, Vec<LogEntryView>)>>,
+    views: &TextViews,
+) -> Result<usize, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut checked = 0;
+    for (shard, replicas) in logs {
+        let Some((_, entries)) = replicas.first() else {
+            continue;
+        };
+        let mut live = BTreeSet::new();
+        for entry in entries {
+            let Some(outcomes) = &entry.outcomes else {
+                continue;
+            };
+            for (event, outcome) in entry.events.iter().zip(outcomes) {
+                if !matches!(outcome, Outcome::Appended { .. })
+                    || event.urn.model() != themis_log::Model::Document
+                    || event.urn.namespace() != "sim"
+                {
+                    continue;
+                }
+                match event.op {
+                    themis_log::event::Op::Put | themis_log::event::Op::Patch => {
+                        live.insert(event.urn.as_str().to_owned());
+                    }
+                    themis_log::event::Op::Delete => {
+                        live.remove(event.urn.as_str());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        checked += live.len();
+        for (node, urns) in views.get(shard).into_iter().flatten() {
+            let got: BTreeSet<String> = urns.iter().cloned().collect();
+            if got != live || got.len() != urns.len() {
+                let missing: Vec<&String> = live.difference(&got).take(3).collect();
+                let extra: Vec<&String> = got.difference(&live).take(3).collect();
+                errors.push(format!(
+                    "shard {shard}: node {node}'s fulltext index differs from the fold of the \
+                     log (missing {missing:?}, extra {extra:?}, {} entries for {} URNs)",
+                    urns.len(),
+                    got.len()
+                ));
             }
         }
     }

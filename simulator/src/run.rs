@@ -178,7 +178,7 @@ async fn run_async(o: RunOptions) -> Result<Report, Failure> {
     c.wait_for_leaders(Duration::from_secs(60))
         .await
         .map_err(|e| fail(vec![format!("no leaders: {e}")], &[]))?;
-    workload::declare_vectors(&c, Duration::from_secs(60))
+    workload::declare_namespaces(&c, Duration::from_secs(60))
         .await
         .map_err(|e| fail(vec![e], &[]))?;
     let started = c.now();
@@ -237,6 +237,8 @@ async fn run_async(o: RunOptions) -> Result<Report, Failure> {
         checker::check_views(&logs, &views.0).map_err(|e| fail(e, &nemesis_log.events))?;
     checked.vectors =
         checker::check_vectors(&logs, &views.1).map_err(|e| fail(e, &nemesis_log.events))?;
+    checked.texts =
+        checker::check_texts(&logs, &views.2).map_err(|e| fail(e, &nemesis_log.events))?;
     let subscribed = std::mem::take(&mut *subscribed.lock().expect("subscriber lock"));
     checked.subscribed =
         checker::check_subscriber(&logs, &subscribed).map_err(|e| fail(e, &nemesis_log.events))?;
@@ -379,11 +381,12 @@ async fn views_converged(
     c: &SimCluster,
     logs: &Logs,
     healed: Duration,
-) -> Result<(checker::Views, checker::VectorViews), String> {
+) -> Result<(checker::Views, checker::VectorViews, checker::TextViews), String> {
     let deadline = healed + LIVENESS_BOUND;
     loop {
         let mut views: checker::Views = BTreeMap::new();
         let mut vectors: checker::VectorViews = BTreeMap::new();
+        let mut texts: checker::TextViews = BTreeMap::new();
         let mut behind = Vec::new();
         for (id, log) in c.running() {
             let Some(m) = c.views(id) else { continue };
@@ -408,6 +411,17 @@ async fn views_converged(
                         Err(e) => behind.push(format!("node {id} shard {s}: {e}")),
                     }
                 }
+                match m.text_sets("document", ShardId(s)) {
+                    Ok((watermark, indexed)) if watermark.0 == applied => {
+                        let urns = indexed.get("sim").cloned().unwrap_or_default();
+                        texts.entry(s).or_default().push((id, urns));
+                    }
+                    Ok((watermark, _)) => behind.push(format!(
+                        "node {id} shard {s}: fulltext at {}, log applied {applied}",
+                        watermark.0
+                    )),
+                    Err(e) => behind.push(format!("node {id} shard {s}: {e}")),
+                }
                 match m.vector_sets(ShardId(s)) {
                     Ok((watermark, live, found)) if watermark.0 == applied => {
                         vectors.entry(s).or_default().push((id, live, found));
@@ -421,7 +435,7 @@ async fn views_converged(
             }
         }
         if behind.is_empty() {
-            return Ok((views, vectors));
+            return Ok((views, vectors, texts));
         }
         if c.now() > deadline {
             return Err(format!(

@@ -138,12 +138,12 @@ fn input(id: &str, urn: &str, expected: ExpectedRevision, n: u64) -> EventInput 
     };
     // Puts, merge patches (setting, nesting and removing members) and deletes, so the document
     // view's every path is exercised. Vector puts carry a vector of the `sim` namespace's
-    // dimension (see `VECTOR_CONFIG`).
+    // dimension (see `CONFIGS`).
     let vector = urn.starts_with("urn:themis:vector:");
     let (op, data) = match n % 7 {
         0..=3 => (
             "put",
-            serde_json::json!({"n": n, format!("k{}", n % 3): [n]}),
+            serde_json::json!({"n": n, format!("k{}", n % 3): [n], "t": format!("word{} word{}", n % 13, n % 5)}),
         ),
         4 | 5 => (
             "patch",
@@ -163,21 +163,45 @@ fn input(id: &str, urn: &str, expected: ExpectedRevision, n: u64) -> EventInput 
     serde_json::from_value(event).expect("a valid event input")
 }
 
-/// The config of the vector namespace `sim` the workload writes to, appended before the
-/// clients start (the vector view indexes a namespace once it knows its config).
-pub const VECTOR_CONFIG: &str =
-    r#"{"dimension": 4, "metric": "l2", "m": 8, "ef_construction": 32, "ef_search": 16}"#;
+/// The configs of the namespaces `sim` the workload writes to, appended before the clients
+/// start (the vector view indexes a namespace once it knows its config; document field `t`
+/// is indexed for fulltext search): (URN, config, event id).
+pub const CONFIGS: [(&str, &str, &str); 2] = [
+    (
+        "urn:themis:vector:_namespace:sim",
+        r#"{"dimension": 4, "metric": "l2", "m": 8, "ef_construction": 32, "ef_search": 16}"#,
+        "00000000-0000-4000-8000-00000000c0f1",
+    ),
+    (
+        "urn:themis:document:_namespace:sim",
+        r#"{"text_fields": ["t"], "language": "en"}"#,
+        "00000000-0000-4000-8000-00000000c0f2",
+    ),
+];
 
-/// Appends [`VECTOR_CONFIG`] through the running nodes (with a fixed event id, so retries
-/// are idempotent), within `timeout` of virtual time.
-pub async fn declare_vectors(cluster: &SimCluster, timeout: Duration) -> Result<(), String> {
+/// Appends [`CONFIGS`] through the running nodes (with fixed event ids, so retries are
+/// idempotent), within `timeout` of virtual time.
+pub async fn declare_namespaces(cluster: &SimCluster, timeout: Duration) -> Result<(), String> {
+    for (urn, config, id) in CONFIGS {
+        declare(cluster, urn, config, id, timeout).await?;
+    }
+    Ok(())
+}
+
+async fn declare(
+    cluster: &SimCluster,
+    urn: &str,
+    config: &str,
+    id: &str,
+    timeout: Duration,
+) -> Result<(), String> {
     let deadline = cluster.now() + timeout;
     let input = || -> EventInput {
         serde_json::from_value(serde_json::json!({
-            "id": "00000000-0000-4000-8000-00000000c0f1",
-            "urn": "urn:themis:vector:_namespace:sim",
+            "id": id,
+            "urn": urn,
             "op": "put",
-            "data": serde_json::from_str::<serde_json::Value>(VECTOR_CONFIG).expect("JSON"),
+            "data": serde_json::from_str::<serde_json::Value>(config).expect("JSON"),
         }))
         .expect("a valid event input")
     };
