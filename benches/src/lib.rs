@@ -10,4 +10,5 @@ pub mod fanout;
 pub mod load;
 pub mod probe;
 pub mod process;
+pub mod search;
 pub mod sql;

@@ -118,6 +118,9 @@ enum Command {
     /// Change-stream fan-out on one node: append throughput with and without N subscribers,
     /// and commit-to-client delivery latency at a paced append rate.
     Fanout(FanoutArgs),
+    /// kNN and fulltext search through the HTTP API vs hnswlib, faiss-cpu and tantivy-py from
+    /// pip on the same data: queries/s at recall@10, agreement, ingest.
+    Search(SearchArgs),
     /// SQL over the relational view of one node vs DuckDB on the same generated data: load
     /// and materialization rates, filtered scans, aggregates and a join (first run and warm
     /// runs, answers checked against DuckDB), and view lag under paced appends.
@@ -217,6 +220,104 @@ struct FanoutArgs {
     /// CPUs (a `taskset` list) for this load generator and its subscribers.
     #[arg(long)]
     client_cpus: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SearchArgs {
+    /// Vectors indexed.
+    #[arg(long, default_value_t = 100_000)]
+    vectors: usize,
+    /// Their dimensions.
+    #[arg(long, default_value_t = 128)]
+    dims: usize,
+    /// kNN queries per measurement.
+    #[arg(long, default_value_t = 1_000)]
+    queries: usize,
+    /// Search widths (ef) to measure.
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+    ef: Vec<usize>,
+    /// Documents indexed.
+    #[arg(long, default_value_t = 100_000)]
+    docs: usize,
+    /// Text queries per measurement.
+    #[arg(long, default_value_t = 2_000)]
+    text_queries: usize,
+    /// Concurrent clients of themis (the peers run one query at a time in one thread).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    concurrency: Vec<usize>,
+    /// Shards of the themis node.
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+    /// The Python venv with the peers, created when missing (default:
+    /// $HOME/.cache/themis-bench/venv).
+    #[arg(long)]
+    venv: Option<PathBuf>,
+    /// Skip the peers (exact neighbours still come from numpy: `python3` needs numpy).
+    #[arg(long)]
+    no_peers: bool,
+    /// A short run for CI: 2,000 vectors of 32 dimensions, 100 queries, ef 16 and 64, 2,000
+    /// documents, 200 text queries, one client; fails on any error or a recall below 0.8.
+    #[arg(long)]
+    smoke: bool,
+    /// Directory for data (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// CPUs (a `taskset` list) for themis and the peers.
+    #[arg(long)]
+    server_cpus: Option<String>,
+    /// CPUs (a `taskset` list) for this load generator.
+    #[arg(long)]
+    client_cpus: Option<String>,
+}
+
+async fn search(a: SearchArgs) -> anyhow::Result<()> {
+    use themis_bench::search::{SearchOptions, check_smoke, markdown, peer_python, run_search};
+    if let Some(cpus) = &a.client_cpus {
+        pin_self(cpus)?;
+    }
+    let venv = match a.venv {
+        Some(v) => v,
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+            .join(".cache/themis-bench/venv"),
+    };
+    // The peers' venv also has numpy for the exact neighbours.
+    let python = peer_python(&venv)?;
+    let o = SearchOptions {
+        vectors: if a.smoke {
+            a.vectors.min(2_000)
+        } else {
+            a.vectors
+        },
+        dims: if a.smoke { a.dims.min(32) } else { a.dims },
+        queries: if a.smoke {
+            a.queries.min(100)
+        } else {
+            a.queries
+        },
+        ef: if a.smoke { vec![16, 64] } else { a.ef },
+        docs: if a.smoke { a.docs.min(2_000) } else { a.docs },
+        text_queries: if a.smoke {
+            a.text_queries.min(200)
+        } else {
+            a.text_queries
+        },
+        concurrency: if a.smoke { vec![1] } else { a.concurrency },
+        shards: a.shards,
+        python: (!a.no_peers).then_some(python),
+        server_cpus: a.server_cpus,
+    };
+    let temp = tempfile::tempdir()?;
+    let dir = a.dir.unwrap_or_else(|| temp.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
+    let binary = themis_binary()?;
+    println!("themis binary: {}", binary.display());
+    let report = run_search(&binary, &dir, &o).await?;
+    println!("\n`{}`\n", std::env::args().collect::<Vec<_>>().join(" "));
+    print!("{}", markdown(&report, &o));
+    if a.smoke {
+        check_smoke(&report)?;
+    }
+    Ok(())
 }
 
 async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
@@ -386,6 +487,7 @@ async fn main() -> anyhow::Result<()> {
             sql(&options, dir).await
         }
         Command::Fanout(args) => fanout(args).await,
+        Command::Search(args) => search(args).await,
     }
 }
 

@@ -402,17 +402,36 @@ impl Index {
                 return exact(&points);
             }
         }
-        let want = |id: &usize| points.get(*id).is_some_and(accept);
-        let found = self
-            .graph
-            .search_filter(query, k, ef.max(k), Some(&want as &dyn FilterT));
-        let mut hits: Vec<Hit> = found
-            .iter()
-            .filter_map(|n| {
-                let id = n.get_origin_id();
-                points.get(id).filter(|p| accept(p)).map(|p| hit(id, p))
-            })
-            .collect();
+        let collect = |found: &[hnsw_rs::prelude::Neighbour]| -> Vec<Hit> {
+            found
+                .iter()
+                .filter_map(|n| {
+                    let id = n.get_origin_id();
+                    points.get(id).filter(|p| accept(p)).map(|p| hit(id, p))
+                })
+                .collect()
+        };
+        // Without a payload filter, the plain graph walk (which stops early) with a little
+        // slack for hidden points usually finds k visible ones; hnsw_rs's filtered walk
+        // visits every candidate it ever queued, so it is the second try.
+        let mut hits = Vec::new();
+        if filter.is_none() {
+            let hidden = self.hidden.load(Ordering::Relaxed) as usize;
+            let slack = if hidden == 0 {
+                0
+            } else {
+                (hidden * k / points.len().max(1)).max(4) + 4
+            };
+            let k2 = k + slack;
+            hits = collect(&self.graph.search(query, k2, ef.max(k2)));
+        }
+        if hits.len() < k {
+            let want = |id: &usize| points.get(*id).is_some_and(accept);
+            let found = self
+                .graph
+                .search_filter(query, k, ef.max(k), Some(&want as &dyn FilterT));
+            hits = collect(&found);
+        }
         if hits.len() < k {
             // The graph walk found too few (a selective filter, many hidden points): answer
             // exactly rather than short.
