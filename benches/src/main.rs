@@ -303,7 +303,8 @@ async fn search(a: SearchArgs) -> anyhow::Result<()> {
         },
         concurrency: if a.smoke { vec![1] } else { a.concurrency },
         shards: a.shards,
-        python: (!a.no_peers).then_some(python),
+        python,
+        peers: !a.no_peers,
         server_cpus: a.server_cpus,
     };
     let temp = tempfile::tempdir()?;

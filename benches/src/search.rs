@@ -39,7 +39,9 @@ pub struct SearchOptions {
     pub text_queries: usize,
     pub concurrency: Vec<usize>,
     pub shards: u32,
-    pub python: Option<PathBuf>,
+    /// Python with numpy (and the peers, when `peers`).
+    pub python: PathBuf,
+    pub peers: bool,
     pub server_cpus: Option<String>,
 }
 
@@ -61,6 +63,8 @@ pub struct TextPoint {
     pub qps: f64,
     /// Mean share of the peer's top 10 in ours (1 for the peer itself).
     pub agreement: f64,
+    /// Share of queries whose ranked top-10 scores equal the peer's.
+    pub same_scores: f64,
 }
 
 /// The results.
@@ -231,7 +235,7 @@ if cfg["peers"]:
     for text in cfg["text_queries"]:
         query = index.parse_query(text, ["title", "body"])
         hits = searcher.search(query, 10).hits
-        top.append([searcher.doc(a)["id"][0] for _, a in hits])
+        top.append([[searcher.doc(a)["id"][0], s] for s, a in hits])
     el = time.perf_counter() - t
     out["text"].append({"system": "tantivy-py", "qps": len(cfg["text_queries"]) / el, "top": top})
 json.dump(out, sys.stdout)
@@ -326,14 +330,14 @@ async fn ingest(http: &reqwest::Client, base: &str, events: Vec<Value>) -> anyho
     Ok(token.encode())
 }
 
-/// Runs `bodies` as queries, `concurrency` clients each taking the next one; returns the
-/// answers' rows in order and the queries per second.
+/// Runs `bodies` as queries, `concurrency` clients each taking the next one; returns each
+/// answer's (id, score or distance) in order and the queries per second.
 async fn run_queries(
     http: &reqwest::Client,
     base: &str,
     bodies: Vec<Value>,
     concurrency: usize,
-) -> anyhow::Result<(Vec<Vec<String>>, f64)> {
+) -> anyhow::Result<(Vec<Vec<(String, f64)>>, f64)> {
     let url = format!("{base}/v1/query");
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
@@ -347,11 +351,14 @@ async fn run_queries(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
                 let a = post(&http, &url, body).await?;
-                let ids: Vec<String> = a["rows"]
+                let ids: Vec<(String, f64)> = a["rows"]
                     .as_array()
                     .map(|rows| {
                         rows.iter()
-                            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+                            .filter_map(|r| {
+                                let score = r["score"].as_f64().or(r["distance"].as_f64());
+                                Some((r["id"].as_str()?.to_owned(), score.unwrap_or(f64::NAN)))
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -395,17 +402,14 @@ pub async fn run_search(
     std::fs::write(&docs_path, lines)?;
 
     // The peers (and the exact neighbours) first, while nothing else runs.
-    let python = match &o.python {
-        Some(p) => p.clone(),
-        None => PathBuf::from("python3"),
-    };
+    let python = o.python.clone();
     let config = work.path().join("peers.json");
     std::fs::write(
         &config,
         json!({
             "n": o.vectors, "q": o.queries, "dims": o.dims, "ef": o.ef,
             "vectors": utf8(&vec_path)?, "queries": utf8(&q_path)?, "docs": utf8(&docs_path)?,
-            "text_queries": text_queries, "peers": o.python.is_some(),
+            "text_queries": text_queries, "peers": o.peers,
         })
         .to_string(),
     )?;
@@ -413,7 +417,7 @@ pub async fn run_search(
     std::fs::write(&script, PEER_SCRIPT)?;
     println!(
         "peers: exact neighbours{}",
-        if o.python.is_some() {
+        if o.peers {
             ", hnswlib, faiss, tantivy-py"
         } else {
             " only"
@@ -447,7 +451,7 @@ pub async fn run_search(
             i[2].as_f64().unwrap_or(0.0),
         ));
     }
-    let peer_top: Option<Vec<Vec<String>>> = peers["text"]
+    let peer_top: Option<Vec<Vec<(String, f64)>>> = peers["text"]
         .as_array()
         .and_then(|t| t.first())
         .map(|t| serde_json::from_value(t["top"].clone()))
@@ -458,6 +462,7 @@ pub async fn run_search(
             concurrency: 1,
             qps: t["qps"].as_f64().unwrap_or(0.0),
             agreement: 1.0,
+            same_scores: 1.0,
         });
     }
 
@@ -527,7 +532,7 @@ pub async fn run_search(
             for (f, t) in found.iter().zip(&truth) {
                 hits += f
                     .iter()
-                    .filter(|id| id.parse::<usize>().is_ok_and(|i| t.contains(&i)))
+                    .filter(|(id, _)| id.parse::<usize>().is_ok_and(|i| t.contains(&i)))
                     .count();
             }
             let recall = hits as f64 / (10 * truth.len()) as f64;
@@ -577,29 +582,44 @@ pub async fn run_search(
             .map(|q| json!({"search": {"namespace": "corpus", "query": q, "k": 10}}))
             .collect();
         let (found, qps) = run_queries(&http, &base, bodies, c).await?;
-        let agreement = match &peer_top {
+        // Documents with equal scores are many (a word once in bodies of the same length
+        // bucket), and which of them make the top 10 is arbitrary, so both the ids and the
+        // ranked score lists are compared.
+        let (agreement, same_scores) = match &peer_top {
             Some(top) => {
-                let mut share = 0.0;
+                let (mut share, mut same) = (0.0, 0usize);
                 for (ours, theirs) in found.iter().zip(top) {
+                    let scores_equal = ours.len() == theirs.len()
+                        && ours
+                            .iter()
+                            .zip(theirs)
+                            .all(|(a, b)| (a.1 - b.1).abs() <= 1e-4 * (1.0 + b.1.abs()));
+                    same += usize::from(scores_equal);
                     if theirs.is_empty() {
                         share += 1.0;
                         continue;
                     }
-                    let common = theirs.iter().filter(|id| ours.contains(id)).count();
+                    let common = theirs
+                        .iter()
+                        .filter(|(id, _)| ours.iter().any(|(o, _)| o == id))
+                        .count();
                     share += common as f64 / theirs.len() as f64;
                 }
-                share / found.len().max(1) as f64
+                let n = found.len().max(1) as f64;
+                (share / n, same as f64 / n)
             }
-            None => f64::NAN,
+            None => (f64::NAN, f64::NAN),
         };
         println!(
-            "themis search clients {c}: {qps:.0} queries/s, agreement with tantivy-py {agreement:.4}"
+            "themis search clients {c}: {qps:.0} queries/s, share of tantivy-py's top ids \
+             {agreement:.4}, queries with the same ranked scores {same_scores:.4}"
         );
         report.text.push(TextPoint {
             system: "themis".into(),
             concurrency: c,
             qps,
             agreement,
+            same_scores,
         });
     }
     Ok(report)
@@ -659,12 +679,12 @@ pub fn markdown(r: &SearchReport, o: &SearchOptions) -> String {
         }
     }
     s.push_str(
-        "\n| system | clients | queries/s | share of tantivy-py's top 10 |\n|---|---|---|---|\n",
+        "\n| system | clients | queries/s | share of tantivy-py's top-10 ids | queries with tantivy-py's ranked scores |\n|---|---|---|---|---|\n",
     );
     for p in &r.text {
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.4} |\n",
-            p.system, p.concurrency, p.qps, p.agreement
+            "| {} | {} | {:.0} | {:.4} | {:.4} |\n",
+            p.system, p.concurrency, p.qps, p.agreement, p.same_scores
         ));
     }
     s.push_str("\n| system | what | seconds |\n|---|---|---|\n");

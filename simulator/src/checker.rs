@@ -477,6 +477,40 @@ pub fn check_views(
     }
 }
 
+/// The URNs `wanted` selects that exist after a shard's log: an accepted put (and a patch,
+/// when `patch_creates`) makes one exist, a delete not.
+fn live_urns(
+    entries: &[LogEntryView],
+    wanted: impl Fn(&themis_log::Urn) -> bool,
+    patch_creates: bool,
+) -> BTreeSet<String> {
+    use themis_log::event::Op;
+    let mut live = BTreeSet::new();
+    for entry in entries {
+        let Some(outcomes) = &entry.outcomes else {
+            continue;
+        };
+        for (event, outcome) in entry.events.iter().zip(outcomes) {
+            if !matches!(outcome, Outcome::Appended { .. }) || !wanted(&event.urn) {
+                continue;
+            }
+            match event.op {
+                Op::Put => {
+                    live.insert(event.urn.as_str().to_owned());
+                }
+                Op::Patch if patch_creates => {
+                    live.insert(event.urn.as_str().to_owned());
+                }
+                Op::Delete => {
+                    live.remove(event.urn.as_str());
+                }
+                _ => {}
+            }
+        }
+    }
+    live
+}
+
 /// Every replica's vector view of every shard, by shard: node, the live vector resources of
 /// its state, and the URNs a search there can find (its indexes' visible points).
 pub type VectorViews = BTreeMap<u32, Vec<(u64, BTreeSet<String>, BTreeSet<String>)>>;
@@ -495,29 +529,14 @@ pub fn check_vectors(
         let Some((_, entries)) = replicas.first() else {
             continue;
         };
-        let mut live = BTreeSet::new();
-        for entry in entries {
-            let Some(outcomes) = &entry.outcomes else {
-                continue;
-            };
-            for (event, outcome) in entry.events.iter().zip(outcomes) {
-                if !matches!(outcome, Outcome::Appended { .. })
-                    || event.urn.model() != themis_log::Model::Vector
-                    || event.urn.namespace() == themis_log::event::CONFIG_NAMESPACE
-                {
-                    continue;
-                }
-                match event.op {
-                    themis_log::event::Op::Put => {
-                        live.insert(event.urn.as_str().to_owned());
-                    }
-                    themis_log::event::Op::Delete => {
-                        live.remove(event.urn.as_str());
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let live = live_urns(
+            entries,
+            |urn| {
+                urn.model() == themis_log::Model::Vector
+                    && urn.namespace() != themis_log::event::CONFIG_NAMESPACE
+            },
+            false,
+        );
         checked += live.len();
         for (node, state, found) in views.get(shard).into_iter().flatten() {
             for (what, got) in [("state", state), ("index", found)] {
@@ -556,29 +575,11 @@ pub fn check_texts(
         let Some((_, entries)) = replicas.first() else {
             continue;
         };
-        let mut live = BTreeSet::new();
-        for entry in entries {
-            let Some(outcomes) = &entry.outcomes else {
-                continue;
-            };
-            for (event, outcome) in entry.events.iter().zip(outcomes) {
-                if !matches!(outcome, Outcome::Appended { .. })
-                    || event.urn.model() != themis_log::Model::Document
-                    || event.urn.namespace() != "sim"
-                {
-                    continue;
-                }
-                match event.op {
-                    themis_log::event::Op::Put | themis_log::event::Op::Patch => {
-                        live.insert(event.urn.as_str().to_owned());
-                    }
-                    themis_log::event::Op::Delete => {
-                        live.remove(event.urn.as_str());
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let live = live_urns(
+            entries,
+            |urn| urn.model() == themis_log::Model::Document && urn.namespace() == "sim",
+            true,
+        );
         checked += live.len();
         for (node, urns) in views.get(shard).into_iter().flatten() {
             let got: BTreeSet<String> = urns.iter().cloned().collect();

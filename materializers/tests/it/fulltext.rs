@@ -4,75 +4,20 @@
 //! restart and rebuild.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use themis_log::event::{EventInput, Op};
-use themis_log::seam::{NoPeers, SeededEntropy, SystemClock};
-use themis_log::{Log, LogConfig, Model, ShardId, Token};
-use themis_materializers::{Materializer, MaterializerConfig, TextSearch};
+use themis_log::event::Op;
+use themis_log::{Log, Model, ShardId, Token};
+use themis_materializers::{Materializer, TextSearch};
+
+use crate::open_with as open;
 use themis_storage::MemoryDisk;
 
-async fn open(
-    disk: &MemoryDisk,
-    shards: u32,
-    dir: Option<&std::path::Path>,
-) -> (Arc<Log>, Arc<Materializer>) {
-    let log = Log::open(
-        LogConfig {
-            shards,
-            ..LogConfig::default()
-        },
-        Arc::new(disk.clone()),
-        Arc::new(SystemClock::new()),
-        Arc::new(SeededEntropy::new(7)),
-        Arc::new(NoPeers),
-    )
-    .await
-    .expect("open the log");
-    let log = Arc::new(log);
-    log.wait_for_leaders(Duration::from_secs(30))
-        .await
-        .expect("leaders");
-    let views = Materializer::start(
-        log.clone(),
-        disk,
-        Arc::new(SystemClock::new()),
-        MaterializerConfig {
-            index_dir: dir.map(|d| d.to_path_buf()),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("views");
-    (log, views)
-}
+use crate::{append_all as append, input};
 
-fn event(urn: &str, op: Op, data: Option<Value>) -> EventInput {
-    EventInput {
-        id: None,
-        urn: Some(urn.to_owned()),
-        event_type: None,
-        op,
-        data: data.map(|d| serde_json::value::to_raw_value(&d).expect("raw")),
-        vector: None,
-        to: None,
-        label: None,
-        points: None,
-        metadata: None,
-        expected_revision: None,
-    }
-}
-
-async fn append(log: &Log, events: Vec<EventInput>) -> Token {
-    let batch = log.validate_system(events, None, None).expect("valid");
-    let result = log.append(batch, true).await.expect("append");
-    let mut token = Token::new();
-    for (_, a) in result.shards {
-        token.observe(a.expect("appended").position);
-    }
-    token
+fn event(urn: &str, op: Op, data: Option<Value>) -> themis_log::event::EventInput {
+    input(urn, op, None, data)
 }
 
 const NOTES: &[(&str, &str, &str)] = &[

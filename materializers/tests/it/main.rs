@@ -71,9 +71,19 @@ struct Model {
 }
 
 async fn open(disk: &MemoryDisk) -> (Arc<Log>, Arc<Materializer>) {
+    open_with(disk, 4, None).await
+}
+
+/// A single-node log of `shards` shards on `disk` and its views, keeping index files under
+/// `dir` (in memory when `None`).
+pub(crate) async fn open_with(
+    disk: &MemoryDisk,
+    shards: u32,
+    dir: Option<&std::path::Path>,
+) -> (Arc<Log>, Arc<Materializer>) {
     let log = Log::open(
         LogConfig {
-            shards: 4,
+            shards,
             ..LogConfig::default()
         },
         Arc::new(disk.clone()),
@@ -91,11 +101,52 @@ async fn open(disk: &MemoryDisk) -> (Arc<Log>, Arc<Materializer>) {
         log.clone(),
         disk,
         Arc::new(SystemClock::new()),
-        MaterializerConfig::default(),
+        MaterializerConfig {
+            index_dir: dir.map(|d| d.to_path_buf()),
+            ..Default::default()
+        },
     )
     .await
     .expect("views");
     (log, views)
+}
+
+/// An event input for `urn` (no id: the log draws one).
+pub(crate) fn input(
+    urn: &str,
+    op: themis_log::event::Op,
+    vector: Option<Vec<f64>>,
+    data: Option<Value>,
+) -> themis_log::event::EventInput {
+    themis_log::event::EventInput {
+        id: None,
+        urn: Some(urn.to_owned()),
+        event_type: None,
+        op,
+        data: data.map(|d| serde_json::value::to_raw_value(&d).expect("raw")),
+        vector,
+        to: None,
+        label: None,
+        points: None,
+        metadata: None,
+        expected_revision: None,
+    }
+}
+
+/// Appends `inputs` (namespace configs allowed) in per-shard atomic batches of at most
+/// 1,000, returning the token.
+pub(crate) async fn append_all(log: &Log, inputs: Vec<themis_log::event::EventInput>) -> Token {
+    let mut token = Token::new();
+    let mut inputs = inputs.into_iter().peekable();
+    while inputs.peek().is_some() {
+        let chunk: Vec<_> = inputs.by_ref().take(1000).collect();
+        let batch = log.validate_system(chunk, None, None).expect("valid");
+        let result = log.append(batch, true).await.expect("append");
+        for (_, answer) in result.shards {
+            token.observe(answer.expect("appended").position);
+        }
+    }
+    token
 }
 
 /// Every view's digest of every shard, with its watermark.

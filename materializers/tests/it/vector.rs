@@ -9,76 +9,19 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use themis_log::event::{EventInput, Op};
-use themis_log::seam::{NoPeers, SeededEntropy, SystemClock};
-use themis_log::{Log, LogConfig, ShardId, Token};
+use themis_log::event::Op;
+use themis_log::{Log, ShardId, Token};
 use themis_materializers::filter::Filter;
 use themis_materializers::namespaces::Metric;
 use themis_materializers::vector::{self, true_distance};
-use themis_materializers::{KnnSearch, Materializer, MaterializerConfig};
+use themis_materializers::{KnnSearch, Materializer};
 use themis_storage::MemoryDisk;
 
 async fn open(disk: &MemoryDisk, dir: Option<&std::path::Path>) -> (Arc<Log>, Arc<Materializer>) {
-    let log = Log::open(
-        LogConfig {
-            shards: 4,
-            ..LogConfig::default()
-        },
-        Arc::new(disk.clone()),
-        Arc::new(SystemClock::new()),
-        Arc::new(SeededEntropy::new(7)),
-        Arc::new(NoPeers),
-    )
-    .await
-    .expect("open the log");
-    let log = Arc::new(log);
-    log.wait_for_leaders(Duration::from_secs(30))
-        .await
-        .expect("leaders");
-    let views = Materializer::start(
-        log.clone(),
-        disk,
-        Arc::new(SystemClock::new()),
-        MaterializerConfig {
-            index_dir: dir.map(|d| d.to_path_buf()),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("views");
-    (log, views)
+    crate::open_with(disk, 4, dir).await
 }
 
-fn input(urn: &str, op: Op, vector: Option<Vec<f64>>, data: Option<Value>) -> EventInput {
-    EventInput {
-        id: None,
-        urn: Some(urn.to_owned()),
-        event_type: None,
-        op,
-        data: data.map(|d| serde_json::value::to_raw_value(&d).expect("raw")),
-        vector,
-        to: None,
-        label: None,
-        points: None,
-        metadata: None,
-        expected_revision: None,
-    }
-}
-
-/// Appends `inputs` (per-shard atomic batches of at most 1,000), returning the token.
-async fn append(log: &Log, inputs: Vec<EventInput>) -> Token {
-    let mut token = Token::new();
-    let mut inputs = inputs.into_iter().peekable();
-    while inputs.peek().is_some() {
-        let chunk: Vec<EventInput> = inputs.by_ref().take(1000).collect();
-        let batch = log.validate_system(chunk, None, None).expect("valid");
-        let result = log.append(batch, true).await.expect("append");
-        for (_, answer) in result.shards {
-            token.observe(answer.expect("appended").position);
-        }
-    }
-    token
-}
+use crate::{append_all as append, input};
 
 async fn declare(log: &Log, ns: &str, config: Value) -> Token {
     append(
@@ -304,52 +247,25 @@ async fn knn_answers_follow_puts_patches_and_deletes_through_restart_and_rebuild
     }
 
     // Wrong dimension, bad k, unknown namespace: clear errors.
-    let bad = views
-        .knn(
-            &KnnSearch {
-                namespace: "cos",
-                vector: &[1.0; 3],
-                k: 10,
-                ef: None,
-                filter: None,
-            },
-            &token,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(bad.code(), "invalid_search");
-    assert!(bad.to_string().contains("12 dimensions"), "{bad}");
-    let bad = views
-        .knn(
-            &KnnSearch {
-                namespace: "cos",
-                vector: &[1.0; 12],
-                k: 0,
-                ef: None,
-                filter: None,
-            },
-            &token,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(bad.code(), "invalid_search");
-    let bad = views
-        .knn(
-            &KnnSearch {
-                namespace: "nope",
-                vector: &[1.0; 12],
-                k: 1,
-                ef: None,
-                filter: None,
-            },
-            &token,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(bad.code(), "unknown_namespace");
+    for (ns, vector, k, code, needle) in [
+        ("cos", vec![1.0; 3], 10, "invalid_search", "12 dimensions"),
+        ("cos", vec![1.0; 12], 0, "invalid_search", "k must be"),
+        ("nope", vec![1.0; 12], 1, "unknown_namespace", "no config"),
+    ] {
+        let search = KnnSearch {
+            namespace: ns,
+            vector: &vector,
+            k,
+            ef: None,
+            filter: None,
+        };
+        let bad = views
+            .knn(&search, &token, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), code);
+        assert!(bad.to_string().contains(needle), "{bad}");
+    }
 
     // Restart: the dumps load (no rebuild), and the answers are the same.
     let digests: Vec<(ShardId, u64)> = (0..4)
