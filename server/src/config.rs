@@ -96,8 +96,12 @@ pub struct ServeArgs {
     /// Threads of the async runtime (HTTP, Raft); default: one per CPU.
     #[arg(long, env = "THEMIS_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
-    /// Log filter (tracing env-filter syntax).
-    #[arg(long, env = "THEMIS_LOG", default_value = "info,openraft=warn")]
+    /// Log filter (tracing env-filter syntax). hnsw_rs logs every graph drop at info.
+    #[arg(
+        long,
+        env = "THEMIS_LOG",
+        default_value = "info,openraft=warn,hnsw_rs=warn,tantivy=warn"
+    )]
     pub log: String,
 }
 
