@@ -185,6 +185,17 @@ impl StateView {
     }
 }
 
+/// An event's `data` as JSON (`{}` when it has none).
+pub(crate) fn event_data(event: &themis_log::Event) -> Result<Value> {
+    event
+        .data
+        .as_ref()
+        .map(|d| serde_json::from_str(d.get()))
+        .transpose()
+        .map_err(storage)
+        .map(|v| v.unwrap_or(Value::Object(serde_json::Map::new())))
+}
+
 /// Applies an RFC 7396 JSON merge patch to `target`.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(fields) = patch else {
@@ -222,15 +233,7 @@ impl View for StateView {
                 continue;
             }
             let key = event.urn.as_str();
-            let data = || -> Result<Value> {
-                event
-                    .data
-                    .as_ref()
-                    .map(|d| serde_json::from_str(d.get()))
-                    .transpose()
-                    .map_err(storage)
-                    .map(|v| v.unwrap_or(Value::Object(serde_json::Map::new())))
-            };
+            let data = || event_data(event);
             let (data, deleted) = match event.op {
                 Op::Put => (data()?, false),
                 Op::Patch => {

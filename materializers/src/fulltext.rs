@@ -656,14 +656,7 @@ impl Fulltext {
         kind: &'static str,
         shard: ShardId,
     ) -> Result<BTreeMap<String, Vec<String>>> {
-        let indexes: Vec<(String, Arc<TextIndex>)> = self
-            .indexes
-            .lock()
-            .expect("indexes lock")
-            .iter()
-            .filter(|((k, s, _), _)| *k == kind && *s == shard)
-            .map(|((_, _, ns), i)| (ns.clone(), i.clone()))
-            .collect();
+        let indexes = self.of(kind, shard);
         let mut out = BTreeMap::new();
         for (ns, index) in indexes {
             let lsn = index.writer.lock().expect("writer lock").lsn;
@@ -685,6 +678,17 @@ impl Fulltext {
         Ok(out)
     }
 
+    /// The indexes of view `kind` in `shard`, by namespace.
+    fn of(&self, kind: &'static str, shard: ShardId) -> Vec<(String, Arc<TextIndex>)> {
+        self.indexes
+            .lock()
+            .expect("indexes lock")
+            .iter()
+            .filter(|((k, s, _), _)| *k == kind && *s == shard)
+            .map(|((_, _, ns), i)| (ns.clone(), i.clone()))
+            .collect()
+    }
+
     /// Drops every index (their writers release their directories), at shutdown.
     pub fn close(&self) {
         std::mem::take(&mut *self.indexes.lock().expect("indexes lock"));
@@ -693,15 +697,7 @@ impl Fulltext {
     /// Commits every index of `kind` and `shard` whose writer holds more than its readers
     /// show, if `force` or the commit policy says so.
     fn flush(&self, kind: &'static str, shard: ShardId, now_ms: u64, force: bool) -> Result<()> {
-        let indexes: Vec<Arc<TextIndex>> = self
-            .indexes
-            .lock()
-            .expect("indexes lock")
-            .iter()
-            .filter(|((k, s, _), _)| *k == kind && *s == shard)
-            .map(|(_, i)| i.clone())
-            .collect();
-        for index in indexes {
+        for (_, index) in self.of(kind, shard) {
             let mut w = index.writer.lock().expect("writer lock");
             let behind = w.uncommitted > 0;
             let due = w.uncommitted >= COMMIT_AFTER_CHANGES
@@ -860,15 +856,7 @@ impl View for TextIndexed {
             .remove(&(kind, shard))
             .unwrap_or_default();
         let result = (|| -> Result<()> {
-            let indexes: Vec<(String, Arc<TextIndex>)> = self
-                .text
-                .indexes
-                .lock()
-                .expect("indexes lock")
-                .iter()
-                .filter(|((k, s, _), _)| *k == kind && *s == shard)
-                .map(|((_, _, ns), i)| (ns.clone(), i.clone()))
-                .collect();
+            let indexes = self.text.of(kind, shard);
             for (ns, index) in &indexes {
                 let mut w = index.writer.lock().expect("writer lock");
                 for c in changes.iter().filter(|c| &c.ns == ns) {

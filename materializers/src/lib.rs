@@ -729,9 +729,9 @@ impl Materializer {
         min_token: &Token,
         timeout: Duration,
     ) -> Result<(Vec<(ShardId, vector::Hit)>, Token)> {
-        self.knn_check(search)?;
+        let settings = self.knn_check(search)?;
         self.wait_for(vector::KIND, min_token, &[], timeout).await?;
-        self.knn_now(search)
+        self.knn_at(search, settings)
     }
 
     /// Checks a kNN search (namespace config, dimension, k, ef) and that this node holds
@@ -785,6 +785,15 @@ impl Materializer {
     /// [`knn`](Self::knn)).
     pub fn knn_now(&self, search: &KnnSearch<'_>) -> Result<(Vec<(ShardId, vector::Hit)>, Token)> {
         let settings = self.knn_check(search)?;
+        self.knn_at(search, settings)
+    }
+
+    /// A checked kNN search at the current watermarks.
+    fn knn_at(
+        &self,
+        search: &KnnSearch<'_>,
+        settings: namespaces::VectorSettings,
+    ) -> Result<(Vec<(ShardId, vector::Hit)>, Token)> {
         let ns = search.namespace;
         let shards: Vec<ShardId> = (0..self.log.shard_count()).map(ShardId).collect();
         let mut token = Token::new();
@@ -859,7 +868,7 @@ impl Materializer {
     ) -> Result<(fulltext::TextHits, Token)> {
         let kind = self.search_check(search)?;
         self.wait_for(kind, min_token, &[], timeout).await?;
-        self.search_now(search)
+        self.search_at(search, kind)
     }
 
     /// Checks a fulltext search (namespace config with text fields, k) and that this node
@@ -901,6 +910,15 @@ impl Materializer {
     /// [`search`](Self::search)).
     pub fn search_now(&self, search: &TextSearch<'_>) -> Result<(fulltext::TextHits, Token)> {
         let kind = self.search_check(search)?;
+        self.search_at(search, kind)
+    }
+
+    /// A checked fulltext search of state view `kind` at its current watermarks.
+    fn search_at(
+        &self,
+        search: &TextSearch<'_>,
+        kind: &'static str,
+    ) -> Result<(fulltext::TextHits, Token)> {
         let mut at = Vec::new();
         for s in 0..self.log.shard_count() {
             at.push((ShardId(s), self.watermark(kind, ShardId(s))?.0));

@@ -38,7 +38,7 @@ use serde_json::Value;
 use themis_log::event::Op;
 use themis_log::{CommittedEntry, Model, ShardId};
 
-use crate::document::merge_patch;
+use crate::document::{event_data, merge_patch};
 use crate::filter::Filter;
 use crate::namespaces::{self, CONFIG_NAMESPACE, Metric, VectorSettings};
 use crate::{Error, Result, View, digest_table, read_table, storage, table};
@@ -267,8 +267,6 @@ struct Index {
     points: RwLock<Vec<Point>>,
     /// Points hidden (replaced or deleted) but still in the graph.
     hidden: AtomicU64,
-    /// Point ids below this are in the last dump (or loaded from it).
-    dumped_next: AtomicU64,
     /// Points added or hidden since the last dump.
     changes: AtomicU64,
     /// When the last dump was taken (the clock of `committed`, ms).
@@ -303,7 +301,6 @@ impl Index {
             settings,
             points: RwLock::new(Vec::new()),
             hidden: AtomicU64::new(0),
-            dumped_next: AtomicU64::new(0),
             changes: AtomicU64::new(0),
             dumped_ms: AtomicU64::new(0),
             from_dump: false,
@@ -498,19 +495,13 @@ pub fn exact_search(
         return Ok(Vec::new());
     };
     let q = prepare(metric, query);
-    let prefix = urn_prefix(ns);
     let mut hits = Vec::new();
-    for item in records.range(prefix.as_str()..).map_err(storage)? {
-        let (key, v) = item.map_err(storage)?;
-        if !key.value().starts_with(&prefix) {
-            break;
-        }
-        let r = VectorRecord::decode(v.value())?;
+    for (urn, r) in namespace_records(&records, ns)? {
         if r.deleted || !filter.is_none_or(|f| f.matches(&r.payload)) {
             continue;
         }
         hits.push(Hit {
-            urn: key.value().to_owned(),
+            urn,
             distance: true_distance(metric, &q, &prepare(metric, &r.vector)),
             payload: Arc::new(r.payload),
             point: r.point,
@@ -519,6 +510,23 @@ pub fn exact_search(
     sort_hits(&mut hits);
     hits.truncate(k);
     Ok(hits)
+}
+
+/// Every (URN, record) of namespace `ns` in a records table, in URN order.
+fn namespace_records(
+    records: &impl ReadableTable<&'static str, &'static [u8]>,
+    ns: &str,
+) -> Result<Vec<(String, VectorRecord)>> {
+    let prefix = urn_prefix(ns);
+    let mut out = Vec::new();
+    for item in records.range(prefix.as_str()..).map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        if !k.value().starts_with(&prefix) {
+            break;
+        }
+        out.push((k.value().to_owned(), VectorRecord::decode(v.value())?));
+    }
+    Ok(out)
 }
 
 /// `urn`'s vector state in `shard` (`None`: never written).
@@ -649,21 +657,15 @@ impl VectorView {
         ns: &str,
         metric: Metric,
     ) -> Result<(Vec<(u64, Point)>, u64)> {
-        let prefix = urn_prefix(ns);
         let mut live = Vec::new();
-        for item in records.range(prefix.as_str()..).map_err(storage)? {
-            let (k, v) = item.map_err(storage)?;
-            if !k.value().starts_with(&prefix) {
-                break;
-            }
-            let r = VectorRecord::decode(v.value())?;
+        for (urn, r) in namespace_records(records, ns)? {
             if r.deleted {
                 continue;
             }
             live.push((
                 r.point,
                 Point {
-                    urn: Arc::from(k.value()),
+                    urn: Arc::from(urn),
                     added: r.lsn,
                     removed: u64::MAX,
                     vector: Arc::from(prepare(metric, &r.vector)),
@@ -916,7 +918,6 @@ fn dump(dir: &Path, index: &Index) -> anyhow::Result<()> {
     }
     std::fs::rename(&tmp, dir.join("meta.json"))?;
     fsync_dir(dir)?;
-    index.dumped_next.store(next, Ordering::Relaxed);
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -967,7 +968,6 @@ fn load_dump(
         graph,
         points: RwLock::new(vec![Point::hole(); next as usize]),
         hidden: AtomicU64::new(0),
-        dumped_next: AtomicU64::new(meta.next),
         changes: AtomicU64::new(0),
         dumped_ms: AtomicU64::new(0),
         from_dump: true,
@@ -1025,15 +1025,7 @@ impl View for VectorView {
                 .map(|v| VectorRecord::decode(v.value()))
                 .transpose()?;
             let live = previous.as_ref().filter(|r| !r.deleted);
-            let data = || -> Result<Value> {
-                event
-                    .data
-                    .as_ref()
-                    .map(|d| serde_json::from_str(d.get()))
-                    .transpose()
-                    .map_err(storage)
-                    .map(|v| v.unwrap_or(Value::Object(serde_json::Map::new())))
-            };
+            let data = || event_data(event);
             let mut take_id = |ns: &str| -> Result<u64> {
                 let id = next
                     .get(ns)
