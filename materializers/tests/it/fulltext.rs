@@ -323,7 +323,18 @@ async fn bm25_answers_match_the_golden_file_and_do_not_depend_on_the_shard_count
     drop(views);
     drop(log);
     let (log, views) = open(&disk, 4, Some(dir.path())).await;
-    assert_eq!(answers(&views, &all).await, before, "after a restart");
+    // Ids, not scores: replaced and deleted documents count in term statistics until tantivy
+    // merges their segments away, which happens when it happens (before or after a restart).
+    let ids = |a: &BTreeMap<String, Vec<(String, f32)>>| -> BTreeMap<String, Vec<String>> {
+        a.iter()
+            .map(|(q, hits)| (q.clone(), hits.iter().map(|h| h.0.clone()).collect()))
+            .collect()
+    };
+    assert_eq!(
+        ids(&answers(&views, &all).await),
+        ids(&before),
+        "after a restart"
+    );
     for (s, d) in digests.iter().enumerate() {
         assert_eq!(
             views
@@ -333,14 +344,12 @@ async fn bm25_answers_match_the_golden_file_and_do_not_depend_on_the_shard_count
             *d
         );
     }
-    // Rebuild: the same answers again (ids; scores may differ while deleted documents still
-    // count in term statistics).
+    // Rebuild: the same answers again (ids, as above).
     views.rebuild("document", None).expect("rebuild");
-    let after = answers(&views, &all).await;
-    for (q, hits) in &before {
-        let ids: Vec<&String> = hits.iter().map(|h| &h.0).collect();
-        let again: Vec<&String> = after[q].iter().map(|h| &h.0).collect();
-        assert_eq!(ids, again, "{q} after a rebuild");
-    }
+    assert_eq!(
+        ids(&answers(&views, &all).await),
+        ids(&before),
+        "after a rebuild"
+    );
     log.shutdown().await;
 }
