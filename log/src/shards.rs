@@ -390,6 +390,11 @@ impl Log {
         Ok((opened, closed))
     }
 
+    /// The ring that places streams on shards.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
     /// The shard holding `urn`'s stream.
     pub fn shard_id_for(&self, urn: &Urn) -> ShardId {
         self.ring.shard_for_urn(urn)

@@ -335,19 +335,20 @@ impl Materializer {
         config: MaterializerConfig,
     ) -> Result<Arc<Materializer>> {
         let db = disk.open_database("views").map_err(storage)?;
-        let ring_log = log.clone();
+        // The placement closures hold the ring, not the log: views outlive no log.
+        let ring = log.ring().clone();
         let vectors = Arc::new(vector::VectorView::new(
             Arc::new(move |ns: &str| {
                 Self::config_urn(themis_log::Model::Vector, ns)
-                    .map_or(ShardId(0), |urn| ring_log.shard_id_for(&urn))
+                    .map_or(ShardId(0), |urn| ring.shard_for_urn(&urn))
             }),
             config.index_dir.clone(),
         ));
-        let ring_log = log.clone();
+        let ring = log.ring().clone();
         let text = Arc::new(fulltext::Fulltext::new(
             config.index_dir.clone(),
             Arc::new(move |model, ns: &str| {
-                Self::config_urn(model, ns).map_or(ShardId(0), |urn| ring_log.shard_id_for(&urn))
+                Self::config_urn(model, ns).map_or(ShardId(0), |urn| ring.shard_for_urn(&urn))
             }),
         ));
         let views: Vec<Arc<dyn View>> = vec![
@@ -984,22 +985,29 @@ async fn run_worker(
     view: Arc<dyn View>,
     worker: Arc<Worker>,
 ) -> Result<()> {
+    // Neither the materializer nor the log's shard is held across an await: a worker must not
+    // keep a dropped log (and its databases) alive while it waits for entries that never come.
+    let shard_of = |m: &std::sync::Weak<Materializer>| {
+        let m = m.upgrade()?;
+        let s = m.log.shard(shard).ok()?;
+        Some((s, m.config.batch_entries))
+    };
     loop {
-        let (log_shard, batch) = {
-            let Some(m) = m.upgrade() else { return Ok(()) };
-            let Ok(s) = m.log.shard(shard) else {
-                return Ok(());
-            };
-            (s, m.config.batch_entries)
-        };
         let from = *worker.watermark.borrow() + 1;
-        let mut applied = log_shard.store().applied();
+        let mut applied = match shard_of(&m) {
+            Some((s, _)) => s.store().applied(),
+            None => return Ok(()),
+        };
         if *applied.borrow() < from {
             // Nothing new: wait for the replica to apply more (or stop with the shard).
             if applied.wait_for(|&a| a >= from).await.is_err() {
                 return Ok(());
             }
         }
+        drop(applied);
+        let Some((log_shard, batch)) = shard_of(&m) else {
+            return Ok(());
+        };
         let (entries, _) = log_shard.committed_entries(Lsn(from), batch)?;
         drop(log_shard);
         let Some(last) = entries.last() else {

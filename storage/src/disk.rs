@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
 
 use redb::{Database, StorageBackend};
 
@@ -99,12 +100,91 @@ impl Disk for FileDisk {
 
 /// Databases held in memory; a database keeps its bytes after it is closed, so it can be opened
 /// again as after a clean restart.
+///
+/// Like a file, which redb locks, a database is open at most once: opening it again waits until
+/// the earlier instance has released its bytes (every transaction of it dropped), and fails
+/// with redb's `DatabaseAlreadyOpen` after [`MemoryDisk::OPEN_WAIT`]. Two instances writing the
+/// same bytes would corrupt them (and make redb panic at close).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDisk {
-    files: Arc<Mutex<BTreeMap<String, MemoryBackend>>>,
+    files: Arc<Mutex<BTreeMap<String, MemoryFile>>>,
+}
+
+/// A database's bytes and whether an instance holds them.
+#[derive(Debug, Clone, Default)]
+struct MemoryFile {
+    backend: MemoryBackend,
+    lease: Arc<Lease>,
+}
+
+#[derive(Debug, Default)]
+struct Lease {
+    held: Mutex<bool>,
+    released: Condvar,
+}
+
+impl Lease {
+    /// Takes the lease, waiting at most `wait` for the holder to release it.
+    fn take(self: &Arc<Self>, wait: Duration) -> Option<LeaseGuard> {
+        let held = self.held.lock().expect("memory disk lease");
+        let (mut held, _) = self
+            .released
+            .wait_timeout_while(held, wait, |held| *held)
+            .expect("memory disk lease");
+        if *held {
+            return None;
+        }
+        *held = true;
+        Some(LeaseGuard(self.clone()))
+    }
+}
+
+/// Releases the lease when redb drops the backend, i.e. when the database is closed.
+#[derive(Debug)]
+struct LeaseGuard(Arc<Lease>);
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        // Never panics in a destructor: a poisoned lock still gets its flag cleared.
+        let mut held = self.0.held.lock().unwrap_or_else(|e| e.into_inner());
+        *held = false;
+        self.0.released.notify_all();
+    }
+}
+
+/// The backend redb gets: the bytes, holding the lease until redb drops it.
+#[derive(Debug)]
+struct LeasedBackend {
+    backend: MemoryBackend,
+    _lease: LeaseGuard,
+}
+
+impl StorageBackend for LeasedBackend {
+    fn len(&self) -> std::result::Result<u64, BackendIoError> {
+        self.backend.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::result::Result<(), BackendIoError> {
+        self.backend.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> std::result::Result<(), BackendIoError> {
+        self.backend.set_len(len)
+    }
+
+    fn sync_data(&self) -> std::result::Result<(), BackendIoError> {
+        self.backend.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::result::Result<(), BackendIoError> {
+        self.backend.write(offset, data)
+    }
 }
 
 impl MemoryDisk {
+    /// How long opening a database waits for an earlier instance of it to close.
+    pub const OPEN_WAIT: Duration = Duration::from_secs(60);
+
     /// An empty disk.
     pub fn new() -> Self {
         Self::default()
@@ -116,19 +196,28 @@ impl MemoryDisk {
             .lock()
             .expect("memory disk lock")
             .get(name)
-            .cloned()
+            .map(|file| file.backend.clone())
     }
 }
 
 impl Disk for MemoryDisk {
     fn open_database(&self, name: &str) -> Result<Database> {
-        let backend = self
+        let file = self
             .files
             .lock()
             .expect("memory disk lock")
             .entry(name.to_owned())
             .or_default()
             .clone();
+        let Some(lease) = file.lease.take(Self::OPEN_WAIT) else {
+            return Err(database_error(self.describe(name))(
+                redb::DatabaseError::DatabaseAlreadyOpen,
+            ));
+        };
+        let backend = LeasedBackend {
+            backend: file.backend,
+            _lease: lease,
+        };
         builder()
             .create_with_backend(crate::FailStop::new(backend))
             .map_err(database_error(self.describe(name)))
