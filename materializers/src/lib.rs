@@ -18,6 +18,7 @@ pub mod document;
 pub mod filter;
 pub mod fulltext;
 pub mod namespaces;
+pub mod timeseries;
 pub mod vector;
 
 use std::collections::BTreeMap;
@@ -61,7 +62,7 @@ pub enum Error {
         timeout: Duration,
     },
     /// No such view kind.
-    #[error("no view kind {0:?} (known: document, relational, namespaces, vector)")]
+    #[error("no view kind {0:?} (known: document, relational, namespaces, vector, timeseries)")]
     UnknownView(String),
     /// A namespace name that no URN can carry.
     #[error("invalid namespace: {0}")]
@@ -319,6 +320,7 @@ pub struct Materializer {
     views: Vec<Arc<dyn View>>,
     vectors: Arc<vector::VectorView>,
     text: Arc<fulltext::Fulltext>,
+    timeseries: Arc<timeseries::TimeseriesView>,
     clock: Arc<dyn Clock>,
     config: MaterializerConfig,
     workers: Mutex<BTreeMap<(ShardId, &'static str), Arc<Worker>>>,
@@ -351,6 +353,12 @@ impl Materializer {
                 Self::config_urn(model, ns).map_or(ShardId(0), |urn| ring.shard_for_urn(&urn))
             }),
         ));
+        let ring = log.ring().clone();
+        let timeseries = Arc::new(timeseries::TimeseriesView::new(Arc::new(
+            move |model, ns: &str| {
+                Self::config_urn(model, ns).map_or(ShardId(0), |urn| ring.shard_for_urn(&urn))
+            },
+        )));
         let views: Vec<Arc<dyn View>> = vec![
             Arc::new(fulltext::TextIndexed {
                 state: document::DOCUMENTS,
@@ -362,6 +370,7 @@ impl Materializer {
             }),
             Arc::new(namespaces::NamespacesView),
             vectors.clone(),
+            timeseries.clone(),
         ];
         let m = Arc::new(Materializer {
             log,
@@ -369,6 +378,7 @@ impl Materializer {
             views,
             vectors,
             text,
+            timeseries,
             clock,
             config,
             workers: Mutex::default(),
@@ -961,6 +971,70 @@ impl Materializer {
         let kind = self.view(kind)?.kind();
         let at = self.watermark(kind, shard)?;
         Ok((at, self.text.indexed(kind, shard)?))
+    }
+
+    /// Series `urn`'s points in `range` once the time-series view covers `min_token` (waiting
+    /// at most `timeout`), with the token of the watermark read.
+    pub async fn ts_range(
+        &self,
+        urn: &themis_log::Urn,
+        range: &timeseries::Range,
+        min_token: &Token,
+        timeout: Duration,
+    ) -> Result<(timeseries::RangeAnswer, Token)> {
+        Self::ts_check(urn, range)?;
+        self.wait_for(timeseries::KIND, min_token, &[], timeout)
+            .await?;
+        self.ts_range_now(urn, range)
+    }
+
+    fn ts_check(urn: &themis_log::Urn, range: &timeseries::Range) -> Result<()> {
+        if urn.model() != themis_log::Model::Timeseries {
+            return Err(Error::InvalidSearch(format!(
+                "{urn} is not a time series (urn:themis:timeseries:...)"
+            )));
+        }
+        if range.from >= range.to {
+            return Err(Error::InvalidSearch(format!(
+                "an empty range: from ({}) must be before to ({})",
+                range.from, range.to
+            )));
+        }
+        if let Some((step, _)) = range.step
+            && step <= 0
+        {
+            return Err(Error::InvalidSearch(format!(
+                "step must be a positive number of ms, not {step}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`ts_range`](Self::ts_range) at the view's current watermark.
+    pub fn ts_range_now(
+        &self,
+        urn: &themis_log::Urn,
+        range: &timeseries::Range,
+    ) -> Result<(timeseries::RangeAnswer, Token)> {
+        Self::ts_check(urn, range)?;
+        let shard = self.log.shard_id_for(urn);
+        self.worker(shard, timeseries::KIND)?;
+        let tx = self.db.begin_read().map_err(storage)?;
+        let (lsn, _) = read_watermark(&tx, timeseries::KIND, shard)?;
+        let answer = self.timeseries.range(&tx, shard, urn, range)?;
+        let mut token = Token::new();
+        if lsn > 0 {
+            token.observe(Position {
+                shard,
+                lsn: Lsn(lsn),
+            });
+        }
+        Ok((answer, token))
+    }
+
+    /// The time-series view.
+    pub fn timeseries(&self) -> &Arc<timeseries::TimeseriesView> {
+        &self.timeseries
     }
 
     /// The vector view (kNN searches).

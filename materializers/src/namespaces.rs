@@ -152,6 +152,55 @@ pub struct NamespaceConfig {
     /// 64; a search keeps at least `k`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ef_search: Option<usize>,
+    /// Time-series namespaces: width of a compressed block's time window in ms (default two
+    /// hours, at most a day; cannot change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_ms: Option<u64>,
+    /// Time-series namespaces: raw points older than this (ms, against the log's time) are
+    /// dropped; kept for ever when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
+    /// Time-series namespaces: downsampling rules (cannot change once declared).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub downsample: Vec<Downsample>,
+}
+
+/// A downsampling rule: aggregates per `step_ms`, kept for `retention_ms` (for ever when
+/// absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Downsample {
+    /// Bucket width in ms (aligned to the epoch).
+    pub step_ms: u64,
+    /// How long buckets are kept (ms of log time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
+}
+
+/// Default block window of time-series namespaces: two hours, as in the Gorilla paper.
+pub const TIMESERIES_DEFAULT_BLOCK_MS: u64 = 2 * 3600 * 1000;
+/// Largest block window: a day (keeps every delta of delta within 32 bits).
+pub const TIMESERIES_BLOCK_MS_MAX: u64 = 24 * 3600 * 1000;
+
+/// A time-series namespace's settings, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeseriesSettings {
+    /// Block window (ms).
+    pub block_ms: u64,
+    /// Raw retention (ms).
+    pub retention_ms: Option<u64>,
+    /// Downsampling rules.
+    pub downsample: Vec<Downsample>,
+}
+
+impl Default for TimeseriesSettings {
+    fn default() -> Self {
+        TimeseriesSettings {
+            block_ms: TIMESERIES_DEFAULT_BLOCK_MS,
+            retention_ms: None,
+            downsample: Vec::new(),
+        }
+    }
 }
 
 /// A vector namespace's index settings, defaults filled in.
@@ -382,6 +431,9 @@ impl NamespaceConfig {
         if !self.text_fields.is_empty() {
             self.language.get_or_insert(Language::En);
         }
+        if model == Model::Timeseries {
+            self.block_ms.get_or_insert(TIMESERIES_DEFAULT_BLOCK_MS);
+        }
         if model == Model::Vector {
             self.metric.get_or_insert(Metric::Cosine);
             self.m.get_or_insert(VECTOR_DEFAULT_M);
@@ -390,6 +442,58 @@ impl NamespaceConfig {
             self.ef_search.get_or_insert(VECTOR_DEFAULT_EF_SEARCH);
         }
         self
+    }
+
+    /// A time-series namespace's settings.
+    pub fn timeseries(&self) -> TimeseriesSettings {
+        TimeseriesSettings {
+            block_ms: self.block_ms.unwrap_or(TIMESERIES_DEFAULT_BLOCK_MS),
+            retention_ms: self.retention_ms,
+            downsample: self.downsample.clone(),
+        }
+    }
+
+    fn has_timeseries_options(&self) -> bool {
+        self.block_ms.is_some() || self.retention_ms.is_some() || !self.downsample.is_empty()
+    }
+
+    fn validate_timeseries(&self) -> std::result::Result<(), String> {
+        if !self.columns.is_empty() || !self.text_fields.is_empty() || self.has_vector_options() {
+            return Err(
+                "time-series namespaces declare only block_ms, retention_ms and downsample".into(),
+            );
+        }
+        let block = self.block_ms.unwrap_or(TIMESERIES_DEFAULT_BLOCK_MS);
+        if !(1000..=TIMESERIES_BLOCK_MS_MAX).contains(&block) {
+            return Err(format!(
+                "block_ms must be 1000 to {TIMESERIES_BLOCK_MS_MAX} (a day), not {block}"
+            ));
+        }
+        if self.retention_ms == Some(0) {
+            return Err("retention_ms must be positive (omit it to keep points for ever)".into());
+        }
+        let mut steps = std::collections::BTreeSet::new();
+        for rule in &self.downsample {
+            if !(1000..=365 * 24 * 3600 * 1000).contains(&rule.step_ms) {
+                return Err(format!(
+                    "a downsample step_ms must be 1000 (a second) to a year, not {}",
+                    rule.step_ms
+                ));
+            }
+            if rule.retention_ms == Some(0) {
+                return Err("a downsample retention_ms must be positive".into());
+            }
+            if !steps.insert(rule.step_ms) {
+                return Err(format!(
+                    "downsample step_ms {} is declared twice",
+                    rule.step_ms
+                ));
+            }
+        }
+        if self.downsample.len() > 8 {
+            return Err("at most 8 downsample rules".into());
+        }
+        Ok(())
     }
 
     /// A vector namespace's settings (`None` without a dimension).
@@ -453,6 +557,15 @@ impl NamespaceConfig {
         if model == Model::Vector {
             return self.validate_vector(themis_log::event::EventLimits::default().vector_dims_max);
         }
+        if model == Model::Timeseries {
+            return self.validate_timeseries();
+        }
+        if self.has_timeseries_options() {
+            return Err(format!(
+                "block_ms, retention_ms and downsample belong to timeseries namespaces, not \
+                 {model} ones"
+            ));
+        }
         if self.has_vector_options() {
             return Err(format!(
                 "dimension, metric, m, ef_construction and ef_search belong to vector \
@@ -507,6 +620,27 @@ impl NamespaceConfig {
                  with them); declare a new namespace"
                     .into(),
             );
+        }
+        if self.has_timeseries_options() || next.has_timeseries_options() {
+            let (old, new) = (self.timeseries(), next.timeseries());
+            if old.block_ms != new.block_ms {
+                return Err(format!(
+                    "block_ms cannot change ({} → {}): stored blocks use it",
+                    old.block_ms, new.block_ms
+                ));
+            }
+            if old
+                .downsample
+                .iter()
+                .map(|r| r.step_ms)
+                .ne(new.downsample.iter().map(|r| r.step_ms))
+            {
+                return Err(
+                    "downsample steps cannot change once declared (rollups are built as points \
+                     arrive); their retention_ms may"
+                        .into(),
+                );
+            }
         }
         if let (Some(old), Some(new)) = (self.vector(), next.vector()) {
             // The index is built with these; only the search default may change.
