@@ -388,6 +388,36 @@ fn forbid<T>(value: &Option<T>, field: &str, op: Op, model: Model) -> Result<(),
     }
 }
 
+/// A points event's optional `data`: `{"tags": {"name": "value", ...}}` and nothing else.
+fn check_series_tags(data: &serde_json::value::RawValue) -> Result<(), InvalidEvent> {
+    let bad = |field: &str, message: String| InvalidEvent::new("invalid_field", field, message);
+    let value: serde_json::Value = serde_json::from_str(data.get())
+        .map_err(|e| bad("data", format!("`data` is not JSON: {e}")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| bad("data", "`data` of a points event must be an object".into()))?;
+    for (key, tags) in object {
+        if key != "tags" {
+            return Err(bad(
+                &format!("data.{key}"),
+                format!("a points event's `data` holds only `tags`, not `{key}`"),
+            ));
+        }
+        let tags = tags
+            .as_object()
+            .ok_or_else(|| bad("data.tags", "`tags` must be an object of strings".into()))?;
+        for (name, v) in tags {
+            if !v.is_string() {
+                return Err(bad(
+                    &format!("data.tags.{name}"),
+                    format!("tag `{name}` must be a string, not {v}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_label(label: &str, limits: &EventLimits) -> Result<(), InvalidEvent> {
     let chars = label.chars().count();
     if chars == 0 || chars > limits.label_chars_max {
@@ -569,7 +599,10 @@ impl EventInput {
                 event.data = data;
             }
             Op::Points => {
-                forbid(&data, "data", op, model)?;
+                if let Some(d) = &data {
+                    check_series_tags(d)?;
+                }
+                event.data = data;
                 let points = require(self.points, "points", op)?;
                 if points.is_empty() || points.len() > limits.points_max {
                     return Err(InvalidEvent::new(

@@ -15,6 +15,7 @@
 pub mod encode;
 pub mod search;
 pub mod tables;
+pub mod timeseries;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -147,7 +148,7 @@ struct Named {
 
 /// Table functions: a bare reference to one of these names is the function, not a table
 /// (`relational.knn` still names a namespace called `knn`).
-pub const TABLE_FUNCTIONS: [&str; 3] = ["knn", "search", "hybrid"];
+pub const TABLE_FUNCTIONS: [&str; 4] = ["knn", "search", "hybrid", "ts_range"];
 
 fn is_function(reference: &TableReference) -> bool {
     matches!(reference, TableReference::Bare { table } if TABLE_FUNCTIONS.contains(&table.as_ref()))
@@ -320,6 +321,7 @@ impl QueryEngine {
             ("knn", search::Kind::Knn),
             ("search", search::Kind::Search),
             ("hybrid", search::Kind::Hybrid),
+            ("ts_range", search::Kind::TsRange),
         ] {
             ctx.register_udtf(
                 name,
@@ -350,9 +352,11 @@ impl QueryEngine {
             }
         }
         if functions {
-            // The functions read the vector and state views at their current watermarks.
+            // The functions read the vector, time-series and state views at their current
+            // watermarks.
             for kind in [
                 themis_materializers::vector::KIND,
+                themis_materializers::timeseries::KIND,
                 DOCUMENTS.kind(),
                 ROWS.kind(),
             ] {
@@ -460,6 +464,26 @@ impl QueryEngine {
         Ok(Answer {
             schema: search::knn_schema(),
             batches: vec![search::knn_batch(&hits)?],
+            token,
+        })
+    }
+
+    /// A series' points in a range (`POST /v1/query {"ts_range": ...}`), as an answer with
+    /// the columns of [`timeseries::schema`].
+    pub async fn ts_range(
+        &self,
+        args: &timeseries::TsRangeArgs,
+        min_token: &Token,
+        timeout: Duration,
+    ) -> Result<Answer> {
+        let (urn, range) = args.resolve()?;
+        let (answer, token) = self
+            .views
+            .ts_range(&urn, &range, min_token, timeout)
+            .await?;
+        Ok(Answer {
+            schema: timeseries::schema(),
+            batches: vec![timeseries::batch(&answer)?],
             token,
         })
     }

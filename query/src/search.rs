@@ -595,12 +595,55 @@ fn hybrid_args(exprs: &[Expr]) -> std::result::Result<HybridArgs, String> {
     })
 }
 
+const TS_RANGE_USAGE: &str = "ts_range(namespace, series, from, to [, step, agg]), like \
+                              ts_range('cpu', 'host-1', 0, 3600000, 60000, 'avg') (times in ms \
+                              or RFC 3339 strings)";
+
+fn time_arg(values: &[ScalarValue], i: usize) -> std::result::Result<i64, String> {
+    let v = &values[i];
+    integer(v)
+        .or_else(|| text(v).and_then(themis_materializers::namespaces::rfc3339_ms))
+        .ok_or_else(|| {
+            format!(
+                "argument {} is a time, ms since the epoch or an RFC 3339 string ({TS_RANGE_USAGE})",
+                i + 1
+            )
+        })
+}
+
+fn ts_range_args(exprs: &[Expr]) -> std::result::Result<crate::timeseries::TsRangeArgs, String> {
+    let values = constants("ts_range", TS_RANGE_USAGE, exprs, 4..=6)?;
+    let step = match values.get(4) {
+        None | Some(ScalarValue::Null) => None,
+        Some(v) => Some(
+            integer(v)
+                .filter(|&n| n > 0)
+                .ok_or("ts_range's fifth argument is the step, a positive number of ms")?,
+        ),
+    };
+    let agg = match values.get(5) {
+        None | Some(ScalarValue::Null) => None,
+        Some(_) => Some(string_arg(&values, 5, "the aggregate", TS_RANGE_USAGE)?),
+    };
+    Ok(crate::timeseries::TsRangeArgs {
+        namespace: string_arg(&values, 0, "the namespace", TS_RANGE_USAGE)?,
+        series: Some(string_arg(&values, 1, "the series id", TS_RANGE_USAGE)?),
+        field: None,
+        tags: BTreeMap::new(),
+        from: time_arg(&values, 2)?,
+        to: time_arg(&values, 3)?,
+        step,
+        agg,
+    })
+}
+
 /// Which table function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Knn,
     Search,
     Hybrid,
+    TsRange,
 }
 
 /// One table function of a statement.
@@ -631,6 +674,13 @@ impl Function {
                 let (batch, token) = s.hybrid(&args)?;
                 s.observe(&token);
                 Searches::table(batch)
+            }
+            Kind::TsRange => {
+                let args = ts_range_args(exprs).map_err(invalid)?;
+                let (urn, range) = args.resolve()?;
+                let (answer, token) = s.views.ts_range_now(&urn, &range)?;
+                s.observe(&token);
+                Searches::table(crate::timeseries::batch(&answer)?)
             }
         }
     }

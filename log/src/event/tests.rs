@@ -78,6 +78,16 @@ fn each_bad_input_names_its_problem() {
             "points",
         ),
         (
+            r#"{"urn":"urn:themis:timeseries:cpu:a","op":"points","points":[[1,2]],"data":{"x":1}}"#,
+            "invalid_field",
+            "data.x",
+        ),
+        (
+            r#"{"urn":"urn:themis:timeseries:cpu:a","op":"points","points":[[1,2]],"data":{"tags":{"host":1}}}"#,
+            "invalid_field",
+            "data.tags.host",
+        ),
+        (
             r#"{"urn":"urn:themis:timeseries:cpu:a","op":"put","data":{}}"#,
             "invalid_op",
             "op",

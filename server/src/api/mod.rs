@@ -5,10 +5,12 @@
 //! request leaves no trace in the log; an append that times out is reported as such (its outcome
 //! is unknown, and retrying with the same event ids is safe).
 
+mod lp;
 mod problem;
 mod subscribe;
 pub mod wire;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log/{shard}", get(read_log))
         .route("/v1/resources/{urn}", get(read_resource))
         .route("/v1/query", post(run_query))
+        .route("/v1/write_lp", post(write_lp))
         .route("/v1/subscribe", get(subscribe::subscribe))
         .route(
             "/v1/consumers/{group}/checkpoint",
@@ -137,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         read_log,
         read_resource,
         run_query,
+        write_lp,
         put_namespace,
         get_namespace,
         list_namespaces,
@@ -159,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         AppendedEventBody,
         PositionBody,
         BatchResponse,
+        WriteLpResponse,
         ShardResult,
         PartResult,
         StreamPageBody,
@@ -1074,21 +1079,31 @@ async fn run_query(
         .map_err(|e| Problem::bad_request("invalid_body", format!("invalid query body: {e}")))?;
     let timeout = wait_timeout(&state, request.timeout.as_deref())?;
     let min_token = parse_token(request.min_token.as_deref())?;
-    let answer = match (request.sql, request.knn, request.search, request.hybrid) {
-        (Some(sql), None, None, None) => state.query.sql(&sql, &min_token, timeout).await?,
-        (None, Some(knn), None, None) => state.query.knn(&knn, &min_token, timeout).await?,
-        (None, None, Some(search), None) => {
-            state.query.search(&search, &min_token, timeout).await?
-        }
-        (None, None, None, Some(hybrid)) => {
-            state.query.hybrid(&hybrid, &min_token, timeout).await?
-        }
-        _ => {
-            return Err(Problem::bad_request(
-                "invalid_body",
-                "a query is exactly one of `sql`, `knn`, `search` or `hybrid`",
-            ));
-        }
+    let kinds = [
+        request.sql.is_some(),
+        request.knn.is_some(),
+        request.search.is_some(),
+        request.hybrid.is_some(),
+        request.ts_range.is_some(),
+    ];
+    if kinds.iter().filter(|&&k| k).count() != 1 {
+        return Err(Problem::bad_request(
+            "invalid_body",
+            "a query is exactly one of `sql`, `knn`, `search`, `hybrid` or `ts_range`",
+        ));
+    }
+    let q = &state.query;
+    let answer = if let Some(sql) = request.sql {
+        q.sql(&sql, &min_token, timeout).await?
+    } else if let Some(knn) = request.knn {
+        q.knn(&knn, &min_token, timeout).await?
+    } else if let Some(search) = request.search {
+        q.search(&search, &min_token, timeout).await?
+    } else if let Some(hybrid) = request.hybrid {
+        q.hybrid(&hybrid, &min_token, timeout).await?
+    } else {
+        let args = request.ts_range.expect("counted");
+        q.ts_range(&args, &min_token, timeout).await?
     };
     let format = themis_query::encode::Format::from_accept(
         headers
@@ -1107,6 +1122,186 @@ async fn run_query(
         h.insert("themis-token", value);
     }
     Ok(response)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct WriteLpParams {
+    /// `committed` (default) or `applied` (also wait for this node's views).
+    #[serde(default)]
+    wait: Option<String>,
+    /// Timestamp unit: `ns` (default), `us`, `ms` or `s`.
+    #[serde(default)]
+    precision: Option<String>,
+}
+
+/// Most line errors listed in one answer (the count is always complete).
+const LP_ERRORS_LISTED: usize = 100;
+
+/// InfluxDB line protocol into time-series namespaces: the measurement is the namespace, each
+/// field a series (`field`, or `field~hash` with tags), tags in the series' `data.tags`.
+/// All or nothing per request: any bad line fails the request with every line's error
+/// (`errors`: line, column, message) and nothing is written. Each shard's part is atomic.
+#[utoipa::path(
+    post, path = "/v1/write_lp",
+    params(WriteLpParams),
+    request_body(content = String, content_type = "text/plain"),
+    responses(
+        (status = 201, body = WriteLpResponse, description = "every point appended"),
+        (status = 207, body = WriteLpResponse, description = "some shards failed (see results)"),
+        (status = 400, body = ProblemBody, description = "invalid_line_protocol (with errors), invalid_query")
+    )
+)]
+async fn write_lp(
+    State(state): State<AppState>,
+    params: Result<Query<WriteLpParams>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let params = query(params)?;
+    let wait_applied = check_wait(&AppendParams {
+        wait: params.wait.clone(),
+    })?;
+    let precision = match params.precision.as_deref() {
+        None => lp::Precision::Ns,
+        Some(p) => lp::Precision::parse(p).ok_or_else(|| {
+            Problem::bad_request(
+                "invalid_query",
+                format!("precision must be ns, us, ms or s, not {p:?}"),
+            )
+        })?,
+    };
+    let bytes = body_bytes(body, state.limits.body_bytes_max)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        Problem::bad_request(
+            "invalid_line_protocol",
+            format!("the body is not UTF-8 (byte {})", e.valid_up_to()),
+        )
+    })?;
+    let (lines, mut errors) = lp::parse(text, precision);
+    let now = state.clock.wall_ms() as i64;
+    // Series in order of first appearance, with their tags and points.
+    let mut series: Vec<(
+        String,
+        BTreeMap<String, String>,
+        Vec<themis_log::event::Point>,
+    )> = Vec::new();
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    let mut points = 0usize;
+    for (number, line) in &lines {
+        let ts = line.ts_ms.unwrap_or(now);
+        for (field, value) in &line.fields {
+            let id = themis_materializers::timeseries::series_id(field, &line.tags);
+            let urn = format!("urn:themis:timeseries:{}:{id}", line.measurement);
+            if let Err(e) = Urn::parse(&urn) {
+                errors.push(lp::LineError {
+                    line: *number,
+                    column: 1,
+                    message: format!(
+                        "measurement {:?} / field {field:?} make no valid series: {e}",
+                        line.measurement
+                    ),
+                });
+                continue;
+            }
+            if line.measurement.starts_with('_') {
+                errors.push(lp::LineError {
+                    line: *number,
+                    column: 1,
+                    message: format!("measurement {:?} is reserved", line.measurement),
+                });
+                continue;
+            }
+            let i = *index.entry(urn.clone()).or_insert_with(|| {
+                series.push((urn, line.tags.clone(), Vec::new()));
+                series.len() - 1
+            });
+            series[i].2.push(themis_log::event::Point(ts, *value));
+            points += 1;
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| (e.line, e.column));
+        let count = errors.len();
+        errors.truncate(LP_ERRORS_LISTED);
+        let first = &errors[0];
+        return Err(Problem::bad_request(
+            "invalid_line_protocol",
+            format!(
+                "{count} line error(s), nothing written; line {} column {}: {}",
+                first.line, first.column, first.message
+            ),
+        )
+        .with("error_count", count)
+        .with("errors", &errors));
+    }
+    if points == 0 {
+        return Err(Problem::bad_request(
+            "invalid_line_protocol",
+            "the body holds no points",
+        ));
+    }
+    let points_max = themis_log::event::EventLimits::default().points_max;
+    let mut inputs = Vec::new();
+    let series_count = series.len();
+    for (urn, tags, all) in series {
+        for chunk in all.chunks(points_max) {
+            let data = (!tags.is_empty()).then(|| {
+                serde_json::value::to_raw_value(&serde_json::json!({ "tags": tags }))
+                    .expect("tags serialize")
+            });
+            inputs.push(EventInput {
+                id: None,
+                urn: Some(urn.clone()),
+                event_type: None,
+                op: themis_log::event::Op::Points,
+                data,
+                vector: None,
+                to: None,
+                label: None,
+                points: Some(chunk.to_vec()),
+                metadata: None,
+                expected_revision: None,
+            });
+        }
+    }
+    let events = state.log.validate(inputs, None, None)?;
+    check_schema(&state, &events)?;
+    let result = timed(&state, state.log.append(events, true)).await??;
+    let mut all_ok = true;
+    let mut results = Vec::with_capacity(result.shards.len());
+    for (shard, r) in result.shards {
+        match r {
+            Ok(appended) => results.push(ShardResult {
+                shard: shard.0,
+                part: PartResult::ok(AppendResponse::new(appended)),
+            }),
+            Err(e) => {
+                all_ok = false;
+                results.push(ShardResult {
+                    shard: shard.0,
+                    part: PartResult::failed(&Problem::from(e)),
+                });
+            }
+        }
+    }
+    if wait_applied {
+        wait_views(&state, &result.token).await?;
+    }
+    let status = if all_ok {
+        StatusCode::CREATED
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    Ok((
+        status,
+        Json(WriteLpResponse {
+            token: result.token.encode(),
+            lines: lines.len(),
+            points,
+            series: series_count,
+            results,
+        }),
+    )
+        .into_response())
 }
 
 fn parse_model(model: &str) -> Result<themis_log::Model, Problem> {

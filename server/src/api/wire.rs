@@ -156,6 +156,21 @@ pub struct BatchResponse {
     pub results: Vec<ShardResult>,
 }
 
+/// The answer to `POST /v1/write_lp`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WriteLpResponse {
+    /// Token covering every successful part.
+    pub token: String,
+    /// Lines with points.
+    pub lines: usize,
+    /// Points appended.
+    pub points: usize,
+    /// Series touched.
+    pub series: usize,
+    /// One result per shard touched, in shard order.
+    pub results: Vec<ShardResult>,
+}
+
 /// A page of a stream (`GET /v1/streams/{urn}`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StreamPageBody {
@@ -351,6 +366,11 @@ pub struct QueryBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub hybrid: Option<themis_query::search::HybridArgs>,
+    /// A time-series range: `{"namespace", "series" | "field" + "tags", "from", "to",
+    /// "step", "agg"}` (ms since the epoch; `to` exclusive).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub ts_range: Option<themis_query::timeseries::TsRangeArgs>,
     /// Wait until every view the query reads covers this token.
     #[serde(default)]
     pub min_token: Option<String>,
