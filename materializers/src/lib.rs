@@ -122,6 +122,12 @@ pub trait View: Debug + Send + Sync + 'static {
     /// At shutdown, after the last durable commit and with the workers stopped: write out
     /// what should survive a restart.
     fn checkpoint(&self, _shard: ShardId, _now_ms: u64) {}
+    /// Whether `apply` reads namespace configs: then each batch waits until the registry has
+    /// applied everything the log had applied when the batch began (after a rebuild of the
+    /// registry, or while a replica catches up, entries are not applied under missing configs).
+    fn reads_configs(&self) -> bool {
+        false
+    }
 }
 
 /// A view's table: string keys, JSON values.
@@ -1032,6 +1038,32 @@ impl Materializer {
         Ok((answer, token))
     }
 
+    /// Per hosted shard: the registry worker's watermark and the LSN the shard's log has
+    /// applied now (what a view that reads configs waits for).
+    fn registry_waits(&self) -> Vec<(watch::Receiver<u64>, u64)> {
+        let workers = self.workers.lock().expect("workers lock");
+        workers
+            .iter()
+            .filter(|((_, kind), _)| *kind == namespaces::KIND)
+            .filter_map(|((shard, _), w)| {
+                let applied = *self.log.shard(*shard).ok()?.store().applied().borrow();
+                Some((w.watermark.subscribe(), applied))
+            })
+            .collect()
+    }
+
+    /// Whether time-series namespace `ns` has series in any hosted shard.
+    pub fn timeseries_in_use(&self, ns: &str) -> Result<bool> {
+        let shards: Vec<ShardId> = self.log.shards().iter().map(|s| s.id()).collect();
+        let tx = self.db.begin_read().map_err(storage)?;
+        for shard in shards {
+            if self.timeseries.has_series(&tx, shard, ns)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The time-series view.
     pub fn timeseries(&self) -> &Arc<timeseries::TimeseriesView> {
         &self.timeseries
@@ -1079,6 +1111,16 @@ async fn run_worker(
             }
         }
         drop(applied);
+        if view.reads_configs() {
+            let Some(waits) = m.upgrade().map(|m| m.registry_waits()) else {
+                return Ok(());
+            };
+            for (mut rx, target) in waits {
+                // A registry worker replaced meanwhile (rebuild) drops its sender: check again
+                // on the next batch.
+                let _ = rx.wait_for(|&w| w >= target).await;
+            }
+        }
         let Some((log_shard, batch)) = shard_of(&m) else {
             return Ok(());
         };

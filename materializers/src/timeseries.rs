@@ -226,8 +226,10 @@ fn roll_key(urn: &str, step: i64, bucket: i64) -> String {
     format!("{urn}\0{:016x}\0{:016x}", sortable(step), sortable(bucket))
 }
 
+/// The start of `ts`'s window of `width` ms (`i64::MIN` for the times before the first whole
+/// window).
 fn window_of(ts: i64, width: i64) -> i64 {
-    ts - ts.rem_euclid(width)
+    ts.checked_sub(ts.rem_euclid(width)).unwrap_or(i64::MIN)
 }
 
 fn names(shard: ShardId) -> [String; 4] {
@@ -283,6 +285,19 @@ impl TimeseriesView {
         get_json(tx, &names(shard)[1], urn)
     }
 
+    /// Whether namespace `ns` has series in `shard`.
+    pub fn has_series(&self, tx: &ReadTransaction, shard: ShardId, ns: &str) -> Result<bool> {
+        let Some(t) = read_table(tx, &names(shard)[1])? else {
+            return Ok(false);
+        };
+        let prefix = format!("urn:themis:timeseries:{ns}:");
+        let first = t.range(prefix.as_str()..).map_err(storage)?.next();
+        match first {
+            Some(item) => Ok(item.map_err(storage)?.0.value().starts_with(&prefix)),
+            None => Ok(false),
+        }
+    }
+
     /// Every series of `shard` (URN, series), in URN order.
     pub fn all_series(
         &self,
@@ -310,6 +325,32 @@ impl TimeseriesView {
                 break;
             }
             out.extend(decode_block(v.value())?.iter());
+        }
+        Ok(out)
+    }
+
+    /// The rollup buckets of series `urn` for the rule of `step` ms, in time order.
+    pub fn rollups(
+        &self,
+        tx: &ReadTransaction,
+        shard: ShardId,
+        urn: &str,
+        step: i64,
+    ) -> Result<Vec<(i64, Rollup)>> {
+        let Some(t) = read_table(tx, &names(shard)[2])? else {
+            return Ok(Vec::new());
+        };
+        let prefix = format!("{urn}\0{:016x}\0", sortable(step));
+        let mut out = Vec::new();
+        for item in t.range(prefix.as_str()..).map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            let Some(hex) = k.value().strip_prefix(&prefix) else {
+                break;
+            };
+            let bucket = (u64::from_str_radix(hex, 16).map_err(storage)? ^ (1 << 63)) as i64;
+            let r = Rollup::from_bytes(v.value())
+                .ok_or_else(|| Error::Storage(format!("a malformed rollup of {urn}")))?;
+            out.push((bucket, r));
         }
         Ok(out)
     }
@@ -800,6 +841,10 @@ impl View for TimeseriesView {
             self.sweep(tx, shard, ns, settings, now)?;
         }
         Ok(())
+    }
+
+    fn reads_configs(&self) -> bool {
+        true
     }
 
     fn clear(&self, tx: &WriteTransaction, shard: ShardId) -> Result<()> {

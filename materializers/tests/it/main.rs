@@ -18,6 +18,7 @@ use themis_materializers::{Materializer, MaterializerConfig};
 use themis_storage::MemoryDisk;
 
 mod fulltext;
+mod timeseries;
 mod vector;
 
 #[derive(Debug, Clone)]
@@ -150,7 +151,7 @@ pub(crate) async fn append_all(log: &Log, inputs: Vec<themis_log::event::EventIn
 }
 
 /// Every view's digest of every shard, with its watermark.
-fn digests(views: &Materializer) -> Vec<(&'static str, ShardId, u64, u64)> {
+pub(crate) fn digests(views: &Materializer) -> Vec<(&'static str, ShardId, u64, u64)> {
     let mut out = Vec::new();
     for kind in views.kinds() {
         for s in 0..4 {
@@ -161,7 +162,7 @@ fn digests(views: &Materializer) -> Vec<(&'static str, ShardId, u64, u64)> {
     out
 }
 
-async fn wait_all(views: &Materializer, token: &Token) {
+pub(crate) async fn wait_all(views: &Materializer, token: &Token) {
     for kind in views.kinds() {
         views
             .wait_for(kind, token, &[], Duration::from_secs(30))

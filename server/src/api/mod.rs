@@ -1397,6 +1397,23 @@ async fn put_namespace(
             )
         })?;
     }
+    if existing.is_none()
+        && model == themis_log::Model::Timeseries
+        && (config.timeseries().block_ms
+            != themis_materializers::namespaces::TIMESERIES_DEFAULT_BLOCK_MS
+            || !config.downsample.is_empty())
+        && state.views.timeseries_in_use(&ns)?
+    {
+        return Err(Problem::bad_request(
+            "incompatible_config",
+            format!(
+                "timeseries/{ns} already holds points stored with the default settings \
+                 (block_ms {}, no downsampling); declare block_ms and downsample before the \
+                 first points, or use a new namespace",
+                themis_materializers::namespaces::TIMESERIES_DEFAULT_BLOCK_MS
+            ),
+        ));
+    }
     let urn = themis_materializers::Materializer::config_urn(model, &ns)?;
     let expected = match &existing {
         Some(r) => serde_json::json!(r.version),
