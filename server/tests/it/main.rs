@@ -10,4 +10,5 @@ mod search;
 mod sql;
 mod subscribe;
 mod tidy;
+mod timeseries;
 mod views;
