@@ -19,6 +19,9 @@
 //!   documents a fold of the log says exist;
 //! - vector views ([`check_vectors`]): every replica's live vector resources, in its state and
 //!   in what its indexes let a search find, equal a fold of the log;
+//! - time series ([`check_series`]): every replica's stored points of every series equal a
+//!   fold of the log, bit for bit and in timestamp order (out-of-order and repeated timestamps
+//!   included);
 //! - views ([`check_views`]): every replica's document and relational views, at a watermark equal to its applied
 //!   log, equals a reference fold of the log written here, independently of the view code
 //!   (only RFC 7396 merging is shared, and it has its own tests).
@@ -68,6 +71,8 @@ pub struct Checked {
     pub vectors: usize,
     /// Documents whose fulltext index membership was checked on every replica.
     pub texts: usize,
+    /// Time-series points checked on every replica.
+    pub points: usize,
 }
 
 /// Checks `history` against every replica's log of every shard: `logs[shard]` holds, per
@@ -665,6 +670,87 @@ pub fn check_subscriber(
     }
     if errors.is_empty() {
         Ok(subscribed.received.len())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Every replica's time series, by shard: node and, per series URN, its stored points.
+pub type SeriesViews = BTreeMap<u32, Vec<(u64, BTreeMap<String, Vec<(i64, f64)>>)>>;
+
+/// Checks every replica's time-series view against a fold of the shard's log: each series
+/// holds exactly the points of its accepted points events since its last delete, in timestamp
+/// order (arrival order among equal timestamps), bit for bit. Returns how many points were
+/// checked.
+pub fn check_series(
+    logs: &BTreeMap<u32, Vec<(u64, Vec<LogEntryView>)>>,
+    views: &SeriesViews,
+) -> Result<usize, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut checked = 0;
+    for (shard, replicas) in logs {
+        let Some((_, entries)) = replicas.first() else {
+            continue;
+        };
+        let mut fold: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+        for entry in entries {
+            let Some(outcomes) = &entry.outcomes else {
+                continue;
+            };
+            for (event, outcome) in entry.events.iter().zip(outcomes) {
+                if !matches!(outcome, Outcome::Appended { .. })
+                    || event.urn.model() != themis_log::Model::Timeseries
+                    || event.urn.namespace() == themis_log::event::CONFIG_NAMESPACE
+                {
+                    continue;
+                }
+                let key = event.urn.as_str().to_owned();
+                match event.op {
+                    themis_log::event::Op::Points => fold
+                        .entry(key)
+                        .or_default()
+                        .extend(event.points.iter().flatten().map(|p| (p.0, p.1))),
+                    themis_log::event::Op::Delete => {
+                        fold.remove(&key);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for points in fold.values_mut() {
+            points.sort_by_key(|p| p.0);
+        }
+        fold.retain(|_, p| !p.is_empty());
+        checked += fold.values().map(Vec::len).sum::<usize>();
+        let bits = |m: &BTreeMap<String, Vec<(i64, f64)>>| -> BTreeMap<String, Vec<(i64, u64)>> {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.iter().map(|&(t, x)| (t, x.to_bits())).collect(),
+                    )
+                })
+                .collect()
+        };
+        let expected = bits(&fold);
+        for (node, series) in views.get(shard).into_iter().flatten() {
+            let got = bits(series);
+            if got != expected {
+                let differ: Vec<&String> = expected
+                    .keys()
+                    .chain(got.keys())
+                    .filter(|k| expected.get(*k) != got.get(*k))
+                    .take(3)
+                    .collect();
+                errors.push(format!(
+                    "shard {shard}: node {node}'s time series differ from the fold of the log \
+                     (first differing series: {differ:?})"
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(checked)
     } else {
         Err(errors)
     }

@@ -177,7 +177,7 @@ fn summary(r: &Report, real: Duration) -> String {
     let c = &r.checked;
     format!(
         "trace hash {:016x}: {:?} simulated in {:.2?} ({:.0}x); {} appends acknowledged, {} \
-         refused by expected revision, {} unknown ({} of them applied), {} reads checked, {} resources' views checked on every replica ({} live vectors in state and index, {} documents in fulltext indexes), {} events \
+         refused by expected revision, {} unknown ({} of them applied), {} reads checked, {} resources' views checked on every replica ({} live vectors in state and index, {} documents in fulltext indexes, {} time-series points), {} events \
          received by a subscriber checked against the logs; {} \
          faults, {} crashes, {} failed fsyncs, {} snapshots installed; converged {:?} after \
          healing",
@@ -193,6 +193,7 @@ fn summary(r: &Report, real: Duration) -> String {
         c.resources,
         c.vectors,
         c.texts,
+        c.points,
         c.subscribed,
         r.faults.len(),
         r.disks.crashes,

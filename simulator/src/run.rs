@@ -239,6 +239,8 @@ async fn run_async(o: RunOptions) -> Result<Report, Failure> {
         checker::check_vectors(&logs, &views.1).map_err(|e| fail(e, &nemesis_log.events))?;
     checked.texts =
         checker::check_texts(&logs, &views.2).map_err(|e| fail(e, &nemesis_log.events))?;
+    checked.points =
+        checker::check_series(&logs, &views.3).map_err(|e| fail(e, &nemesis_log.events))?;
     let subscribed = std::mem::take(&mut *subscribed.lock().expect("subscriber lock"));
     checked.subscribed =
         checker::check_subscriber(&logs, &subscribed).map_err(|e| fail(e, &nemesis_log.events))?;
@@ -381,12 +383,21 @@ async fn views_converged(
     c: &SimCluster,
     logs: &Logs,
     healed: Duration,
-) -> Result<(checker::Views, checker::VectorViews, checker::TextViews), String> {
+) -> Result<
+    (
+        checker::Views,
+        checker::VectorViews,
+        checker::TextViews,
+        checker::SeriesViews,
+    ),
+    String,
+> {
     let deadline = healed + LIVENESS_BOUND;
     loop {
         let mut views: checker::Views = BTreeMap::new();
         let mut vectors: checker::VectorViews = BTreeMap::new();
         let mut texts: checker::TextViews = BTreeMap::new();
+        let mut series: checker::SeriesViews = BTreeMap::new();
         let mut behind = Vec::new();
         for (id, log) in c.running() {
             let Some(m) = c.views(id) else { continue };
@@ -422,6 +433,27 @@ async fn views_converged(
                     )),
                     Err(e) => behind.push(format!("node {id} shard {s}: {e}")),
                 }
+                let ts = m.timeseries();
+                let read = m.read("timeseries", ShardId(s), |tx| {
+                    let mut out = BTreeMap::new();
+                    for (urn, _) in ts.all_series(tx, ShardId(s))? {
+                        let points = ts.stored_points(tx, ShardId(s), &urn)?;
+                        if !points.is_empty() {
+                            out.insert(urn, points);
+                        }
+                    }
+                    Ok(out)
+                });
+                match read {
+                    Ok((stored, watermark)) if watermark.0 == applied => {
+                        series.entry(s).or_default().push((id, stored));
+                    }
+                    Ok((_, watermark)) => behind.push(format!(
+                        "node {id} shard {s}: timeseries view at {}, log applied {applied}",
+                        watermark.0
+                    )),
+                    Err(e) => behind.push(format!("node {id} shard {s}: {e}")),
+                }
                 match m.vector_sets(ShardId(s)) {
                     Ok((watermark, live, found)) if watermark.0 == applied => {
                         vectors.entry(s).or_default().push((id, live, found));
@@ -435,7 +467,7 @@ async fn views_converged(
             }
         }
         if behind.is_empty() {
-            return Ok((views, vectors, texts));
+            return Ok((views, vectors, texts, series));
         }
         if c.now() > deadline {
             return Err(format!(

@@ -139,6 +139,19 @@ fn input(id: &str, urn: &str, expected: ExpectedRevision, n: u64) -> EventInput 
     // Puts, merge patches (setting, nesting and removing members) and deletes, so the document
     // view's every path is exercised. Vector puts carry a vector of the `sim` namespace's
     // dimension (see `CONFIGS`).
+    if urn.starts_with("urn:themis:timeseries:") {
+        // Points a few seconds apart, some out of order or repeated; every seventh a delete.
+        let mut event = serde_json::json!({"id": id, "urn": urn, "expected_revision": expected});
+        if n % 7 == 6 {
+            event["op"] = "delete".into();
+        } else {
+            let t = ((n * 7919) % 200) as i64 * 1000;
+            event["op"] = "points".into();
+            event["points"] =
+                serde_json::json!([[t, n as f64 / 4.0], [t + 3000, -(n as f64)], [t, 0.5]]);
+        }
+        return serde_json::from_value(event).expect("a valid event input");
+    }
     let vector = urn.starts_with("urn:themis:vector:");
     let (op, data) = match n % 7 {
         0..=3 => (
@@ -166,7 +179,7 @@ fn input(id: &str, urn: &str, expected: ExpectedRevision, n: u64) -> EventInput 
 /// The configs of the namespaces `sim` the workload writes to, appended before the clients
 /// start (the vector view indexes a namespace once it knows its config; document field `t`
 /// is indexed for fulltext search): (URN, config, event id).
-pub const CONFIGS: [(&str, &str, &str); 2] = [
+pub const CONFIGS: [(&str, &str, &str); 3] = [
     (
         "urn:themis:vector:_namespace:sim",
         r#"{"dimension": 4, "metric": "l2", "m": 8, "ef_construction": 32, "ef_search": 16}"#,
@@ -176,6 +189,11 @@ pub const CONFIGS: [(&str, &str, &str); 2] = [
         "urn:themis:document:_namespace:sim",
         r#"{"text_fields": ["t"], "language": "en"}"#,
         "00000000-0000-4000-8000-00000000c0f2",
+    ),
+    (
+        "urn:themis:timeseries:_namespace:sim",
+        r#"{"block_ms": 60000, "downsample": [{"step_ms": 10000}]}"#,
+        "00000000-0000-4000-8000-00000000c0f3",
     ),
 ];
 
@@ -319,13 +337,16 @@ pub async fn client(
     let mut n = 0u64;
     while cluster.now() < until {
         n += 1;
-        // Every fourth stream is a relational row, every eighth a vector, the rest documents:
-        // the views fold the same ops and the checker compares each with the log.
+        // Every fourth stream is a relational row, every eighth a vector, every eighth a time
+        // series, the rest documents: the views fold the same ops and the checker compares
+        // each with the log.
         let stream = rng.gen_range(0..w.streams);
         let model = if stream % 4 == 3 {
             "relational"
         } else if stream % 8 == 5 {
             "vector"
+        } else if stream % 8 == 1 {
+            "timeseries"
         } else {
             "document"
         };
