@@ -12,3 +12,4 @@ pub mod probe;
 pub mod process;
 pub mod search;
 pub mod sql;
+pub mod timeseries;

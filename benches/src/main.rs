@@ -121,6 +121,19 @@ enum Command {
     /// kNN and fulltext search through the HTTP API vs hnswlib, faiss-cpu and tantivy-py from
     /// pip on the same data: queries/s at recall@10, agreement, ingest.
     Search(SearchArgs),
+    /// Time-series compression: bytes per point and decode speed of Gorilla blocks on
+    /// generated host-metric series at 10 s intervals (vs the paper's 1.37 bytes per point).
+    Timeseries {
+        /// Series per kind.
+        #[arg(long, default_value_t = 1000)]
+        hosts: usize,
+        /// Points per series (8640: a day at 10 s).
+        #[arg(long, default_value_t = 8640)]
+        points: usize,
+        /// A short run for CI (20 series of 2,000 points).
+        #[arg(long)]
+        smoke: bool,
+    },
     /// SQL over the relational view of one node vs DuckDB on the same generated data: load
     /// and materialization rates, filtered scans, aggregates and a join (first run and warm
     /// runs, answers checked against DuckDB), and view lag under paced appends.
@@ -489,6 +502,25 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Fanout(args) => fanout(args).await,
         Command::Search(args) => search(args).await,
+        Command::Timeseries {
+            hosts,
+            points,
+            smoke,
+        } => {
+            let (hosts, points) = if smoke { (20, 2000) } else { (hosts, points) };
+            let results: Vec<_> = themis_bench::timeseries::KINDS
+                .iter()
+                .enumerate()
+                .map(|(i, kind)| {
+                    themis_bench::timeseries::measure(kind, hosts, points, 7 + i as u64)
+                })
+                .collect();
+            println!(
+                "{}",
+                themis_bench::timeseries::markdown(&results, hosts, points)
+            );
+            Ok(())
+        }
     }
 }
 

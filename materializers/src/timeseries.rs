@@ -1,5 +1,5 @@
 //! The time-series view: per shard, every series (`urn:themis:timeseries:{ns}:{id}`) as
-//! Gorilla-compressed blocks ([`gorilla`]), one per time window of the namespace's `block_ms`
+//! Gorilla-compressed blocks (`themis_storage::gorilla`), one per time window of the namespace's `block_ms`
 //! (default two hours, aligned to the epoch), plus per-rule rollups for downsampling.
 //!
 //! Points of an event are applied in event order. A point at or after its window's last point
@@ -25,8 +25,6 @@
 //! do: a config change takes effect in each shard from the entries applied after its registry
 //! shows it (`docs/design/namespaces.md` explains why shards have no common order).
 
-pub mod gorilla;
-
 use std::collections::BTreeMap;
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
@@ -37,7 +35,7 @@ use themis_log::{CommittedEntry, Model, ShardId};
 use crate::fulltext::ConfigShard;
 use crate::namespaces::{self, TimeseriesSettings};
 use crate::{Error, Result, View, digest_table, get_json, read_table, storage, table};
-use gorilla::Block;
+use themis_storage::gorilla::Block;
 
 /// The kind name.
 pub const KIND: &str = "timeseries";

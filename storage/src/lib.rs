@@ -1,5 +1,6 @@
 //! Storage for ThemisDB: the disks that redb databases live on (files in production, shared
-//! memory in tests and the simulator) and the checksummed frame every durable record is wrapped in.
+//! memory in tests and the simulator), the checksummed frame every durable record is wrapped in,
+//! and the Gorilla codec of time-series blocks.
 //!
 //! Invariant: bytes that fail their checksum are never returned as data; the caller gets
 //! [`Error::Corrupted`] naming where the bad bytes are. Later issues add object-store tiering,
@@ -9,6 +10,7 @@ pub mod canary;
 mod disk;
 mod failstop;
 mod frame;
+pub mod gorilla;
 
 pub use disk::{Disk, FileDisk, MemoryBackend, MemoryDisk, builder};
 pub use failstop::FailStop;
