@@ -17,6 +17,7 @@
 pub mod document;
 pub mod filter;
 pub mod fulltext;
+pub mod graph;
 pub mod namespaces;
 pub mod timeseries;
 pub mod vector;
@@ -62,7 +63,9 @@ pub enum Error {
         timeout: Duration,
     },
     /// No such view kind.
-    #[error("no view kind {0:?} (known: document, relational, namespaces, vector, timeseries)")]
+    #[error(
+        "no view kind {0:?} (known: document, relational, namespaces, vector, timeseries, graph)"
+    )]
     UnknownView(String),
     /// A namespace name that no URN can carry.
     #[error("invalid namespace: {0}")]
@@ -327,6 +330,8 @@ pub struct Materializer {
     vectors: Arc<vector::VectorView>,
     text: Arc<fulltext::Fulltext>,
     timeseries: Arc<timeseries::TimeseriesView>,
+    /// Where streams live (graph reads look vertices up across shards).
+    placement: themis_log::Ring,
     clock: Arc<dyn Clock>,
     config: MaterializerConfig,
     workers: Mutex<BTreeMap<(ShardId, &'static str), Arc<Worker>>>,
@@ -365,6 +370,7 @@ impl Materializer {
                 Self::config_urn(model, ns).map_or(ShardId(0), |urn| ring.shard_for_urn(&urn))
             },
         )));
+        let placement = log.ring().clone();
         let views: Vec<Arc<dyn View>> = vec![
             Arc::new(fulltext::TextIndexed {
                 state: document::DOCUMENTS,
@@ -377,6 +383,7 @@ impl Materializer {
             Arc::new(namespaces::NamespacesView),
             vectors.clone(),
             timeseries.clone(),
+            Arc::new(graph::GraphView),
         ];
         let m = Arc::new(Materializer {
             log,
@@ -385,6 +392,7 @@ impl Materializer {
             vectors,
             text,
             timeseries,
+            placement,
             clock,
             config,
             workers: Mutex::default(),
@@ -1062,6 +1070,43 @@ impl Materializer {
             }
         }
         Ok(false)
+    }
+
+    /// Runs `f` over the graph of every shard once the graph view covers `min_token`
+    /// (waiting at most `timeout`), with the token of the watermarks read. The node must hold
+    /// every shard.
+    pub async fn graph<T>(
+        &self,
+        min_token: &Token,
+        timeout: Duration,
+        f: impl FnOnce(&graph::Graph<'_>) -> Result<T>,
+    ) -> Result<(T, Token)> {
+        self.wait_for(graph::KIND, min_token, &[], timeout).await?;
+        self.graph_now(f)
+    }
+
+    /// [`graph`](Self::graph) at the view's current watermarks.
+    pub fn graph_now<T>(
+        &self,
+        f: impl FnOnce(&graph::Graph<'_>) -> Result<T>,
+    ) -> Result<(T, Token)> {
+        let shards = self.log.shard_count();
+        for s in 0..shards {
+            self.worker(ShardId(s), graph::KIND)?;
+        }
+        let tx = self.db.begin_read().map_err(storage)?;
+        let mut token = Token::new();
+        for s in 0..shards {
+            let (lsn, _) = read_watermark(&tx, graph::KIND, ShardId(s))?;
+            if lsn > 0 {
+                token.observe(Position {
+                    shard: ShardId(s),
+                    lsn: Lsn(lsn),
+                });
+            }
+        }
+        let g = graph::Graph::new(&tx, &self.placement, shards);
+        Ok((f(&g)?, token))
     }
 
     /// The time-series view.
