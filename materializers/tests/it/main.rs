@@ -18,6 +18,7 @@ use themis_materializers::{Materializer, MaterializerConfig};
 use themis_storage::MemoryDisk;
 
 mod fulltext;
+mod graph;
 mod timeseries;
 mod vector;
 
