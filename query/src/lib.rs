@@ -13,6 +13,7 @@
 //!   are planned into anything that could run.
 
 pub mod encode;
+pub mod graph;
 pub mod search;
 pub mod tables;
 pub mod timeseries;
@@ -148,7 +149,14 @@ struct Named {
 
 /// Table functions: a bare reference to one of these names is the function, not a table
 /// (`relational.knn` still names a namespace called `knn`).
-pub const TABLE_FUNCTIONS: [&str; 4] = ["knn", "search", "hybrid", "ts_range"];
+pub const TABLE_FUNCTIONS: [&str; 6] = [
+    "knn",
+    "search",
+    "hybrid",
+    "ts_range",
+    "traverse",
+    "shortest_path",
+];
 
 fn is_function(reference: &TableReference) -> bool {
     matches!(reference, TableReference::Bare { table } if TABLE_FUNCTIONS.contains(&table.as_ref()))
@@ -322,6 +330,8 @@ impl QueryEngine {
             ("search", search::Kind::Search),
             ("hybrid", search::Kind::Hybrid),
             ("ts_range", search::Kind::TsRange),
+            ("traverse", search::Kind::Traverse),
+            ("shortest_path", search::Kind::ShortestPath),
         ] {
             ctx.register_udtf(
                 name,
@@ -357,6 +367,7 @@ impl QueryEngine {
             for kind in [
                 themis_materializers::vector::KIND,
                 themis_materializers::timeseries::KIND,
+                themis_materializers::graph::KIND,
                 DOCUMENTS.kind(),
                 ROWS.kind(),
             ] {
@@ -464,6 +475,46 @@ impl QueryEngine {
         Ok(Answer {
             schema: search::knn_schema(),
             batches: vec![search::knn_batch(&hits)?],
+            token,
+        })
+    }
+
+    /// A traversal (`POST /v1/query {"traverse": ...}`), as an answer with the columns of
+    /// [`graph::traverse_schema`].
+    pub async fn traverse(
+        &self,
+        args: &graph::TraverseArgs,
+        min_token: &Token,
+        timeout: Duration,
+    ) -> Result<Answer> {
+        let t = args.resolve()?;
+        let (found, token) = self
+            .views
+            .graph(min_token, timeout, |g| g.traverse(&t))
+            .await?;
+        Ok(Answer {
+            schema: graph::traverse_schema(),
+            batches: vec![graph::traverse_batch(&found)?],
+            token,
+        })
+    }
+
+    /// A shortest path (`POST /v1/query {"shortest_path": ...}`), as an answer with the
+    /// columns of [`graph::path_schema`].
+    pub async fn shortest_path(
+        &self,
+        args: &graph::ShortestPathArgs,
+        min_token: &Token,
+        timeout: Duration,
+    ) -> Result<Answer> {
+        let p = args.resolve()?;
+        let (found, token) = self
+            .views
+            .graph(min_token, timeout, |g| g.shortest_path(&p))
+            .await?;
+        Ok(Answer {
+            schema: graph::path_schema(),
+            batches: vec![graph::path_batch(found.as_ref(), p.weight.as_deref())?],
             token,
         })
     }

@@ -156,13 +156,13 @@ pub fn search_schema() -> SchemaRef {
     ]))
 }
 
-fn json_field(name: &str) -> Field {
+pub(crate) fn json_field(name: &str) -> Field {
     #[allow(clippy::disallowed_types)] // Arrow's field metadata is a std HashMap.
     let json = std::collections::HashMap::from([(TYPE_KEY.to_owned(), "json".to_owned())]);
     Field::new(name, DataType::Utf8, true).with_metadata(json)
 }
 
-fn id_of(urn: &str) -> &str {
+pub(crate) fn id_of(urn: &str) -> &str {
     urn.splitn(5, ':').nth(4).unwrap_or("")
 }
 
@@ -637,6 +637,59 @@ fn ts_range_args(exprs: &[Expr]) -> std::result::Result<crate::timeseries::TsRan
     })
 }
 
+const TRAVERSE_USAGE: &str = "traverse(start, min_depth, max_depth, direction [, label]), like \
+                              traverse('urn:themis:graph:social:alice', 1, 2, 'outbound', 'knows')";
+const SHORTEST_PATH_USAGE: &str = "shortest_path(from, to [, weight]), like \
+                                   shortest_path('urn:themis:graph:roads:a', 'urn:themis:graph:roads:b', 'km')";
+
+fn depth_arg(values: &[ScalarValue], i: usize) -> std::result::Result<usize, String> {
+    integer(&values[i])
+        .filter(|&d| d >= 0)
+        .map(|d| d as usize)
+        .ok_or_else(|| {
+            format!(
+                "argument {} is a depth, an integer >= 0 ({TRAVERSE_USAGE})",
+                i + 1
+            )
+        })
+}
+
+fn traverse_args(exprs: &[Expr]) -> std::result::Result<crate::graph::TraverseArgs, String> {
+    let values = constants("traverse", TRAVERSE_USAGE, exprs, 4..=5)?;
+    Ok(crate::graph::TraverseArgs {
+        start: string_arg(&values, 0, "the start vertex", TRAVERSE_USAGE)?,
+        min_depth: depth_arg(&values, 1)?,
+        max_depth: depth_arg(&values, 2)?,
+        direction: Some(string_arg(&values, 3, "the direction", TRAVERSE_USAGE)?),
+        labels: match values.get(4) {
+            None | Some(ScalarValue::Null) => Vec::new(),
+            Some(_) => vec![string_arg(&values, 4, "an edge label", TRAVERSE_USAGE)?],
+        },
+        limit: crate::graph::SQL_LIMIT,
+    })
+}
+
+fn shortest_path_args(
+    exprs: &[Expr],
+) -> std::result::Result<crate::graph::ShortestPathArgs, String> {
+    let values = constants("shortest_path", SHORTEST_PATH_USAGE, exprs, 2..=3)?;
+    Ok(crate::graph::ShortestPathArgs {
+        from: string_arg(&values, 0, "the start vertex", SHORTEST_PATH_USAGE)?,
+        to: string_arg(&values, 1, "the end vertex", SHORTEST_PATH_USAGE)?,
+        direction: None,
+        labels: Vec::new(),
+        weight: match values.get(2) {
+            None | Some(ScalarValue::Null) => None,
+            Some(_) => Some(string_arg(
+                &values,
+                2,
+                "the weight property",
+                SHORTEST_PATH_USAGE,
+            )?),
+        },
+    })
+}
+
 /// Which table function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -644,6 +697,8 @@ pub(crate) enum Kind {
     Search,
     Hybrid,
     TsRange,
+    Traverse,
+    ShortestPath,
 }
 
 /// One table function of a statement.
@@ -674,6 +729,23 @@ impl Function {
                 let (batch, token) = s.hybrid(&args)?;
                 s.observe(&token);
                 Searches::table(batch)
+            }
+            Kind::Traverse => {
+                let args = traverse_args(exprs).map_err(invalid)?;
+                let t = args.resolve()?;
+                let (found, token) = s.views.graph_now(|g| g.traverse(&t))?;
+                s.observe(&token);
+                Searches::table(crate::graph::traverse_batch(&found)?)
+            }
+            Kind::ShortestPath => {
+                let args = shortest_path_args(exprs).map_err(invalid)?;
+                let p = args.resolve()?;
+                let (found, token) = s.views.graph_now(|g| g.shortest_path(&p))?;
+                s.observe(&token);
+                Searches::table(crate::graph::path_batch(
+                    found.as_ref(),
+                    p.weight.as_deref(),
+                )?)
             }
             Kind::TsRange => {
                 let args = ts_range_args(exprs).map_err(invalid)?;

@@ -1085,11 +1085,14 @@ async fn run_query(
         request.search.is_some(),
         request.hybrid.is_some(),
         request.ts_range.is_some(),
+        request.traverse.is_some(),
+        request.shortest_path.is_some(),
     ];
     if kinds.iter().filter(|&&k| k).count() != 1 {
         return Err(Problem::bad_request(
             "invalid_body",
-            "a query is exactly one of `sql`, `knn`, `search`, `hybrid` or `ts_range`",
+            "a query is exactly one of `sql`, `knn`, `search`, `hybrid`, `ts_range`, `traverse` or \
+             `shortest_path`",
         ));
     }
     let q = &state.query;
@@ -1101,9 +1104,13 @@ async fn run_query(
         q.search(&search, &min_token, timeout).await?
     } else if let Some(hybrid) = request.hybrid {
         q.hybrid(&hybrid, &min_token, timeout).await?
-    } else {
-        let args = request.ts_range.expect("counted");
+    } else if let Some(args) = request.ts_range {
         q.ts_range(&args, &min_token, timeout).await?
+    } else if let Some(args) = request.traverse {
+        q.traverse(&args, &min_token, timeout).await?
+    } else {
+        let args = request.shortest_path.expect("counted");
+        q.shortest_path(&args, &min_token, timeout).await?
     };
     let format = themis_query::encode::Format::from_accept(
         headers

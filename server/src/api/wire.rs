@@ -371,6 +371,16 @@ pub struct QueryBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub ts_range: Option<themis_query::timeseries::TsRangeArgs>,
+    /// A graph traversal: `{"start", "min_depth" (1), "max_depth" (1), "direction"
+    /// (outbound | inbound | any), "labels", "limit" (1000)}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub traverse: Option<themis_query::graph::TraverseArgs>,
+    /// A shortest path: `{"from", "to", "direction", "labels", "weight"}` (hops without a
+    /// weight property).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub shortest_path: Option<themis_query::graph::ShortestPathArgs>,
     /// Wait until every view the query reads covers this token.
     #[serde(default)]
     pub min_token: Option<String>,

@@ -4,6 +4,7 @@
 mod api;
 mod cluster;
 mod crash;
+mod graph;
 mod harness;
 mod nemesis;
 mod search;
