@@ -19,6 +19,8 @@
 //!   documents a fold of the log says exist;
 //! - vector views ([`check_vectors`]): every replica's live vector resources, in its state and
 //!   in what its indexes let a search find, equal a fold of the log;
+//! - graph ([`check_graph`]): every replica's vertices and edges equal a fold of the log
+//!   (deletes remove the vertex's edges stored in its shard);
 //! - time series ([`check_series`]): every replica's stored points of every series equal a
 //!   fold of the log, bit for bit and in timestamp order (out-of-order and repeated timestamps
 //!   included);
@@ -73,6 +75,8 @@ pub struct Checked {
     pub texts: usize,
     /// Time-series points checked on every replica.
     pub points: usize,
+    /// Graph vertices and edges checked on every replica.
+    pub graph: usize,
 }
 
 /// Checks `history` against every replica's log of every shard: `logs[shard]` holds, per
@@ -745,6 +749,143 @@ pub fn check_series(
                 errors.push(format!(
                     "shard {shard}: node {node}'s time series differ from the fold of the log \
                      (first differing series: {differ:?})"
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(checked)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Every replica's graph view, by shard: node, vertices and edges.
+pub type GraphViews = BTreeMap<
+    u32,
+    Vec<(
+        u64,
+        Vec<(String, themis_materializers::graph::Vertex)>,
+        Vec<(
+            themis_materializers::graph::Edge,
+            themis_materializers::graph::EdgeState,
+        )>,
+    )>,
+>;
+
+/// Checks every replica's graph view against a fold of the shard's log: vertices (data,
+/// revision, the commit time that created them last) and edges stored in the shard (data,
+/// commit time of the link), a delete removing the vertex and every edge stored here that
+/// starts or ends at it. Returns how many vertices and edges were checked.
+pub fn check_graph(
+    logs: &BTreeMap<u32, Vec<(u64, Vec<LogEntryView>)>>,
+    views: &GraphViews,
+) -> Result<usize, Vec<String>> {
+    use themis_log::event::Op;
+    use themis_materializers::document::merge_patch;
+    use themis_materializers::graph::{EdgeState, Vertex};
+    let mut errors = Vec::new();
+    let mut checked = 0;
+    for (shard, replicas) in logs {
+        let Some((_, entries)) = replicas.first() else {
+            continue;
+        };
+        let mut vertices: BTreeMap<String, Vertex> = BTreeMap::new();
+        let mut edges: BTreeMap<(String, String, String), EdgeState> = BTreeMap::new();
+        for entry in entries {
+            let Some(outcomes) = &entry.outcomes else {
+                continue;
+            };
+            let ts = entry.ts_ms.unwrap_or(0);
+            for (event, outcome) in entry.events.iter().zip(outcomes) {
+                let Outcome::Appended { revisions } = outcome else {
+                    continue;
+                };
+                if event.urn.model() != themis_log::Model::Graph
+                    || event.urn.namespace() == themis_log::event::CONFIG_NAMESPACE
+                {
+                    continue;
+                }
+                let urn = event.urn.as_str().to_owned();
+                let data: serde_json::Value = event
+                    .data
+                    .as_ref()
+                    .map(|d| serde_json::from_str(d.get()).expect("the log holds JSON"))
+                    .unwrap_or(serde_json::json!({}));
+                match event.op {
+                    Op::Put | Op::Patch => {
+                        let previous = vertices.get(&urn);
+                        let born_ms = previous.map_or(ts, |v| v.born_ms);
+                        let state = if event.op == Op::Put {
+                            data
+                        } else {
+                            let mut state =
+                                previous.map_or(serde_json::json!({}), |v| v.data.clone());
+                            merge_patch(&mut state, &data);
+                            state
+                        };
+                        vertices.insert(
+                            urn,
+                            Vertex {
+                                data: state,
+                                revision: revisions[0],
+                                born_ms,
+                            },
+                        );
+                    }
+                    Op::Delete => {
+                        vertices.remove(&urn);
+                        edges.retain(|(from, _, to), _| *from != urn && *to != urn);
+                    }
+                    Op::Link | Op::Unlink => {
+                        let key = (
+                            urn,
+                            event.label.clone().unwrap_or_default(),
+                            event
+                                .to
+                                .as_ref()
+                                .map(|t| t.as_str().to_owned())
+                                .unwrap_or_default(),
+                        );
+                        if event.op == Op::Link {
+                            edges.insert(
+                                key,
+                                EdgeState {
+                                    data,
+                                    linked_ms: ts,
+                                },
+                            );
+                        } else {
+                            edges.remove(&key);
+                        }
+                    }
+                    Op::Points => {}
+                }
+            }
+        }
+        checked += vertices.len() + edges.len();
+        let expected_vertices: Vec<(String, Vertex)> = vertices.into_iter().collect();
+        let expected_edges: Vec<((String, String, String), EdgeState)> =
+            edges.into_iter().collect();
+        for (node, got_vertices, got_edges) in views.get(shard).into_iter().flatten() {
+            if *got_vertices != expected_vertices {
+                errors.push(format!(
+                    "shard {shard}: node {node}'s graph vertices differ from the fold of the log \
+                     ({} vs {} expected)",
+                    got_vertices.len(),
+                    expected_vertices.len()
+                ));
+            }
+            let got: Vec<((String, String, String), EdgeState)> = got_edges
+                .iter()
+                .map(|(e, s)| ((e.from.clone(), e.label.clone(), e.to.clone()), s.clone()))
+                .collect();
+            if got != expected_edges {
+                errors.push(format!(
+                    "shard {shard}: node {node}'s graph edges differ from the fold of the log \
+                     ({} vs {} expected)",
+                    got.len(),
+                    expected_edges.len()
                 ));
             }
         }

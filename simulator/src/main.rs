@@ -177,7 +177,7 @@ fn summary(r: &Report, real: Duration) -> String {
     let c = &r.checked;
     format!(
         "trace hash {:016x}: {:?} simulated in {:.2?} ({:.0}x); {} appends acknowledged, {} \
-         refused by expected revision, {} unknown ({} of them applied), {} reads checked, {} resources' views checked on every replica ({} live vectors in state and index, {} documents in fulltext indexes, {} time-series points), {} events \
+         refused by expected revision, {} unknown ({} of them applied), {} reads checked, {} resources' views checked on every replica ({} live vectors in state and index, {} documents in fulltext indexes, {} time-series points, {} graph vertices and edges), {} events \
          received by a subscriber checked against the logs; {} \
          faults, {} crashes, {} failed fsyncs, {} snapshots installed; converged {:?} after \
          healing",
@@ -194,6 +194,7 @@ fn summary(r: &Report, real: Duration) -> String {
         c.vectors,
         c.texts,
         c.points,
+        c.graph,
         c.subscribed,
         r.faults.len(),
         r.disks.crashes,

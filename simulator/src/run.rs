@@ -241,6 +241,8 @@ async fn run_async(o: RunOptions) -> Result<Report, Failure> {
         checker::check_texts(&logs, &views.2).map_err(|e| fail(e, &nemesis_log.events))?;
     checked.points =
         checker::check_series(&logs, &views.3).map_err(|e| fail(e, &nemesis_log.events))?;
+    checked.graph =
+        checker::check_graph(&logs, &views.4).map_err(|e| fail(e, &nemesis_log.events))?;
     let subscribed = std::mem::take(&mut *subscribed.lock().expect("subscriber lock"));
     checked.subscribed =
         checker::check_subscriber(&logs, &subscribed).map_err(|e| fail(e, &nemesis_log.events))?;
@@ -389,6 +391,7 @@ async fn views_converged(
         checker::VectorViews,
         checker::TextViews,
         checker::SeriesViews,
+        checker::GraphViews,
     ),
     String,
 > {
@@ -398,6 +401,7 @@ async fn views_converged(
         let mut vectors: checker::VectorViews = BTreeMap::new();
         let mut texts: checker::TextViews = BTreeMap::new();
         let mut series: checker::SeriesViews = BTreeMap::new();
+        let mut graphs: checker::GraphViews = BTreeMap::new();
         let mut behind = Vec::new();
         for (id, log) in c.running() {
             let Some(m) = c.views(id) else { continue };
@@ -454,6 +458,20 @@ async fn views_converged(
                     )),
                     Err(e) => behind.push(format!("node {id} shard {s}: {e}")),
                 }
+                let g = themis_materializers::graph::GraphView;
+                let read = m.read("graph", ShardId(s), |tx| {
+                    Ok((g.vertices(tx, ShardId(s))?, g.edges(tx, ShardId(s))?))
+                });
+                match read {
+                    Ok(((vertices, edges), watermark)) if watermark.0 == applied => {
+                        graphs.entry(s).or_default().push((id, vertices, edges));
+                    }
+                    Ok((_, watermark)) => behind.push(format!(
+                        "node {id} shard {s}: graph view at {}, log applied {applied}",
+                        watermark.0
+                    )),
+                    Err(e) => behind.push(format!("node {id} shard {s}: {e}")),
+                }
                 match m.vector_sets(ShardId(s)) {
                     Ok((watermark, live, found)) if watermark.0 == applied => {
                         vectors.entry(s).or_default().push((id, live, found));
@@ -467,7 +485,7 @@ async fn views_converged(
             }
         }
         if behind.is_empty() {
-            return Ok((views, vectors, texts, series));
+            return Ok((views, vectors, texts, series, graphs));
         }
         if c.now() > deadline {
             return Err(format!(

@@ -152,6 +152,35 @@ fn input(id: &str, urn: &str, expected: ExpectedRevision, n: u64) -> EventInput 
         }
         return serde_json::from_value(event).expect("a valid event input");
     }
+    if urn.starts_with("urn:themis:graph:") {
+        // Vertices put, patched and deleted; edges to other graph streams linked and unlinked.
+        let mut event = serde_json::json!({"id": id, "urn": urn, "expected_revision": expected});
+        let other = format!("urn:themis:graph:sim:s{}", 6 + 8 * (n % 4));
+        let label = ["knows", "likes"][(n % 2) as usize];
+        match n % 9 {
+            0..=2 => {
+                event["op"] = "put".into();
+                event["data"] = serde_json::json!({"n": n});
+            }
+            3 => {
+                event["op"] = "patch".into();
+                event["data"] = serde_json::json!({"p": n});
+            }
+            4..=6 => {
+                event["op"] = "link".into();
+                event["to"] = other.into();
+                event["label"] = label.into();
+                event["data"] = serde_json::json!({"w": n % 5});
+            }
+            7 => {
+                event["op"] = "unlink".into();
+                event["to"] = other.into();
+                event["label"] = label.into();
+            }
+            _ => event["op"] = "delete".into(),
+        }
+        return serde_json::from_value(event).expect("a valid event input");
+    }
     let vector = urn.starts_with("urn:themis:vector:");
     let (op, data) = match n % 7 {
         0..=3 => (
@@ -337,8 +366,8 @@ pub async fn client(
     let mut n = 0u64;
     while cluster.now() < until {
         n += 1;
-        // Every fourth stream is a relational row, every eighth a vector, every eighth a time
-        // series, the rest documents: the views fold the same ops and the checker compares
+        // Every fourth stream is a relational row, every eighth a vector, a time series or a
+        // graph vertex, the rest documents: the views fold the same ops and the checker compares
         // each with the log.
         let stream = rng.gen_range(0..w.streams);
         let model = if stream % 4 == 3 {
@@ -347,6 +376,8 @@ pub async fn client(
             "vector"
         } else if stream % 8 == 1 {
             "timeseries"
+        } else if stream % 8 == 6 {
+            "graph"
         } else {
             "document"
         };
