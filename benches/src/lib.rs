@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod fanout;
+pub mod graph;
 pub mod load;
 pub mod probe;
 pub mod process;

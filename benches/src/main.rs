@@ -121,6 +121,34 @@ enum Command {
     /// kNN and fulltext search through the HTTP API vs hnswlib, faiss-cpu and tantivy-py from
     /// pip on the same data: queries/s at recall@10, agreement, ingest.
     Search(SearchArgs),
+    /// Graph traversal: 2- and 3-hop neighbourhoods of a power-law graph through the HTTP
+    /// API vs networkx (pip) on the same graph.
+    Graph {
+        /// Vertices.
+        #[arg(long, default_value_t = 100_000)]
+        vertices: usize,
+        /// Edges.
+        #[arg(long, default_value_t = 1_000_000)]
+        edges: usize,
+        /// Start vertices per depth.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Shards of the themis node.
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+        /// A short run for CI (2,000 vertices, 10,000 edges, 20 queries).
+        #[arg(long)]
+        smoke: bool,
+        /// Python virtual environment for networkx (default ~/.cache/themis-bench/venv).
+        #[arg(long)]
+        venv: Option<PathBuf>,
+        /// Directory for data (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// CPUs (a `taskset` list) for themis and networkx.
+        #[arg(long)]
+        server_cpus: Option<String>,
+    },
     /// Time-series compression: bytes per point and decode speed of Gorilla blocks on
     /// generated host-metric series at 10 s intervals (vs the paper's 1.37 bytes per point).
     Timeseries {
@@ -502,6 +530,42 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Fanout(args) => fanout(args).await,
         Command::Search(args) => search(args).await,
+        Command::Graph {
+            vertices,
+            edges,
+            queries,
+            shards,
+            smoke,
+            venv,
+            dir,
+            server_cpus,
+        } => {
+            use themis_bench::graph::{GraphOptions, markdown, networkx_python, run_graph};
+            let venv = match venv {
+                Some(v) => v,
+                None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+                    .join(".cache/themis-bench/venv"),
+            };
+            let o = GraphOptions {
+                vertices: if smoke { 2_000 } else { vertices },
+                edges: if smoke { 10_000 } else { edges },
+                queries: if smoke { 20 } else { queries },
+                shards,
+                python: networkx_python(&venv)?,
+                server_cpus,
+            };
+            let tmp = tempfile::tempdir()?;
+            let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
+            let report = run_graph(&themis_binary()?, &dir, &o).await?;
+            println!("{}", markdown(&report, &o));
+            if report.mismatches > 0 {
+                bail!(
+                    "{} traversals found a different number of vertices than networkx",
+                    report.mismatches
+                );
+            }
+            Ok(())
+        }
         Command::Timeseries {
             hosts,
             points,
