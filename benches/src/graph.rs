@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::process::{pinned, start_themis};
+use crate::process::start_themis;
 
 /// Options.
 #[derive(Debug, Clone)]
@@ -132,24 +132,7 @@ print(json.dumps(out))
 
 /// The venv's python with networkx (installed when missing).
 pub fn networkx_python(venv: &Path) -> anyhow::Result<PathBuf> {
-    let python = crate::sql::duckdb_python(venv)?;
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import networkx"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        println!("installing networkx into {}", venv.display());
-        let status = std::process::Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "networkx"])
-            .status()
-            .context("cannot run pip")?;
-        if !status.success() {
-            bail!("pip install networkx failed ({status})");
-        }
-    }
-    Ok(python)
+    crate::process::venv_python(venv, "networkx", &["networkx"])
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
@@ -179,27 +162,16 @@ pub async fn run_graph(binary: &Path, dir: &Path, o: &GraphOptions) -> anyhow::R
         text.push_str(&format!("{a} {b}\n"));
     }
     std::fs::write(&edge_path, text)?;
-    let config = work.path().join("graph.json");
-    std::fs::write(
-        &config,
-        json!({"vertices": o.vertices, "edges": edge_path.to_str().context("utf-8 path")?,
-               "starts": starts, "depths": depths})
-        .to_string(),
-    )?;
-    let script = work.path().join("graph.py");
-    std::fs::write(&script, PEER_SCRIPT)?;
     println!("networkx: {} vertices, {} edges", o.vertices, edges.len());
-    let output = pinned(&o.python, o.server_cpus.as_deref())
-        .arg(&script)
-        .arg(&config)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("cannot run the networkx script")?;
-    if !output.status.success() {
-        bail!("the networkx script failed: {}", output.status);
-    }
-    let peer: Value = serde_json::from_slice(&output.stdout).context("networkx output")?;
+    let config = json!({"vertices": o.vertices, "edges": edge_path.to_str().context("utf-8 path")?,
+                        "starts": starts, "depths": depths});
+    let peer = crate::process::run_peer_script(
+        &o.python,
+        o.server_cpus.as_deref(),
+        work.path(),
+        PEER_SCRIPT,
+        &config,
+    )?;
     report.peer_load_s = peer["load_s"].as_f64().unwrap_or(f64::NAN);
 
     let (_server, base) = start_themis(binary, dir, o.shards, o.server_cpus.as_deref())?;

@@ -288,3 +288,52 @@ impl Drop for ClusterNode {
         self.kill();
     }
 }
+
+/// The python of `venv` (made with DuckDB when missing, see `sql::duckdb_python`), with the pip
+/// `packages` installed when `import` fails.
+pub fn venv_python(venv: &Path, import: &str, packages: &[&str]) -> anyhow::Result<PathBuf> {
+    let python = crate::sql::duckdb_python(venv)?;
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {import}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!("installing {} into {}", packages.join(", "), venv.display());
+        let status = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(packages)
+            .status()
+            .context("cannot run pip")?;
+        if !status.success() {
+            bail!("pip install of {} failed ({status})", packages.join(", "));
+        }
+    }
+    Ok(python)
+}
+
+/// Runs a peer's python `script` (its text) with the JSON `config` on the CPUs in `cpus`;
+/// returns the JSON it prints. `dir` holds the script and config files.
+pub fn run_peer_script(
+    python: &Path,
+    cpus: Option<&str>,
+    dir: &Path,
+    script: &str,
+    config: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let (script_path, config_path) = (dir.join("peer.py"), dir.join("peer.json"));
+    std::fs::write(&script_path, script)?;
+    std::fs::write(&config_path, config.to_string())?;
+    let output = pinned(python, cpus)
+        .arg(&script_path)
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !output.status.success() {
+        bail!("the peer script failed: {}", output.status);
+    }
+    serde_json::from_slice(&output.stdout).context("the peer script's output is not JSON")
+}

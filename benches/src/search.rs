@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::process::{pinned, start_themis};
+use crate::process::start_themis;
 use crate::sql::SplitMix64;
 
 /// What to run.
@@ -258,38 +258,11 @@ fn write_f32(path: &Path, values: &[f32]) -> anyhow::Result<()> {
 
 /// The venv's python with numpy, hnswlib, faiss-cpu and tantivy (installed when missing).
 pub fn peer_python(venv: &Path) -> anyhow::Result<PathBuf> {
-    let python = crate::sql::duckdb_python(venv)?;
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import numpy, hnswlib, faiss, tantivy"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        println!(
-            "installing numpy, hnswlib, faiss-cpu and tantivy into {}",
-            venv.display()
-        );
-        let status = std::process::Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "numpy",
-                "hnswlib",
-                "faiss-cpu",
-                "tantivy",
-            ])
-            .status()
-            .context("cannot run pip")?;
-        if !status.success() {
-            bail!(
-                "pip install of the search peers failed ({status}); pass --no-peers to skip them"
-            );
-        }
-    }
-    Ok(python)
+    crate::process::venv_python(
+        venv,
+        "numpy, hnswlib, faiss, tantivy",
+        &["numpy", "hnswlib", "faiss-cpu", "tantivy"],
+    )
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
@@ -403,18 +376,6 @@ pub async fn run_search(
 
     // The peers (and the exact neighbours) first, while nothing else runs.
     let python = o.python.clone();
-    let config = work.path().join("peers.json");
-    std::fs::write(
-        &config,
-        json!({
-            "n": o.vectors, "q": o.queries, "dims": o.dims, "ef": o.ef,
-            "vectors": utf8(&vec_path)?, "queries": utf8(&q_path)?, "docs": utf8(&docs_path)?,
-            "text_queries": text_queries, "peers": o.peers,
-        })
-        .to_string(),
-    )?;
-    let script = work.path().join("peers.py");
-    std::fs::write(&script, PEER_SCRIPT)?;
     println!(
         "peers: exact neighbours{}",
         if o.peers {
@@ -423,17 +384,18 @@ pub async fn run_search(
             " only"
         }
     );
-    let output = pinned(&python, o.server_cpus.as_deref())
-        .arg(&script)
-        .arg(&config)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("cannot run the peer script (python3 with numpy)")?;
-    if !output.status.success() {
-        bail!("the peer script failed: {}", output.status);
-    }
-    let peers: Value = serde_json::from_slice(&output.stdout).context("peer output")?;
+    let config = json!({
+        "n": o.vectors, "q": o.queries, "dims": o.dims, "ef": o.ef,
+        "vectors": utf8(&vec_path)?, "queries": utf8(&q_path)?, "docs": utf8(&docs_path)?,
+        "text_queries": text_queries, "peers": o.peers,
+    });
+    let peers = crate::process::run_peer_script(
+        &python,
+        o.server_cpus.as_deref(),
+        work.path(),
+        PEER_SCRIPT,
+        &config,
+    )?;
     let truth: Vec<Vec<usize>> = serde_json::from_value(peers["truth"].clone())?;
     for p in peers["knn"].as_array().into_iter().flatten() {
         report.knn.push(KnnPoint {

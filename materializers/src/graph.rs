@@ -26,7 +26,7 @@ use themis_log::event::Op;
 use themis_log::{CommittedEntry, Model, ShardId, Urn};
 
 use crate::document::{event_data, merge_patch};
-use crate::{Error, Result, View, digest_table, get_json, read_table, storage, table};
+use crate::{Error, Result, View, get_json, read_table, storage, table};
 
 /// The kind name.
 pub const KIND: &str = "graph";
@@ -320,18 +320,11 @@ impl View for GraphView {
     }
 
     fn clear(&self, tx: &WriteTransaction, shard: ShardId) -> Result<()> {
-        for name in names(shard) {
-            tx.delete_table(table(&name)).map_err(storage)?;
-        }
-        Ok(())
+        crate::clear_tables(tx, &names(shard))
     }
 
     fn digest(&self, tx: &ReadTransaction, shard: ShardId) -> Result<u64> {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        for name in names(shard) {
-            hasher.update(&digest_table(tx, &name)?.to_le_bytes());
-        }
-        Ok(hasher.digest())
+        crate::digest_tables(tx, &names(shard))
     }
 }
 

@@ -201,6 +201,23 @@ pub(crate) fn digest_table(tx: &ReadTransaction, name: &str) -> Result<u64> {
     Ok(hasher.digest())
 }
 
+/// Deletes a view's tables (a view's `clear`).
+pub(crate) fn clear_tables(tx: &WriteTransaction, names: &[String]) -> Result<()> {
+    for name in names {
+        tx.delete_table(table(name)).map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// One digest over several tables of a view (a view's `digest`).
+pub(crate) fn digest_tables(tx: &ReadTransaction, names: &[String]) -> Result<u64> {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for name in names {
+        hasher.update(&digest_table(tx, name)?.to_le_bytes());
+    }
+    Ok(hasher.digest())
+}
+
 /// Watermarks: key `"{kind}/{shard}"`, value the LSN (8 bytes LE) and the commit timestamp of
 /// that entry (8 bytes LE).
 const WATERMARKS: TableDefinition<&str, &[u8]> = TableDefinition::new("view_watermarks");

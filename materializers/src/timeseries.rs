@@ -34,7 +34,7 @@ use themis_log::{CommittedEntry, Model, ShardId};
 
 use crate::fulltext::ConfigShard;
 use crate::namespaces::{self, TimeseriesSettings};
-use crate::{Error, Result, View, digest_table, get_json, read_table, storage, table};
+use crate::{Error, Result, View, get_json, read_table, storage, table};
 use themis_storage::gorilla::Block;
 
 /// The kind name.
@@ -846,18 +846,11 @@ impl View for TimeseriesView {
     }
 
     fn clear(&self, tx: &WriteTransaction, shard: ShardId) -> Result<()> {
-        for name in names(shard) {
-            tx.delete_table(table(&name)).map_err(storage)?;
-        }
-        Ok(())
+        crate::clear_tables(tx, &names(shard))
     }
 
     fn digest(&self, tx: &ReadTransaction, shard: ShardId) -> Result<u64> {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        for name in names(shard) {
-            hasher.update(&digest_table(tx, &name)?.to_le_bytes());
-        }
-        Ok(hasher.digest())
+        crate::digest_tables(tx, &names(shard))
     }
 }
 

@@ -332,15 +332,33 @@ impl<'a> BitReader<'a> {
         }
         let byte = (self.pos / 8) as usize;
         let shift = (self.pos % 8) as u32;
-        // 16 bytes around the position, big-endian, so any n ≤ 64 bits after `shift` are in it.
-        let mut window = [0u8; 16];
-        let end = (byte + 16).min(self.bytes.len());
-        if byte < end {
-            window[..end - byte].copy_from_slice(&self.bytes[byte..end]);
-        }
-        let wide = u128::from_be_bytes(window);
         self.pos += u64::from(n);
-        ((wide << shift) >> (128 - n)) as u64
+        let word = self.word_at(byte);
+        if n + shift <= 64 {
+            (word << shift) >> (64 - n)
+        } else {
+            // The word holds the first 64 - shift bits; the rest starts the next word.
+            let first = 64 - shift;
+            let rest = n - first;
+            let high = (word << shift) >> shift;
+            (high << rest) | (self.word_at(byte + 8) >> (64 - rest))
+        }
+    }
+
+    /// Eight bytes from `byte`, big-endian, zeros past the end.
+    #[inline]
+    fn word_at(&self, byte: usize) -> u64 {
+        match self.bytes.get(byte..byte + 8) {
+            Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")),
+            None => {
+                let mut w = [0u8; 8];
+                let end = self.bytes.len().min(byte + 8);
+                if byte < end {
+                    w[..end - byte].copy_from_slice(&self.bytes[byte..end]);
+                }
+                u64::from_be_bytes(w)
+            }
+        }
     }
 }
 

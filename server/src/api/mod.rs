@@ -631,43 +631,8 @@ async fn append_events(
         let events = state.log.validate(body.events, None, None)?;
         check_schema(&state, &events)?;
         let result = timed(&state, state.log.append(events, body.per_shard_atomicity)).await??;
-        let single = result.shards.len() == 1;
-        let mut all_ok = true;
-        let mut results = Vec::with_capacity(result.shards.len());
-        for (shard, r) in result.shards {
-            match r {
-                Ok(appended) => results.push(ShardResult {
-                    shard: shard.0,
-                    part: PartResult::ok(AppendResponse::new(appended)),
-                }),
-                // One shard means one atomic batch: its failure is the answer's.
-                Err(e) if single => return Err(Problem::from(e)),
-                Err(e) => {
-                    all_ok = false;
-                    let p = Problem::from(e);
-                    results.push(ShardResult {
-                        shard: shard.0,
-                        part: PartResult::failed(&p),
-                    });
-                }
-            }
-        }
-        if wait_applied {
-            wait_views(&state, &result.token).await?;
-        }
-        let status = if all_ok {
-            StatusCode::CREATED
-        } else {
-            StatusCode::MULTI_STATUS
-        };
-        Ok((
-            status,
-            Json(BatchResponse {
-                token: result.token.encode(),
-                results,
-            }),
-        )
-            .into_response())
+        let (status, token, results) = shard_results(&state, result, wait_applied).await?;
+        Ok((status, Json(BatchResponse { token, results })).into_response())
     }
     .await;
     match result {
@@ -680,6 +645,44 @@ async fn append_events(
         }
         Err(p) => count_error(&state, p).into_response(),
     }
+}
+
+/// Per shard, how a batch append went: `201` when every part was appended, `207` when some
+/// failed; a batch of one shard is one atomic part, whose failure is the answer's error. With
+/// `wait_applied`, answers once this node's views cover the token.
+async fn shard_results(
+    state: &AppState,
+    result: themis_log::AppendResult,
+    wait_applied: bool,
+) -> Result<(StatusCode, String, Vec<ShardResult>), Problem> {
+    let single = result.shards.len() == 1;
+    let mut all_ok = true;
+    let mut results = Vec::with_capacity(result.shards.len());
+    for (shard, r) in result.shards {
+        match r {
+            Ok(appended) => results.push(ShardResult {
+                shard: shard.0,
+                part: PartResult::ok(AppendResponse::new(appended)),
+            }),
+            Err(e) if single => return Err(Problem::from(e)),
+            Err(e) => {
+                all_ok = false;
+                results.push(ShardResult {
+                    shard: shard.0,
+                    part: PartResult::failed(&Problem::from(e)),
+                });
+            }
+        }
+    }
+    if wait_applied {
+        wait_views(state, &result.token).await?;
+    }
+    let status = if all_ok {
+        StatusCode::CREATED
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    Ok((status, result.token.encode(), results))
 }
 
 /// NDJSON bulk: every line is its own append; answers keep the request's line order.
@@ -1273,35 +1276,11 @@ async fn write_lp(
     let events = state.log.validate(inputs, None, None)?;
     check_schema(&state, &events)?;
     let result = timed(&state, state.log.append(events, true)).await??;
-    let mut all_ok = true;
-    let mut results = Vec::with_capacity(result.shards.len());
-    for (shard, r) in result.shards {
-        match r {
-            Ok(appended) => results.push(ShardResult {
-                shard: shard.0,
-                part: PartResult::ok(AppendResponse::new(appended)),
-            }),
-            Err(e) => {
-                all_ok = false;
-                results.push(ShardResult {
-                    shard: shard.0,
-                    part: PartResult::failed(&Problem::from(e)),
-                });
-            }
-        }
-    }
-    if wait_applied {
-        wait_views(&state, &result.token).await?;
-    }
-    let status = if all_ok {
-        StatusCode::CREATED
-    } else {
-        StatusCode::MULTI_STATUS
-    };
+    let (status, token, results) = shard_results(&state, result, wait_applied).await?;
     Ok((
         status,
         Json(WriteLpResponse {
-            token: result.token.encode(),
+            token,
             lines: lines.len(),
             points,
             series: series_count,

@@ -533,3 +533,12 @@ fn cli_appends_reads_and_fails_readably() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot reach the server"), "{err}");
 }
+
+/// The `id` column of answer rows.
+pub fn ids(rows: &Value) -> Vec<String> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::post;
+use crate::api::{ids, post};
 use crate::harness::Server;
 
 fn g(id: &str) -> String {
@@ -14,14 +14,6 @@ fn g(id: &str) -> String {
 
 fn edge(from: &str, to: &str, label: &str, km: f64) -> Value {
     json!({"urn": g(from), "op": "link", "to": g(to), "label": label, "data": {"km": km}})
-}
-
-fn ids(rows: &Value) -> Vec<String> {
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

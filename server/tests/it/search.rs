@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::{post, send};
+use crate::api::{ids, post, send};
 use crate::harness::Server;
 
 async fn put_config(base: &str, model: &str, ns: &str, config: Value) -> crate::api::Answer {
@@ -19,14 +19,6 @@ async fn put_config(base: &str, model: &str, ns: &str, config: Value) -> crate::
 
 async fn query(base: &str, body: Value) -> crate::api::Answer {
     post(base, "/v1/query", &body).await
-}
-
-fn ids(rows: &Value) -> Vec<String> {
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
