@@ -470,8 +470,8 @@ fn cli_appends_reads_and_fails_readably() {
             .as_array()
             .unwrap()
             .len(),
-        16,
-        "four view kinds on each of 4 shards"
+        24,
+        "six view kinds on each of 4 shards"
     );
     let (code, out, err) = cli(&[
         &["admin", "rebuild-view", "document", "--shard", "1"][..],

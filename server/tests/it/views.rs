@@ -135,8 +135,9 @@ async fn document_view_states_and_read_your_writes() {
 
     // Watermarks and lag are in GET /v1/cluster and /metrics.
     let cluster = get(b, "/v1/cluster").await.json();
-    // Four view kinds (document, namespaces, relational, vector) on each of the 4 shards.
-    assert_eq!(cluster["views"].as_array().unwrap().len(), 16, "{cluster}");
+    // Six view kinds (document, graph, namespaces, relational, timeseries, vector) on each of
+    // the 4 shards.
+    assert_eq!(cluster["views"].as_array().unwrap().len(), 24, "{cluster}");
     assert_eq!(cluster["views"][0]["view"], "document");
     let metrics = get(b, "/metrics").await.text;
     assert!(
