@@ -251,6 +251,8 @@ async fn run(steps: Vec<Step>) {
             token.observe(p);
         }
     }
+    // Digests are compared at the whole applied log of every shard.
+    let token = crate::applied(&log);
     wait_all(&views, &token).await;
     check(&views, &model).await;
     let before = digests(&views);

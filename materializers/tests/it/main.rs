@@ -151,6 +151,22 @@ pub(crate) async fn append_all(log: &Log, inputs: Vec<themis_log::event::EventIn
     token
 }
 
+/// A token at the whole applied log of every shard (entries without events included), for
+/// comparing digests at equal watermarks.
+pub(crate) fn applied(log: &Log) -> Token {
+    let mut all = Token::new();
+    for s in 0..log.shard_count() {
+        let lsn = log.shard(ShardId(s)).expect("hosted").applied();
+        if lsn.0 > 0 {
+            all.observe(themis_log::Position {
+                shard: ShardId(s),
+                lsn,
+            });
+        }
+    }
+    all
+}
+
 /// Every view's digest of every shard, with its watermark.
 pub(crate) fn digests(views: &Materializer) -> Vec<(&'static str, ShardId, u64, u64)> {
     let mut out = Vec::new();
@@ -266,17 +282,7 @@ async fn run(steps: Vec<(usize, Op, Option<i64>)>) {
 
     // A rebuild, then a restart, reach the same digests, at the same watermarks: the whole
     // applied log of every shard (refused appends have entries too).
-    let mut all = Token::new();
-    for s in 0..4 {
-        let lsn = log.shard(ShardId(s)).expect("hosted").applied();
-        if lsn.0 > 0 {
-            all.observe(themis_log::Position {
-                shard: ShardId(s),
-                lsn,
-            });
-        }
-    }
-    let token = all;
+    let token = applied(&log);
     wait_all(&views, &token).await;
     let before = digests(&views);
     for kind in views.kinds() {

@@ -181,6 +181,8 @@ async fn run(batches: Vec<(usize, Vec<(i64, f64)>)>) {
             token.observe(p);
         }
     }
+    // Digests are compared at the whole applied log of every shard.
+    let token = crate::applied(&log);
     wait_all(&views, &token).await;
     check(&log, &views, &model).await;
     let before = digests(&views);
