@@ -12,6 +12,7 @@
 //! - only queries run: DDL, DML and statements (`SET`, transactions) are refused before they
 //!   are planned into anything that could run.
 
+pub mod aql;
 pub mod encode;
 pub mod graph;
 pub mod search;

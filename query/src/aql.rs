@@ -1,0 +1,32 @@
+//! AQL, the query language of the ancestor and of ArangoDB, over every view (issue 9; in
+//! progress: the lexer and parser are here, execution is not yet).
+//!
+//! What the parser accepts: `FOR … IN`, `FILTER`, `LET`, `SORT … ASC|DESC`, `LIMIT n` and
+//! `LIMIT offset, n`, `COLLECT … AGGREGATE … INTO … WITH COUNT INTO`, `RETURN [DISTINCT]`, in any
+//! order ending with `RETURN`; subqueries `(FOR … RETURN …)`; graph traversals
+//! `FOR v, e, p IN min..max OUTBOUND|INBOUND|ANY start GRAPH 'g'` (or edge labels instead of
+//! `GRAPH`) and `FOR v, e IN OUTBOUND SHORTEST_PATH a TO b GRAPH 'g'`; bind parameters `@name`
+//! and `@@collection`; `//` and `/* */` comments; indexing `a[0]` and expansion `a[*].b`;
+//! objects with computed keys and the `{name}` shorthand; the usual operators (`IN`, `NOT IN`,
+//! `LIKE`, `=~`, `..`, `?:`). Every error names line, column and what was expected; no
+//! character is ever skipped; nesting deeper than 40 levels is an error, not a stack overflow.
+
+pub mod lexer;
+pub mod parser;
+
+pub use parser::{Expr, Op, Query, Source, parse};
+
+/// A query that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("AQL syntax error at line {line}, column {column}: {message}")]
+pub struct SyntaxError {
+    /// Line (from 1).
+    pub line: usize,
+    /// Column (from 1, in characters).
+    pub column: usize,
+    /// What was expected and what was found.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests;
