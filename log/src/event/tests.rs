@@ -156,3 +156,19 @@ fn every_kind_of_event_round_trips_through_the_binary_encoding() {
         assert!(r.is_empty());
     }
 }
+
+#[test]
+fn json_numbers_parse_to_the_nearest_double() {
+    // serde_json's default float parser may be one ULP off; the workspace enables its
+    // `float_roundtrip` feature so that a value read from JSON is the value written.
+    for text in [
+        "-95365.14274460259",
+        "0.30000000000000004",
+        "2.2250738585072011e-308",
+        "1.7976931348623157e308",
+        "123456.78901234567",
+    ] {
+        let parsed: f64 = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed.to_bits(), text.parse::<f64>().unwrap().to_bits(), "{text}");
+    }
+}
