@@ -169,6 +169,10 @@ fn json_numbers_parse_to_the_nearest_double() {
         "123456.78901234567",
     ] {
         let parsed: f64 = serde_json::from_str(text).unwrap();
-        assert_eq!(parsed.to_bits(), text.parse::<f64>().unwrap().to_bits(), "{text}");
+        assert_eq!(
+            parsed.to_bits(),
+            text.parse::<f64>().unwrap().to_bits(),
+            "{text}"
+        );
     }
 }
