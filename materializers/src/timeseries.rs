@@ -17,8 +17,8 @@
 //!
 //! Tables per shard: `ts/{shard}`: `"{urn}\0{window:016x}"` → block; `ts_series/{shard}`:
 //! URN → JSON of [`Series`]; `ts_roll/{shard}`: `"{urn}\0{step:016x}\0{bucket:016x}"` →
-//! [`Rollup`] (64 bytes); `ts_time/{shard}`: `"now"` → log time, `"swept/{ns}"` → the window
-//! retention last swept up to. Windows and buckets are keyed with the sign bit flipped so
+//! [`Rollup`] (64 bytes); `ts_time/{shard}`: `"now"` → log time, `"swept/{ns}"` → the expiry
+//! marks (raw and per rule) last swept up to. Windows and buckets are keyed with the sign bit flipped so
 //! negative times sort first.
 //!
 //! Namespace configs are read from the registry when an entry is applied, as the other views
@@ -515,12 +515,10 @@ impl TimeseriesView {
         let [blocks_name, series_name, roll_name, time_name] = names(shard);
         let mut time = tx.open_table(table(&time_name)).map_err(storage)?;
         let swept_key = format!("swept/{ns}");
-        let swept: Option<i64> = time
+        let swept: Option<Vec<u8>> = time
             .get(swept_key.as_str())
             .map_err(storage)?
-            .map(|v| serde_json::from_slice(v.value()))
-            .transpose()
-            .map_err(storage)?;
+            .map(|v| v.value().to_vec());
         let width = settings.block_ms as i64;
         // Expired windows end at or before the cutoff: sweep when the cutoff's window moved.
         let mark = |retention: Option<u64>, width: i64| {
@@ -532,20 +530,13 @@ impl TimeseriesView {
             .iter()
             .map(|r| (r.step_ms as i64, mark(r.retention_ms, r.step_ms as i64)))
             .collect();
-        let signature = raw_mark.unwrap_or(i64::MIN).wrapping_add(
-            marks
-                .iter()
-                .map(|(_, m)| m.unwrap_or(i64::MIN))
-                .fold(0i64, |a, m| a.wrapping_mul(31).wrapping_add(m)),
-        );
-        if swept == Some(signature) {
+        // The marks themselves are recorded: a sweep runs exactly when one of them moved.
+        let current = serde_json::to_vec(&(raw_mark, &marks)).map_err(storage)?;
+        if swept.as_deref() == Some(current.as_slice()) {
             return Ok(());
         }
-        time.insert(
-            swept_key.as_str(),
-            serde_json::to_vec(&signature).map_err(storage)?.as_slice(),
-        )
-        .map_err(storage)?;
+        time.insert(swept_key.as_str(), current.as_slice())
+            .map_err(storage)?;
         let urns: Vec<String> = {
             let series = tx.open_table(table(&series_name)).map_err(storage)?;
             let prefix = format!("urn:themis:timeseries:{ns}:");

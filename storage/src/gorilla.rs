@@ -163,7 +163,7 @@ impl Block {
     /// The points, in order.
     pub fn iter(&self) -> Decoder<'_> {
         Decoder {
-            reader: BitReader::new(&self.bits.bytes, self.bits.len),
+            reader: BitReader::new(&self.bits.bytes),
             remaining: self.count,
             first: true,
             ts: self.first_ts,
@@ -320,7 +320,7 @@ struct BitReader<'a> {
 }
 
 impl<'a> BitReader<'a> {
-    fn new(bytes: &'a [u8], _len: u64) -> Self {
+    fn new(bytes: &'a [u8]) -> Self {
         BitReader { bytes, pos: 0 }
     }
 

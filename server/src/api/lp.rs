@@ -100,13 +100,12 @@ pub fn parse(body: &str, precision: Precision) -> (Vec<(usize, Line)>, Vec<LineE
 type Fail = (usize, String);
 
 /// A cursor over a line's characters.
-struct Cursor<'a> {
+struct Cursor {
     chars: Vec<char>,
     at: usize,
-    _text: &'a str,
 }
 
-impl Cursor<'_> {
+impl Cursor {
     fn peek(&self) -> Option<char> {
         self.chars.get(self.at).copied()
     }
@@ -157,7 +156,6 @@ fn parse_line(text: &str, precision: Precision) -> Result<Line, Fail> {
     let mut c = Cursor {
         chars: text.chars().collect(),
         at: 0,
-        _text: text,
     };
     let measurement = c.name(&[',', ' '], "a measurement")?;
     let mut tags = BTreeMap::new();
@@ -223,7 +221,7 @@ fn parse_line(text: &str, precision: Precision) -> Result<Line, Fail> {
 
 /// A field's value; the outer error is a syntax error, the inner one a value the series cannot
 /// hold (reported at the value).
-fn field_value(c: &mut Cursor<'_>) -> Result<Result<f64, String>, Fail> {
+fn field_value(c: &mut Cursor) -> Result<Result<f64, String>, Fail> {
     if c.peek() == Some('"') {
         // Skip the string to report the right error, or a syntax error if unterminated.
         let start = c.at;
