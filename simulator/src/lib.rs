@@ -10,6 +10,12 @@
 //! message loss), [`cluster::SimCluster`] (N real `Log`s on in-memory disks joined by it) and
 //! [`clock::TokioClock`] (virtual time).
 
+#[cfg(not(tokio_unstable))]
+compile_error!(
+    "the simulator seeds tokio's randomness (Builder::rng_seed), which needs `--cfg tokio_unstable`: \
+     the workspace's .cargo/config.toml sets it; a RUSTFLAGS variable replaces that, so add it there"
+);
+
 pub mod checker;
 pub mod clock;
 pub mod cluster;

@@ -144,6 +144,9 @@ pub fn run(o: &RunOptions) -> Result<Report, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
+        // Tokio's own draws (which watch receiver wakes first, select! branch order) follow
+        // the run seed too; unseeded they differ per process and reorder tasks.
+        .rng_seed(tokio::runtime::RngSeed::from_bytes(&o.seed.to_le_bytes()))
         .build()
         .map_err(|e| Failure {
             errors: vec![format!("cannot build the runtime: {e}")],

@@ -316,7 +316,8 @@ async fn a_recreated_vertex_starts_without_the_edges_other_shards_kept() {
         })
         .unwrap();
     let b_index: usize = b.rsplit('v').next().unwrap().parse().unwrap();
-    append_all(
+    // Read at everything appended so far: a token covers only the shards its appends touched.
+    let mut token = append_all(
         &log,
         vec![
             crate::input(&a, Op::Put, None, Some(json!({}))),
@@ -324,25 +325,27 @@ async fn a_recreated_vertex_starts_without_the_edges_other_shards_kept() {
         ],
     )
     .await;
-    append_all(&log, vec![link(0, b_index, "knows", 1, false)]).await;
-    let token = append_all(
-        &log,
-        vec![crate::input(&b, Op::Patch, None, Some(json!({"x": 1})))],
-    )
-    .await;
-    assert_eq!(neighbours(&views, token).await, 1);
+    token.merge(&append_all(&log, vec![link(0, b_index, "knows", 1, false)]).await);
+    token.merge(
+        &append_all(
+            &log,
+            vec![crate::input(&b, Op::Patch, None, Some(json!({"x": 1})))],
+        )
+        .await,
+    );
+    assert_eq!(neighbours(&views, token.clone()).await, 1);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let token = append_all(&log, vec![crate::input(&b, Op::Delete, None, None)]).await;
-    assert_eq!(neighbours(&views, token).await, 0, "target gone");
+    token.merge(&append_all(&log, vec![crate::input(&b, Op::Delete, None, None)]).await);
+    assert_eq!(neighbours(&views, token.clone()).await, 0, "target gone");
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let token = append_all(&log, vec![crate::input(&b, Op::Put, None, Some(json!({})))]).await;
+    token.merge(&append_all(&log, vec![crate::input(&b, Op::Put, None, Some(json!({})))]).await);
     assert_eq!(
-        neighbours(&views, token).await,
+        neighbours(&views, token.clone()).await,
         0,
         "re-created after the link"
     );
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let token = append_all(&log, vec![link(0, b_index, "knows", 1, false)]).await;
+    token.merge(&append_all(&log, vec![link(0, b_index, "knows", 1, false)]).await);
     assert_eq!(neighbours(&views, token).await, 1, "linked again");
     views.shutdown().await.expect("shutdown");
     log.shutdown().await;
