@@ -1126,6 +1126,42 @@ impl Materializer {
         Ok((f(&g)?, token))
     }
 
+    /// One read transaction over the state, graph and time-series views of every shard (one
+    /// consistent state of them all), with the token it reflects: per shard, the lowest
+    /// watermark among those views. Queries that read several models (AQL) read them here, so
+    /// their answer reflects one token. The node must hold every shard.
+    pub fn view_snapshot(&self) -> Result<(ViewSnapshot<'_>, Token)> {
+        const KINDS: [&str; 4] = [document::KIND, "relational", graph::KIND, timeseries::KIND];
+        let shards = self.log.shard_count();
+        for s in 0..shards {
+            for kind in KINDS {
+                self.worker(ShardId(s), kind)?;
+            }
+        }
+        let tx = self.db.begin_read().map_err(storage)?;
+        let mut token = Token::new();
+        for s in 0..shards {
+            let mut lowest = u64::MAX;
+            for kind in KINDS {
+                lowest = lowest.min(read_watermark(&tx, kind, ShardId(s))?.0);
+            }
+            if lowest > 0 {
+                token.observe(Position {
+                    shard: ShardId(s),
+                    lsn: Lsn(lowest),
+                });
+            }
+        }
+        Ok((
+            ViewSnapshot {
+                m: self,
+                tx,
+                shards,
+            },
+            token,
+        ))
+    }
+
     /// The time-series view.
     pub fn timeseries(&self) -> &Arc<timeseries::TimeseriesView> {
         &self.timeseries
@@ -1235,5 +1271,95 @@ async fn run_worker(
         worker.watermark.send_replace(last_lsn);
         drop(m);
         tokio::task::yield_now().await;
+    }
+}
+
+/// One consistent read of the state, graph and time-series views ([`Materializer::view_snapshot`]).
+pub struct ViewSnapshot<'a> {
+    m: &'a Materializer,
+    tx: ReadTransaction,
+    shards: u32,
+}
+
+impl std::fmt::Debug for ViewSnapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewSnapshot")
+            .field("shards", &self.shards)
+            .finish()
+    }
+}
+
+impl ViewSnapshot<'_> {
+    /// The live (not deleted) resources of namespace `ns` of `model` (document or relational)
+    /// over every shard, in id order.
+    pub fn resources(&self, model: themis_log::Model, ns: &str) -> Result<Vec<document::Resource>> {
+        let view = state_view(model)?;
+        let mut out = Vec::new();
+        for s in 0..self.shards {
+            out.extend(
+                view.namespace(&self.tx, ShardId(s), ns)?
+                    .into_iter()
+                    .filter(|r| !r.state.deleted),
+            );
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Whether namespace `ns` of `model` ever had a resource (deleted ones count).
+    pub fn has_namespace(&self, model: themis_log::Model, ns: &str) -> Result<bool> {
+        let view = state_view(model)?;
+        for s in 0..self.shards {
+            if view.changed(&self.tx, ShardId(s), ns)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The live state of one document or row (`None`: absent or deleted).
+    pub fn resource(&self, urn: &themis_log::Urn) -> Result<Option<document::Document>> {
+        let view = state_view(urn.model())?;
+        let shard = self.m.placement.shard_for_urn(urn);
+        Ok(view
+            .get(&self.tx, shard, urn.as_str())?
+            .filter(|d| !d.deleted))
+    }
+
+    /// The graph of every shard.
+    pub fn graph(&self) -> graph::Graph<'_> {
+        graph::Graph::new(&self.tx, &self.m.placement, self.shards)
+    }
+
+    /// A time-series range read.
+    pub fn ts_range(
+        &self,
+        urn: &themis_log::Urn,
+        range: &timeseries::Range,
+    ) -> Result<timeseries::RangeAnswer> {
+        Materializer::ts_check(urn, range)?;
+        let shard = self.m.placement.shard_for_urn(urn);
+        self.m.timeseries.range(&self.tx, shard, urn, range)
+    }
+
+    /// The materializer (kNN and fulltext searches read their own indexes: see
+    /// [`Materializer::knn_now`], [`Materializer::search_now`]).
+    pub fn materializer(&self) -> &Materializer {
+        self.m
+    }
+
+    /// The node's wall clock (ms since the Unix epoch).
+    pub fn now_ms(&self) -> u64 {
+        self.m.clock.wall_ms()
+    }
+}
+
+fn state_view(model: themis_log::Model) -> Result<document::StateView> {
+    match model {
+        themis_log::Model::Document => Ok(document::DOCUMENTS),
+        themis_log::Model::Relational => Ok(document::ROWS),
+        other => Err(Error::InvalidSearch(format!(
+            "{other} namespaces are not collections (document or relational only)"
+        ))),
     }
 }

@@ -11,9 +11,13 @@
 //! `LIKE`, `=~`, `..`, `?:`). Every error names line, column and what was expected; no
 //! character is ever skipped; nesting deeper than 40 levels is an error, not a stack overflow.
 
+pub mod eval;
+pub mod functions;
 pub mod lexer;
 pub mod parser;
+pub mod value;
 
+pub use eval::{Evaluator, Outcome};
 pub use parser::{Expr, Op, Query, Source, parse};
 
 /// A query that does not parse.

@@ -53,6 +53,13 @@ pub enum Error {
     /// A table that names no namespace.
     #[error("{0}")]
     UnknownTable(String),
+    /// An AQL query that does not parse (with where).
+    #[error(transparent)]
+    AqlSyntax(#[from] aql::SyntaxError),
+    /// An AQL query that parses but cannot run: an unknown collection or variable, a missing
+    /// bind parameter, a value of the wrong kind.
+    #[error("invalid AQL: {0}")]
+    InvalidAql(String),
     /// The statement failed while it ran (a cast that does not apply, a division by zero, ...).
     #[error("query failed: {0}")]
     Failed(String),
@@ -82,6 +89,7 @@ impl Error {
         match self {
             Error::InvalidSql(_) => "invalid_sql",
             Error::UnknownTable(_) => "unknown_table",
+            Error::AqlSyntax(_) | Error::InvalidAql(_) => "invalid_aql",
             Error::Failed(_) => "query_failed",
             Error::TooLarge { .. } => "result_too_large",
             Error::Timeout(_) => "timeout",
@@ -447,6 +455,54 @@ impl QueryEngine {
             batches,
             token,
         })
+    }
+
+    /// Runs AQL query `text` with bind parameters `params` once every view covers
+    /// `min_token` (waiting at most `timeout`), then for at most `timeout`: every collection,
+    /// graph and series it reads comes from one snapshot of the views, and the answer's token
+    /// is the lowest watermark among everything read.
+    pub async fn aql(
+        self: &Arc<Self>,
+        text: &str,
+        params: serde_json::Map<String, serde_json::Value>,
+        min_token: &Token,
+        timeout: Duration,
+    ) -> Result<aql::Outcome> {
+        let query = aql::parser::parse_with(text, Some(aql::functions::check))?;
+        for s in 0..self.log.shard_count() {
+            self.log.shard(ShardId(s))?;
+        }
+        for kind in [
+            DOCUMENTS.kind(),
+            ROWS.kind(),
+            themis_materializers::graph::KIND,
+            themis_materializers::timeseries::KIND,
+            themis_materializers::vector::KIND,
+        ] {
+            self.views.wait_for(kind, min_token, &[], timeout).await?;
+        }
+        let views = self.views.clone();
+        let rows_max = self.config.rows_max;
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = cancel.clone();
+        let run = themis_log::seam::run_blocking(move || {
+            let (snapshot, token) = views.view_snapshot()?;
+            aql::Evaluator::new(&snapshot, &params, &stop, rows_max)
+                .run(&query, token)
+                .map_err(|e| match e {
+                    aql::eval::EvalError::Invalid(m) => Error::InvalidAql(m),
+                    aql::eval::EvalError::TooLarge(max) => Error::TooLarge { max },
+                    aql::eval::EvalError::Cancelled => Error::Timeout(timeout),
+                    aql::eval::EvalError::View(m) => Error::Failed(m),
+                })
+        });
+        match tokio::time::timeout(timeout, run).await {
+            Ok(done) => done.map_err(|e| Error::Internal(format!("AQL evaluator: {e}")))?,
+            Err(_) => {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(Error::Timeout(timeout))
+            }
+        }
     }
 
     /// A kNN search (`POST /v1/query {"knn": ...}`) once the vector view covers

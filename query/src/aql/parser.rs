@@ -190,10 +190,20 @@ pub enum Expr {
 
 /// Parses one query.
 pub fn parse(text: &str) -> Result<Query, SyntaxError> {
+    parse_with(text, None)
+}
+
+/// Checks a call: its (upper-cased) name and number of arguments; `Err` says what is wrong.
+pub type CallCheck = fn(&str, usize) -> Result<(), String>;
+
+/// Parses one query, checking every function call with `check` (an unknown function or a
+/// wrong number of arguments is an error at the function's name).
+pub fn parse_with(text: &str, check: Option<CallCheck>) -> Result<Query, SyntaxError> {
     let mut p = Parser {
         toks: tokens(text)?,
         at: 0,
         depth: 0,
+        check,
     };
     let q = p.query()?;
     p.expect_eof()?;
@@ -240,6 +250,7 @@ struct Parser {
     toks: Vec<Token>,
     at: usize,
     depth: usize,
+    check: Option<CallCheck>,
 }
 
 impl Parser {
@@ -833,6 +844,7 @@ impl Parser {
                     _ => {}
                 }
                 if matches!(self.peek_at(1), Tok::Sym("(")) {
+                    let (line, column) = (t.line, t.column);
                     self.next();
                     self.next();
                     let mut args = Vec::new();
@@ -844,6 +856,15 @@ impl Parser {
                             }
                             self.expect_sym(",")?;
                         }
+                    }
+                    if let Some(check) = self.check
+                        && let Err(message) = check(&upper, args.len())
+                    {
+                        return Err(SyntaxError {
+                            line,
+                            column,
+                            message,
+                        });
                     }
                     return Ok(Expr::Call(upper, args));
                 }

@@ -83,7 +83,139 @@ pub struct AppState {
     pub subscriptions: Arc<themis_log::subscribe::Hub>,
     /// Becomes true when the server shuts down (open subscriptions end).
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// Open AQL cursors.
+    pub cursors: Arc<Cursors>,
 }
+
+/// The rest of AQL answers that did not fit in one batch, by cursor id. A cursor lives
+/// [`Cursors::TTL`] after its last use; at most [`Cursors::OPEN_MAX`] are open (the oldest
+/// goes first).
+pub struct Cursors {
+    open: std::sync::Mutex<BTreeMap<String, Cursor>>,
+    entropy: Arc<dyn themis_log::seam::Entropy>,
+}
+
+impl std::fmt::Debug for Cursors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursors").finish_non_exhaustive()
+    }
+}
+
+struct Cursor {
+    rows: std::collections::VecDeque<serde_json::Value>,
+    count: usize,
+    batch: usize,
+    token: String,
+    used_ms: u64,
+}
+
+impl Cursors {
+    /// How long an unused cursor stays.
+    pub const TTL: Duration = Duration::from_secs(300);
+    /// Most open cursors.
+    pub const OPEN_MAX: usize = 1024;
+
+    /// No cursors; ids drawn from `entropy`.
+    pub fn new(entropy: Arc<dyn themis_log::seam::Entropy>) -> Self {
+        Self {
+            open: Default::default(),
+            entropy,
+        }
+    }
+
+    fn expire(open: &mut BTreeMap<String, Cursor>, now_ms: u64) {
+        let ttl = Self::TTL.as_millis() as u64;
+        open.retain(|_, c| now_ms.saturating_sub(c.used_ms) < ttl);
+        while open.len() >= Self::OPEN_MAX {
+            let oldest = open
+                .iter()
+                .min_by_key(|(_, c)| c.used_ms)
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => open.remove(&id),
+                None => break,
+            };
+        }
+    }
+
+    /// The first batch of `rows`, keeping the rest under a new cursor.
+    fn start(
+        &self,
+        mut rows: Vec<serde_json::Value>,
+        batch: usize,
+        token: String,
+        now_ms: u64,
+    ) -> wire::AqlAnswerBody {
+        let count = rows.len();
+        if count <= batch {
+            return wire::AqlAnswerBody {
+                result: rows,
+                count,
+                has_more: false,
+                cursor: None,
+                token,
+            };
+        }
+        let rest: std::collections::VecDeque<_> = rows.split_off(batch).into();
+        let id = themis_log::seam::random_uuid(&mut self.entropy.stream("aql-cursor"))
+            .simple()
+            .to_string();
+        let mut open = self.open.lock().expect("cursors lock");
+        Self::expire(&mut open, now_ms);
+        open.insert(
+            id.clone(),
+            Cursor {
+                rows: rest,
+                count,
+                batch,
+                token: token.clone(),
+                used_ms: now_ms,
+            },
+        );
+        wire::AqlAnswerBody {
+            result: rows,
+            count,
+            has_more: true,
+            cursor: Some(id),
+            token,
+        }
+    }
+
+    /// The next batch of cursor `id`.
+    fn next(&self, id: &str, now_ms: u64) -> Result<wire::AqlAnswerBody, Problem> {
+        let mut open = self.open.lock().expect("cursors lock");
+        Self::expire(&mut open, now_ms);
+        let Some(c) = open.get_mut(id) else {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "cursor_not_found",
+                format!(
+                    "no open cursor {id:?} (cursors close after their last batch or {} s unused)",
+                    Self::TTL.as_secs()
+                ),
+            ));
+        };
+        c.used_ms = now_ms;
+        let take = c.batch.min(c.rows.len());
+        let result: Vec<_> = c.rows.drain(..take).collect();
+        let has_more = !c.rows.is_empty();
+        let body = wire::AqlAnswerBody {
+            result,
+            count: c.count,
+            has_more,
+            cursor: has_more.then(|| id.to_owned()),
+            token: c.token.clone(),
+        };
+        if !has_more {
+            open.remove(id);
+        }
+        Ok(body)
+    }
+}
+
+/// Default and largest AQL batch.
+const AQL_BATCH_DEFAULT: usize = 1000;
+const AQL_BATCH_MAX: usize = 100_000;
 
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
@@ -1082,6 +1214,15 @@ async fn run_query(
         .map_err(|e| Problem::bad_request("invalid_body", format!("invalid query body: {e}")))?;
     let timeout = wait_timeout(&state, request.timeout.as_deref())?;
     let min_token = parse_token(request.min_token.as_deref())?;
+    if request.aql.is_some() || request.cursor.is_some() {
+        return run_aql(&state, request, &min_token, timeout).await;
+    }
+    if request.params.is_some() || request.batch_size.is_some() {
+        return Err(Problem::bad_request(
+            "invalid_body",
+            "`params` and `batch_size` go with `aql`",
+        ));
+    }
     let kinds = [
         request.sql.is_some(),
         request.knn.is_some(),
@@ -1094,8 +1235,8 @@ async fn run_query(
     if kinds.iter().filter(|&&k| k).count() != 1 {
         return Err(Problem::bad_request(
             "invalid_body",
-            "a query is exactly one of `sql`, `knn`, `search`, `hybrid`, `ts_range`, `traverse` or \
-             `shortest_path`",
+            "a query is exactly one of `sql`, `aql`, `knn`, `search`, `hybrid`, `ts_range`, \
+             `traverse` or `shortest_path` (or a `cursor`)",
         ));
     }
     let q = &state.query;
@@ -1130,6 +1271,67 @@ async fn run_query(
     );
     if let Ok(value) = HeaderValue::from_str(&answer.token.encode()) {
         h.insert("themis-token", value);
+    }
+    Ok(response)
+}
+
+/// `POST /v1/query {"aql", "params", "batch_size"}` or `{"cursor"}`: JSON answers only.
+async fn run_aql(
+    state: &AppState,
+    request: QueryBody,
+    min_token: &themis_log::Token,
+    timeout: Duration,
+) -> Result<Response, Problem> {
+    let others = [
+        request.sql.is_some(),
+        request.knn.is_some(),
+        request.search.is_some(),
+        request.hybrid.is_some(),
+        request.ts_range.is_some(),
+        request.traverse.is_some(),
+        request.shortest_path.is_some(),
+    ];
+    if others.contains(&true) || (request.aql.is_some() && request.cursor.is_some()) {
+        return Err(Problem::bad_request(
+            "invalid_body",
+            "a query is exactly one of `sql`, `aql`, `knn`, `search`, `hybrid`, `ts_range`, \
+             `traverse` or `shortest_path` (or a `cursor`)",
+        ));
+    }
+    let now_ms = state.clock.wall_ms();
+    let body = if let Some(id) = request.cursor {
+        if request.params.is_some() || request.batch_size.is_some() {
+            return Err(Problem::bad_request(
+                "invalid_body",
+                "a cursor continues a query: send only `cursor`",
+            ));
+        }
+        state.cursors.next(&id, now_ms)?
+    } else {
+        let batch = request.batch_size.unwrap_or(AQL_BATCH_DEFAULT);
+        if batch == 0 || batch > AQL_BATCH_MAX {
+            return Err(Problem::bad_request(
+                "invalid_body",
+                format!("batch_size must be from 1 to {AQL_BATCH_MAX}, not {batch}"),
+            ));
+        }
+        let text = request.aql.expect("checked");
+        let outcome = state
+            .query
+            .aql(
+                &text,
+                request.params.unwrap_or_default(),
+                min_token,
+                timeout,
+            )
+            .await?;
+        state
+            .cursors
+            .start(outcome.rows, batch, outcome.token.encode(), now_ms)
+    };
+    let mut response = Json(&body).into_response();
+    if let Ok(value) = HeaderValue::from_str(&body.token) {
+        response.headers_mut().insert("themis-token", value);
     }
     Ok(response)
 }

@@ -205,6 +205,8 @@ impl From<themis_query::Error> for Problem {
             QueryError::Log(inner) => return Problem::from(inner.clone()),
             QueryError::InvalidSql(_)
             | QueryError::UnknownTable(_)
+            | QueryError::AqlSyntax(_)
+            | QueryError::InvalidAql(_)
             | QueryError::Failed(_)
             | QueryError::TooLarge { .. } => StatusCode::BAD_REQUEST,
             QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -213,6 +215,7 @@ impl From<themis_query::Error> for Problem {
         let problem = Problem::new(status, e.code(), e.to_string());
         match e {
             QueryError::TooLarge { max } => problem.with("rows_max", max),
+            QueryError::AqlSyntax(s) => problem.with("line", s.line).with("column", s.column),
             _ => problem,
         }
     }

@@ -381,6 +381,20 @@ pub struct QueryBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub shortest_path: Option<themis_query::graph::ShortestPathArgs>,
+    /// An AQL query (docs/AQL.md); its answer is `{"result": [...], "count", "has_more",
+    /// "cursor", "token"}`.
+    #[serde(default)]
+    pub aql: Option<String>,
+    /// AQL bind parameters: `{"name": value}` for `@name`, `{"@coll": "users"}` for `@@coll`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<serde_json::Map<String, serde_json::Value>>,
+    /// AQL: rows per answer (default 1000, at most 100000); more come through `cursor`.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// The next batch of an AQL answer: the `cursor` the previous batch gave.
+    #[serde(default)]
+    pub cursor: Option<String>,
     /// Wait until every view the query reads covers this token.
     #[serde(default)]
     pub min_token: Option<String>,
@@ -410,5 +424,23 @@ pub struct QueryAnswerBody {
     #[schema(value_type = Vec<Object>)]
     pub rows: Vec<serde_json::Value>,
     /// Per shard, the view watermarks the answer reflects (also the `themis-token` header).
+    pub token: String,
+}
+
+/// An AQL answer (one batch).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AqlAnswerBody {
+    /// The rows of this batch: JSON values as `RETURN` made them.
+    #[schema(value_type = Vec<Object>)]
+    pub result: Vec<serde_json::Value>,
+    /// Rows of the whole answer.
+    pub count: usize,
+    /// Whether more batches follow.
+    pub has_more: bool,
+    /// Send `{"cursor": ...}` to `POST /v1/query` for the next batch (present while
+    /// `has_more`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// The views' state the whole answer reflects.
     pub token: String,
 }

@@ -1,0 +1,1238 @@
+//! AQL evaluation: rows of variable bindings flow through a query's operations one after
+//! another, over one [`ViewSnapshot`] (one read of the document, relational, graph and
+//! time-series views), so every model a query touches is read at one token.
+//!
+//! Collections: `FOR d IN users` reads the document namespace `users`, or the relational one
+//! when only that exists; `document.users` / `relational.users` say which. Documents and rows
+//! appear as their JSON with `_key` (the URN's id), `_id` (`namespace/key`), `_urn` and `_rev`.
+//! Graph vertices look the same (`_id` is `graph-namespace/key`); edges are
+//! `{_from, _to, label, ...properties}`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::{Map, Value};
+use themis_log::{Model, Token, Urn};
+use themis_materializers::graph::{self, Direction as GDir, PathSearch, Traversal};
+use themis_materializers::{KnnSearch, TextSearch, ViewSnapshot, timeseries};
+
+use super::functions;
+use super::parser::{BinOp, Direction, Expr, Op, Query, Source};
+use super::value::{compare, equal, key, like_regex, num, to_number, to_string, truthy, type_name};
+
+/// Most values a range (`1..n`, `RANGE()`) may make.
+pub const RANGE_MAX: u64 = 10_000_000;
+
+/// Variables of one row.
+type Scope = BTreeMap<String, Value>;
+
+/// Why evaluation stopped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    /// A name, parameter or collection that does not resolve; a value of the wrong kind.
+    #[error("{0}")]
+    Invalid(String),
+    /// More rows than allowed.
+    #[error("the query makes more than {0} rows; add a FILTER or LIMIT")]
+    TooLarge(usize),
+    /// Cancelled (the deadline passed).
+    #[error("cancelled")]
+    Cancelled,
+    /// A view could not be read.
+    #[error("{0}")]
+    View(String),
+}
+
+type Result<T> = std::result::Result<T, EvalError>;
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T> {
+    Err(EvalError::Invalid(msg.into()))
+}
+
+fn view_error(e: themis_materializers::Error) -> EvalError {
+    match e {
+        themis_materializers::Error::InvalidSearch(m) => EvalError::Invalid(m),
+        e => EvalError::View(e.to_string()),
+    }
+}
+
+/// The rows a query returned and the token they reflect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// What `RETURN` made, in order.
+    pub rows: Vec<Value>,
+    /// The lowest watermark among everything read, per shard.
+    pub token: Token,
+}
+
+/// Evaluates queries over one snapshot.
+pub struct Evaluator<'a> {
+    snap: &'a ViewSnapshot<'a>,
+    params: &'a Map<String, Value>,
+    cancel: &'a AtomicBool,
+    rows_max: usize,
+    steps: RefCell<u64>,
+    /// Tokens of the searches run (their indexes are read apart from the snapshot).
+    token: RefCell<Option<Token>>,
+    regexes: RefCell<BTreeMap<String, regex::Regex>>,
+    /// Per collection, its documents (a nested FOR reads a collection once).
+    scans: RefCell<BTreeMap<(Model, String), std::rc::Rc<Vec<Value>>>>,
+}
+
+impl std::fmt::Debug for Evaluator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator").finish_non_exhaustive()
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator over `snap` with bind parameters `params` (names without `@`; collection
+    /// parameters keep one `@`: `{"@coll": "users"}`), stopping when `cancel` is set or more
+    /// than `rows_max` rows are made.
+    pub fn new(
+        snap: &'a ViewSnapshot<'a>,
+        params: &'a Map<String, Value>,
+        cancel: &'a AtomicBool,
+        rows_max: usize,
+    ) -> Self {
+        Self {
+            snap,
+            params,
+            cancel,
+            rows_max,
+            steps: RefCell::new(0),
+            token: RefCell::new(None),
+            regexes: RefCell::default(),
+            scans: RefCell::default(),
+        }
+    }
+
+    /// Runs `q`; `token` is the snapshot's.
+    pub fn run(&self, q: &Query, token: Token) -> Result<Outcome> {
+        self.check_params(q)?;
+        let rows = self.query(q, &Scope::new())?;
+        let token = match self.token.borrow().as_ref() {
+            None => token,
+            Some(searched) => crate::search::meet(&token, searched),
+        };
+        Ok(Outcome { rows, token })
+    }
+
+    /// Notes the token a search read its index at.
+    fn searched(&self, token: &Token) {
+        let mut t = self.token.borrow_mut();
+        *t = Some(match t.as_ref() {
+            None => token.clone(),
+            Some(before) => crate::search::meet(before, token),
+        });
+    }
+
+    /// Every bind parameter the query uses is given, and every one given is used.
+    fn check_params(&self, q: &Query) -> Result<()> {
+        let mut used = std::collections::BTreeSet::new();
+        walk_query(q, &mut |e| match e {
+            Expr::Bind(n) => {
+                used.insert(n.clone());
+            }
+            Expr::CollectionBind(n) => {
+                used.insert(format!("@{n}"));
+            }
+            _ => {}
+        });
+        for u in &used {
+            if !self.params.contains_key(u) {
+                return invalid(format!(
+                    "bind parameter @{u} is not given (params: {{\"{u}\": ...}})"
+                ));
+            }
+        }
+        for given in self.params.keys() {
+            if !used.contains(given) {
+                return invalid(format!(
+                    "bind parameter @{given} is given but the query does not use it"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&self, n: u64) -> Result<()> {
+        let mut s = self.steps.borrow_mut();
+        *s += n;
+        if *s >= 4096 {
+            *s = 0;
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(EvalError::Cancelled);
+            }
+        }
+        Ok(())
+    }
+
+    fn query(&self, q: &Query, outer: &Scope) -> Result<Vec<Value>> {
+        let mut rows = vec![outer.clone()];
+        for op in &q.ops {
+            rows = self.op(op, rows, outer)?;
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        let mut seen = std::collections::BTreeSet::new();
+        for row in &rows {
+            self.step(1)?;
+            let v = self.eval(&q.ret, row, None)?;
+            if q.distinct && !seen.insert(key(&v)) {
+                continue;
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    fn op(&self, op: &Op, rows: Vec<Scope>, outer: &Scope) -> Result<Vec<Scope>> {
+        match op {
+            Op::For { vars, source } => {
+                let mut out = Vec::new();
+                for row in rows {
+                    let items = self.source(source, vars, &row)?;
+                    for item in items {
+                        self.step(1)?;
+                        let mut r = row.clone();
+                        for (name, v) in vars.iter().zip(item) {
+                            r.insert(name.clone(), v);
+                        }
+                        out.push(r);
+                        if out.len() > self.rows_max {
+                            return Err(EvalError::TooLarge(self.rows_max));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            Op::Filter(e) => {
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    self.step(1)?;
+                    if truthy(&self.eval(e, &row, None)?) {
+                        out.push(row);
+                    }
+                }
+                Ok(out)
+            }
+            Op::Let(name, e) => {
+                let mut out = Vec::with_capacity(rows.len());
+                for mut row in rows {
+                    self.step(1)?;
+                    let v = self.eval(e, &row, None)?;
+                    row.insert(name.clone(), v);
+                    out.push(row);
+                }
+                Ok(out)
+            }
+            Op::Sort(keys) => {
+                let mut keyed = Vec::with_capacity(rows.len());
+                for row in rows {
+                    self.step(1)?;
+                    let k: Vec<Value> = keys
+                        .iter()
+                        .map(|(e, _)| self.eval(e, &row, None))
+                        .collect::<Result<_>>()?;
+                    keyed.push((k, row));
+                }
+                keyed.sort_by(|(a, _), (b, _)| {
+                    for (i, (_, asc)) in keys.iter().enumerate() {
+                        let o = compare(&a[i], &b[i]);
+                        if o != std::cmp::Ordering::Equal {
+                            return if *asc { o } else { o.reverse() };
+                        }
+                    }
+                    std::cmp::Ordering::Equal
+                });
+                Ok(keyed.into_iter().map(|(_, r)| r).collect())
+            }
+            Op::Limit { offset, count } => {
+                let number = |e: &Expr, what: &str| -> Result<usize> {
+                    let v = self.eval(e, outer, None)?;
+                    match v.as_f64() {
+                        Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok(f as usize),
+                        _ => invalid(format!("LIMIT {what} must be a whole number >= 0, not {v}")),
+                    }
+                };
+                let skip = offset
+                    .as_ref()
+                    .map(|o| number(o, "offset"))
+                    .transpose()?
+                    .unwrap_or(0);
+                let take = number(count, "count")?;
+                Ok(rows.into_iter().skip(skip).take(take).collect())
+            }
+            Op::Collect {
+                groups,
+                aggregates,
+                into,
+                count_into,
+            } => self.collect(rows, outer, groups, aggregates, into, count_into),
+        }
+    }
+
+    fn collect(
+        &self,
+        rows: Vec<Scope>,
+        outer: &Scope,
+        groups: &[(String, Expr)],
+        aggregates: &[(String, Expr)],
+        into: &Option<String>,
+        count_into: &Option<String>,
+    ) -> Result<Vec<Scope>> {
+        // Group key (canonical) -> (group values, rows).
+        let mut buckets: BTreeMap<String, (Vec<Value>, Vec<Scope>)> = BTreeMap::new();
+        for row in rows {
+            self.step(1)?;
+            let values: Vec<Value> = groups
+                .iter()
+                .map(|(_, e)| self.eval(e, &row, None))
+                .collect::<Result<_>>()?;
+            let k = key(&Value::Array(values.clone()));
+            buckets
+                .entry(k)
+                .or_insert_with(|| (values, Vec::new()))
+                .1
+                .push(row);
+        }
+        if groups.is_empty() && buckets.is_empty() {
+            buckets.insert(String::new(), (Vec::new(), Vec::new()));
+        }
+        let mut ordered: Vec<(Vec<Value>, Vec<Scope>)> = buckets.into_values().collect();
+        ordered.sort_by(|a, b| compare(&Value::Array(a.0.clone()), &Value::Array(b.0.clone())));
+        let mut out = Vec::with_capacity(ordered.len());
+        for (values, members) in ordered {
+            let mut r = outer.clone();
+            for ((name, _), v) in groups.iter().zip(values) {
+                r.insert(name.clone(), v);
+            }
+            for (name, agg) in aggregates {
+                let v = self.aggregate(agg, &members)?;
+                r.insert(name.clone(), v);
+            }
+            if let Some(name) = into {
+                let items = members
+                    .iter()
+                    .map(|m| {
+                        Value::Object(
+                            m.iter()
+                                .filter(|(k, _)| !outer.contains_key(*k))
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                r.insert(name.clone(), Value::Array(items));
+            }
+            if let Some(name) = count_into {
+                r.insert(name.clone(), Value::from(members.len()));
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    /// `AGGREGATE name = F(expr)`: `F` over the group's values of `expr` (`COUNT()` counts
+    /// the rows).
+    fn aggregate(&self, agg: &Expr, members: &[Scope]) -> Result<Value> {
+        let Expr::Call(f, args) = agg else {
+            return invalid("AGGREGATE expects a function call such as SUM(x) or COUNT()");
+        };
+        const AGGREGATES: [&str; 16] = [
+            "COUNT",
+            "LENGTH",
+            "SUM",
+            "MIN",
+            "MAX",
+            "AVG",
+            "AVERAGE",
+            "MEDIAN",
+            "UNIQUE",
+            "SORTED_UNIQUE",
+            "COUNT_DISTINCT",
+            "COUNT_UNIQUE",
+            "VARIANCE",
+            "STDDEV",
+            "VARIANCE_POPULATION",
+            "STDDEV_POPULATION",
+        ];
+        if !AGGREGATES.contains(&f.as_str()) && f != "PUSH" {
+            return invalid(format!(
+                "{f}() is not an aggregate (use one of {})",
+                AGGREGATES.join(", ")
+            ));
+        }
+        if args.is_empty() {
+            return match f.as_str() {
+                "COUNT" | "LENGTH" => Ok(Value::from(members.len())),
+                _ => invalid(format!("{f}() needs an argument in AGGREGATE")),
+            };
+        }
+        let mut values = Vec::with_capacity(members.len());
+        for m in members {
+            values.push(self.eval(&args[0], m, None)?);
+        }
+        let f = match f.as_str() {
+            "COUNT" => "LENGTH",
+            "PUSH" => return Ok(Value::Array(values)),
+            f => f,
+        };
+        functions::call(f, &[Value::Array(values)]).map_err(EvalError::Invalid)
+    }
+
+    /// The items a `FOR` binds: one vector of values per item, in the order of `vars`.
+    fn source(&self, source: &Source, vars: &[String], row: &Scope) -> Result<Vec<Vec<Value>>> {
+        match source {
+            Source::Expr(e) => {
+                if vars.len() > 1 {
+                    return invalid(format!(
+                        "FOR {} IN ...: only a traversal binds more than one variable",
+                        vars.join(", ")
+                    ));
+                }
+                let items = match self.collection_of(e, row)? {
+                    Some((model, ns)) => (*self.scan(model, &ns)?).clone(),
+                    None => match self.eval(e, row, None)? {
+                        Value::Array(items) => items,
+                        v => {
+                            return invalid(format!(
+                                "FOR ... IN expects an array or a collection, not {}",
+                                type_name(&v)
+                            ));
+                        }
+                    },
+                };
+                Ok(items.into_iter().map(|v| vec![v]).collect())
+            }
+            Source::Traversal {
+                min,
+                max,
+                direction,
+                start,
+                graph,
+                labels,
+            } => {
+                if vars.len() > 3 {
+                    return invalid(
+                        "a traversal binds at most three variables (vertex, edge, path)",
+                    );
+                }
+                let depth = |e: &Expr| -> Result<usize> {
+                    let v = self.eval(e, row, None)?;
+                    match v.as_f64() {
+                        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= graph::DEPTH_MAX as f64 => {
+                            Ok(f as usize)
+                        }
+                        _ => invalid(format!(
+                            "a traversal depth must be a whole number from 0 to {}, not {v}",
+                            graph::DEPTH_MAX
+                        )),
+                    }
+                };
+                let (lo, hi) = (depth(min)?, depth(max)?);
+                if lo > hi {
+                    return invalid(format!(
+                        "traversal depths {lo}..{hi}: the first must not exceed the second"
+                    ));
+                }
+                let g = self.graph_name(graph.as_ref(), row)?;
+                let start = self.vertex_urn(&self.eval(start, row, None)?, g.as_deref())?;
+                self.traverse(start, lo, hi, *direction, labels)
+            }
+            Source::ShortestPath {
+                direction,
+                from,
+                to,
+                graph,
+                labels,
+            } => {
+                if vars.len() > 2 {
+                    return invalid("a shortest path binds at most two variables (vertex, edge)");
+                }
+                let g = self.graph_name(graph.as_ref(), row)?;
+                let from = self.vertex_urn(&self.eval(from, row, None)?, g.as_deref())?;
+                let to = self.vertex_urn(&self.eval(to, row, None)?, g.as_deref())?;
+                let search = PathSearch {
+                    from,
+                    to,
+                    direction: gdir(*direction),
+                    labels: labels.clone(),
+                    weight: None,
+                };
+                let found = self
+                    .snap
+                    .graph()
+                    .shortest_path(&search)
+                    .map_err(view_error)?;
+                let Some(path) = found else {
+                    return Ok(Vec::new());
+                };
+                let mut out = Vec::new();
+                for (i, (urn, data)) in path.vertices.iter().enumerate() {
+                    let e = if i == 0 {
+                        Value::Null
+                    } else {
+                        edge_value(&path.edges[i - 1])
+                    };
+                    out.push(vec![resource_value(urn, data.clone(), None), e]);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn traverse(
+        &self,
+        start: Urn,
+        lo: usize,
+        hi: usize,
+        direction: Direction,
+        labels: &[String],
+    ) -> Result<Vec<Vec<Value>>> {
+        // From depth 0, so every reached vertex's tree edge is known and paths can be built.
+        let t = Traversal {
+            start,
+            min_depth: 0,
+            max_depth: hi,
+            direction: gdir(direction),
+            labels: labels.to_vec(),
+            limit: graph::RESULTS_MAX,
+        };
+        let found = self.snap.graph().traverse(&t).map_err(view_error)?;
+        if found.truncated {
+            return Err(EvalError::TooLarge(graph::RESULTS_MAX));
+        }
+        let mut by_urn: BTreeMap<&str, &graph::Reached> = BTreeMap::new();
+        for r in &found.vertices {
+            by_urn.insert(r.urn.as_str(), r);
+        }
+        let mut out = Vec::new();
+        for r in &found.vertices {
+            if r.depth < lo {
+                continue;
+            }
+            self.step(1)?;
+            let v = resource_value(&r.urn, r.data.clone(), None);
+            let e = r.edge.as_ref().map_or(Value::Null, edge_value);
+            let mut vertices = Vec::new();
+            let mut edges = Vec::new();
+            for (i, urn) in r.path.iter().enumerate() {
+                let reached = by_urn.get(urn.as_str());
+                let data = reached.map_or(Value::Null, |x| x.data.clone());
+                vertices.push(resource_value(urn, data, None));
+                if i > 0
+                    && let Some(edge) = reached.and_then(|x| x.edge.as_ref())
+                {
+                    edges.push(edge_value(edge));
+                }
+            }
+            let mut p = Map::new();
+            p.insert("vertices".into(), Value::Array(vertices));
+            p.insert("edges".into(), Value::Array(edges));
+            out.push(vec![v, e, Value::Object(p)]);
+        }
+        Ok(out)
+    }
+
+    fn graph_name(&self, graph: Option<&Expr>, row: &Scope) -> Result<Option<String>> {
+        graph
+            .map(|g| match self.eval(g, row, None)? {
+                Value::String(s) => Ok(s),
+                v => invalid(format!(
+                    "GRAPH expects a name (a string), not {}",
+                    type_name(&v)
+                )),
+            })
+            .transpose()
+    }
+
+    /// A vertex from a URN, `namespace/key`, a bare key (with `GRAPH 'namespace'`) or a
+    /// vertex object.
+    fn vertex_urn(&self, v: &Value, graph: Option<&str>) -> Result<Urn> {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Object(o) => match o.get("_urn").or_else(|| o.get("_id")) {
+                Some(Value::String(s)) => s.clone(),
+                _ => return invalid("a start vertex object needs _urn or _id"),
+            },
+            v => {
+                return invalid(format!(
+                    "a vertex is a string or an object, not {}",
+                    type_name(v)
+                ));
+            }
+        };
+        let urn = if text.starts_with("urn:") {
+            text.clone()
+        } else if let Some((ns, key)) = text.split_once('/') {
+            format!("urn:themis:graph:{ns}:{key}")
+        } else if let Some(g) = graph {
+            format!("urn:themis:graph:{g}:{text}")
+        } else {
+            return invalid(format!(
+                "vertex {text:?}: give a URN, `namespace/key`, or GRAPH 'namespace'"
+            ));
+        };
+        Urn::parse(&urn).map_err(|e| EvalError::Invalid(format!("vertex {text:?}: {e}")))
+    }
+
+    /// The collection a `FOR` source names, if it names one: a bare name that is no variable,
+    /// `document.name` / `relational.name`, or `@@param`.
+    fn collection_of(&self, e: &Expr, row: &Scope) -> Result<Option<(Model, String)>> {
+        match e {
+            Expr::Name(n) if !row.contains_key(n) => Ok(Some(self.resolve_collection(n)?)),
+            Expr::Attr(base, ns) => match base.as_ref() {
+                Expr::Name(m) if !row.contains_key(m) => match m.as_str() {
+                    "document" => Ok(Some((Model::Document, ns.clone()))),
+                    "relational" => Ok(Some((Model::Relational, ns.clone()))),
+                    _ => Ok(None),
+                },
+                _ => Ok(None),
+            },
+            Expr::CollectionBind(p) => match self.params.get(&format!("@{p}")) {
+                Some(Value::String(name)) => {
+                    let name = name.clone();
+                    match name.split_once('.') {
+                        Some(("document", ns)) => Ok(Some((Model::Document, ns.to_owned()))),
+                        Some(("relational", ns)) => Ok(Some((Model::Relational, ns.to_owned()))),
+                        _ => Ok(Some(self.resolve_collection(&name)?)),
+                    }
+                }
+                Some(v) => invalid(format!(
+                    "@@{p} must be a collection name (a string), not {v}"
+                )),
+                None => invalid(format!("bind parameter @@{p} is not given")),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn resolve_collection(&self, name: &str) -> Result<(Model, String)> {
+        let doc = self
+            .snap
+            .has_namespace(Model::Document, name)
+            .map_err(view_error)?;
+        let rel = self
+            .snap
+            .has_namespace(Model::Relational, name)
+            .map_err(view_error)?;
+        match (doc, rel) {
+            (true, true) => invalid(format!(
+                "{name} is both a document and a relational namespace: write document.{name} or relational.{name}"
+            )),
+            (true, false) => Ok((Model::Document, name.to_owned())),
+            (false, true) => Ok((Model::Relational, name.to_owned())),
+            (false, false) => invalid(format!(
+                "unknown variable or collection {name} (no document or relational namespace has that name)"
+            )),
+        }
+    }
+
+    fn scan(&self, model: Model, ns: &str) -> Result<std::rc::Rc<Vec<Value>>> {
+        let k = (model, ns.to_owned());
+        if let Some(v) = self.scans.borrow().get(&k) {
+            return Ok(v.clone());
+        }
+        let resources = self.snap.resources(model, ns).map_err(view_error)?;
+        self.step(resources.len() as u64)?;
+        let prefix = format!("urn:themis:{model}:{ns}:");
+        let items: Vec<Value> = resources
+            .into_iter()
+            .map(|r| {
+                resource_value(
+                    &format!("{prefix}{}", r.id),
+                    r.state.data,
+                    Some(r.state.revision),
+                )
+            })
+            .collect();
+        let items = std::rc::Rc::new(items);
+        self.scans.borrow_mut().insert(k, items.clone());
+        Ok(items)
+    }
+
+    fn regex(&self, pattern: &str, case_insensitive: bool) -> Result<regex::Regex> {
+        let full = if case_insensitive {
+            format!("(?i){pattern}")
+        } else {
+            pattern.to_owned()
+        };
+        if let Some(r) = self.regexes.borrow().get(&full) {
+            return Ok(r.clone());
+        }
+        let r = regex::RegexBuilder::new(&full)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| {
+                EvalError::Invalid(format!("invalid regular expression {pattern:?}: {e}"))
+            })?;
+        self.regexes.borrow_mut().insert(full, r.clone());
+        Ok(r)
+    }
+
+    /// Evaluates `e` in `row` (`current`: the element inside an expansion `[*]`).
+    pub fn eval(&self, e: &Expr, row: &Scope, current: Option<&Value>) -> Result<Value> {
+        Ok(match e {
+            Expr::Null => Value::Null,
+            Expr::Bool(b) => Value::Bool(*b),
+            Expr::Int(n) => Value::from(*n),
+            Expr::Float(f) => num(*f),
+            Expr::Str(s) => Value::from(s.as_str()),
+            Expr::Name(n) => match row.get(n) {
+                Some(v) => v.clone(),
+                None => {
+                    // A collection in an expression is its documents (as ArangoDB's
+                    // subquery `(FOR x IN c RETURN x)`).
+                    let (model, ns) = self.resolve_collection(n)?;
+                    Value::Array((*self.scan(model, &ns)?).clone())
+                }
+            },
+            Expr::Bind(n) => {
+                self.params.get(n).cloned().ok_or_else(|| {
+                    EvalError::Invalid(format!("bind parameter @{n} is not given"))
+                })?
+            }
+            Expr::CollectionBind(p) => match self.collection_of(e, row)? {
+                Some((model, ns)) => Value::Array((*self.scan(model, &ns)?).clone()),
+                None => return invalid(format!("@@{p} names no collection")),
+            },
+            Expr::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.eval(i, row, current))
+                    .collect::<Result<_>>()?,
+            ),
+            Expr::Object(members) => {
+                let mut m = Map::new();
+                for (k, v) in members {
+                    let k = match self.eval(k, row, current)? {
+                        Value::String(s) => s,
+                        other => to_string(&other),
+                    };
+                    m.insert(k, self.eval(v, row, current)?);
+                }
+                Value::Object(m)
+            }
+            Expr::Attr(base, name) => {
+                if let (Expr::Name(m), false) = (
+                    base.as_ref(),
+                    row.contains_key(match base.as_ref() {
+                        Expr::Name(m) => m.as_str(),
+                        _ => "",
+                    }),
+                ) && (m == "document" || m == "relational")
+                {
+                    let model = if m == "document" {
+                        Model::Document
+                    } else {
+                        Model::Relational
+                    };
+                    return Ok(Value::Array((*self.scan(model, name)?).clone()));
+                }
+                match self.eval(base, row, current)? {
+                    Value::Object(mut o) => o.remove(name).unwrap_or(Value::Null),
+                    _ => Value::Null,
+                }
+            }
+            Expr::Index(base, index) => {
+                let b = self.eval(base, row, current)?;
+                let i = self.eval(index, row, current)?;
+                match (b, i) {
+                    (Value::Array(a), Value::Number(n)) => {
+                        let n = n.as_f64().unwrap_or(0.0).trunc() as i64;
+                        let at = if n < 0 { a.len() as i64 + n } else { n };
+                        if at < 0 {
+                            Value::Null
+                        } else {
+                            a.get(at as usize).cloned().unwrap_or(Value::Null)
+                        }
+                    }
+                    (Value::Object(mut o), Value::String(k)) => o.remove(&k).unwrap_or(Value::Null),
+                    _ => Value::Null,
+                }
+            }
+            Expr::Expand(base, rest) => match self.eval(base, row, current)? {
+                Value::Array(items) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for item in &items {
+                        out.push(self.eval(rest, row, Some(item))?);
+                    }
+                    Value::Array(out)
+                }
+                _ => Value::Array(Vec::new()),
+            },
+            Expr::Current => current.cloned().unwrap_or(Value::Null),
+            Expr::Call(name, args) => self.call(name, args, row, current)?,
+            Expr::Not(x) => Value::Bool(!truthy(&self.eval(x, row, current)?)),
+            Expr::Neg(x) => num(-to_number(&self.eval(x, row, current)?)),
+            Expr::Ternary(c, a, b) => {
+                let cv = self.eval(c, row, current)?;
+                if truthy(&cv) {
+                    self.eval(a, row, current)?
+                } else {
+                    self.eval(b, row, current)?
+                }
+            }
+            Expr::Subquery(q) => {
+                let mut scope = row.clone();
+                if let Some(c) = current {
+                    scope.insert("CURRENT".into(), c.clone());
+                }
+                Value::Array(self.query(q, &scope)?)
+            }
+            Expr::Binary(op, a, b) => self.binary(*op, a, b, row, current)?,
+        })
+    }
+
+    fn binary(
+        &self,
+        op: BinOp,
+        a: &Expr,
+        b: &Expr,
+        row: &Scope,
+        current: Option<&Value>,
+    ) -> Result<Value> {
+        let l = self.eval(a, row, current)?;
+        match op {
+            BinOp::And => {
+                return if truthy(&l) {
+                    self.eval(b, row, current)
+                } else {
+                    Ok(l)
+                };
+            }
+            BinOp::Or => {
+                return if truthy(&l) {
+                    Ok(l)
+                } else {
+                    self.eval(b, row, current)
+                };
+            }
+            _ => {}
+        }
+        let r = self.eval(b, row, current)?;
+        Ok(match op {
+            BinOp::Eq => Value::Bool(equal(&l, &r)),
+            BinOp::Ne => Value::Bool(!equal(&l, &r)),
+            BinOp::Lt => Value::Bool(compare(&l, &r).is_lt()),
+            BinOp::Le => Value::Bool(compare(&l, &r).is_le()),
+            BinOp::Gt => Value::Bool(compare(&l, &r).is_gt()),
+            BinOp::Ge => Value::Bool(compare(&l, &r).is_ge()),
+            BinOp::In | BinOp::NotIn => {
+                let found = r
+                    .as_array()
+                    .is_some_and(|items| items.iter().any(|i| equal(i, &l)));
+                Value::Bool(found == (op == BinOp::In))
+            }
+            BinOp::Like | BinOp::NotLike => {
+                let re = self.regex(&like_regex(&to_string(&r)), false)?;
+                Value::Bool(re.is_match(&to_string(&l)) == (op == BinOp::Like))
+            }
+            BinOp::Regex | BinOp::NotRegex => {
+                let re = self.regex(&to_string(&r), false)?;
+                Value::Bool(re.is_match(&to_string(&l)) == (op == BinOp::Regex))
+            }
+            BinOp::Add => num(to_number(&l) + to_number(&r)),
+            BinOp::Sub => num(to_number(&l) - to_number(&r)),
+            BinOp::Mul => num(to_number(&l) * to_number(&r)),
+            BinOp::Div => {
+                let d = to_number(&r);
+                if d == 0.0 {
+                    Value::Null
+                } else {
+                    num(to_number(&l) / d)
+                }
+            }
+            BinOp::Mod => {
+                let d = to_number(&r);
+                if d == 0.0 {
+                    Value::Null
+                } else {
+                    num(to_number(&l) % d)
+                }
+            }
+            BinOp::Range => {
+                let (from, to) = (to_number(&l).trunc() as i64, to_number(&r).trunc() as i64);
+                let n = from.abs_diff(to) + 1;
+                if n > RANGE_MAX {
+                    return invalid(format!(
+                        "range {from}..{to} has {n} values (at most {RANGE_MAX})"
+                    ));
+                }
+                self.step(n)?;
+                if from <= to {
+                    Value::Array((from..=to).map(Value::from).collect())
+                } else {
+                    Value::Array((to..=from).rev().map(Value::from).collect())
+                }
+            }
+            BinOp::And | BinOp::Or => unreachable!("handled above"),
+        })
+    }
+
+    fn call(
+        &self,
+        name: &str,
+        args: &[Expr],
+        row: &Scope,
+        current: Option<&Value>,
+    ) -> Result<Value> {
+        let mut a = Vec::with_capacity(args.len());
+        for e in args {
+            a.push(self.eval(e, row, current)?);
+        }
+        let arg = |i: usize| a.get(i).unwrap_or(&Value::Null);
+        match name {
+            "NOW" => Ok(Value::from(self.snap.now_ms())),
+            "LIKE" => {
+                let re = self.regex(
+                    &like_regex(&to_string(arg(1))),
+                    a.get(2).is_some_and(truthy),
+                )?;
+                Ok(Value::Bool(re.is_match(&to_string(arg(0)))))
+            }
+            "REGEX_TEST" => {
+                let re = self.regex(&to_string(arg(1)), a.get(2).is_some_and(truthy))?;
+                Ok(Value::Bool(re.is_match(&to_string(arg(0)))))
+            }
+            "DOCUMENT" => self.document(&a),
+            "KNN" | "NEAR" => self.knn(name, &a),
+            "FULLTEXT" => self.fulltext(&a),
+            "BM25" => Ok(arg(0).get("_score").cloned().unwrap_or(Value::Null)),
+            "TS_RANGE" => self.ts_range(&a),
+            _ => functions::call(name, &a).map_err(EvalError::Invalid),
+        }
+    }
+
+    /// `DOCUMENT(id)` or `DOCUMENT(collection, key)`: a document or row by `namespace/key` or
+    /// URN (`null` when absent); an array of ids gives an array of documents.
+    fn document(&self, a: &[Value]) -> Result<Value> {
+        if a.len() == 2 {
+            let id = format!("{}/{}", to_string(&a[0]), to_string(&a[1]));
+            return self.document(&[Value::from(id)]);
+        }
+        match &a[0] {
+            Value::Array(ids) => Ok(Value::Array(
+                ids.iter()
+                    .map(|id| self.document(std::slice::from_ref(id)))
+                    .collect::<Result<_>>()?,
+            )),
+            Value::String(id) => {
+                let urn = if id.starts_with("urn:") {
+                    id.clone()
+                } else if let Some((ns, key)) = id.split_once('/') {
+                    match self.resolve_collection(ns) {
+                        Ok((model, ns)) => format!("urn:themis:{model}:{ns}:{key}"),
+                        Err(_) => return Ok(Value::Null),
+                    }
+                } else {
+                    return invalid(format!("DOCUMENT({id:?}): give `collection/key` or a URN"));
+                };
+                let Ok(urn) = Urn::parse(&urn) else {
+                    return Ok(Value::Null);
+                };
+                if !matches!(urn.model(), Model::Document | Model::Relational) {
+                    return invalid(format!("DOCUMENT() reads documents and rows, not {urn}"));
+                }
+                Ok(self
+                    .snap
+                    .resource(&urn)
+                    .map_err(view_error)?
+                    .map_or(Value::Null, |d| {
+                        resource_value(urn.as_str(), d.data, Some(d.revision))
+                    }))
+            }
+            v => invalid(format!("DOCUMENT() expects an id, not {}", type_name(v))),
+        }
+    }
+
+    /// `KNN(namespace, vector, k [, ef])`: the `k` nearest vectors of a vector namespace, as
+    /// `{_key, _id, _urn, _distance, ...payload}`, nearest first.
+    fn knn(&self, name: &str, a: &[Value]) -> Result<Value> {
+        let ns = match &a[0] {
+            Value::String(s) => s.clone(),
+            v => {
+                return invalid(format!(
+                    "{name}() expects a namespace first, not {}",
+                    type_name(v)
+                ));
+            }
+        };
+        let Some(items) = a[1].as_array() else {
+            return invalid(format!(
+                "{name}() expects a vector (an array of numbers) second"
+            ));
+        };
+        let mut vector = Vec::with_capacity(items.len());
+        for x in items {
+            match x.as_f64() {
+                Some(f) => vector.push(f as f32),
+                None => return invalid(format!("{name}(): a vector holds numbers only, not {x}")),
+            }
+        }
+        let count = |v: &Value, what: &str| -> Result<usize> {
+            match v.as_f64() {
+                Some(f) if f >= 1.0 && f.fract() == 0.0 => Ok(f as usize),
+                _ => invalid(format!(
+                    "{name}(): {what} must be a whole number >= 1, not {v}"
+                )),
+            }
+        };
+        let k = count(&a[2], "k")?;
+        let ef = a.get(3).map(|v| count(v, "ef")).transpose()?;
+        let search = KnnSearch {
+            namespace: &ns,
+            vector: &vector,
+            k,
+            ef,
+            filter: None,
+        };
+        let m = self.snap.materializer();
+        m.knn_check(&search).map_err(view_error)?;
+        let (hits, token) = m.knn_now(&search).map_err(view_error)?;
+        self.searched(&token);
+        Ok(Value::Array(
+            hits.into_iter()
+                .map(|(_, h)| {
+                    let mut v = resource_value(&h.urn, (*h.payload).clone(), None);
+                    if let Value::Object(o) = &mut v {
+                        o.insert("_distance".into(), num(h.distance));
+                    }
+                    v
+                })
+                .collect(),
+        ))
+    }
+
+    /// `FULLTEXT(collection, query [, k])`: the best `k` (default 100) documents or rows of a
+    /// namespace for a query (tantivy's syntax over its text fields), best first, each with
+    /// `_score` (BM25).
+    fn fulltext(&self, a: &[Value]) -> Result<Value> {
+        let coll = to_string(&a[0]);
+        let (model, ns) = match coll.split_once('.') {
+            Some(("document", ns)) => (Model::Document, ns.to_owned()),
+            Some(("relational", ns)) => (Model::Relational, ns.to_owned()),
+            _ => self.resolve_collection(&coll)?,
+        };
+        let query = match &a[1] {
+            Value::String(s) => s.clone(),
+            v => {
+                return invalid(format!(
+                    "FULLTEXT() expects a query string, not {}",
+                    type_name(v)
+                ));
+            }
+        };
+        let k = match a.get(2) {
+            None => 100,
+            Some(v) => match v.as_f64() {
+                Some(f) if f >= 1.0 && f.fract() == 0.0 => f as usize,
+                _ => {
+                    return invalid(format!(
+                        "FULLTEXT(): k must be a whole number >= 1, not {v}"
+                    ));
+                }
+            },
+        };
+        let search = TextSearch {
+            model,
+            namespace: &ns,
+            query: &query,
+            k,
+        };
+        let m = self.snap.materializer();
+        m.search_check(&search).map_err(view_error)?;
+        let (hits, token) = m.search_now(&search).map_err(view_error)?;
+        self.searched(&token);
+        Ok(Value::Array(
+            hits.into_iter()
+                .map(|(_, h, doc)| {
+                    let mut v = resource_value(&h.urn, doc, None);
+                    if let Value::Object(o) = &mut v {
+                        o.insert("_score".into(), num(f64::from(h.score)));
+                    }
+                    v
+                })
+                .collect(),
+        ))
+    }
+
+    /// `TS_RANGE(namespace, series, from, to [, step, agg])`: `[{ts, value}]`.
+    fn ts_range(&self, a: &[Value]) -> Result<Value> {
+        let (ns, series) = (to_string(&a[0]), to_string(&a[1]));
+        let urn = Urn::parse(&format!("urn:themis:timeseries:{ns}:{series}"))
+            .map_err(|e| EvalError::Invalid(format!("TS_RANGE(): {e}")))?;
+        let time = |v: &Value, what: &str| -> Result<i64> {
+            if let Some(f) = v.as_f64() {
+                return Ok(f as i64);
+            }
+            match functions::date(v) {
+                Some(d) => Ok(d.timestamp_millis()),
+                None => invalid(format!(
+                    "TS_RANGE(): {what} must be ms since the epoch or an ISO date, not {v}"
+                )),
+            }
+        };
+        let (from, to) = (time(&a[2], "from")?, time(&a[3], "to")?);
+        let step = match (a.get(4), a.get(5)) {
+            (None, _) | (Some(Value::Null), _) => None,
+            (Some(s), agg) => {
+                let step = match s.as_f64() {
+                    Some(f) if f >= 1.0 => f as i64,
+                    _ => {
+                        return invalid(format!(
+                            "TS_RANGE(): step must be a number of ms >= 1, not {s}"
+                        ));
+                    }
+                };
+                let agg_name = agg.map_or("avg".to_owned(), |v| to_string(v).to_lowercase());
+                let agg = timeseries::Agg::parse(&agg_name).ok_or_else(|| {
+                    EvalError::Invalid(format!(
+                        "TS_RANGE(): unknown aggregate {agg_name:?} (min, max, avg, sum, count, first, last)"
+                    ))
+                })?;
+                Some((step, agg))
+            }
+        };
+        let answer = self
+            .snap
+            .ts_range(&urn, &timeseries::Range { from, to, step })
+            .map_err(view_error)?;
+        Ok(Value::Array(
+            answer
+                .points
+                .into_iter()
+                .map(|(ts, v)| {
+                    let mut o = Map::new();
+                    o.insert("ts".into(), Value::from(ts));
+                    o.insert("value".into(), num(v));
+                    Value::Object(o)
+                })
+                .collect(),
+        ))
+    }
+}
+
+fn gdir(d: Direction) -> GDir {
+    match d {
+        Direction::Outbound => GDir::Outbound,
+        Direction::Inbound => GDir::Inbound,
+        Direction::Any => GDir::Any,
+    }
+}
+
+/// `namespace/key` of a URN.
+fn short_id(urn: &str) -> String {
+    match Urn::parse(urn) {
+        Ok(u) => format!("{}/{}", u.namespace(), u.id()),
+        Err(_) => urn.to_owned(),
+    }
+}
+
+/// A document, row or vertex as AQL shows it: its data with `_key`, `_id`, `_urn` (and
+/// `_rev`).
+fn resource_value(urn: &str, data: Value, revision: Option<u64>) -> Value {
+    let mut o = match data {
+        Value::Object(o) => o,
+        Value::Null => Map::new(),
+        other => {
+            let mut m = Map::new();
+            m.insert("value".into(), other);
+            m
+        }
+    };
+    if let Ok(u) = Urn::parse(urn) {
+        o.insert("_key".into(), Value::from(u.id()));
+    }
+    o.insert("_id".into(), Value::from(short_id(urn)));
+    o.insert("_urn".into(), Value::from(urn));
+    if let Some(r) = revision {
+        o.insert("_rev".into(), Value::from(r));
+    }
+    Value::Object(o)
+}
+
+fn edge_value(e: &graph::Edge) -> Value {
+    let mut o = match &e.data {
+        Value::Object(o) => o.clone(),
+        _ => Map::new(),
+    };
+    o.insert("_from".into(), Value::from(short_id(&e.from)));
+    o.insert("_to".into(), Value::from(short_id(&e.to)));
+    o.insert("label".into(), Value::from(e.label.as_str()));
+    Value::Object(o)
+}
+
+/// Calls `f` on every expression of `q`, subqueries included.
+pub fn walk_query(q: &Query, f: &mut dyn FnMut(&Expr)) {
+    for op in &q.ops {
+        match op {
+            Op::For { source, .. } => match source {
+                Source::Expr(e) => walk(e, f),
+                Source::Traversal {
+                    min,
+                    max,
+                    start,
+                    graph,
+                    ..
+                } => {
+                    for e in [min, max, start] {
+                        walk(e, f);
+                    }
+                    if let Some(g) = graph {
+                        walk(g, f);
+                    }
+                }
+                Source::ShortestPath {
+                    from, to, graph, ..
+                } => {
+                    walk(from, f);
+                    walk(to, f);
+                    if let Some(g) = graph {
+                        walk(g, f);
+                    }
+                }
+            },
+            Op::Filter(e) | Op::Let(_, e) => walk(e, f),
+            Op::Sort(keys) => keys.iter().for_each(|(e, _)| walk(e, f)),
+            Op::Limit { offset, count } => {
+                if let Some(o) = offset {
+                    walk(o, f);
+                }
+                walk(count, f);
+            }
+            Op::Collect {
+                groups, aggregates, ..
+            } => groups
+                .iter()
+                .chain(aggregates)
+                .for_each(|(_, e)| walk(e, f)),
+        }
+    }
+    walk(&q.ret, f);
+}
+
+fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(e);
+    match e {
+        Expr::Array(items) | Expr::Call(_, items) => items.iter().for_each(|i| walk(i, f)),
+        Expr::Object(members) => members.iter().for_each(|(k, v)| {
+            walk(k, f);
+            walk(v, f);
+        }),
+        Expr::Attr(b, _) | Expr::Not(b) | Expr::Neg(b) => walk(b, f),
+        Expr::Index(a, b) | Expr::Expand(a, b) | Expr::Binary(_, a, b) => {
+            walk(a, f);
+            walk(b, f);
+        }
+        Expr::Ternary(a, b, c) => {
+            walk(a, f);
+            walk(b, f);
+            walk(c, f);
+        }
+        Expr::Subquery(q) => walk_query(q, f),
+        _ => {}
+    }
+}
