@@ -27,8 +27,11 @@ pub const RANGE_MAX: u64 = 10_000_000;
 /// Variables of one row.
 type Scope = BTreeMap<String, Value>;
 
+/// A collection's documents, read once per query.
+type Scanned = std::rc::Rc<Vec<Value>>;
+
 /// Why evaluation stopped.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     /// A name, parameter or collection that does not resolve; a value of the wrong kind.
     #[error("{0}")]
@@ -39,9 +42,9 @@ pub enum EvalError {
     /// Cancelled (the deadline passed).
     #[error("cancelled")]
     Cancelled,
-    /// A view could not be read.
-    #[error("{0}")]
-    View(String),
+    /// A view could not be read, or refused the request (an unknown namespace, say).
+    #[error(transparent)]
+    View(themis_materializers::Error),
 }
 
 type Result<T> = std::result::Result<T, EvalError>;
@@ -53,7 +56,7 @@ fn invalid<T>(msg: impl Into<String>) -> Result<T> {
 fn view_error(e: themis_materializers::Error) -> EvalError {
     match e {
         themis_materializers::Error::InvalidSearch(m) => EvalError::Invalid(m),
-        e => EvalError::View(e.to_string()),
+        e => EvalError::View(e),
     }
 }
 
@@ -77,7 +80,7 @@ pub struct Evaluator<'a> {
     token: RefCell<Option<Token>>,
     regexes: RefCell<BTreeMap<String, regex::Regex>>,
     /// Per collection, its documents (a nested FOR reads a collection once).
-    scans: RefCell<BTreeMap<(Model, String), std::rc::Rc<Vec<Value>>>>,
+    scans: RefCell<BTreeMap<(Model, String), Scanned>>,
 }
 
 impl std::fmt::Debug for Evaluator<'_> {

@@ -664,13 +664,28 @@ pub fn call(name: &str, a: &[Value]) -> FnResult {
                 let ms = (b0 - a0).num_milliseconds() as f64;
                 let u = unit(arg(2))?;
                 let d = match u.as_str() {
-                    "y" => {
-                        (b0.year() - a0.year()) as f64 * 12.0 / 12.0
-                            + (b0.month() as f64 - a0.month() as f64) / 12.0
-                    }
-                    "m" => {
-                        (b0.year() - a0.year()) as f64 * 12.0
-                            + (b0.month() as f64 - a0.month() as f64)
+                    "y" | "m" => {
+                        // Whole calendar months from a0 to b0 (a month counts once b0 reaches
+                        // a0's day and time in it), then the fraction of the next one.
+                        let mut months = (b0.year() - a0.year()) as i64 * 12
+                            + (b0.month() as i64 - a0.month() as i64);
+                        let shifted = |m: i64| add(a0, m as f64, "m");
+                        while months > 0 && shifted(months).is_some_and(|s| s > b0) {
+                            months -= 1;
+                        }
+                        while months < 0 && shifted(months).is_some_and(|s| s < b0) {
+                            months += 1;
+                        }
+                        let next = months + if b0 >= a0 { 1 } else { -1 };
+                        let frac = match (shifted(months), shifted(next)) {
+                            (Some(lo), Some(hi)) if hi != lo => {
+                                (b0 - lo).num_milliseconds() as f64
+                                    / (hi - lo).num_milliseconds().abs() as f64
+                            }
+                            _ => 0.0,
+                        };
+                        let m = months as f64 + frac;
+                        if u == "y" { m / 12.0 } else { m }
                     }
                     _ => ms / unit_ms(&u),
                 };

@@ -850,6 +850,13 @@ impl Parser {
                     let mut args = Vec::new();
                     if !self.eat_sym(")") {
                         loop {
+                            // A subquery as the only argument needs no parentheses of its
+                            // own: `LENGTH(FOR x IN c RETURN x)`.
+                            if args.is_empty() && (self.is_kw("FOR") || self.is_kw("LET")) {
+                                args.push(Expr::Subquery(Box::new(self.query()?)));
+                                self.expect_sym(")")?;
+                                break;
+                            }
                             args.push(self.expr()?);
                             if self.eat_sym(")") {
                                 break;

@@ -28,6 +28,8 @@ use themis_query::encode::{Format, encode, type_name};
 use themis_query::{Error, QueryConfig, QueryEngine};
 use themis_storage::MemoryDisk;
 
+mod aql;
+
 struct Node {
     log: Arc<Log>,
     views: Arc<Materializer>,
@@ -103,9 +105,14 @@ impl Node {
 
     /// Declares a relational namespace, as `PUT /v1/namespaces/relational/{ns}` does.
     async fn declare(&mut self, ns: &str, config: Value) {
+        self.declare_in(Model::Relational, ns, config).await;
+    }
+
+    /// Declares a namespace of `model`, as `PUT /v1/namespaces/{model}/{ns}` does.
+    async fn declare_in(&mut self, model: Model, ns: &str, config: Value) {
         let parsed: NamespaceConfig = serde_json::from_value(config.clone()).expect("config");
-        parsed.validate(Model::Relational).expect("valid config");
-        let urn = Materializer::config_urn(Model::Relational, ns).expect("urn");
+        parsed.validate(model).expect("valid config");
+        let urn = Materializer::config_urn(model, ns).expect("urn");
         let input =
             serde_json::from_value(json!({"urn": urn.as_str(), "op": "put", "data": config}))
                 .expect("input");
