@@ -669,7 +669,10 @@ impl<'a> Evaluator<'a> {
             .size_limit(1 << 20)
             .build()
             .map_err(|e| {
-                EvalError::Invalid(format!("invalid regular expression {pattern:?}: {e}"))
+                // regex's message spans lines (the pattern, a caret, the reason): keep the reason.
+                let why = e.to_string();
+                let why = why.lines().last().unwrap_or("").trim().to_owned();
+                EvalError::Invalid(format!("invalid regular expression {pattern:?}: {why}"))
             })?;
         self.regexes.borrow_mut().insert(full, r.clone());
         Ok(r)

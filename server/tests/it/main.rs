@@ -2,6 +2,7 @@
 //! rules that no single crate can check on its own.
 
 mod api;
+mod aql;
 mod cluster;
 mod crash;
 mod graph;
