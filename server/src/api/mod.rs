@@ -1223,21 +1223,8 @@ async fn run_query(
             "`params` and `batch_size` go with `aql`",
         ));
     }
-    let kinds = [
-        request.sql.is_some(),
-        request.knn.is_some(),
-        request.search.is_some(),
-        request.hybrid.is_some(),
-        request.ts_range.is_some(),
-        request.traverse.is_some(),
-        request.shortest_path.is_some(),
-    ];
-    if kinds.iter().filter(|&&k| k).count() != 1 {
-        return Err(Problem::bad_request(
-            "invalid_body",
-            "a query is exactly one of `sql`, `aql`, `knn`, `search`, `hybrid`, `ts_range`, \
-             `traverse` or `shortest_path` (or a `cursor`)",
-        ));
+    if request.other_kinds() != 1 {
+        return Err(Problem::bad_request("invalid_body", wire::ONE_QUERY_KIND));
     }
     let q = &state.query;
     let answer = if let Some(sql) = request.sql {
@@ -1282,21 +1269,8 @@ async fn run_aql(
     min_token: &themis_log::Token,
     timeout: Duration,
 ) -> Result<Response, Problem> {
-    let others = [
-        request.sql.is_some(),
-        request.knn.is_some(),
-        request.search.is_some(),
-        request.hybrid.is_some(),
-        request.ts_range.is_some(),
-        request.traverse.is_some(),
-        request.shortest_path.is_some(),
-    ];
-    if others.contains(&true) || (request.aql.is_some() && request.cursor.is_some()) {
-        return Err(Problem::bad_request(
-            "invalid_body",
-            "a query is exactly one of `sql`, `aql`, `knn`, `search`, `hybrid`, `ts_range`, \
-             `traverse` or `shortest_path` (or a `cursor`)",
-        ));
+    if request.other_kinds() > 0 || (request.aql.is_some() && request.cursor.is_some()) {
+        return Err(Problem::bad_request("invalid_body", wire::ONE_QUERY_KIND));
     }
     let now_ms = state.clock.wall_ms();
     let body = if let Some(id) = request.cursor {

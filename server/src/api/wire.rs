@@ -427,6 +427,29 @@ pub struct QueryAnswerBody {
     pub token: String,
 }
 
+impl QueryBody {
+    /// How many of the kinds other than AQL (`sql`, `knn`, `search`, `hybrid`, `ts_range`,
+    /// `traverse`, `shortest_path`) the request holds.
+    pub fn other_kinds(&self) -> usize {
+        [
+            self.sql.is_some(),
+            self.knn.is_some(),
+            self.search.is_some(),
+            self.hybrid.is_some(),
+            self.ts_range.is_some(),
+            self.traverse.is_some(),
+            self.shortest_path.is_some(),
+        ]
+        .iter()
+        .filter(|&&k| k)
+        .count()
+    }
+}
+
+/// The problem detail when a query request holds no kind or several.
+pub const ONE_QUERY_KIND: &str = "a query is exactly one of `sql`, `aql`, `knn`, `search`, \
+     `hybrid`, `ts_range`, `traverse` or `shortest_path` (or a `cursor`)";
+
 /// An AQL answer (one batch).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AqlAnswerBody {
