@@ -19,7 +19,9 @@ use themis_materializers::{KnnSearch, TextSearch, ViewSnapshot, timeseries};
 
 use super::functions;
 use super::parser::{BinOp, Direction, Expr, Op, Query, Source};
-use super::value::{compare, equal, key, like_regex, num, to_number, to_string, truthy, type_name};
+use super::value::{
+    compare, compare_all, equal, key, like_regex, num, to_number, to_string, truthy, type_name,
+};
 
 /// Most values a range (`1..n`, `RANGE()`) may make.
 pub const RANGE_MAX: u64 = 10_000_000;
@@ -75,12 +77,14 @@ pub struct Evaluator<'a> {
     params: &'a Map<String, Value>,
     cancel: &'a AtomicBool,
     rows_max: usize,
-    steps: RefCell<u64>,
+    steps: std::cell::Cell<u64>,
     /// Tokens of the searches run (their indexes are read apart from the snapshot).
     token: RefCell<Option<Token>>,
     regexes: RefCell<BTreeMap<String, regex::Regex>>,
     /// Per collection, its documents (a nested FOR reads a collection once).
     scans: RefCell<BTreeMap<(Model, String), Scanned>>,
+    /// Per bare collection name, the namespace it resolved to.
+    resolved: RefCell<BTreeMap<String, Option<(Model, String)>>>,
 }
 
 impl std::fmt::Debug for Evaluator<'_> {
@@ -104,10 +108,11 @@ impl<'a> Evaluator<'a> {
             params,
             cancel,
             rows_max,
-            steps: RefCell::new(0),
+            steps: std::cell::Cell::new(0),
             token: RefCell::new(None),
             regexes: RefCell::default(),
             scans: RefCell::default(),
+            resolved: RefCell::default(),
         }
     }
 
@@ -161,13 +166,14 @@ impl<'a> Evaluator<'a> {
     }
 
     fn step(&self, n: u64) -> Result<()> {
-        let mut s = self.steps.borrow_mut();
-        *s += n;
-        if *s >= 4096 {
-            *s = 0;
-            if self.cancel.load(Ordering::Relaxed) {
-                return Err(EvalError::Cancelled);
-            }
+        let s = self.steps.get() + n;
+        if s < 4096 {
+            self.steps.set(s);
+            return Ok(());
+        }
+        self.steps.set(0);
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(EvalError::Cancelled);
         }
         Ok(())
     }
@@ -304,7 +310,7 @@ impl<'a> Evaluator<'a> {
             buckets.insert(String::new(), (Vec::new(), Vec::new()));
         }
         let mut ordered: Vec<(Vec<Value>, Vec<Scope>)> = buckets.into_values().collect();
-        ordered.sort_by(|a, b| compare(&Value::Array(a.0.clone()), &Value::Array(b.0.clone())));
+        ordered.sort_by(|a, b| compare_all(&a.0, &b.0));
         let mut out = Vec::with_capacity(ordered.len());
         for (values, members) in ordered {
             let mut r = outer.clone();
@@ -396,7 +402,10 @@ impl<'a> Evaluator<'a> {
                     ));
                 }
                 let items = match self.collection_of(e, row)? {
-                    Some((model, ns)) => (*self.scan(model, &ns)?).clone(),
+                    Some((model, ns)) => {
+                        let docs = self.scan(model, &ns)?;
+                        return Ok(docs.iter().map(|d| vec![d.clone()]).collect());
+                    }
                     None => match self.eval(e, row, None)? {
                         Value::Array(items) => items,
                         v => {
@@ -595,14 +604,7 @@ impl<'a> Evaluator<'a> {
                 _ => Ok(None),
             },
             Expr::CollectionBind(p) => match self.params.get(&format!("@{p}")) {
-                Some(Value::String(name)) => {
-                    let name = name.clone();
-                    match name.split_once('.') {
-                        Some(("document", ns)) => Ok(Some((Model::Document, ns.to_owned()))),
-                        Some(("relational", ns)) => Ok(Some((Model::Relational, ns.to_owned()))),
-                        _ => Ok(Some(self.resolve_collection(&name)?)),
-                    }
-                }
+                Some(Value::String(name)) => Ok(Some(self.named_collection(name)?)),
                 Some(v) => invalid(format!(
                     "@@{p} must be a collection name (a string), not {v}"
                 )),
@@ -612,25 +614,44 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn resolve_collection(&self, name: &str) -> Result<(Model, String)> {
-        let doc = self
-            .snap
-            .has_namespace(Model::Document, name)
-            .map_err(view_error)?;
-        let rel = self
-            .snap
-            .has_namespace(Model::Relational, name)
-            .map_err(view_error)?;
-        match (doc, rel) {
-            (true, true) => invalid(format!(
-                "{name} is both a document and a relational namespace: write document.{name} or relational.{name}"
-            )),
-            (true, false) => Ok((Model::Document, name.to_owned())),
-            (false, true) => Ok((Model::Relational, name.to_owned())),
-            (false, false) => invalid(format!(
-                "unknown variable or collection {name} (no document or relational namespace has that name)"
-            )),
+    /// A collection by name: `document.x`, `relational.x`, or a bare name.
+    fn named_collection(&self, name: &str) -> Result<(Model, String)> {
+        match name.split_once('.') {
+            Some(("document", ns)) => Ok((Model::Document, ns.to_owned())),
+            Some(("relational", ns)) => Ok((Model::Relational, ns.to_owned())),
+            _ => self.resolve_collection(name),
         }
+    }
+
+    fn resolve_collection(&self, name: &str) -> Result<(Model, String)> {
+        self.lookup_collection(name)?.ok_or_else(|| {
+            EvalError::Invalid(format!(
+                "unknown variable or collection {name} (no document or relational namespace has that name)"
+            ))
+        })
+    }
+
+    /// The document or relational namespace a bare name means (`None`: neither exists; an
+    /// error when both do).
+    fn lookup_collection(&self, name: &str) -> Result<Option<(Model, String)>> {
+        if let Some(r) = self.resolved.borrow().get(name) {
+            return Ok(r.clone());
+        }
+        let has = |model| self.snap.has_namespace(model, name).map_err(view_error);
+        let found = match (has(Model::Document)?, has(Model::Relational)?) {
+            (true, true) => {
+                return invalid(format!(
+                    "{name} is both a document and a relational namespace: write document.{name} or relational.{name}"
+                ));
+            }
+            (true, false) => Some((Model::Document, name.to_owned())),
+            (false, true) => Some((Model::Relational, name.to_owned())),
+            (false, false) => None,
+        };
+        self.resolved
+            .borrow_mut()
+            .insert(name.to_owned(), found.clone());
+        Ok(found)
     }
 
     fn scan(&self, model: Model, ns: &str) -> Result<std::rc::Rc<Vec<Value>>> {
@@ -680,6 +701,11 @@ impl<'a> Evaluator<'a> {
 
     /// Evaluates `e` in `row` (`current`: the element inside an expansion `[*]`).
     pub fn eval(&self, e: &Expr, row: &Scope, current: Option<&Value>) -> Result<Value> {
+        // A collection in an expression is its documents (as ArangoDB's subquery
+        // `(FOR x IN c RETURN x)`): a name that is no variable, `document.x`, `@@c`.
+        if let Some((model, ns)) = self.collection_of(e, row)? {
+            return Ok(Value::Array(self.scan(model, &ns)?.to_vec()));
+        }
         Ok(match e {
             Expr::Null => Value::Null,
             Expr::Bool(b) => Value::Bool(*b),
@@ -688,22 +714,13 @@ impl<'a> Evaluator<'a> {
             Expr::Str(s) => Value::from(s.as_str()),
             Expr::Name(n) => match row.get(n) {
                 Some(v) => v.clone(),
-                None => {
-                    // A collection in an expression is its documents (as ArangoDB's
-                    // subquery `(FOR x IN c RETURN x)`).
-                    let (model, ns) = self.resolve_collection(n)?;
-                    Value::Array((*self.scan(model, &ns)?).clone())
-                }
+                None => return invalid(format!("unknown variable {n}")), // collection_of said
             },
             Expr::Bind(n) => {
                 self.params.get(n).cloned().ok_or_else(|| {
                     EvalError::Invalid(format!("bind parameter @{n} is not given"))
                 })?
             }
-            Expr::CollectionBind(p) => match self.collection_of(e, row)? {
-                Some((model, ns)) => Value::Array((*self.scan(model, &ns)?).clone()),
-                None => return invalid(format!("@@{p} names no collection")),
-            },
             Expr::Array(items) => Value::Array(
                 items
                     .iter()
@@ -721,27 +738,10 @@ impl<'a> Evaluator<'a> {
                 }
                 Value::Object(m)
             }
-            Expr::Attr(base, name) => {
-                if let (Expr::Name(m), false) = (
-                    base.as_ref(),
-                    row.contains_key(match base.as_ref() {
-                        Expr::Name(m) => m.as_str(),
-                        _ => "",
-                    }),
-                ) && (m == "document" || m == "relational")
-                {
-                    let model = if m == "document" {
-                        Model::Document
-                    } else {
-                        Model::Relational
-                    };
-                    return Ok(Value::Array((*self.scan(model, name)?).clone()));
-                }
-                match self.eval(base, row, current)? {
-                    Value::Object(mut o) => o.remove(name).unwrap_or(Value::Null),
-                    _ => Value::Null,
-                }
-            }
+            Expr::Attr(base, name) => match self.eval(base, row, current)? {
+                Value::Object(mut o) => o.remove(name).unwrap_or(Value::Null),
+                _ => Value::Null,
+            },
             Expr::Index(base, index) => {
                 let b = self.eval(base, row, current)?;
                 let i = self.eval(index, row, current)?;
@@ -769,6 +769,7 @@ impl<'a> Evaluator<'a> {
                 }
                 _ => Value::Array(Vec::new()),
             },
+            Expr::CollectionBind(p) => return invalid(format!("@@{p} names no collection")),
             Expr::Current => current.cloned().unwrap_or(Value::Null),
             Expr::Call(name, args) => self.call(name, args, row, current)?,
             Expr::Not(x) => Value::Bool(!truthy(&self.eval(x, row, current)?)),
@@ -781,13 +782,7 @@ impl<'a> Evaluator<'a> {
                     self.eval(b, row, current)?
                 }
             }
-            Expr::Subquery(q) => {
-                let mut scope = row.clone();
-                if let Some(c) = current {
-                    scope.insert("CURRENT".into(), c.clone());
-                }
-                Value::Array(self.query(q, &scope)?)
-            }
+            Expr::Subquery(q) => Value::Array(self.query(q, row)?),
             Expr::Binary(op, a, b) => self.binary(*op, a, b, row, current)?,
         })
     }
@@ -929,9 +924,9 @@ impl<'a> Evaluator<'a> {
                 let urn = if id.starts_with("urn:") {
                     id.clone()
                 } else if let Some((ns, key)) = id.split_once('/') {
-                    match self.resolve_collection(ns) {
-                        Ok((model, ns)) => format!("urn:themis:{model}:{ns}:{key}"),
-                        Err(_) => return Ok(Value::Null),
+                    match self.lookup_collection(ns)? {
+                        Some((model, ns)) => format!("urn:themis:{model}:{ns}:{key}"),
+                        None => return Ok(Value::Null),
                     }
                 } else {
                     return invalid(format!("DOCUMENT({id:?}): give `collection/key` or a URN"));
@@ -996,7 +991,6 @@ impl<'a> Evaluator<'a> {
             filter: None,
         };
         let m = self.snap.materializer();
-        m.knn_check(&search).map_err(view_error)?;
         let (hits, token) = m.knn_now(&search).map_err(view_error)?;
         self.searched(&token);
         Ok(Value::Array(
@@ -1017,11 +1011,7 @@ impl<'a> Evaluator<'a> {
     /// `_score` (BM25).
     fn fulltext(&self, a: &[Value]) -> Result<Value> {
         let coll = to_string(&a[0]);
-        let (model, ns) = match coll.split_once('.') {
-            Some(("document", ns)) => (Model::Document, ns.to_owned()),
-            Some(("relational", ns)) => (Model::Relational, ns.to_owned()),
-            _ => self.resolve_collection(&coll)?,
-        };
+        let (model, ns) = self.named_collection(&coll)?;
         let query = match &a[1] {
             Value::String(s) => s.clone(),
             v => {
@@ -1049,7 +1039,6 @@ impl<'a> Evaluator<'a> {
             k,
         };
         let m = self.snap.materializer();
-        m.search_check(&search).map_err(view_error)?;
         let (hits, token) = m.search_now(&search).map_err(view_error)?;
         self.searched(&token);
         Ok(Value::Array(

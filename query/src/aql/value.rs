@@ -30,11 +30,6 @@ pub fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// A number as f64 (numbers only).
-pub fn as_f64(v: &Value) -> Option<f64> {
-    v.as_f64()
-}
-
 /// Compares two values: by type rank, then numbers numerically, strings by code point, arrays
 /// element by element (a missing element is null), objects by their sorted keys' values.
 pub fn compare(a: &Value, b: &Value) -> Ordering {
@@ -49,18 +44,7 @@ pub fn compare(a: &Value, b: &Value) -> Ordering {
             x.partial_cmp(&y).unwrap_or(Ordering::Equal)
         }
         (Value::String(x), Value::String(y)) => x.cmp(y),
-        (Value::Array(x), Value::Array(y)) => {
-            for i in 0..x.len().max(y.len()) {
-                let o = compare(
-                    x.get(i).unwrap_or(&Value::Null),
-                    y.get(i).unwrap_or(&Value::Null),
-                );
-                if o != Ordering::Equal {
-                    return o;
-                }
-            }
-            Ordering::Equal
-        }
+        (Value::Array(x), Value::Array(y)) => compare_all(x, y),
         (Value::Object(x), Value::Object(y)) => {
             let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
             keys.sort();
@@ -78,6 +62,20 @@ pub fn compare(a: &Value, b: &Value) -> Ordering {
         }
         _ => Ordering::Equal,
     }
+}
+
+/// Compares two arrays element by element (a missing element is null).
+pub fn compare_all(x: &[Value], y: &[Value]) -> Ordering {
+    for i in 0..x.len().max(y.len()) {
+        let o = compare(
+            x.get(i).unwrap_or(&Value::Null),
+            y.get(i).unwrap_or(&Value::Null),
+        );
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
 }
 
 /// Equality by [`compare`] (`1 == 1.0`).
@@ -140,11 +138,6 @@ pub fn to_string(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Array(_) | Value::Object(_) => normalize(v).to_string(),
     }
-}
-
-/// `TO_BOOL`.
-pub fn to_bool(v: &Value) -> bool {
-    truthy(v)
 }
 
 /// The value with every number in its canonical form (`2.0` → `2`).

@@ -131,6 +131,14 @@ async fn aql_fixture(node: &mut Node) {
         .await
         .expect("a vector");
     }
+    // One name in both models: `dup` must be qualified.
+    node.declare("dup", json!({"columns": [{"name": "v", "type": "string"}]}))
+        .await;
+    for urn in ["urn:themis:relational:dup:x", "urn:themis:document:dup:x"] {
+        node.append(json!({"urn": urn, "op": "put", "data": {"v": urn}}))
+            .await
+            .expect("a dup");
+    }
     let points: Vec<Value> = (0..10)
         .map(|i| json!([i * 60_000, (i * i) as f64 / 2.0]))
         .collect();

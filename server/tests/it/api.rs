@@ -62,6 +62,18 @@ pub async fn post(base: &str, path: &str, body: &Value) -> Answer {
     .await
 }
 
+/// Appends `events` (`POST /v1/events`, atomic per shard), expects 201 and returns the token.
+pub async fn append_events(base: &str, events: Vec<Value>) -> String {
+    let r = post(
+        base,
+        "/v1/events",
+        &serde_json::json!({"events": events, "per_shard_atomicity": true}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()["token"].as_str().unwrap().to_owned()
+}
+
 pub async fn get(base: &str, path: &str) -> Answer {
     send(reqwest::Client::new().get(format!("{base}{path}"))).await
 }

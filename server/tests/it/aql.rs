@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::post;
+use crate::api::{append_events, post};
 use crate::harness::Server;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -18,14 +18,7 @@ async fn aql_over_http_with_params_tokens_and_cursors() {
                 "data": {"n": i, "kind": if i % 2 == 0 { "cat" } else { "dog" }}})
         })
         .collect();
-    let r = post(
-        b,
-        "/v1/events",
-        &json!({"events": events, "per_shard_atomicity": true}),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let token = append_events(b, events).await;
 
     // Objects as JSON, bind parameters, the token waited for.
     let r = post(
@@ -69,8 +62,7 @@ async fn aql_over_http_with_params_tokens_and_cursors() {
         body = r.json();
         if body["has_more"] == json!(false) {
             let again = post(b, "/v1/query", &json!({"cursor": cursor})).await;
-            assert_eq!(again.status, 404, "{}", again.text);
-            assert_eq!(again.json()["code"], json!("cursor_not_found"));
+            again.problem(404, "cursor_not_found");
         }
     }
     assert_eq!(batches, 3);
@@ -93,24 +85,21 @@ async fn aql_over_http_with_params_tokens_and_cursors() {
         &json!({"aql": "FOR p IN pets\n  FILTER p.n >\n  RETURN p"}),
     )
     .await;
-    assert_eq!(r.status, 400, "{}", r.text);
-    let p = r.json();
-    assert_eq!(p["code"], json!("invalid_aql"));
+    let p = r.problem(400, "invalid_aql");
     assert_eq!(
         (p["line"].clone(), p["column"].clone()),
         (json!(3), json!(3))
     );
     let r = post(b, "/v1/query", &json!({"aql": "RETURN @x"})).await;
-    assert_eq!(r.status, 400, "{}", r.text);
-    assert_eq!(r.json()["code"], json!("invalid_aql"));
+    r.problem(400, "invalid_aql");
     for bad in [
         json!({"aql": "RETURN 1", "sql": "SELECT 1"}),
         json!({"sql": "SELECT 1", "params": {}}),
         json!({"aql": "RETURN 1", "batch_size": 0}),
         json!({"cursor": "x", "batch_size": 5}),
     ] {
-        let r = post(b, "/v1/query", &bad).await;
-        assert_eq!(r.status, 400, "{bad}: {}", r.text);
-        assert_eq!(r.json()["code"], json!("invalid_body"), "{bad}");
+        post(b, "/v1/query", &bad)
+            .await
+            .problem(400, "invalid_body");
     }
 }

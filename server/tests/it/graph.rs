@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::{ids, post};
+use crate::api::{append_events, ids, post};
 use crate::harness::Server;
 
 fn g(id: &str) -> String {
@@ -26,27 +26,18 @@ async fn traversals_and_shortest_paths_over_http() {
         .iter()
         .map(|v| json!({"urn": g(v), "op": "put", "data": {"name": v.to_uppercase()}}))
         .collect();
-    let r = post(
+    append_events(b, events.split_off(0)).await;
+    let token = append_events(
         b,
-        "/v1/events",
-        &json!({"events": events.split_off(0), "per_shard_atomicity": true}),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let r = post(
-        b,
-        "/v1/events",
-        &json!({"events": [
+        vec![
             edge("a", "b", "road", 10.0),
             edge("b", "c", "road", 10.0),
             edge("c", "d", "road", 10.0),
             edge("a", "d", "ferry", 50.0),
             edge("c", "a", "road", 5.0),
-        ], "per_shard_atomicity": true}),
+        ],
     )
     .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let token = r.json()["token"].as_str().unwrap().to_owned();
 
     // Depth 1..2 outbound from a: d (ferry) and b (road) at 1, in (label, vertex) order, then c
     // at 2; each once, with its path.

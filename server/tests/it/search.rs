@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::{ids, post, send};
+use crate::api::{append_events, ids, post, send};
 use crate::harness::Server;
 
 async fn put_config(base: &str, model: &str, ns: &str, config: Value) -> crate::api::Answer {
@@ -117,14 +117,7 @@ async fn knn_over_http_with_configs_filters_sql_and_tokens() {
             "data": {"label": format!("label {i}")}
         }));
     }
-    let r = post(
-        b,
-        "/v1/events",
-        &json!({"events": events, "per_shard_atomicity": true}),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let token = append_events(b, events).await;
 
     // kNN as a query of its own, at the append's token.
     let r = query(
@@ -341,14 +334,7 @@ async fn fulltext_and_hybrid_over_http() {
                            "vector": [i as f64, 0.0]}),
         );
     }
-    let r = post(
-        b,
-        "/v1/events",
-        &json!({"events": events, "per_shard_atomicity": true}),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let token = append_events(b, events).await;
 
     let r = query(
         b,
