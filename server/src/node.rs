@@ -165,7 +165,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .with_context(|| format!("cannot open the views in {}", args.data_dir.display()))?;
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
-        cursors: Arc::new(crate::api::Cursors::new(Arc::new(OsEntropy))),
+        cursors: Arc::new(crate::api::cursors::Cursors::new(Arc::new(OsEntropy))),
         subscriptions: Arc::new(themis_log::subscribe::Hub::new(
             themis_log::subscribe::SubscribeConfig {
                 subscribers_max: args.subscribers_max,

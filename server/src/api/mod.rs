@@ -5,6 +5,7 @@
 //! request leaves no trace in the log; an append that times out is reported as such (its outcome
 //! is unknown, and retrying with the same event ids is safe).
 
+pub mod cursors;
 mod lp;
 mod problem;
 mod subscribe;
@@ -84,133 +85,7 @@ pub struct AppState {
     /// Becomes true when the server shuts down (open subscriptions end).
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// Open AQL cursors.
-    pub cursors: Arc<Cursors>,
-}
-
-/// The rest of AQL answers that did not fit in one batch, by cursor id. A cursor lives
-/// [`Cursors::TTL`] after its last use; at most [`Cursors::OPEN_MAX`] are open (the oldest
-/// goes first).
-pub struct Cursors {
-    open: std::sync::Mutex<BTreeMap<String, Cursor>>,
-    entropy: Arc<dyn themis_log::seam::Entropy>,
-}
-
-impl std::fmt::Debug for Cursors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cursors").finish_non_exhaustive()
-    }
-}
-
-struct Cursor {
-    rows: std::collections::VecDeque<serde_json::Value>,
-    count: usize,
-    batch: usize,
-    token: String,
-    used_ms: u64,
-}
-
-impl Cursors {
-    /// How long an unused cursor stays.
-    pub const TTL: Duration = Duration::from_secs(300);
-    /// Most open cursors.
-    pub const OPEN_MAX: usize = 1024;
-
-    /// No cursors; ids drawn from `entropy`.
-    pub fn new(entropy: Arc<dyn themis_log::seam::Entropy>) -> Self {
-        Self {
-            open: Default::default(),
-            entropy,
-        }
-    }
-
-    fn expire(open: &mut BTreeMap<String, Cursor>, now_ms: u64) {
-        let ttl = Self::TTL.as_millis() as u64;
-        open.retain(|_, c| now_ms.saturating_sub(c.used_ms) < ttl);
-        while open.len() >= Self::OPEN_MAX {
-            let oldest = open
-                .iter()
-                .min_by_key(|(_, c)| c.used_ms)
-                .map(|(id, _)| id.clone());
-            match oldest {
-                Some(id) => open.remove(&id),
-                None => break,
-            };
-        }
-    }
-
-    /// The first batch of `rows`, keeping the rest under a new cursor.
-    fn start(
-        &self,
-        mut rows: Vec<serde_json::Value>,
-        batch: usize,
-        token: String,
-        now_ms: u64,
-    ) -> wire::AqlAnswerBody {
-        let count = rows.len();
-        if count <= batch {
-            return wire::AqlAnswerBody {
-                result: rows,
-                count,
-                has_more: false,
-                cursor: None,
-                token,
-            };
-        }
-        let rest: std::collections::VecDeque<_> = rows.split_off(batch).into();
-        let id = themis_log::seam::random_uuid(&mut self.entropy.stream("aql-cursor"))
-            .simple()
-            .to_string();
-        let mut open = self.open.lock().expect("cursors lock");
-        Self::expire(&mut open, now_ms);
-        open.insert(
-            id.clone(),
-            Cursor {
-                rows: rest,
-                count,
-                batch,
-                token: token.clone(),
-                used_ms: now_ms,
-            },
-        );
-        wire::AqlAnswerBody {
-            result: rows,
-            count,
-            has_more: true,
-            cursor: Some(id),
-            token,
-        }
-    }
-
-    /// The next batch of cursor `id`.
-    fn next(&self, id: &str, now_ms: u64) -> Result<wire::AqlAnswerBody, Problem> {
-        let mut open = self.open.lock().expect("cursors lock");
-        Self::expire(&mut open, now_ms);
-        let Some(c) = open.get_mut(id) else {
-            return Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                "cursor_not_found",
-                format!(
-                    "no open cursor {id:?} (cursors close after their last batch or {} s unused)",
-                    Self::TTL.as_secs()
-                ),
-            ));
-        };
-        c.used_ms = now_ms;
-        let take = c.batch.min(c.rows.len());
-        let result: Vec<_> = c.rows.drain(..take).collect();
-        let has_more = !c.rows.is_empty();
-        let body = wire::AqlAnswerBody {
-            result,
-            count: c.count,
-            has_more,
-            cursor: has_more.then(|| id.to_owned()),
-            token: c.token.clone(),
-        };
-        if !has_more {
-            open.remove(id);
-        }
-        Ok(body)
-    }
+    pub cursors: Arc<cursors::Cursors>,
 }
 
 /// Default and largest AQL batch.
