@@ -569,6 +569,34 @@ impl Materializer {
         shards: &[ShardId],
         timeout: Duration,
     ) -> Result<Token> {
+        self.wait_since(kind, token, shards, self.clock.monotonic(), timeout)
+            .await
+    }
+
+    /// Waits until every view of `kinds` covers `token`, at most `timeout` in all.
+    pub async fn wait_for_kinds(
+        &self,
+        kinds: &[&str],
+        token: &Token,
+        timeout: Duration,
+    ) -> Result<()> {
+        let started = self.clock.monotonic();
+        for kind in kinds {
+            self.wait_since(kind, token, &[], started, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// [`wait_for`](Self::wait_for) with a deadline of `timeout` after `started` (the
+    /// clock's monotonic time), however many shards it waits for.
+    async fn wait_since(
+        &self,
+        kind: &str,
+        token: &Token,
+        shards: &[ShardId],
+        started: Duration,
+        timeout: Duration,
+    ) -> Result<Token> {
         let kind = self.view(kind)?.kind();
         for p in token.iter() {
             let worker = self.worker(p.shard, kind)?;
@@ -577,7 +605,8 @@ impl Materializer {
                 continue;
             }
             let wait = rx.wait_for(|&w| w >= p.lsn.0);
-            match tokio::time::timeout(timeout, wait).await {
+            let left = timeout.saturating_sub(self.clock.monotonic().saturating_sub(started));
+            match tokio::time::timeout(left, wait).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) | Err(_) => {
                     return Err(Error::Timeout {

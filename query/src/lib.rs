@@ -318,10 +318,6 @@ impl QueryEngine {
         for &s in &shards {
             self.log.shard(s)?;
         }
-        for kind in [DOCUMENTS.kind(), ROWS.kind()] {
-            self.views.wait_for(kind, min_token, &[], timeout).await?;
-        }
-
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, RELATIONAL_SCHEMA)
             .with_target_partitions(self.config.target_partitions)
@@ -370,19 +366,20 @@ impl QueryEngine {
                 named.push(n);
             }
         }
-        if functions {
-            // The functions read the vector, time-series and state views at their current
-            // watermarks.
-            for kind in [
+        // The tables read the state views; the functions also the vector, time-series and
+        // graph views, at their current watermarks. One deadline for all of them.
+        let kinds: &[&str] = if functions {
+            &[
                 themis_materializers::vector::KIND,
                 themis_materializers::timeseries::KIND,
                 themis_materializers::graph::KIND,
                 DOCUMENTS.kind(),
                 ROWS.kind(),
-            ] {
-                self.views.wait_for(kind, min_token, &[], timeout).await?;
-            }
-        }
+            ]
+        } else {
+            &[DOCUMENTS.kind(), ROWS.kind()]
+        };
+        self.views.wait_for_kinds(kinds, min_token, timeout).await?;
 
         let engine = self.clone();
         let tables_shards = shards.clone();
@@ -472,15 +469,19 @@ impl QueryEngine {
         for s in 0..self.log.shard_count() {
             self.log.shard(ShardId(s))?;
         }
-        for kind in [
-            DOCUMENTS.kind(),
-            ROWS.kind(),
-            themis_materializers::graph::KIND,
-            themis_materializers::timeseries::KIND,
-            themis_materializers::vector::KIND,
-        ] {
-            self.views.wait_for(kind, min_token, &[], timeout).await?;
-        }
+        self.views
+            .wait_for_kinds(
+                &[
+                    DOCUMENTS.kind(),
+                    ROWS.kind(),
+                    themis_materializers::graph::KIND,
+                    themis_materializers::timeseries::KIND,
+                    themis_materializers::vector::KIND,
+                ],
+                min_token,
+                timeout,
+            )
+            .await?;
         let views = self.views.clone();
         let rows_max = self.config.rows_max;
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -633,13 +634,17 @@ impl QueryEngine {
         min_token: &Token,
         timeout: Duration,
     ) -> Result<Answer> {
-        for kind in [
-            themis_materializers::vector::KIND,
-            DOCUMENTS.kind(),
-            ROWS.kind(),
-        ] {
-            self.views.wait_for(kind, min_token, &[], timeout).await?;
-        }
+        self.views
+            .wait_for_kinds(
+                &[
+                    themis_materializers::vector::KIND,
+                    DOCUMENTS.kind(),
+                    ROWS.kind(),
+                ],
+                min_token,
+                timeout,
+            )
+            .await?;
         let searches = search::Searches::new(self.views.clone());
         let (batch, token) = searches.hybrid(args)?;
         Ok(Answer {

@@ -21,6 +21,7 @@ mod fulltext;
 mod graph;
 mod timeseries;
 mod vector;
+mod waits;
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -429,18 +429,15 @@ async fn wait_views(state: &AppState, token: &themis_log::Token) -> Result<(), P
     for p in token.iter().filter(|p| hosted.contains(&p.shard)) {
         local.observe(p);
     }
-    for kind in state.views.kinds() {
-        if let Err(e) = state
-            .views
-            .wait_for(kind, &local, &[], state.limits.request_timeout)
-            .await
-        {
-            return Err(Problem::from(e)
+    state
+        .views
+        .wait_for_kinds(&state.views.kinds(), &local, state.limits.request_timeout)
+        .await
+        .map_err(|e| {
+            Problem::from(e)
                 .with("appended", true)
-                .with("token", token.encode()));
-        }
-    }
-    Ok(())
+                .with("token", token.encode())
+        })
 }
 
 /// Append events to one stream, atomically.
