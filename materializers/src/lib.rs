@@ -1319,6 +1319,11 @@ impl std::fmt::Debug for ViewSnapshot<'_> {
 }
 
 impl ViewSnapshot<'_> {
+    /// The read transaction itself (to build tables from the same state, say).
+    pub fn transaction(&self) -> &ReadTransaction {
+        &self.tx
+    }
+
     /// The live (not deleted) resources of namespace `ns` of `model` (document or relational)
     /// over every shard, in id order.
     pub fn resources(&self, model: themis_log::Model, ns: &str) -> Result<Vec<document::Resource>> {

@@ -15,6 +15,7 @@ pub mod eval;
 pub mod functions;
 pub mod lexer;
 pub mod parser;
+pub mod plan;
 pub mod value;
 
 pub use eval::{Evaluator, Outcome};

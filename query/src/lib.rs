@@ -13,6 +13,7 @@
 //!   are planned into anything that could run.
 
 pub mod aql;
+mod aql_runner;
 pub mod encode;
 pub mod graph;
 pub mod search;
@@ -110,6 +111,10 @@ pub struct QueryConfig {
     pub rows_max: usize,
     /// Partitions DataFusion runs in parallel.
     pub target_partitions: usize,
+    /// Whether AQL runs the leading part of queries over relational tables as DataFusion
+    /// plans (`false`: the interpreter does everything; for comparisons in tests and
+    /// benchmarks).
+    pub aql_plans: bool,
 }
 
 impl Default for QueryConfig {
@@ -117,6 +122,7 @@ impl Default for QueryConfig {
         Self {
             rows_max: 1_000_000,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            aql_plans: true,
         }
     }
 }
@@ -482,20 +488,31 @@ impl QueryEngine {
                 timeout,
             )
             .await?;
-        let views = self.views.clone();
+        let engine = self.clone();
         let rows_max = self.config.rows_max;
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = cancel.clone();
+        let runtime = tokio::runtime::Handle::current();
         let run = themis_log::seam::run_blocking(move || {
-            let (snapshot, token) = views.view_snapshot()?;
-            aql::Evaluator::new(&snapshot, &params, &stop, rows_max)
-                .run(&query, token)
-                .map_err(|e| match e {
-                    aql::eval::EvalError::Invalid(m) => Error::InvalidAql(m),
-                    aql::eval::EvalError::TooLarge(max) => Error::TooLarge { max },
-                    aql::eval::EvalError::Cancelled => Error::Timeout(timeout),
-                    aql::eval::EvalError::View(e) => Error::View(e),
-                })
+            let (snapshot, token) = engine.views.view_snapshot()?;
+            let runner = aql_runner::TableRunner {
+                engine: &engine,
+                tx: snapshot.transaction(),
+                runtime,
+                cancel: &stop,
+            };
+            let evaluator = aql::Evaluator::new(&snapshot, &params, &stop, rows_max);
+            let evaluator = if engine.config.aql_plans {
+                evaluator.with_runner(&runner)
+            } else {
+                evaluator
+            };
+            evaluator.run(&query, token).map_err(|e| match e {
+                aql::eval::EvalError::Invalid(m) => Error::InvalidAql(m),
+                aql::eval::EvalError::TooLarge(max) => Error::TooLarge { max },
+                aql::eval::EvalError::Cancelled => Error::Timeout(timeout),
+                aql::eval::EvalError::View(e) => Error::View(e),
+            })
         });
         match tokio::time::timeout(timeout, run).await {
             Ok(done) => done.map_err(|e| Error::Internal(format!("AQL evaluator: {e}")))?,

@@ -27,7 +27,7 @@ use super::value::{
 pub const RANGE_MAX: u64 = 10_000_000;
 
 /// Variables of one row.
-type Scope = BTreeMap<String, Value>;
+pub type Scope = BTreeMap<String, Value>;
 
 /// A collection's documents, read once per query.
 type Scanned = std::rc::Rc<Vec<Value>>;
@@ -67,6 +67,8 @@ fn view_error(e: themis_materializers::Error) -> EvalError {
 pub struct Outcome {
     /// What `RETURN` made, in order.
     pub rows: Vec<Value>,
+    /// How many of the query's operations ran as a DataFusion plan (0: all interpreted).
+    pub planned: usize,
     /// The lowest watermark among everything read, per shard.
     pub token: Token,
 }
@@ -85,6 +87,8 @@ pub struct Evaluator<'a> {
     scans: RefCell<BTreeMap<(Model, String), Scanned>>,
     /// Per bare collection name, the namespace it resolved to.
     resolved: RefCell<BTreeMap<String, Option<(Model, String)>>>,
+    /// Runs the leading part of a query over tables as a DataFusion plan, when set.
+    runner: Option<&'a dyn super::plan::Runner>,
 }
 
 impl std::fmt::Debug for Evaluator<'_> {
@@ -113,18 +117,37 @@ impl<'a> Evaluator<'a> {
             regexes: RefCell::default(),
             scans: RefCell::default(),
             resolved: RefCell::default(),
+            runner: None,
         }
+    }
+
+    /// Runs the leading part of queries that read relational tables as DataFusion plans
+    /// through `runner` (see [`super::plan`]); without one, everything is interpreted.
+    pub fn with_runner(mut self, runner: &'a dyn super::plan::Runner) -> Self {
+        self.runner = Some(runner);
+        self
     }
 
     /// Runs `q`; `token` is the snapshot's.
     pub fn run(&self, q: &Query, token: Token) -> Result<Outcome> {
         self.check_params(q)?;
-        let rows = self.query(q, &Scope::new())?;
+        let pushed = match self.runner {
+            Some(runner) => super::plan::pushdown(self, runner, q)?,
+            None => None,
+        };
+        let (rows, planned) = match pushed {
+            Some(p) => (self.query_from(&p.rest, p.rows, &Scope::new())?, p.ops),
+            None => (self.query(q, &Scope::new())?, 0),
+        };
         let token = match self.token.borrow().as_ref() {
             None => token,
             Some(searched) => crate::search::meet(&token, searched),
         };
-        Ok(Outcome { rows, token })
+        Ok(Outcome {
+            rows,
+            planned,
+            token,
+        })
     }
 
     /// Notes the token a search read its index at.
@@ -179,7 +202,11 @@ impl<'a> Evaluator<'a> {
     }
 
     fn query(&self, q: &Query, outer: &Scope) -> Result<Vec<Value>> {
-        let mut rows = vec![outer.clone()];
+        self.query_from(q, vec![outer.clone()], outer)
+    }
+
+    /// Runs `q`'s operations over `rows` (made in scope `outer`), then its `RETURN`.
+    fn query_from(&self, q: &Query, mut rows: Vec<Scope>, outer: &Scope) -> Result<Vec<Value>> {
         for op in &q.ops {
             rows = self.op(op, rows, outer)?;
         }
@@ -592,7 +619,7 @@ impl<'a> Evaluator<'a> {
 
     /// The collection a `FOR` source names, if it names one: a bare name that is no variable,
     /// `document.name` / `relational.name`, or `@@param`.
-    fn collection_of(&self, e: &Expr, row: &Scope) -> Result<Option<(Model, String)>> {
+    pub(crate) fn collection_of(&self, e: &Expr, row: &Scope) -> Result<Option<(Model, String)>> {
         match e {
             Expr::Name(n) if !row.contains_key(n) => Ok(Some(self.resolve_collection(n)?)),
             Expr::Attr(base, ns) => match base.as_ref() {
@@ -611,6 +638,20 @@ impl<'a> Evaluator<'a> {
                 None => invalid(format!("bind parameter @@{p} is not given")),
             },
             _ => Ok(None),
+        }
+    }
+
+    /// Bind parameter `@name`'s value.
+    pub(crate) fn param(&self, name: &str) -> Option<&Value> {
+        self.params.get(name)
+    }
+
+    /// The row, document or vertex `urn` as `FOR` over its collection binds it.
+    pub(crate) fn row_value(&self, urn: &str) -> Result<Value> {
+        let parsed = Urn::parse(urn).map_err(|e| EvalError::Invalid(e.to_string()))?;
+        match self.snap.resource(&parsed).map_err(view_error)? {
+            Some(d) => Ok(resource_value(urn, d.data, Some(d.revision))),
+            None => invalid(format!("{urn} is not in the snapshot the plan read")),
         }
     }
 

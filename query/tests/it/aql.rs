@@ -12,6 +12,10 @@ use serde_json::{Map, Value, json};
 use themis_log::Model;
 use themis_storage::MemoryDisk;
 
+use std::sync::Arc;
+
+use themis_query::{QueryConfig, QueryEngine};
+
 use crate::{Node, fixture, open, runtime};
 
 /// The ancestor's 15 users (its HTTP AQL tests), with numeric ages.
@@ -204,22 +208,43 @@ fn parse_cases(text: &str) -> Vec<Case> {
     cases
 }
 
-async fn run(node: &Node, query: &str, params: Option<&str>) -> Vec<String> {
+/// Runs `query` on `engine`: the rows as JSON lines (or the error), and how many of its
+/// operations ran as a DataFusion plan.
+async fn run(
+    node: &Node,
+    engine: &Arc<QueryEngine>,
+    query: &str,
+    params: Option<&str>,
+) -> (Vec<String>, usize) {
     let params: Map<String, Value> = params
         .map(|p| serde_json::from_str(p).expect("params are a JSON object"))
         .unwrap_or_default();
-    match node
-        .engine
+    match engine
         .aql(query, params, &node.token, Duration::from_secs(30))
         .await
     {
-        Ok(outcome) => outcome
-            .rows
-            .iter()
-            .map(|r| serde_json::to_string(r).expect("json"))
-            .collect(),
-        Err(e) => vec![format!("error: {}: {e}", e.code())],
+        Ok(outcome) => (
+            outcome
+                .rows
+                .iter()
+                .map(|r| serde_json::to_string(r).expect("json"))
+                .collect(),
+            outcome.planned,
+        ),
+        Err(e) => (vec![format!("error: {}: {e}", e.code())], 0),
     }
+}
+
+/// An engine over `node`'s views that interprets every query (no DataFusion plans).
+fn interpreter(node: &Node) -> Arc<QueryEngine> {
+    QueryEngine::new(
+        node.log.clone(),
+        node.views.clone(),
+        QueryConfig {
+            aql_plans: false,
+            ..QueryConfig::default()
+        },
+    )
 }
 
 fn golden_path() -> PathBuf {
@@ -239,13 +264,27 @@ fn aql_golden_suite() {
         let mut failures = Vec::new();
         let mut rewritten = String::from(text.split("### ").next().unwrap_or(""));
         let mut names = std::collections::BTreeSet::new();
+        let interpreted = interpreter(&node);
+        let mut planned = 0;
         for case in &cases {
             assert!(
                 names.insert(case.name.clone()),
                 "two cases named {}",
                 case.name
             );
-            let got = run(&node, &case.query, case.params.as_deref()).await;
+            let (got, ops) = run(&node, &node.engine, &case.query, case.params.as_deref()).await;
+            planned += usize::from(ops > 0);
+            // The interpreter alone gives the same answer as with plans.
+            let (alone, _) = run(&node, &interpreted, &case.query, case.params.as_deref()).await;
+            if alone != got {
+                failures.push(format!(
+                    "{} (planned: {ops} operations):\n{}with plans:\n  {}\ninterpreted:\n  {}",
+                    case.name,
+                    case.query,
+                    got.join("\n  "),
+                    alone.join("\n  ")
+                ));
+            }
             if got != case.expect {
                 failures.push(format!(
                     "{}:\n{}expected:\n  {}\ngot:\n  {}",
@@ -277,6 +316,8 @@ fn aql_golden_suite() {
             cases.len(),
             failures.join("\n\n")
         );
+        // Enough cases run over DataFusion plans for the comparison to mean something.
+        assert!(planned >= 25, "only {planned} cases ran plans");
     });
 }
 
@@ -308,5 +349,227 @@ fn an_answer_reflects_the_token_it_waited_for() {
                 "the answer's token covers the append"
             );
         }
+    });
+}
+
+/// A small deterministic generator (xorshift) for the differential test's data and queries.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+/// A random condition over `v`'s columns of table `t` (`a` int, `b` float, `s` string,
+/// `f` bool, all nullable), with constants of the right and of the wrong type and nulls.
+fn condition(rng: &mut Rng, v: &str, depth: usize) -> String {
+    if depth > 0 && rng.below(3) == 0 {
+        let op = rng.pick(&["AND", "OR"]);
+        let (x, y) = (condition(rng, v, depth - 1), condition(rng, v, depth - 1));
+        return match rng.below(3) {
+            0 => format!("NOT ({x} {op} {y})"),
+            _ => format!("({x} {op} {y})"),
+        };
+    }
+    let cmp = rng.pick(&["==", "!=", "<", "<=", ">", ">="]);
+    match rng.below(9) {
+        0 => format!(
+            "{v}.a {cmp} {}",
+            rng.pick(&["0", "3", "-2", "2.5", "null", "'x'"])
+        ),
+        1 => format!(
+            "{v}.b {cmp} {}",
+            rng.pick(&["0", "1.5", "-0.5", "null", "true"])
+        ),
+        2 => format!(
+            "{v}.s {cmp} {}",
+            rng.pick(&["'m'", "'b'", "''", "null", "4"])
+        ),
+        3 => format!("{v}.f {cmp} {}", rng.pick(&["true", "false", "null"])),
+        4 => format!(
+            "{v}.{} {cmp} {v}.{}",
+            rng.pick(&["a", "b"]),
+            rng.pick(&["a", "b"])
+        ),
+        5 => format!(
+            "{v}.a {} [1, 2, null, 'x', 4.0]",
+            rng.pick(&["IN", "NOT IN"])
+        ),
+        6 => format!("{v}.s {} ['a', 'k', 3]", rng.pick(&["IN", "NOT IN"])),
+        7 => format!("{v}.{}", rng.pick(&["a", "b", "s", "f"])),
+        _ => format!("{v}._key {cmp} 'r{}'", rng.below(60)),
+    }
+}
+
+fn random_query(rng: &mut Rng) -> String {
+    let filter = |rng: &mut Rng, v: &str| {
+        (0..rng.below(3))
+            .map(|_| format!(" FILTER {}", condition(rng, v, 2)))
+            .collect::<String>()
+    };
+    let sort = |rng: &mut Rng, keys: &[&str]| {
+        if rng.below(2) == 0 {
+            return String::new();
+        }
+        let n = 1 + rng.below(2);
+        let keys: Vec<String> = (0..n)
+            .map(|_| format!("{} {}", rng.pick(keys), rng.pick(&["ASC", "DESC", ""])))
+            .collect();
+        format!(" SORT {}", keys.join(", "))
+    };
+    let limit = |rng: &mut Rng| match rng.below(3) {
+        0 => format!(" LIMIT {}", rng.below(20)),
+        1 => format!(" LIMIT {}, {}", rng.below(10), rng.below(20)),
+        _ => String::new(),
+    };
+    match rng.below(4) {
+        0 => format!(
+            "FOR x IN t{}{}{} RETURN {}",
+            filter(rng, "x"),
+            sort(rng, &["x.a", "x.b", "x.s", "x.f", "x._key"]),
+            limit(rng),
+            rng.pick(&[
+                "x",
+                "x._key",
+                "{a: x.a, s: x.s, k: x._key}",
+                "[x.b, x.f, x._id]"
+            ])
+        ),
+        1 => format!(
+            "FOR x IN t{} COLLECT g = x.{} AGGREGATE n = COUNT(), sb = SUM(x.b), sa = SUM(x.a), lo = MIN(x.a), hi = MAX(x.s), av = AVG(x.b){}{}{} RETURN {{g, n, sb, sa, lo, hi, av}}",
+            filter(rng, "x"),
+            rng.pick(&["a", "s", "f"]),
+            if rng.below(2) == 0 {
+                " FILTER n > 2"
+            } else {
+                ""
+            },
+            sort(rng, &["n", "g", "sb", "hi"]),
+            limit(rng)
+        ),
+        2 => format!(
+            "FOR x IN t FOR y IN u FILTER x.a == y.k{}{}{}{} RETURN [x._key, y._key, y.w]",
+            filter(rng, "x"),
+            filter(rng, "y"),
+            sort(rng, &["x.b", "y.w", "y.k"]),
+            limit(rng)
+        ),
+        _ => format!(
+            "FOR x IN t{} COLLECT WITH COUNT INTO c RETURN c",
+            filter(rng, "x")
+        ),
+    }
+}
+
+/// Numbers equal as AQL compares them (sums may differ in the last bits: the order of
+/// addition differs); everything else exactly.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
+            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Random queries over tables with nulls give the interpreter's answers when their leading
+/// part runs as a DataFusion plan: AQL's null ordering, two-valued comparisons, joins that
+/// match nulls, `SUM` of nothing, group order and stable sorts.
+#[test]
+fn plans_answer_as_the_interpreter_does() {
+    runtime().block_on(async {
+        let mut node = open(&MemoryDisk::new()).await;
+        node.declare(
+            "t",
+            json!({"columns": [
+                {"name": "a", "type": "int64", "nullable": true},
+                {"name": "b", "type": "float64", "nullable": true},
+                {"name": "s", "type": "string", "nullable": true},
+                {"name": "f", "type": "bool", "nullable": true}
+            ]}),
+        )
+        .await;
+        node.declare(
+            "u",
+            json!({"columns": [
+                {"name": "k", "type": "int64", "nullable": true},
+                {"name": "w", "type": "string"}
+            ]}),
+        )
+        .await;
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for i in 0..60 {
+            let mut data = Map::new();
+            if rng.below(5) > 0 {
+                data.insert("a".into(), json!(rng.below(7) as i64 - 2));
+            }
+            if rng.below(5) > 0 {
+                data.insert("b".into(), json!((rng.below(9) as f64 - 3.0) / 2.0));
+            }
+            if rng.below(5) > 0 {
+                data.insert("s".into(), json!(["", "a", "b", "k", "m", "z"][rng.below(6)]));
+            }
+            if rng.below(5) > 0 {
+                data.insert("f".into(), json!(rng.below(2) == 0));
+            }
+            node.append(
+                json!({"urn": format!("urn:themis:relational:t:r{i:02}"), "op": "put", "data": data}),
+            )
+            .await
+            .expect("a row of t");
+        }
+        for i in 0..12 {
+            let k = if i % 5 == 4 { Value::Null } else { json!(i % 6 - 2) };
+            node.append(json!({"urn": format!("urn:themis:relational:u:u{i:02}"), "op": "put",
+                "data": {"k": k, "w": format!("w{}", i % 4)}}))
+                .await
+                .expect("a row of u");
+        }
+        let interpreted = interpreter(&node);
+        let (mut planned, mut differ) = (0, Vec::new());
+        const QUERIES: usize = 400;
+        for _ in 0..QUERIES {
+            let q = random_query(&mut rng);
+            let with = node
+                .engine
+                .aql(&q, Map::new(), &node.token, Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|e| panic!("{q}: {e}"));
+            let alone = interpreted
+                .aql(&q, Map::new(), &node.token, Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|e| panic!("{q}: {e}"));
+            planned += usize::from(with.planned > 0);
+            if !same(&Value::Array(with.rows.clone()), &Value::Array(alone.rows.clone())) {
+                differ.push(format!(
+                    "{q}\n  planned {} ops: {}\n  interpreted: {}",
+                    with.planned,
+                    Value::Array(with.rows),
+                    Value::Array(alone.rows)
+                ));
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "{} of {QUERIES} queries differ:\n{}",
+            differ.len(),
+            differ.join("\n")
+        );
+        assert!(planned * 10 >= QUERIES * 8, "only {planned} of {QUERIES} queries ran plans");
     });
 }
