@@ -182,6 +182,8 @@ pub struct Query {
     pub what: &'static str,
     /// SQL.
     pub sql: String,
+    /// The same query in AQL, returning objects with the SQL answer's column names.
+    pub aql: String,
 }
 
 /// The queries, in the order they run (the first one is the first query after the load, so its
@@ -193,12 +195,16 @@ pub fn queries(probe_customer: i64) -> Vec<Query> {
             name: "count",
             what: "all rows; its first run builds the Arrow cache of orders",
             sql: "SELECT count(*) AS n FROM orders".into(),
+            aql: "FOR o IN orders COLLECT WITH COUNT INTO n RETURN {n}".into(),
         },
         Query {
             name: "filter_agg",
             what: "filtered scan, aggregate",
             sql: "SELECT count(*) AS n, sum(amount) AS total FROM orders \
                   WHERE status = 'refunded' AND amount > 900"
+                .into(),
+            aql: "FOR o IN orders FILTER o.status == 'refunded' AND o.amount > 900 \
+                  COLLECT AGGREGATE n = COUNT(), total = SUM(o.amount) RETURN {n, total}"
                 .into(),
         },
         Query {
@@ -208,12 +214,21 @@ pub fn queries(probe_customer: i64) -> Vec<Query> {
                 "SELECT id, customer, amount, status, qty FROM orders \
                  WHERE customer = {probe_customer} AND amount > 500 ORDER BY id"
             ),
+            aql: format!(
+                "FOR o IN orders FILTER o.customer == {probe_customer} AND o.amount > 500 \
+                 SORT o._key RETURN {{id: o._key, customer: o.customer, amount: o.amount, \
+                 status: o.status, qty: o.qty}}"
+            ),
         },
         Query {
             name: "group_customer",
             what: "group by customer (one group per customer), first 20",
             sql: "SELECT customer, count(*) AS n, sum(amount) AS total, avg(qty) AS avg_qty \
                   FROM orders GROUP BY customer ORDER BY customer LIMIT 20"
+                .into(),
+            aql: "FOR o IN orders COLLECT customer = o.customer AGGREGATE n = COUNT(), \
+                  total = SUM(o.amount), avg_qty = AVG(o.qty) LIMIT 20 \
+                  RETURN {customer, n, total, avg_qty}"
                 .into(),
         },
         Query {
@@ -222,6 +237,9 @@ pub fn queries(probe_customer: i64) -> Vec<Query> {
             sql: "SELECT status, count(*) AS n, sum(amount) AS total, avg(qty) AS avg_qty \
                   FROM orders GROUP BY status ORDER BY status"
                 .into(),
+            aql: "FOR o IN orders COLLECT status = o.status AGGREGATE n = COUNT(), \
+                  total = SUM(o.amount), avg_qty = AVG(o.qty) RETURN {status, n, total, avg_qty}"
+                .into(),
         },
         Query {
             name: "join_region",
@@ -229,6 +247,10 @@ pub fn queries(probe_customer: i64) -> Vec<Query> {
             sql: "SELECT c.region, count(*) AS n, sum(o.amount) AS total \
                   FROM orders o JOIN customers c ON o.customer = c.customer \
                   GROUP BY c.region ORDER BY c.region"
+                .into(),
+            aql: "FOR o IN orders FOR c IN customers FILTER o.customer == c.customer \
+                  COLLECT region = c.region AGGREGATE n = COUNT(), total = SUM(o.amount) \
+                  RETURN {region, n, total}"
                 .into(),
         },
     ]
@@ -277,6 +299,11 @@ pub struct QueryReport {
     pub themis: Timings,
     /// DuckDB, in process (when run).
     pub duckdb: Option<Timings>,
+    /// The AQL form on themis (over DataFusion plans), end to end over HTTP.
+    pub aql: Timings,
+    /// The AQL form with `"plans": false` (the interpreter alone), one run: its time, or
+    /// the problem it answered (`too_large`, `timeout`).
+    pub interpreted: Result<Duration, String>,
 }
 
 /// Load and materialization.
@@ -487,6 +514,53 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
         themis_answers.push(answer);
         themis_timings.push(timings);
     }
+    // The same queries in AQL: over DataFusion plans (first run, then the warm runs), then
+    // once by the interpreter alone; both must answer as SQL did.
+    let mut aql_timings = Vec::new();
+    let mut interpreted = Vec::new();
+    for (q, sql_answer) in queries.iter().zip(&themis_answers) {
+        let columns = &sql_answer.columns;
+        let (first, answer) = themis_aql(&http, &base, &q.aql, true, columns, &token_text).await?;
+        compare(
+            q,
+            ("themis SQL", sql_answer),
+            ("themis AQL", &answer.map_err(|e| anyhow!(e))?),
+        )?;
+        let mut warm = Vec::with_capacity(options.repetitions);
+        for _ in 0..options.repetitions {
+            let (t, again) = themis_aql(&http, &base, &q.aql, true, columns, &token_text).await?;
+            compare(
+                q,
+                ("themis SQL", sql_answer),
+                ("themis AQL", &again.map_err(|e| anyhow!(e))?),
+            )?;
+            warm.push(t);
+        }
+        let timings = Timings { first, warm };
+        let (t, alone) = themis_aql(&http, &base, &q.aql, false, columns, &token_text).await?;
+        let alone = match alone {
+            Ok(rows) => {
+                compare(
+                    q,
+                    ("themis SQL", sql_answer),
+                    ("themis AQL interpreted", &rows),
+                )?;
+                Ok(t)
+            }
+            Err(code) => Err(code),
+        };
+        println!(
+            "themis AQL {}: first {}, warm best {}, median {}; interpreted alone: {}",
+            q.name,
+            ms(timings.first),
+            ms(timings.best()),
+            ms(timings.median()),
+            alone.as_ref().map_or_else(|e| e.clone(), |t| ms(*t))
+        );
+        aql_timings.push(timings);
+        interpreted.push(alone);
+    }
+
     // A check independent of DuckDB.
     let count = themis_answers[0]
         .rows
@@ -579,12 +653,17 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
         .zip(themis_answers)
         .zip(themis_timings)
         .zip(duck_timings)
-        .map(|(((query, answer), themis), duckdb)| QueryReport {
-            query,
-            rows: answer.rows.len(),
-            themis,
-            duckdb,
-        })
+        .zip(aql_timings.into_iter().zip(interpreted))
+        .map(
+            |((((query, answer), themis), duckdb), (aql, interpreted))| QueryReport {
+                query,
+                rows: answer.rows.len(),
+                themis,
+                duckdb,
+                aql,
+                interpreted,
+            },
+        )
         .collect();
     Ok(SqlReport {
         load: load_report,
@@ -767,6 +846,61 @@ async fn themis_query(
         );
     }
     Ok((elapsed, Rows { columns, rows }))
+}
+
+/// Runs AQL `aql` (`plans`: over DataFusion plans, else interpreted alone) at `min_token`:
+/// the time to the whole answer, and its rows as cells in the order of `columns` (the
+/// returned objects' attributes), or the code of the problem it answered with.
+async fn themis_aql(
+    http: &reqwest::Client,
+    base: &str,
+    aql: &str,
+    plans: bool,
+    columns: &[String],
+    min_token: &str,
+) -> anyhow::Result<(Duration, Result<Rows, String>)> {
+    let body = json!({"aql": aql, "plans": plans, "min_token": min_token, "timeout": "120s",
+        "batch_size": 100_000});
+    let start = Instant::now();
+    let r = http
+        .post(format!("{base}/v1/query"))
+        .json(&body)
+        .send()
+        .await?;
+    let status = r.status();
+    let bytes = r.bytes().await?;
+    let elapsed = start.elapsed();
+    let answer: Value = serde_json::from_slice(&bytes).context("AQL answer is not JSON")?;
+    if status.as_u16() != 200 {
+        // The interpreter may refuse (too many rows) or time out; plans must not.
+        return match answer["code"].as_str() {
+            Some(code @ ("result_too_large" | "timeout")) if !plans => {
+                Ok((elapsed, Err(code.to_owned())))
+            }
+            _ => bail!("POST /v1/query {body} answered {status}: {answer}"),
+        };
+    }
+    if answer["has_more"] != json!(false) {
+        bail!("AQL answer of {aql} did not fit one batch");
+    }
+    let rows = answer["result"]
+        .as_array()
+        .ok_or_else(|| anyhow!("AQL answer without result: {answer}"))?
+        .iter()
+        .map(|o| {
+            columns
+                .iter()
+                .map(|c| o.get(c.to_lowercase()).cloned().unwrap_or(Value::Null))
+                .collect()
+        })
+        .collect();
+    Ok((
+        elapsed,
+        Ok(Rows {
+            columns: columns.to_vec(),
+            rows,
+        }),
+    ))
 }
 
 /// Equal cells: integers exactly, other numbers within a relative 1e-9 (sums of doubles in a
@@ -1289,6 +1423,37 @@ pub fn markdown(report: &SqlReport, options: &SqlOptions) -> String {
             "- `{}` ({}): `{}`",
             q.query.name, q.query.what, q.query.sql
         );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "AQL, the same queries (same answers as SQL, checked), end to end over HTTP:"
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| query | AQL first | AQL warm best | AQL warm median | SQL warm median | ratio (AQL / SQL, medians) | interpreted alone (`\"plans\": false`, one run) |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for q in &report.queries {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.1}x | {} |",
+            q.query.name,
+            ms(q.aql.first),
+            ms(q.aql.best()),
+            ms(q.aql.median()),
+            ms(q.themis.median()),
+            q.aql.median().as_secs_f64() / q.themis.median().as_secs_f64().max(1e-9),
+            match &q.interpreted {
+                Ok(t) => ms(*t),
+                Err(code) => format!("refused: `{code}`"),
+            }
+        );
+    }
+    let _ = writeln!(out);
+    for q in &report.queries {
+        let _ = writeln!(out, "- `{}`: `{}`", q.query.name, q.query.aql);
     }
     if let Some(lag) = &report.lag {
         let _ = writeln!(out);

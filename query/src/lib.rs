@@ -111,10 +111,20 @@ pub struct QueryConfig {
     pub rows_max: usize,
     /// Partitions DataFusion runs in parallel.
     pub target_partitions: usize,
-    /// Whether AQL runs the leading part of queries over relational tables as DataFusion
-    /// plans (`false`: the interpreter does everything; for comparisons in tests and
-    /// benchmarks).
-    pub aql_plans: bool,
+}
+
+/// How one AQL query runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AqlOptions {
+    /// Run the leading part of a query over relational tables as a DataFusion plan
+    /// ([`aql::plan`]); `false`: the interpreter does everything (the same answer; to compare).
+    pub plans: bool,
+}
+
+impl Default for AqlOptions {
+    fn default() -> Self {
+        Self { plans: true }
+    }
 }
 
 impl Default for QueryConfig {
@@ -122,7 +132,6 @@ impl Default for QueryConfig {
         Self {
             rows_max: 1_000_000,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            aql_plans: true,
         }
     }
 }
@@ -468,6 +477,7 @@ impl QueryEngine {
         self: &Arc<Self>,
         text: &str,
         params: serde_json::Map<String, serde_json::Value>,
+        options: AqlOptions,
         min_token: &Token,
         timeout: Duration,
     ) -> Result<aql::Outcome> {
@@ -502,7 +512,7 @@ impl QueryEngine {
                 cancel: &stop,
             };
             let evaluator = aql::Evaluator::new(&snapshot, &params, &stop, rows_max);
-            let evaluator = if engine.config.aql_plans {
+            let evaluator = if options.plans {
                 evaluator.with_runner(&runner)
             } else {
                 evaluator

@@ -12,9 +12,7 @@ use serde_json::{Map, Value, json};
 use themis_log::Model;
 use themis_storage::MemoryDisk;
 
-use std::sync::Arc;
-
-use themis_query::{QueryConfig, QueryEngine};
+use themis_query::AqlOptions;
 
 use crate::{Node, fixture, open, runtime};
 
@@ -212,15 +210,16 @@ fn parse_cases(text: &str) -> Vec<Case> {
 /// operations ran as a DataFusion plan.
 async fn run(
     node: &Node,
-    engine: &Arc<QueryEngine>,
+    options: AqlOptions,
     query: &str,
     params: Option<&str>,
 ) -> (Vec<String>, usize) {
     let params: Map<String, Value> = params
         .map(|p| serde_json::from_str(p).expect("params are a JSON object"))
         .unwrap_or_default();
-    match engine
-        .aql(query, params, &node.token, Duration::from_secs(30))
+    match node
+        .engine
+        .aql(query, params, options, &node.token, Duration::from_secs(30))
         .await
     {
         Ok(outcome) => (
@@ -235,17 +234,8 @@ async fn run(
     }
 }
 
-/// An engine over `node`'s views that interprets every query (no DataFusion plans).
-fn interpreter(node: &Node) -> Arc<QueryEngine> {
-    QueryEngine::new(
-        node.log.clone(),
-        node.views.clone(),
-        QueryConfig {
-            aql_plans: false,
-            ..QueryConfig::default()
-        },
-    )
-}
+/// Interprets every query (no DataFusion plans).
+const INTERPRETED: AqlOptions = AqlOptions { plans: false };
 
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/aql.txt")
@@ -264,7 +254,6 @@ fn aql_golden_suite() {
         let mut failures = Vec::new();
         let mut rewritten = String::from(text.split("### ").next().unwrap_or(""));
         let mut names = std::collections::BTreeSet::new();
-        let interpreted = interpreter(&node);
         let mut planned = 0;
         for case in &cases {
             assert!(
@@ -272,10 +261,16 @@ fn aql_golden_suite() {
                 "two cases named {}",
                 case.name
             );
-            let (got, ops) = run(&node, &node.engine, &case.query, case.params.as_deref()).await;
+            let (got, ops) = run(
+                &node,
+                AqlOptions::default(),
+                &case.query,
+                case.params.as_deref(),
+            )
+            .await;
             planned += usize::from(ops > 0);
             // The interpreter alone gives the same answer as with plans.
-            let (alone, _) = run(&node, &interpreted, &case.query, case.params.as_deref()).await;
+            let (alone, _) = run(&node, INTERPRETED, &case.query, case.params.as_deref()).await;
             if alone != got {
                 failures.push(format!(
                     "{} (planned: {ops} operations):\n{}with plans:\n  {}\ninterpreted:\n  {}",
@@ -338,6 +333,7 @@ fn an_answer_reflects_the_token_it_waited_for() {
                 .aql(
                     "FOR n IN notes COLLECT WITH COUNT INTO c RETURN c",
                     Map::new(),
+                    AqlOptions::default(),
                     &node.token,
                     Duration::from_secs(30),
                 )
@@ -540,18 +536,18 @@ fn plans_answer_as_the_interpreter_does() {
                 .await
                 .expect("a row of u");
         }
-        let interpreted = interpreter(&node);
         let (mut planned, mut differ) = (0, Vec::new());
         const QUERIES: usize = 400;
         for _ in 0..QUERIES {
             let q = random_query(&mut rng);
             let with = node
                 .engine
-                .aql(&q, Map::new(), &node.token, Duration::from_secs(30))
+                .aql(&q, Map::new(), AqlOptions::default(), &node.token, Duration::from_secs(30))
                 .await
                 .unwrap_or_else(|e| panic!("{q}: {e}"));
-            let alone = interpreted
-                .aql(&q, Map::new(), &node.token, Duration::from_secs(30))
+            let alone = node
+                .engine
+                .aql(&q, Map::new(), INTERPRETED, &node.token, Duration::from_secs(30))
                 .await
                 .unwrap_or_else(|e| panic!("{q}: {e}"));
             planned += usize::from(with.planned > 0);

@@ -1089,10 +1089,10 @@ async fn run_query(
     if request.aql.is_some() || request.cursor.is_some() {
         return run_aql(&state, request, &min_token, timeout).await;
     }
-    if request.params.is_some() || request.batch_size.is_some() {
+    if request.params.is_some() || request.batch_size.is_some() || request.plans.is_some() {
         return Err(Problem::bad_request(
             "invalid_body",
-            "`params` and `batch_size` go with `aql`",
+            "`params`, `batch_size` and `plans` go with `aql`",
         ));
     }
     if request.other_kinds() != 1 {
@@ -1134,7 +1134,8 @@ async fn run_query(
     Ok(response)
 }
 
-/// `POST /v1/query {"aql", "params", "batch_size"}` or `{"cursor"}`: JSON answers only.
+/// `POST /v1/query {"aql", "params", "batch_size", "plans"}` or `{"cursor"}`: JSON answers
+/// only.
 async fn run_aql(
     state: &AppState,
     request: QueryBody,
@@ -1146,7 +1147,7 @@ async fn run_aql(
     }
     let now_ms = state.clock.wall_ms();
     let body = if let Some(id) = request.cursor {
-        if request.params.is_some() || request.batch_size.is_some() {
+        if request.params.is_some() || request.batch_size.is_some() || request.plans.is_some() {
             return Err(Problem::bad_request(
                 "invalid_body",
                 "a cursor continues a query: send only `cursor`",
@@ -1167,6 +1168,9 @@ async fn run_aql(
             .aql(
                 &text,
                 request.params.unwrap_or_default(),
+                themis_query::AqlOptions {
+                    plans: request.plans.unwrap_or(true),
+                },
                 min_token,
                 timeout,
             )

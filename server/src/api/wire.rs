@@ -392,6 +392,10 @@ pub struct QueryBody {
     /// AQL: rows per answer (default 1000, at most 100000); more come through `cursor`.
     #[serde(default)]
     pub batch_size: Option<usize>,
+    /// AQL: run the leading part of a query over relational tables as a DataFusion plan
+    /// (default true); `false` interprets everything (the same answer, to compare).
+    #[serde(default)]
+    pub plans: Option<bool>,
     /// The next batch of an AQL answer: the `cursor` the previous batch gave.
     #[serde(default)]
     pub cursor: Option<String>,
