@@ -897,7 +897,7 @@ impl<'a> Evaluator<'a> {
             }
             BinOp::Range => {
                 let (from, to) = (to_number(&l).trunc() as i64, to_number(&r).trunc() as i64);
-                let n = from.abs_diff(to) + 1;
+                let n = from.abs_diff(to).saturating_add(1);
                 if n > RANGE_MAX {
                     return invalid(format!(
                         "range {from}..{to} has {n} values (at most {RANGE_MAX})"

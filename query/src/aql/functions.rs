@@ -196,23 +196,29 @@ fn flatten(values: &[Value], depth: i64, out: &mut Vec<Value>) {
     }
 }
 
-/// Characters of a string, counted and cut as characters (never inside one).
-fn chars_slice(s: &str, offset: i64, len: Option<i64>) -> String {
-    let chars: Vec<char> = s.chars().collect();
-    let n = chars.len() as i64;
+/// The part `[start, end)` of a sequence of `n` items that `offset` and `len` select:
+/// negative offsets count from the end, a negative `len` stops that many before the end;
+/// anything out of range is clamped (never an overflow).
+fn bounds(n: usize, offset: i64, len: Option<i64>) -> (usize, usize) {
+    let n = n as i64;
     let start = if offset < 0 {
-        (n + offset).max(0)
+        n.saturating_add(offset).max(0)
     } else {
         offset.min(n)
     };
     let end = match len {
         None => n,
-        Some(l) if l < 0 => (n + l).max(start),
-        Some(l) => (start + l).min(n),
+        Some(l) if l < 0 => n.saturating_add(l).max(start),
+        Some(l) => start.saturating_add(l).min(n),
     };
-    chars[start as usize..end.max(start) as usize]
-        .iter()
-        .collect()
+    (start as usize, end.max(start) as usize)
+}
+
+/// Characters of a string, counted and cut as characters (never inside one).
+fn chars_slice(s: &str, offset: i64, len: Option<i64>) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let (start, end) = bounds(chars.len(), offset, len);
+    chars[start..end].iter().collect()
 }
 
 fn int_arg(v: &Value) -> i64 {
@@ -282,16 +288,18 @@ pub fn call(name: &str, a: &[Value]) -> FnResult {
                 None if from <= to => 1.0,
                 None => -1.0,
             };
-            if step == 0.0 || (to - from) / step < 0.0 {
+            let steps = ((to - from) / step).floor();
+            if step == 0.0 || steps.is_nan() || steps < 0.0 {
                 return Err("RANGE() with a step that never reaches the end".into());
             }
-            let n = ((to - from) / step).floor() as u64 + 1;
-            if n > super::eval::RANGE_MAX {
+            if steps >= super::eval::RANGE_MAX as f64 {
                 return Err(format!(
-                    "RANGE() of {n} values (at most {})",
+                    "RANGE() of {} values (at most {})",
+                    steps + 1.0,
                     super::eval::RANGE_MAX
                 ));
             }
+            let n = steps as u64 + 1;
             Value::Array((0..n).map(|i| num(from + i as f64 * step)).collect())
         }
 
@@ -461,25 +469,12 @@ pub fn call(name: &str, a: &[Value]) -> FnResult {
         }
         "SLICE" => {
             let x = array_arg(name, arg(0))?;
-            let n = x.len() as i64;
-            let start = int_arg(arg(1));
-            let start = if start < 0 {
-                (n + start).max(0)
-            } else {
-                start.min(n)
+            let len = match a.get(2) {
+                None | Some(Value::Null) => None,
+                Some(l) => Some(int_arg(l)),
             };
-            let end = match a.get(2) {
-                None | Some(Value::Null) => n,
-                Some(l) => {
-                    let l = int_arg(l);
-                    if l < 0 {
-                        (n + l).max(start)
-                    } else {
-                        (start + l).min(n)
-                    }
-                }
-            };
-            Value::Array(x[start as usize..end.max(start) as usize].to_vec())
+            let (start, end) = bounds(x.len(), int_arg(arg(1)), len);
+            Value::Array(x[start..end].to_vec())
         }
         "FLATTEN" => {
             let mut out = Vec::new();
@@ -793,12 +788,14 @@ fn add(d: DateTime<Utc>, n: f64, u: &str) -> Option<DateTime<Utc>> {
     match u {
         "y" | "m" => {
             let months = (n * if u == "y" { 12.0 } else { 1.0 }).trunc() as i64;
+            let count = Months::new(u32::try_from(months.unsigned_abs()).ok()?);
             if months >= 0 {
-                d.checked_add_months(Months::new(u32::try_from(months).ok()?))
+                d.checked_add_months(count)
             } else {
-                d.checked_sub_months(Months::new(u32::try_from(-months).ok()?))
+                d.checked_sub_months(count)
             }
         }
-        _ => d.checked_add_signed(ChronoDuration::milliseconds((n * unit_ms(u)) as i64)),
+        // Out of chrono's range (±2^63 ms, or a date past year 262143): null, not a panic.
+        _ => d.checked_add_signed(ChronoDuration::try_milliseconds((n * unit_ms(u)) as i64)?),
     }
 }

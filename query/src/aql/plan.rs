@@ -705,8 +705,18 @@ impl Planner<'_, '_> {
             return (projection, binds);
         }
         let reads = reads(rest);
+        // `COLLECT ... INTO` keeps every variable of its rows whole.
+        let into = rest
+            .ops
+            .iter()
+            .any(|op| matches!(op, Op::Collect { into: Some(_), .. }));
         for (i, v) in self.vars.iter().enumerate() {
-            match reads.get(&v.name) {
+            let read = if into {
+                Some(&None)
+            } else {
+                reads.get(&v.name)
+            };
+            match read {
                 Some(Some(attrs))
                     if attrs.iter().all(|a| {
                         matches!(a.as_str(), "_id" | "_urn")

@@ -569,3 +569,247 @@ fn plans_answer_as_the_interpreter_does() {
         assert!(planned * 10 >= QUERIES * 8, "only {planned} of {QUERIES} queries ran plans");
     });
 }
+
+/// Mutates `text` once: deletes, duplicates or replaces a span, inserts a fragment, or splices
+/// in the tail of `other`.
+fn mutate(rng: &mut Rng, text: &[char], other: &[char]) -> Vec<char> {
+    const FRAGMENTS: [&str; 40] = [
+        " FOR x IN orders ",
+        " FILTER ",
+        " RETURN ",
+        " SORT ",
+        " LIMIT 2 ",
+        " COLLECT ",
+        " AGGREGATE ",
+        " INTO g ",
+        " WITH COUNT INTO n ",
+        " LET y = ",
+        " OUTBOUND ",
+        " ANY ",
+        " GRAPH 'social' ",
+        " SHORTEST_PATH ",
+        " 0..3 ",
+        " null ",
+        " true ",
+        " -1 ",
+        " 1e308 ",
+        " 2.5 ",
+        " 'x' ",
+        " '' ",
+        " [1, null, 'a'] ",
+        " {a: 1} ",
+        " == ",
+        " != ",
+        " < ",
+        " >= ",
+        " IN ",
+        " NOT ",
+        " AND ",
+        " OR ",
+        " LIKE ",
+        " ? 1 : 2 ",
+        " [*] ",
+        " ( ",
+        " ) ",
+        " @x ",
+        " o.qty ",
+        " c._key ",
+    ];
+    let mut t = text.to_vec();
+    // Mostly keeping the structure (literals for literals, operators for operators), so
+    // most mutants parse and reach the evaluator; the rest are edits anywhere.
+    let words: Vec<(usize, usize)> = {
+        let mut w = Vec::new();
+        let mut i = 0;
+        while i < t.len() {
+            if t[i] == ' ' || t[i] == '(' || t[i] == '[' || t[i] == ',' {
+                let end = (i + 1..t.len())
+                    .find(|&j| matches!(t[j], ' ' | ')' | ']' | ',' | '\n'))
+                    .unwrap_or(t.len());
+                w.push((i + 1, end));
+            }
+            i += 1;
+        }
+        w
+    };
+    let word = |(a, b): (usize, usize)| t[a..b].iter().collect::<String>();
+    const LITERALS: [&str; 14] = [
+        "0",
+        "3",
+        "-1",
+        "2.5",
+        "null",
+        "true",
+        "false",
+        "'paid'",
+        "'x'",
+        "1e308",
+        "-1e308",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "'2026-13-45'",
+    ];
+    const OPERATORS: [&str; 8] = ["==", "!=", "<", "<=", ">", ">=", "IN", "NOT IN"];
+    let is_literal = |w: &str| {
+        w.starts_with(|c: char| c.is_ascii_digit() || c == '\'' || c == '-')
+            || matches!(w, "null" | "true" | "false")
+    };
+    let literals: Vec<(usize, usize)> = words
+        .iter()
+        .copied()
+        .filter(|&w| is_literal(&word(w)))
+        .collect();
+    let operators: Vec<(usize, usize)> = words
+        .iter()
+        .copied()
+        .filter(|&w| OPERATORS.contains(&word(w).as_str()))
+        .collect();
+    match rng.below(10) {
+        0..=3 if !literals.is_empty() => {
+            let (a, b) = literals[rng.below(literals.len())];
+            t.splice(a..b, rng.pick(&LITERALS).chars());
+            return t;
+        }
+        4..=6 if !operators.is_empty() => {
+            let (a, b) = operators[rng.below(operators.len())];
+            t.splice(a..b, rng.pick(&OPERATORS).chars());
+            return t;
+        }
+        _ => {}
+    }
+    let at = rng.below(t.len() + 1);
+    let span = (1 + rng.below(6)).min(t.len() - at.min(t.len()));
+    match rng.below(5) {
+        0 => {
+            t.drain(at..at + span);
+        }
+        1 => {
+            let copy: Vec<char> = t[at..at + span].to_vec();
+            t.splice(at..at, copy);
+        }
+        2 => {
+            let f: Vec<char> = rng.pick(&FRAGMENTS).chars().collect();
+            t.splice(at..at + span, f);
+        }
+        3 => {
+            let f: Vec<char> = rng.pick(&FRAGMENTS).chars().collect();
+            t.splice(at..at, f);
+        }
+        _ => {
+            let from = rng.below(other.len() + 1);
+            t.truncate(at);
+            t.extend_from_slice(&other[from..]);
+        }
+    }
+    t
+}
+
+/// The parser's and evaluator's fuzz target at CI size (`THEMIS_AQL_FUZZ` mutations, default
+/// 1,500; `THEMIS_AQL_FUZZ_SEED` for another sequence): mutations of the golden queries parse or fail with a position inside the text;
+/// those that parse run with and without DataFusion plans, never fail internally (a panic in
+/// the evaluator would be `internal`), and answer alike (or both fail with the same code;
+/// only the interpreter may run out of rows or time where a plan did not).
+#[test]
+fn mutated_golden_queries_fail_cleanly_and_plans_agree() {
+    runtime().block_on(async {
+        let mut node = open(&MemoryDisk::new()).await;
+        aql_fixture(&mut node).await;
+        let text = std::fs::read_to_string(golden_path()).expect("golden file");
+        let cases = parse_cases(&text);
+        let corpus: Vec<Vec<char>> = cases.iter().map(|c| c.query.chars().collect()).collect();
+        let iterations: usize = std::env::var("THEMIS_AQL_FUZZ")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1500);
+        let seed = std::env::var("THEMIS_AQL_FUZZ_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0xA076_1D64_78BD_642F);
+        let mut rng = Rng(seed);
+        let (mut parsed, mut ran, mut problems) = (0, 0, Vec::new());
+        for _ in 0..iterations {
+            let i = rng.below(corpus.len());
+            let mut q = corpus[i].clone();
+            for _ in 0..1 + rng.below(2) {
+                let other = &corpus[rng.below(corpus.len())];
+                q = mutate(&mut rng, &q, other);
+            }
+            let q: String = q.into_iter().collect();
+            match themis_query::aql::parse(&q) {
+                Err(e) => {
+                    if std::env::var_os("THEMIS_AQL_FUZZ_SHOW").is_some() {
+                        println!("{q:?}\n  {e}");
+                    }
+                    if e.line < 1
+                        || e.column < 1
+                        || e.line > q.lines().count().max(1) + 1
+                        || e.message.is_empty()
+                    {
+                        problems.push(format!("{q:?}: error out of place: {e}"));
+                    }
+                    continue;
+                }
+                Ok(_) => parsed += 1,
+            }
+            let params: Map<String, Value> = cases[i]
+                .params
+                .as_deref()
+                .map(|p| serde_json::from_str(p).expect("params"))
+                .unwrap_or_default();
+            let timeout = Duration::from_secs(5);
+            let with = node
+                .engine
+                .aql(
+                    &q,
+                    params.clone(),
+                    AqlOptions::default(),
+                    &node.token,
+                    timeout,
+                )
+                .await;
+            let alone = node
+                .engine
+                .aql(&q, params, INTERPRETED, &node.token, timeout)
+                .await;
+            let code = |r: &Result<themis_query::aql::Outcome, themis_query::Error>| {
+                r.as_ref().err().map(|e| e.code())
+            };
+            if code(&with) == Some("internal") || code(&alone) == Some("internal") {
+                problems.push(format!(
+                    "{q:?}: internal error: {:?} / {:?}",
+                    with.as_ref().err(),
+                    alone.as_ref().err()
+                ));
+                continue;
+            }
+            match (&with, &alone) {
+                (Ok(a), Ok(b)) => {
+                    ran += 1;
+                    if !same(&Value::Array(a.rows.clone()), &Value::Array(b.rows.clone())) {
+                        problems.push(format!("{q:?}: plans and interpreter differ"));
+                    }
+                }
+                (Ok(_), Err(e)) if matches!(e.code(), "result_too_large" | "timeout") => {}
+                (Err(a), Err(b)) if a.code() == b.code() => {}
+                _ => problems.push(format!(
+                    "{q:?}: with plans {:?}, interpreted {:?}",
+                    code(&with),
+                    code(&alone)
+                )),
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "{} of {iterations} mutated queries went wrong:\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+        println!("{parsed} of {iterations} mutants parsed, {ran} ran both ways");
+        // The mutations reach the evaluator, not only the parser.
+        assert!(
+            parsed * 5 >= iterations,
+            "only {parsed} of {iterations} parsed"
+        );
+        assert!(ran * 10 >= iterations, "only {ran} of {iterations} ran");
+    });
+}
