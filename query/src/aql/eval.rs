@@ -486,10 +486,15 @@ impl<'a> Evaluator<'a> {
                 to,
                 graph,
                 labels,
+                options,
             } => {
                 if vars.len() > 2 {
                     return invalid("a shortest path binds at most two variables (vertex, edge)");
                 }
+                let weight = match options {
+                    None => None,
+                    Some(e) => self.path_weight(&self.eval(e, row, None)?)?,
+                };
                 let g = self.graph_name(graph.as_ref(), row)?;
                 let from = self.vertex_urn(&self.eval(from, row, None)?, g.as_deref())?;
                 let to = self.vertex_urn(&self.eval(to, row, None)?, g.as_deref())?;
@@ -498,7 +503,7 @@ impl<'a> Evaluator<'a> {
                     to,
                     direction: gdir(*direction),
                     labels: labels.clone(),
-                    weight: None,
+                    weight,
                 };
                 let found = self
                     .snap
@@ -639,6 +644,34 @@ impl<'a> Evaluator<'a> {
             },
             _ => Ok(None),
         }
+    }
+
+    /// `SHORTEST_PATH ... OPTIONS {weightAttribute: 'w'}`: the edge property whose sum the
+    /// path minimises (`None`: hops).
+    fn path_weight(&self, options: &Value) -> Result<Option<String>> {
+        let Value::Object(o) = options else {
+            return invalid(format!(
+                "SHORTEST_PATH OPTIONS must be an object, not {options}"
+            ));
+        };
+        let mut weight = None;
+        for (k, v) in o {
+            match (k.as_str(), v) {
+                ("weightAttribute", Value::String(w)) if !w.is_empty() => weight = Some(w.clone()),
+                ("weightAttribute", Value::Null) => {}
+                ("weightAttribute", v) => {
+                    return invalid(format!(
+                        "SHORTEST_PATH OPTIONS weightAttribute must be an attribute name, not {v}"
+                    ));
+                }
+                (k, _) => {
+                    return invalid(format!(
+                        "SHORTEST_PATH OPTIONS {k:?} is not supported (weightAttribute is; an edge without a numeric weight >= 0 is an error, there is no defaultWeight)"
+                    ));
+                }
+            }
+        }
+        Ok(weight)
     }
 
     /// Bind parameter `@name`'s value.
@@ -1204,47 +1237,8 @@ fn edge_value(e: &graph::Edge) -> Value {
 /// Calls `f` on every expression of `q`, subqueries included.
 pub fn walk_query(q: &Query, f: &mut dyn FnMut(&Expr)) {
     for op in &q.ops {
-        match op {
-            Op::For { source, .. } => match source {
-                Source::Expr(e) => walk(e, f),
-                Source::Traversal {
-                    min,
-                    max,
-                    start,
-                    graph,
-                    ..
-                } => {
-                    for e in [min, max, start] {
-                        walk(e, f);
-                    }
-                    if let Some(g) = graph {
-                        walk(g, f);
-                    }
-                }
-                Source::ShortestPath {
-                    from, to, graph, ..
-                } => {
-                    walk(from, f);
-                    walk(to, f);
-                    if let Some(g) = graph {
-                        walk(g, f);
-                    }
-                }
-            },
-            Op::Filter(e) | Op::Let(_, e) => walk(e, f),
-            Op::Sort(keys) => keys.iter().for_each(|(e, _)| walk(e, f)),
-            Op::Limit { offset, count } => {
-                if let Some(o) = offset {
-                    walk(o, f);
-                }
-                walk(count, f);
-            }
-            Op::Collect {
-                groups, aggregates, ..
-            } => groups
-                .iter()
-                .chain(aggregates)
-                .for_each(|(_, e)| walk(e, f)),
+        for e in op.exprs() {
+            walk(e, f);
         }
     }
     walk(&q.ret, f);

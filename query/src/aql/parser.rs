@@ -59,6 +59,8 @@ pub enum Source {
         graph: Option<Expr>,
         /// Edge labels.
         labels: Vec<String>,
+        /// `OPTIONS {weightAttribute: 'w'}`.
+        options: Option<Expr>,
     },
 }
 
@@ -96,6 +98,37 @@ pub enum Op {
         /// `WITH COUNT INTO n`.
         count_into: Option<String>,
     },
+}
+
+impl Op {
+    /// The expressions the operation holds (not their parts), in order.
+    pub fn exprs(&self) -> Vec<&Expr> {
+        match self {
+            Op::For { source, .. } => match source {
+                Source::Expr(e) => vec![e],
+                Source::Traversal {
+                    min,
+                    max,
+                    start,
+                    graph,
+                    ..
+                } => [min, max, start].into_iter().chain(graph).collect(),
+                Source::ShortestPath {
+                    from,
+                    to,
+                    graph,
+                    options,
+                    ..
+                } => [from, to].into_iter().chain(graph).chain(options).collect(),
+            },
+            Op::Filter(e) | Op::Let(_, e) => vec![e],
+            Op::Sort(keys) => keys.iter().map(|(e, _)| e).collect(),
+            Op::Limit { offset, count } => offset.iter().chain([count]).collect(),
+            Op::Collect {
+                groups, aggregates, ..
+            } => groups.iter().chain(aggregates).map(|(_, e)| e).collect(),
+        }
+    }
 }
 
 /// Binary operators.
@@ -473,6 +506,11 @@ impl Parser {
             self.expect_kw("TO")?;
             let to = self.expr()?;
             let (graph, labels) = self.graph_or_labels()?;
+            let options = if self.eat_kw("OPTIONS") {
+                Some(self.primary()?)
+            } else {
+                None
+            };
             return Ok(Op::For {
                 vars,
                 source: Source::ShortestPath {
@@ -481,6 +519,7 @@ impl Parser {
                     to,
                     graph,
                     labels,
+                    options,
                 },
             });
         }

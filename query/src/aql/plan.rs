@@ -918,7 +918,7 @@ fn reads(q: &Query) -> BTreeMap<String, Option<BTreeSet<String>>> {
     }
     fn query(q: &Query, out: &mut BTreeMap<String, Option<BTreeSet<String>>>) {
         for op in &q.ops {
-            for e in op_exprs(op) {
+            for e in op.exprs() {
                 expr(e, out);
             }
         }
@@ -950,31 +950,6 @@ fn reads(q: &Query) -> BTreeMap<String, Option<BTreeSet<String>>> {
     let mut out = BTreeMap::new();
     query(q, &mut out);
     out
-}
-
-/// The expressions an operation holds (not their parts).
-fn op_exprs(op: &Op) -> Vec<&Expr> {
-    match op {
-        Op::For { source, .. } => match source {
-            Source::Expr(e) => vec![e],
-            Source::Traversal {
-                min,
-                max,
-                start,
-                graph,
-                ..
-            } => [min, max, start].into_iter().chain(graph).collect(),
-            Source::ShortestPath {
-                from, to, graph, ..
-            } => [from, to].into_iter().chain(graph).collect(),
-        },
-        Op::Filter(e) | Op::Let(_, e) => vec![e],
-        Op::Sort(keys) => keys.iter().map(|(e, _)| e).collect(),
-        Op::Limit { offset, count } => offset.iter().chain([count]).collect(),
-        Op::Collect {
-            groups, aggregates, ..
-        } => groups.iter().chain(aggregates).map(|(_, e)| e).collect(),
-    }
 }
 
 /// A text cell.
