@@ -300,24 +300,27 @@ impl<'a> Evaluator<'a> {
                 let take = number(count, "count")?;
                 Ok(rows.into_iter().skip(skip).take(take).collect())
             }
-            Op::Collect {
-                groups,
-                aggregates,
-                into,
-                count_into,
-            } => self.collect(rows, outer, groups, aggregates, into, count_into),
+            Op::Collect { .. } => self.collect(rows, outer, op),
         }
     }
 
-    fn collect(
-        &self,
-        rows: Vec<Scope>,
-        outer: &Scope,
-        groups: &[(String, Expr)],
-        aggregates: &[(String, Expr)],
-        into: &Option<String>,
-        count_into: &Option<String>,
-    ) -> Result<Vec<Scope>> {
+    fn collect(&self, rows: Vec<Scope>, outer: &Scope, op: &Op) -> Result<Vec<Scope>> {
+        let Op::Collect {
+            groups,
+            aggregates,
+            into,
+            into_expr,
+            keep,
+            count_into,
+        } = op
+        else {
+            return invalid("not a COLLECT");
+        };
+        for k in keep {
+            if !rows.iter().any(|r| r.contains_key(k)) && !rows.is_empty() {
+                return invalid(format!("KEEP {k}: no such variable before COLLECT"));
+            }
+        }
         // Group key (canonical) -> (group values, rows).
         let mut buckets: BTreeMap<String, (Vec<Value>, Vec<Scope>)> = BTreeMap::new();
         for row in rows {
@@ -349,17 +352,26 @@ impl<'a> Evaluator<'a> {
                 r.insert(name.clone(), v);
             }
             if let Some(name) = into {
-                let items = members
-                    .iter()
-                    .map(|m| {
-                        Value::Object(
-                            m.iter()
-                                .filter(|(k, _)| !outer.contains_key(*k))
-                                .map(|(k, v)| (k.clone(), v.clone()))
-                                .collect(),
-                        )
-                    })
-                    .collect();
+                let items = match into_expr {
+                    Some(e) => members
+                        .iter()
+                        .map(|m| self.eval(e, m, None))
+                        .collect::<Result<_>>()?,
+                    None => members
+                        .iter()
+                        .map(|m| {
+                            Value::Object(
+                                m.iter()
+                                    .filter(|(k, _)| {
+                                        !outer.contains_key(*k)
+                                            && (keep.is_empty() || keep.contains(k))
+                                    })
+                                    .map(|(k, v)| (k.clone(), v.clone()))
+                                    .collect(),
+                            )
+                        })
+                        .collect(),
+                };
                 r.insert(name.clone(), Value::Array(items));
             }
             if let Some(name) = count_into {

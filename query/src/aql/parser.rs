@@ -87,7 +87,8 @@ pub enum Op {
         /// Count.
         count: Expr,
     },
-    /// `COLLECT g = e, ... [AGGREGATE a = f(x), ...] [INTO v] [WITH COUNT INTO n]`.
+    /// `COLLECT g = e, ... [AGGREGATE a = f(x), ...] [INTO v [= expr | KEEP a, ...]]
+    /// [WITH COUNT INTO n]`.
     Collect {
         /// Groups.
         groups: Vec<(String, Expr)>,
@@ -95,6 +96,10 @@ pub enum Op {
         aggregates: Vec<(String, Expr)>,
         /// `INTO v`.
         into: Option<String>,
+        /// `INTO v = expr`: what each member adds to `v` (else its variables).
+        into_expr: Option<Expr>,
+        /// `INTO v KEEP a, b`: only these variables of each member.
+        keep: Vec<String>,
         /// `WITH COUNT INTO n`.
         count_into: Option<String>,
     },
@@ -125,8 +130,16 @@ impl Op {
             Op::Sort(keys) => keys.iter().map(|(e, _)| e).collect(),
             Op::Limit { offset, count } => offset.iter().chain([count]).collect(),
             Op::Collect {
-                groups, aggregates, ..
-            } => groups.iter().chain(aggregates).map(|(_, e)| e).collect(),
+                groups,
+                aggregates,
+                into_expr,
+                ..
+            } => groups
+                .iter()
+                .chain(aggregates)
+                .map(|(_, e)| e)
+                .chain(into_expr)
+                .collect(),
         }
     }
 }
@@ -584,8 +597,18 @@ impl Parser {
         } else {
             Vec::new()
         };
+        let (mut into_expr, mut keep) = (None, Vec::new());
         let into = if self.eat_kw("INTO") {
-            Some(self.name("a variable name after INTO")?)
+            let name = self.name("a variable name after INTO")?;
+            if self.eat_sym("=") {
+                into_expr = Some(self.expr()?);
+            } else if self.eat_kw("KEEP") {
+                keep.push(self.name("a variable name after KEEP")?);
+                while self.eat_sym(",") {
+                    keep.push(self.name("a variable name")?);
+                }
+            }
+            Some(name)
         } else {
             None
         };
@@ -600,6 +623,8 @@ impl Parser {
             groups,
             aggregates,
             into,
+            into_expr,
+            keep,
             count_into,
         })
     }

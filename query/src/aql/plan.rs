@@ -201,6 +201,7 @@ pub fn pushdown(ev: &Evaluator<'_>, runner: &dyn Runner, q: &Query) -> Result<Op
             aggregates,
             into: None,
             count_into,
+            ..
         }) = q.ops.get(at)
         && let Some((built, order)) = p.collect(b.clone(), groups, aggregates, count_into)?
     {
@@ -706,10 +707,16 @@ impl Planner<'_, '_> {
         }
         let reads = reads(rest);
         // `COLLECT ... INTO` keeps every variable of its rows whole.
-        let into = rest
-            .ops
-            .iter()
-            .any(|op| matches!(op, Op::Collect { into: Some(_), .. }));
+        let into = rest.ops.iter().any(|op| {
+            matches!(
+                op,
+                Op::Collect {
+                    into: Some(_),
+                    into_expr: None,
+                    ..
+                }
+            )
+        });
         for (i, v) in self.vars.iter().enumerate() {
             let read = if into {
                 Some(&None)
@@ -932,6 +939,7 @@ fn reads(q: &Query) -> BTreeMap<String, Option<BTreeSet<String>>> {
                     aggregates,
                     into,
                     count_into,
+                    ..
                 } => groups
                     .iter()
                     .chain(aggregates)
