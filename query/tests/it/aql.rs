@@ -311,6 +311,7 @@ fn aql_golden_suite() {
             cases.len(),
             failures.join("\n\n")
         );
+        println!("{planned} of {} cases ran DataFusion plans", cases.len());
         // Enough cases run over DataFusion plans for the comparison to mean something.
         assert!(planned >= 25, "only {planned} cases ran plans");
     });
