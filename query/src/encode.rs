@@ -248,7 +248,11 @@ pub fn encode(answer: &Answer, format: Format) -> Vec<u8> {
                 format!(",\"row_count\":{},\"rows\":[", answer.rows()).as_bytes(),
             );
             write_rows(answer, &mut out, b",");
-            out.extend_from_slice(b"],\"token\":");
+            out.push(b']');
+            if answer.truncated {
+                out.extend_from_slice(b",\"truncated\":true");
+            }
+            out.extend_from_slice(b",\"token\":");
             serde_json::to_writer(&mut out, &answer.token.encode()).expect("strings serialize");
             out.push(b'}');
             out

@@ -145,6 +145,8 @@ pub struct Answer {
     pub batches: Vec<RecordBatch>,
     /// Per shard, the view watermark the rows reflect.
     pub token: Token,
+    /// The rows stop at a limit the request set (a traversal's `limit`): more exist.
+    pub truncated: bool,
 }
 
 impl Answer {
@@ -466,6 +468,7 @@ impl QueryEngine {
             schema,
             batches,
             token,
+            truncated: false,
         })
     }
 
@@ -561,6 +564,7 @@ impl QueryEngine {
             schema: search::knn_schema(),
             batches: vec![search::knn_batch(&hits)?],
             token,
+            truncated: false,
         })
     }
 
@@ -581,6 +585,7 @@ impl QueryEngine {
             schema: graph::traverse_schema(),
             batches: vec![graph::traverse_batch(&found)?],
             token,
+            truncated: found.truncated,
         })
     }
 
@@ -601,6 +606,7 @@ impl QueryEngine {
             schema: graph::path_schema(),
             batches: vec![graph::path_batch(found.as_ref(), p.weight.as_deref())?],
             token,
+            truncated: false,
         })
     }
 
@@ -621,6 +627,7 @@ impl QueryEngine {
             schema: timeseries::schema(),
             batches: vec![timeseries::batch(&answer)?],
             token,
+            truncated: false,
         })
     }
 
@@ -650,6 +657,7 @@ impl QueryEngine {
             schema: search::search_schema(),
             batches: vec![search::search_batch(&hits)?],
             token,
+            truncated: false,
         })
     }
 
@@ -678,6 +686,7 @@ impl QueryEngine {
             schema: search::hybrid_schema(),
             batches: vec![batch],
             token,
+            truncated: false,
         })
     }
 

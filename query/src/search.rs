@@ -734,6 +734,12 @@ impl Function {
                 let args = traverse_args(exprs).map_err(invalid)?;
                 let t = args.resolve()?;
                 let (found, token) = s.views.graph_now(|g| g.traverse(&t))?;
+                if found.truncated {
+                    return Err(invalid(format!(
+                        "traverse() reaches more than {} vertices: narrow it (depths, a label), or use the traverse query with its limit",
+                        t.limit
+                    )));
+                }
                 s.observe(&token);
                 Searches::table(crate::graph::traverse_batch(&found)?)
             }

@@ -1131,6 +1131,9 @@ async fn run_query(
     if let Ok(value) = HeaderValue::from_str(&answer.token.encode()) {
         h.insert("themis-token", value);
     }
+    if answer.truncated {
+        h.insert("themis-truncated", HeaderValue::from_static("true"));
+    }
     Ok(response)
 }
 

@@ -55,6 +55,26 @@ async fn traversals_and_shortest_paths_over_http() {
     assert_eq!(rows[1]["edge_label"], "road");
     assert_eq!(rows[1]["edge_data"], json!({"km": 10.0}));
     assert_eq!(rows[2]["path"], json!([g("a"), g("b"), g("c")]));
+    assert!(r.json().get("truncated").is_none());
+    assert!(r.headers.get("themis-truncated").is_none());
+    // A limit that cuts the answer says so, in the body and in a header (CSV and NDJSON too).
+    let r = post(
+        b,
+        "/v1/query",
+        &json!({"traverse": {"start": g("a"), "min_depth": 1, "max_depth": 2, "limit": 2}}),
+    )
+    .await;
+    assert_eq!(ids(&r.json()["rows"]), ["d", "b"]);
+    assert_eq!(r.json()["truncated"], json!(true));
+    assert_eq!(r.headers["themis-truncated"], "true");
+    // Exactly as many as the limit: not cut.
+    let r = post(
+        b,
+        "/v1/query",
+        &json!({"traverse": {"start": g("a"), "min_depth": 1, "max_depth": 2, "limit": 3}}),
+    )
+    .await;
+    assert!(r.json().get("truncated").is_none());
     // Only roads, inbound to a: c (by road), then b.
     let r = post(
         b,
