@@ -524,6 +524,7 @@ impl QueryEngine {
                 aql::eval::EvalError::Invalid(m) => Error::InvalidAql(m),
                 aql::eval::EvalError::TooLarge(max) => Error::TooLarge { max },
                 aql::eval::EvalError::Cancelled => Error::Timeout(timeout),
+                aql::eval::EvalError::Failed(m) => Error::Failed(m),
                 aql::eval::EvalError::View(e) => Error::View(e),
             })
         });

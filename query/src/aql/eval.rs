@@ -44,6 +44,9 @@ pub enum EvalError {
     /// Cancelled (the deadline passed).
     #[error("cancelled")]
     Cancelled,
+    /// A plan over tables failed to build or to run.
+    #[error("{0}")]
+    Failed(String),
     /// A view could not be read, or refused the request (an unknown namespace, say).
     #[error(transparent)]
     View(themis_materializers::Error),

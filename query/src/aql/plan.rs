@@ -46,8 +46,10 @@ type Result<T> = std::result::Result<T, EvalError>;
 /// What the planner needs from the engine: tables read in the query's snapshot, and a way to
 /// run a plan.
 pub trait Runner {
-    /// Relational namespace `ns` as a table read in the snapshot (`None`: not readable as
-    /// one, for example when its config changed under the query; the interpreter reads it).
+    /// Relational namespace `ns` as a table read in the snapshot (`None`: it has no config,
+    /// say when it was just declared; the interpreter reads it). The layout follows the
+    /// current config, which only ever adds nullable columns or widens one to json (not
+    /// pushed down), so it fits the snapshot's rows.
     fn table(&self, ns: &str) -> Result<Option<(SchemaRef, Arc<dyn TableProvider>)>>;
 
     /// Runs `plan` to its batches (at most the evaluator's row limit).
@@ -139,6 +141,15 @@ struct Planner<'a, 'e> {
 /// Pushes the leading part of `q` (a top-level query) down into a DataFusion plan when it
 /// reads relational tables and does more than scan one; `None` leaves all to the interpreter.
 pub fn pushdown(ev: &Evaluator<'_>, runner: &dyn Runner, q: &Query) -> Result<Option<Pushed>> {
+    // Only when a table scan is followed by something a plan does (no table is built for a
+    // plain `FOR x IN t RETURN ...`).
+    if !matches!(
+        q.ops.get(1),
+        Some(Op::For { .. } | Op::Filter(_) | Op::Collect { .. } | Op::Sort(_) | Op::Limit { .. })
+    ) || !matches!(q.ops.first(), Some(Op::For { .. }))
+    {
+        return Ok(None);
+    }
     let mut p = Planner {
         ev,
         runner,
@@ -275,7 +286,7 @@ pub fn pushdown(ev: &Evaluator<'_>, runner: &dyn Runner, q: &Query) -> Result<Op
 }
 
 fn plan_error(e: datafusion::error::DataFusionError) -> EvalError {
-    EvalError::Invalid(format!("planning AQL over tables: {}", e.strip_backtrace()))
+    EvalError::Failed(format!("planning AQL over tables: {}", e.strip_backtrace()))
 }
 
 fn column(alias: &str, name: &str) -> Dx {
@@ -295,13 +306,22 @@ impl Planner<'_, '_> {
         let Source::Expr(e) = source else {
             return Ok(None);
         };
-        // A name bound by an earlier FOR is that variable, not a collection.
-        if self.vars.iter().any(|v| &v.name == name)
-            || matches!(e, Expr::Name(n) if self.vars.iter().any(|v| &v.name == n))
-        {
+        // A name bound by an earlier FOR is that variable, not a collection (also as the
+        // base of `relational.x` or `document.x`).
+        let bound = |n: &String| self.vars.iter().any(|v| &v.name == n);
+        let base = match e {
+            Expr::Name(n) => Some(n),
+            Expr::Attr(b, _) => match b.as_ref() {
+                Expr::Name(n) => Some(n),
+                _ => None,
+            },
+            _ => None,
+        };
+        if bound(name) || base.is_some_and(bound) {
             return Ok(None);
         }
-        let Some((Model::Relational, ns)) = self.ev.collection_of(e, &Scope::new())? else {
+        // An unknown or ambiguous collection is the interpreter's to report, when rows reach it.
+        let Ok(Some((Model::Relational, ns))) = self.ev.collection_of(e, &Scope::new()) else {
             return Ok(None);
         };
         let Some((schema, provider)) = self.runner.table(&ns)? else {
@@ -680,8 +700,12 @@ impl Planner<'_, '_> {
 
     /// `LIMIT` as (skip, fetch) when both are constant whole numbers.
     fn limit(&self, offset: Option<&Expr>, count: &Expr) -> Option<(usize, usize)> {
+        // DataFusion takes limits as i64.
         let whole = |e: &Expr| match self.constant(e)? {
-            Value::Number(n) => n.as_u64().map(|n| n as usize),
+            Value::Number(n) => n
+                .as_u64()
+                .filter(|&n| n <= i64::MAX as u64)
+                .map(|n| n as usize),
             _ => None,
         };
         Some((offset.map_or(Some(0), whole)?, whole(count)?))
@@ -813,6 +837,8 @@ fn attribute(var: &Var, attr: &str) -> Option<Col> {
     let (name, class, exact) = match attr {
         "_key" => ("id", Class::Text, true),
         "_rev" => ("_revision", Class::Number, true),
+        // Made from the key (a declared column of that name is hidden, as in the interpreter).
+        "_id" | "_urn" => return None,
         a if themis_materializers::namespaces::IMPLICIT_COLUMNS.contains(&a) => return None,
         a => {
             let field = var.schema.field_with_name(a).ok()?;
@@ -827,8 +853,12 @@ fn attribute(var: &Var, attr: &str) -> Option<Col> {
             (a, class, exact)
         }
     };
+    let expr = column(&var.alias, name);
+    // Arrow orders and compares floats totally (-0.0 < 0.0); AQL holds them equal. Adding
+    // 0.0 turns -0.0 into 0.0 and changes nothing else.
+    let expr = if exact { expr } else { expr + lit(0.0) };
     Some(Col {
-        expr: column(&var.alias, name),
+        expr,
         class,
         exact,
         post: Post::Raw,
