@@ -15,7 +15,7 @@ use redb::ReadTransaction;
 use themis_log::{Model, ShardId};
 
 use crate::aql::eval::EvalError;
-use crate::{Error, QueryEngine, tables};
+use crate::{Error, QueryEngine};
 
 /// Tables and plans for one AQL query.
 pub(crate) struct TableRunner<'a> {
@@ -39,31 +39,13 @@ impl crate::aql::plan::Runner for TableRunner<'_> {
             return Ok(None);
         };
         let shards: Vec<ShardId> = (0..self.engine.log.shard_count()).map(ShardId).collect();
-        let key = (Model::Relational, ns.to_owned());
-        let cached = self
+        let table = self
             .engine
-            .cache
-            .lock()
-            .expect("cache lock")
-            .get(&key)
-            .cloned();
-        let table = tables::build(
-            self.tx,
-            Model::Relational,
-            ns,
-            Some(&config),
-            &shards,
-            cached.as_ref(),
-        )
-        .map_err(|e| match e {
-            Error::View(e) => EvalError::View(e),
-            e => failed(e),
-        })?;
-        self.engine
-            .cache
-            .lock()
-            .expect("cache lock")
-            .insert(key, table.clone());
+            .cached_table(self.tx, Model::Relational, ns, Some(&config), &shards)
+            .map_err(|e| match e {
+                Error::View(e) => EvalError::View(e),
+                e => failed(e),
+            })?;
         let provider = MemTable::try_new(table.schema(), table.partitions()).map_err(failed)?;
         Ok(Some((table.schema(), Arc::new(provider))))
     }

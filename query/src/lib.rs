@@ -720,16 +720,7 @@ impl QueryEngine {
                 .iter()
                 .zip(&configs)
                 .map(|(n, config)| {
-                    let key = (n.model, n.namespace.clone());
-                    let cached = self.cache.lock().expect("cache lock").get(&key).cloned();
-                    tables::build(
-                        tx,
-                        n.model,
-                        &n.namespace,
-                        config.as_ref(),
-                        shards,
-                        cached.as_ref(),
-                    )
+                    self.cached_table(tx, n.model, &n.namespace, config.as_ref(), shards)
                 })
                 .collect::<Vec<_>>())
         })?;
@@ -739,13 +730,32 @@ impl QueryEngine {
             if !table.known() {
                 return Err(self.unknown(n));
             }
-            self.cache
-                .lock()
-                .expect("cache lock")
-                .insert((n.model, n.namespace.clone()), table.clone());
             result.push(table);
         }
         Ok((result, token))
+    }
+
+    /// `model`'s `namespace` as a table read in `tx`: the cached one where no shard's
+    /// namespace changed since, rebuilt where one did; a known namespace's table replaces
+    /// the cached one.
+    pub(crate) fn cached_table(
+        &self,
+        tx: &redb::ReadTransaction,
+        model: Model,
+        namespace: &str,
+        config: Option<&themis_materializers::namespaces::Registered>,
+        shards: &[ShardId],
+    ) -> Result<Arc<CachedTable>> {
+        let key = (model, namespace.to_owned());
+        let cached = self.cache.lock().expect("cache lock").get(&key).cloned();
+        let table = tables::build(tx, model, namespace, config, shards, cached.as_ref())?;
+        if table.known() {
+            self.cache
+                .lock()
+                .expect("cache lock")
+                .insert(key, table.clone());
+        }
+        Ok(table)
     }
 
     fn unknown(&self, n: &Named) -> Error {

@@ -796,11 +796,9 @@ impl<'a> Evaluator<'a> {
             return Ok(Value::Array(self.scan(model, &ns)?.to_vec()));
         }
         Ok(match e {
-            Expr::Null => Value::Null,
-            Expr::Bool(b) => Value::Bool(*b),
-            Expr::Int(n) => Value::from(*n),
-            Expr::Float(f) => num(*f),
-            Expr::Str(s) => Value::from(s.as_str()),
+            Expr::Null | Expr::Bool(_) | Expr::Int(_) | Expr::Float(_) | Expr::Str(_) => {
+                literal(e).unwrap_or(Value::Null)
+            }
             Expr::Name(n) => match row.get(n) {
                 Some(v) => v.clone(),
                 None => return invalid(format!("unknown variable {n}")), // collection_of said
@@ -1205,6 +1203,18 @@ fn gdir(d: Direction) -> GDir {
         Direction::Inbound => GDir::Inbound,
         Direction::Any => GDir::Any,
     }
+}
+
+/// The value of a literal (`null`, a boolean, a number, a string), or `None`.
+pub(crate) fn literal(e: &Expr) -> Option<Value> {
+    Some(match e {
+        Expr::Null => Value::Null,
+        Expr::Bool(b) => Value::Bool(*b),
+        Expr::Int(n) => Value::from(*n),
+        Expr::Float(f) => num(*f),
+        Expr::Str(s) => Value::from(s.as_str()),
+        _ => return None,
+    })
 }
 
 /// `namespace/key` of a URN.

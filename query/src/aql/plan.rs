@@ -22,10 +22,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, StringArray, StringViewArray,
-};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, SchemaRef};
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, NullEquality};
 use datafusion::functions::expr_fn::coalesce;
@@ -37,7 +35,7 @@ use datafusion::logical_expr::{
 use serde_json::{Map, Value};
 use themis_log::Model;
 
-use super::eval::{EvalError, Evaluator, Scope};
+use super::eval::{EvalError, Evaluator, Scope, literal};
 use super::parser::{BinOp, Expr, Op, Query, Source};
 use super::value::{compare, num};
 
@@ -363,14 +361,9 @@ impl Planner<'_, '_> {
             }
             // Which table a column is of, and its type (keys of one type only).
             let of = |c: &Column| {
-                let t = c
-                    .relation
-                    .as_ref()?
-                    .table()
-                    .strip_prefix('t')?
-                    .parse::<usize>()
-                    .ok()?;
-                let field = self.vars.get(t)?.schema.field_with_name(&c.name).ok()?;
+                let table = c.relation.as_ref()?.table();
+                let t = self.vars.iter().position(|v| v.alias == table)?;
+                let field = self.vars[t].schema.field_with_name(&c.name).ok()?;
                 Some((t, field.data_type().clone()))
             };
             let (Some((a, ta)), Some((b, tb))) = (of(l), of(r)) else {
@@ -554,12 +547,10 @@ impl Planner<'_, '_> {
 
     /// A constant expression's value: literals, bind parameters, arrays of them.
     fn constant(&self, e: &Expr) -> Option<Value> {
+        if let Some(v) = literal(e) {
+            return Some(v);
+        }
         Some(match e {
-            Expr::Null => Value::Null,
-            Expr::Bool(b) => Value::Bool(*b),
-            Expr::Int(n) => Value::from(*n),
-            Expr::Float(f) => num(*f),
-            Expr::Str(s) => Value::from(s.as_str()),
             Expr::Bind(n) => self.ev.param(n)?.clone(),
             Expr::Neg(x) => match self.constant(x)? {
                 Value::Number(n) => num(-n.as_f64()?),
@@ -782,15 +773,16 @@ impl Planner<'_, '_> {
     /// Output rows as variable bindings.
     fn bind(&self, batches: &[RecordBatch], binds: &[Bind]) -> Result<Vec<Scope>> {
         let mut rows = Vec::new();
+        // Cells as SQL answers show them (the plan's columns are never JSON text).
+        let cell = |a: &ArrayRef, r: usize| crate::encode::cell(a.as_ref(), r, false);
         for batch in batches {
-            let columns: Vec<ArrayRef> = batch.columns().to_vec();
+            let columns = batch.columns();
             for r in 0..batch.num_rows() {
                 let mut scope = Scope::new();
                 for bind in binds {
                     match bind {
                         Bind::Value { name, column, post } => {
-                            let v = cell(&columns[*column], r)?;
-                            let v = match (post, v) {
+                            let v = match (post, cell(&columns[*column], r)) {
                                 (Post::Number, Value::Number(n)) => num(n.as_f64().unwrap_or(0.0)),
                                 (_, v) => v,
                             };
@@ -798,7 +790,8 @@ impl Planner<'_, '_> {
                         }
                         Bind::Row { var, key } => {
                             let v = &self.vars[*var];
-                            let key = text(&columns[*key], r)?;
+                            let key = cell(&columns[*key], r);
+                            let key = key.as_str().unwrap_or_default();
                             let urn = format!("urn:themis:relational:{}:{key}", v.ns);
                             scope.insert(v.name.clone(), self.ev.row_value(&urn)?);
                         }
@@ -806,7 +799,7 @@ impl Planner<'_, '_> {
                             let v = &self.vars[*var];
                             let mut o = Map::new();
                             for (name, column) in attrs {
-                                let value = cell(&columns[*column], r)?;
+                                let value = cell(&columns[*column], r);
                                 if name == "_key" {
                                     let key = value.as_str().unwrap_or_default();
                                     o.insert("_id".into(), Value::from(format!("{}/{key}", v.ns)));
@@ -988,45 +981,4 @@ fn reads(q: &Query) -> BTreeMap<String, Option<BTreeSet<String>>> {
     let mut out = BTreeMap::new();
     query(q, &mut out);
     out
-}
-
-/// A text cell.
-fn text(a: &ArrayRef, r: usize) -> Result<String> {
-    match cell(a, r)? {
-        Value::String(s) => Ok(s),
-        other => Err(EvalError::Invalid(format!("expected a key, found {other}"))),
-    }
-}
-
-/// One cell as AQL's value.
-fn cell(a: &ArrayRef, r: usize) -> Result<Value> {
-    if a.is_null(r) {
-        return Ok(Value::Null);
-    }
-    Ok(match a.data_type() {
-        DataType::Boolean => Value::Bool(a.as_boolean().value(r)),
-        DataType::Int64 => Value::from(a.as_primitive::<Int64Type>().value(r)),
-        DataType::Int32 => Value::from(a.as_primitive::<Int32Type>().value(r)),
-        DataType::Float64 => {
-            let f = a.as_primitive::<Float64Type>().value(r);
-            serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
-        }
-        DataType::Utf8 => Value::from(
-            a.as_any()
-                .downcast_ref::<StringArray>()
-                .map(|s| s.value(r))
-                .unwrap_or_default(),
-        ),
-        DataType::Utf8View => Value::from(
-            a.as_any()
-                .downcast_ref::<StringViewArray>()
-                .map(|s| s.value(r))
-                .unwrap_or_default(),
-        ),
-        other => {
-            return Err(EvalError::Invalid(format!(
-                "internal: a plan made a {other} column"
-            )));
-        }
-    })
 }
