@@ -703,7 +703,7 @@ impl Event {
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Event, DecodeError> {
         let id = EventId::from_bytes(r.raw("event id")?);
         let urn_text = r.str("event urn")?;
-        let urn = Urn::parse(urn_text).map_err(|e| r.error("event urn", e.to_string()))?;
+        let urn = Urn::parse_logged(urn_text).map_err(|e| r.error("event urn", e.to_string()))?;
         let event_type = r.str("event type")?.to_owned();
         let op = r.u8("event op")?;
         let op =
@@ -730,7 +730,7 @@ impl Event {
         };
         let (to, label) = if flags & HAS_EDGE != 0 {
             let to = r.str("edge target")?;
-            let to = Urn::parse(to).map_err(|e| r.error("edge target", e.to_string()))?;
+            let to = Urn::parse_logged(to).map_err(|e| r.error("edge target", e.to_string()))?;
             (Some(to), Some(r.str("edge label")?.to_owned()))
         } else {
             (None, None)

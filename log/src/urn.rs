@@ -1,7 +1,9 @@
 //! Resource names: `urn:themis:{model}:{namespace}:{id}` (DESIGN.md §2). Owns the grammar and
-//! its error messages. Invariant: a `Urn` value only exists for a string that satisfies the
-//! grammar, and it keeps that string verbatim, so `Urn::parse(u.as_str()) == Ok(u)` for every
-//! `Urn`.
+//! its error messages, and the file names namespaces get on disk. Invariant: a `Urn` value only
+//! exists for a string that satisfies the grammar, and it keeps that string verbatim, so
+//! `Urn::parse(u.as_str()) == Ok(u)` for every `Urn` but one kind: a URN decoded from the log
+//! ([`Urn::parse_logged`]) may carry the namespace `.` or `..`, which older versions accepted.
+//! Namespaces never become paths as given: see [`namespace_file_name`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -140,6 +142,19 @@ pub enum UrnError {
         /// Length of the namespace in characters.
         len: usize,
     },
+    /// The namespace is `.` or `..`, which name directories.
+    #[error(
+        "invalid urn {input:?}: namespace at column {column} is {namespace:?}; `.` and `..` are not \
+         namespace names"
+    )]
+    DotNamespace {
+        /// The rejected input (cut if very long).
+        input: String,
+        /// The namespace.
+        namespace: String,
+        /// 1-based column where the namespace starts.
+        column: usize,
+    },
     /// The namespace contains a character outside `[a-z0-9_.-]`.
     #[error(
         "invalid urn {input:?}: namespace has {ch:?} at column {column}; allowed are a-z 0-9 _ . -"
@@ -208,6 +223,16 @@ impl Urn {
     /// Parses `urn:themis:{model}:{namespace}:{id}`, rejecting anything else with an error that
     /// says what is wrong and where.
     pub fn parse(input: &str) -> Result<Urn, UrnError> {
+        Self::parse_as(input, true)
+    }
+
+    /// Parses a URN read back from the log: the grammar as every version wrote it, so an entry
+    /// an older version accepted with the namespace `.` or `..` (refused since) still decodes.
+    pub fn parse_logged(input: &str) -> Result<Urn, UrnError> {
+        Self::parse_as(input, false)
+    }
+
+    fn parse_as(input: &str, strict: bool) -> Result<Urn, UrnError> {
         let Some(rest) = input.strip_prefix(URN_PREFIX) else {
             return Err(UrnError::MissingPrefix { input: echo(input) });
         };
@@ -223,7 +248,7 @@ impl Urn {
         let model_at = URN_PREFIX.len();
         let model = parse_model(input, model, model_at)?;
         let namespace_at = model_at + model.as_str().len() + 1;
-        check_namespace(input, namespace, namespace_at)?;
+        check_namespace(input, namespace, namespace_at, strict)?;
         let id_at = namespace_at + namespace.len() + 1;
         check_id(input, id, id_at)?;
         Ok(Urn {
@@ -240,7 +265,7 @@ impl Urn {
         let namespace_at = URN_PREFIX.len() + model.as_str().len() + 1;
         // Each part is checked on its own, so a `:` inside the namespace is reported as a namespace
         // character rather than shifting the split.
-        check_namespace(&text, namespace, namespace_at)?;
+        check_namespace(&text, namespace, namespace_at, true)?;
         let id_at = namespace_at + namespace.len() + 1;
         check_id(&text, id, id_at)?;
         Ok(Urn {
@@ -310,8 +335,9 @@ fn parse_model(input: &str, model: &str, at: usize) -> Result<Model, UrnError> {
         })
 }
 
-/// Checks a namespace that starts at byte offset `at` of `input`.
-fn check_namespace(input: &str, namespace: &str, at: usize) -> Result<(), UrnError> {
+/// Checks a namespace that starts at byte offset `at` of `input` (`strict`: `.` and `..` are
+/// refused, as for every URN but those read back from the log).
+fn check_namespace(input: &str, namespace: &str, at: usize, strict: bool) -> Result<(), UrnError> {
     if namespace.is_empty() {
         return Err(UrnError::EmptyNamespace {
             input: echo(input),
@@ -336,7 +362,36 @@ fn check_namespace(input: &str, namespace: &str, at: usize) -> Result<(), UrnErr
             len: namespace.len(),
         });
     }
+    if strict && (namespace == "." || namespace == "..") {
+        return Err(UrnError::DotNamespace {
+            input: echo(input),
+            namespace: namespace.to_owned(),
+            column: at + 1,
+        });
+    }
     Ok(())
+}
+
+/// The file name that stands for namespace `ns` in index directories: `ns` itself when it is a
+/// plain name (1 to 64 characters of the namespace alphabet, not `.` or `..`), otherwise `%`
+/// followed by the hex of its bytes, which no plain name starts with. So no namespace, whatever
+/// an older version let into the log, names a parent directory, holds a separator or is empty,
+/// and distinct namespaces get distinct file names.
+pub fn namespace_file_name(ns: &str) -> String {
+    let plain = !ns.is_empty()
+        && ns.len() <= NAMESPACE_LEN_MAX
+        && ns != "."
+        && ns != ".."
+        && ns.chars().all(is_namespace_char);
+    if plain {
+        return ns.to_owned();
+    }
+    let mut out = String::with_capacity(1 + 2 * ns.len());
+    out.push('%');
+    for b in ns.bytes() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// Checks an id that starts at byte offset `at` of `input`.

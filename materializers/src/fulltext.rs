@@ -518,7 +518,7 @@ impl Fulltext {
             d.join("fulltext")
                 .join(kind)
                 .join(shard.0.to_string())
-                .join(ns)
+                .join(themis_log::urn::namespace_file_name(ns))
         })
     }
 

@@ -624,9 +624,11 @@ impl VectorView {
     }
 
     fn dump_dir(&self, shard: ShardId, ns: &str) -> Option<PathBuf> {
-        self.dir
-            .as_ref()
-            .map(|d| d.join("vector").join(shard.0.to_string()).join(ns))
+        self.dir.as_ref().map(|d| {
+            d.join("vector")
+                .join(shard.0.to_string())
+                .join(themis_log::urn::namespace_file_name(ns))
+        })
     }
 
     /// The settings of `ns` from the registry, inside a write transaction.

@@ -294,3 +294,78 @@ fn order_is_string_order() {
         ]
     );
 }
+
+#[test]
+fn dot_namespaces_are_refused_but_decode_from_the_log() {
+    for ns in [".", ".."] {
+        let text = format!("urn:themis:document:{ns}:x");
+        let e = err(&text);
+        assert!(
+            matches!(e, UrnError::DotNamespace { column: 21, .. }),
+            "{e}"
+        );
+        assert!(Urn::new(Model::Vector, ns, "x").is_err());
+        // Entries an older version accepted still decode.
+        assert_eq!(Urn::parse_logged(&text).unwrap().namespace(), ns);
+    }
+    for ns in ["...", ".a", "a.", "a..b", "-", "_x"] {
+        Urn::parse(&format!("urn:themis:document:{ns}:x")).unwrap();
+    }
+}
+
+/// Namespaces become directory names of the index files: none may escape its directory, name
+/// a special entry, or share a file name with another namespace.
+#[test]
+fn hostile_namespaces_get_plain_distinct_file_names() {
+    let hostile = [
+        ".",
+        "..",
+        "...",
+        "",
+        "a/b",
+        "../x",
+        "/etc",
+        "a\\b",
+        "a\0b",
+        "con",
+        "nul",
+        "aux.txt",
+        " ",
+        " .",
+        "-rf",
+        "~",
+        "%2e",
+        "%",
+        "a%b",
+        "Ä",
+        "😀",
+        "\n",
+        "a:b",
+        "*",
+        "?",
+        &"a".repeat(64),
+        &"a".repeat(65),
+        &".".repeat(64),
+        "orders",
+        "acme.orders",
+        "x_1-2",
+    ];
+    let mut seen = std::collections::BTreeMap::new();
+    for ns in hostile {
+        let name = namespace_file_name(ns);
+        let components: Vec<_> = std::path::Path::new(&name).components().collect();
+        assert!(
+            matches!(components[..], [std::path::Component::Normal(_)]),
+            "{ns:?} -> {name:?}"
+        );
+        assert!(!name.contains(['/', '\\', '\0', ':']), "{ns:?} -> {name:?}");
+        assert!(name.len() <= 255 && !name.is_empty(), "{ns:?} -> {name:?}");
+        if let Some(other) = seen.insert(name.clone(), ns) {
+            panic!("{ns:?} and {other:?} share the file name {name:?}");
+        }
+    }
+    // Plain names keep their name, so existing index directories stay where they are.
+    for ns in ["orders", "acme.orders", "x_1-2", "..."] {
+        assert_eq!(namespace_file_name(ns), ns);
+    }
+}
