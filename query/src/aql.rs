@@ -1,5 +1,5 @@
-//! AQL, the query language of the ancestor and of ArangoDB, over every view (issue 9; in
-//! progress: the lexer and parser are here, execution is not yet).
+//! AQL, the query language of the ancestor and of ArangoDB, over every view at one token
+//! (`docs/AQL.md`): lexer, parser, values, functions, the evaluator and DataFusion plans.
 //!
 //! What the parser accepts: `FOR … IN`, `FILTER`, `LET`, `SORT … ASC|DESC`, `LIMIT n` and
 //! `LIMIT offset, n`, `COLLECT … AGGREGATE … INTO … WITH COUNT INTO`, `RETURN [DISTINCT]`, in any
@@ -9,7 +9,8 @@
 //! and `@@collection`; `//` and `/* */` comments; indexing `a[0]` and expansion `a[*].b`;
 //! objects with computed keys and the `{name}` shorthand; the usual operators (`IN`, `NOT IN`,
 //! `LIKE`, `=~`, `..`, `?:`). Every error names line, column and what was expected; no
-//! character is ever skipped; nesting deeper than 40 levels is an error, not a stack overflow.
+//! character is ever skipped; nesting deeper than 40 levels and expressions higher than 1,000 levels
+//! (chains of operators count) are errors, not stack overflows.
 
 pub mod eval;
 pub mod functions;
@@ -19,7 +20,7 @@ pub mod plan;
 pub mod value;
 
 pub use eval::{Evaluator, Outcome};
-pub use parser::{Expr, Op, Query, Source, parse};
+pub use parser::{Expr, HEIGHT_MAX, Op, Query, Source, parse};
 
 /// A query that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

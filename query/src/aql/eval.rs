@@ -788,7 +788,9 @@ impl<'a> Evaluator<'a> {
         Ok(r)
     }
 
-    /// Evaluates `e` in `row` (`current`: the element inside an expansion `[*]`).
+    /// Evaluates `e` in `row` (`current`: the element inside an expansion `[*]`). Recurses
+    /// once per level of `e` (at most [`super::HEIGHT_MAX`]), on a stack that grows as needed.
+    #[recursive::recursive]
     pub fn eval(&self, e: &Expr, row: &Scope, current: Option<&Value>) -> Result<Value> {
         // A collection in an expression is its documents (as ArangoDB's subquery
         // `(FOR x IN c RETURN x)`): a name that is no variable, `document.x`, `@@c`.

@@ -249,6 +249,7 @@ pub fn parse_with(text: &str, check: Option<CallCheck>) -> Result<Query, SyntaxE
         toks: tokens(text)?,
         at: 0,
         depth: 0,
+        links: 0,
         check,
     };
     let q = p.query()?;
@@ -256,8 +257,14 @@ pub fn parse_with(text: &str, check: Option<CallCheck>) -> Result<Query, SyntaxE
     Ok(q)
 }
 
-/// Deepest nesting of expressions and subqueries.
+/// Deepest nesting of expressions and subqueries (the parser recurses once per level).
 const DEPTH_MAX: usize = 40;
+
+/// Highest expression tree: nesting plus chains of operators, attribute accesses and indexes
+/// (`1 + 1 + ...`, `a.b.c...`), which the parser builds in loops but everything that walks a
+/// query (the evaluator, plans, drop) recurses through once per level. SQLite's and DuckDB's
+/// expression depth limit is the same.
+pub const HEIGHT_MAX: usize = 1000;
 
 const RESERVED: [&str; 30] = [
     "FOR",
@@ -296,6 +303,8 @@ struct Parser {
     toks: Vec<Token>,
     at: usize,
     depth: usize,
+    /// Links of the operator chains being parsed (see [`HEIGHT_MAX`]).
+    links: usize,
     check: Option<CallCheck>,
 }
 
@@ -398,6 +407,22 @@ impl Parser {
         self.depth += 1;
         if self.depth > DEPTH_MAX {
             return self.fail(&format!("at most {DEPTH_MAX} levels of nesting"));
+        }
+        self.check_height()
+    }
+
+    /// One more link of an operator chain: the tree grows a level. Chain functions restore
+    /// `links` when they return (a sibling's chain does not stack on this one).
+    fn link(&mut self) -> Result<(), SyntaxError> {
+        self.links += 1;
+        self.check_height()
+    }
+
+    fn check_height(&self) -> Result<(), SyntaxError> {
+        if self.depth + self.links > HEIGHT_MAX {
+            return self.fail(&format!(
+                "an expression at most {HEIGHT_MAX} levels high (nesting and chained operators, attributes or indexes)"
+            ));
         }
         Ok(())
     }
@@ -648,18 +673,24 @@ impl Parser {
     }
 
     fn or(&mut self) -> Result<Expr, SyntaxError> {
+        let mark = self.links;
         let mut left = self.and()?;
         while self.eat_kw("OR") || self.eat_sym("||") {
+            self.link()?;
             left = Expr::Binary(BinOp::Or, Box::new(left), Box::new(self.and()?));
         }
+        self.links = mark;
         Ok(left)
     }
 
     fn and(&mut self) -> Result<Expr, SyntaxError> {
+        let mark = self.links;
         let mut left = self.not()?;
         while self.eat_kw("AND") || self.eat_sym("&&") {
+            self.link()?;
             left = Expr::Binary(BinOp::And, Box::new(left), Box::new(self.not()?));
         }
+        self.links = mark;
         Ok(left)
     }
 
@@ -723,6 +754,7 @@ impl Parser {
     }
 
     fn additive(&mut self) -> Result<Expr, SyntaxError> {
+        let mark = self.links;
         let mut left = self.multiplicative()?;
         loop {
             let op = if self.eat_sym("+") {
@@ -730,13 +762,16 @@ impl Parser {
             } else if self.eat_sym("-") {
                 BinOp::Sub
             } else {
+                self.links = mark;
                 return Ok(left);
             };
+            self.link()?;
             left = Expr::Binary(op, Box::new(left), Box::new(self.multiplicative()?));
         }
     }
 
     fn multiplicative(&mut self) -> Result<Expr, SyntaxError> {
+        let mark = self.links;
         let mut left = self.unary()?;
         loop {
             let op = if self.eat_sym("*") {
@@ -746,8 +781,10 @@ impl Parser {
             } else if self.eat_sym("%") {
                 BinOp::Mod
             } else {
+                self.links = mark;
                 return Ok(left);
             };
+            self.link()?;
             left = Expr::Binary(op, Box::new(left), Box::new(self.unary()?));
         }
     }
@@ -779,18 +816,23 @@ impl Parser {
     }
 
     fn postfix(&mut self) -> Result<Expr, SyntaxError> {
+        let mark = self.links;
         let mut e = self.primary()?;
         loop {
             if self.eat_sym(".") {
+                self.link()?;
                 e = Expr::Attr(Box::new(e), self.attribute()?);
             } else if self.eat_sym("[*]") {
+                self.link()?;
                 // The rest of the chain applies to each element.
                 let mut rest = Expr::Current;
                 loop {
                     if self.eat_sym(".") {
+                        self.link()?;
                         rest = Expr::Attr(Box::new(rest), self.attribute()?);
                     } else if self.is_sym("[") {
                         self.next();
+                        self.link()?;
                         let i = self.expr()?;
                         self.expect_sym("]")?;
                         rest = Expr::Index(Box::new(rest), Box::new(i));
@@ -800,10 +842,12 @@ impl Parser {
                 }
                 e = Expr::Expand(Box::new(e), Box::new(rest));
             } else if self.eat_sym("[") {
+                self.link()?;
                 let i = self.expr()?;
                 self.expect_sym("]")?;
                 e = Expr::Index(Box::new(e), Box::new(i));
             } else {
+                self.links = mark;
                 return Ok(e);
             }
         }

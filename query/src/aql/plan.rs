@@ -41,6 +41,11 @@ use super::value::{compare, num};
 
 type Result<T> = std::result::Result<T, EvalError>;
 
+/// Deepest condition a plan takes, and most conditions it ANDs together: DataFusion evaluates
+/// expressions recursively on the runtime's threads, so larger ones stay with the interpreter,
+/// whose stack grows.
+const PREDICATE_DEPTH_MAX: usize = 64;
+
 /// What the planner needs from the engine: tables read in the query's snapshot, and a way to
 /// run a plan.
 pub trait Runner {
@@ -170,7 +175,7 @@ pub fn pushdown(ev: &Evaluator<'_>, runner: &dyn Runner, q: &Query) -> Result<Op
                 scans.push(scan);
             }
             Op::Filter(e) if !scans.is_empty() => {
-                let (pushed, rest) = p.conjuncts(e);
+                let (pushed, rest) = p.conjuncts(e, PREDICATE_DEPTH_MAX - filters.len());
                 if pushed.is_empty() {
                     break;
                 }
@@ -218,8 +223,10 @@ pub fn pushdown(ev: &Evaluator<'_>, runner: &dyn Runner, q: &Query) -> Result<Op
         tiebreak = order;
         work = true;
         at += 1;
+        let mut having = 0;
         while let Some(Op::Filter(e)) = q.ops.get(at) {
-            let (pushed, rest) = p.conjuncts(e);
+            let (pushed, rest) = p.conjuncts(e, PREDICATE_DEPTH_MAX - having);
+            having += pushed.len();
             if pushed.is_empty() {
                 break;
             }
@@ -395,15 +402,16 @@ impl Planner<'_, '_> {
         .map_err(plan_error)
     }
 
-    /// Splits `e` into the `AND`-parts that become plan filters and a rest (or `None`).
-    fn conjuncts(&self, e: &Expr) -> (Vec<Dx>, Option<Expr>) {
+    /// Splits `e` into the `AND`-parts that become plan filters (at most `budget`: the plan
+    /// ANDs them into one expression) and a rest (or `None`).
+    fn conjuncts(&self, e: &Expr, budget: usize) -> (Vec<Dx>, Option<Expr>) {
         let mut parts = Vec::new();
         flatten_and(e, &mut parts);
         let mut pushed = Vec::new();
         let mut rest: Option<Expr> = None;
         for part in parts {
-            match self.predicate(part) {
-                Some(d) if rest.is_none() => pushed.push(d),
+            match self.predicate(part, 0) {
+                Some(d) if rest.is_none() && pushed.len() < budget => pushed.push(d),
                 // After a part that does not fit, keep the order of evaluation (AQL's AND
                 // stops at the first false part; all parts here are free of errors, but the
                 // rest may not be).
@@ -418,12 +426,20 @@ impl Planner<'_, '_> {
         (pushed, rest)
     }
 
-    /// A condition as a two-valued (never NULL) boolean expression.
-    fn predicate(&self, e: &Expr) -> Option<Dx> {
+    /// A condition as a two-valued (never NULL) boolean expression; `None` when it does not
+    /// fit a plan, or is nested deeper than [`PREDICATE_DEPTH_MAX`] (DataFusion evaluates
+    /// expressions recursively, on threads whose stacks are the runtime's).
+    fn predicate(&self, e: &Expr, depth: usize) -> Option<Dx> {
+        if depth > PREDICATE_DEPTH_MAX {
+            return None;
+        }
+        let d = depth + 1;
         match e {
-            Expr::Binary(BinOp::And, a, b) => Some(self.predicate(a)?.and(self.predicate(b)?)),
-            Expr::Binary(BinOp::Or, a, b) => Some(self.predicate(a)?.or(self.predicate(b)?)),
-            Expr::Not(a) => Some(!self.predicate(a)?),
+            Expr::Binary(BinOp::And, a, b) => {
+                Some(self.predicate(a, d)?.and(self.predicate(b, d)?))
+            }
+            Expr::Binary(BinOp::Or, a, b) => Some(self.predicate(a, d)?.or(self.predicate(b, d)?)),
+            Expr::Not(a) => Some(!self.predicate(a, d)?),
             Expr::Binary(op @ (BinOp::In | BinOp::NotIn), a, b) => {
                 let Operand::Col(c) = self.operand(a)? else {
                     return None;

@@ -4,11 +4,16 @@ use super::parser::{BinOp, Direction};
 use super::*;
 
 fn ok(q: &str) -> Query {
-    parse(q).unwrap_or_else(|e| panic!("{q}: {e}"))
+    parse(q).unwrap_or_else(|e| panic!("{}: {e}", short(q)))
 }
 
 fn err(q: &str) -> SyntaxError {
-    parse(q).expect_err(q)
+    parse(q).expect_err(short(q))
+}
+
+/// A query as a failure message shows it (chains are long).
+fn short(q: &str) -> &str {
+    &q[..q.len().min(200)]
 }
 
 #[test]
@@ -138,6 +143,46 @@ fn nesting_is_bounded_with_an_error_not_a_stack_overflow() {
     assert!(err(&deep).message.contains("levels of nesting"));
     // 30 levels are fine.
     ok(&format!("RETURN {}1{}", "(".repeat(30), ")".repeat(30)));
+}
+
+/// Chains are built in loops, but the tree they make is as high as the chain is long, and the
+/// evaluator recurses through it: 16,000 `+` once overflowed a worker's stack and aborted the
+/// server.
+#[test]
+fn chains_are_bounded_by_the_height_limit() {
+    let chain = |link: &str, n: usize| format!("RETURN 1{}", link.repeat(n));
+    // (link, levels each adds)
+    for (link, levels) in [
+        (" + 1", 1),
+        (" - 1", 1),
+        (" * 1", 1),
+        (" / 1", 1),
+        (" % 1", 1),
+        (" AND 1", 1),
+        (" && 1", 1),
+        (" OR 1", 1),
+        (" || 1", 1),
+        (".a", 1),
+        ("[0]", 1),
+        ("[*].a", 2),
+    ] {
+        let e = err(&chain(link, 16_000));
+        assert!(e.message.contains("levels high"), "{link}: {e}");
+        // Just within the limit (RETURN's expression is one level, `enter` another).
+        ok(&chain(link, (HEIGHT_MAX - 3) / levels));
+        let over = chain(link, HEIGHT_MAX / levels);
+        assert!(err(&over).message.contains("levels high"), "{link}");
+    }
+    // Siblings do not stack: many chains side by side, each near the limit, are fine.
+    let long = " + 1".repeat(HEIGHT_MAX - 10);
+    ok(&format!("RETURN [1{long}, 1{long}, {{a: 1{long}}}, F(1{long})]").replace("F(", "LENGTH("));
+    // A chain inside a chain counts both.
+    let half = " + 1".repeat(HEIGHT_MAX / 2 + 10);
+    assert!(
+        err(&format!("RETURN 1{half} + (1{half})"))
+            .message
+            .contains("levels high")
+    );
 }
 
 fn fragments() -> impl Strategy<Value = String> {

@@ -864,3 +864,81 @@ fn mutated_golden_queries_fail_cleanly_and_plans_agree() {
         assert!(ran * 10 >= iterations, "only {ran} of {iterations} ran");
     });
 }
+
+/// The highest expressions the parser allows evaluate, with plans and without, on the default
+/// 2 MiB stacks of a runtime's blocking threads: chains of 16,000 operators once aborted the
+/// server with a stack overflow; the parser now stops them at `HEIGHT_MAX` levels.
+#[test]
+fn the_highest_expressions_evaluate_without_overflowing_the_stack() {
+    runtime().block_on(async {
+        let mut node = open(&MemoryDisk::new()).await;
+        node.declare(
+            "t",
+            json!({"columns": [{"name": "a", "type": "int64", "nullable": true}]}),
+        )
+        .await;
+        node.append(json!({"urn": "urn:themis:relational:t:r1", "op": "put", "data": {"a": 1}}))
+            .await
+            .expect("a row");
+        let n = themis_query::aql::HEIGHT_MAX - 3;
+        let nested = format!("{}1{}", "[".repeat(30), "]".repeat(30));
+        let cases = [
+            (format!("RETURN 1{}", " + 1".repeat(n)), json!([n + 1])),
+            (format!("RETURN 1{}", " AND 1".repeat(n)), json!([1])),
+            (format!("RETURN 0{}", " || 0".repeat(n)), json!([0])),
+            (format!("RETURN {nested}{}", "[0]".repeat(30)), json!([1])),
+            (format!("RETURN {{}}{}", ".a".repeat(n)), json!([null])),
+            (
+                format!(
+                    "FOR x IN t FILTER x.a{} == {} RETURN x.a",
+                    " + 1".repeat(n - 3),
+                    n - 2
+                ),
+                json!([1]),
+            ),
+            (
+                format!(
+                    "FOR x IN t FILTER x.a == 1{} RETURN x.a",
+                    " AND x.a == 1".repeat(n / 4 - 3)
+                ),
+                json!([1]),
+            ),
+            (
+                format!(
+                    "FOR x IN t FILTER x.a == 0{} OR x.a == 1 RETURN x.a",
+                    " OR x.a == 0".repeat(n / 4 - 3)
+                ),
+                json!([1]),
+            ),
+        ];
+        for (q, want) in cases {
+            for options in [AqlOptions::default(), INTERPRETED] {
+                let got = node
+                    .engine
+                    .aql(
+                        &q,
+                        Map::new(),
+                        options,
+                        &node.token,
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{}...: {e}", &q[..60]));
+                assert_eq!(Value::Array(got.rows), want, "{}...", &q[..60]);
+            }
+        }
+        let too_high = format!("RETURN 1{}", " + 1".repeat(16_000));
+        let e = node
+            .engine
+            .aql(
+                &too_high,
+                Map::new(),
+                AqlOptions::default(),
+                &node.token,
+                Duration::from_secs(60),
+            )
+            .await
+            .expect_err("too high");
+        assert_eq!(e.code(), "invalid_aql", "{e}");
+    });
+}
