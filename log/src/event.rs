@@ -3,7 +3,8 @@
 //!
 //! Invariant: an `Event` exists only after [`EventInput::validate`] accepted it, so everything
 //! the log holds has a valid URN, an op allowed for its model, and fields within their limits.
-//! Client JSON (`data`, `metadata`) is stored as the exact text the client sent.
+//! Client JSON (`data`, `metadata`) is stored as the exact text the client sent, once it passed
+//! the rules of [`crate::json`] (what every view can store).
 
 use std::fmt;
 
@@ -364,6 +365,13 @@ fn json_object(
             format!("`{field}` is {} bytes; the limit is {max}", text.len()),
         ));
     }
+    crate::json::check(text).map_err(|e| {
+        InvalidEvent::new(
+            "invalid_field",
+            format!("{field}{}", e.path),
+            format!("`{field}{}`: {}", e.path, e.message),
+        )
+    })?;
     Ok(Some(raw))
 }
 

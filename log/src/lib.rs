@@ -12,6 +12,7 @@ pub mod entry;
 pub mod event;
 pub mod histogram;
 pub mod ids;
+pub mod json;
 pub mod raft;
 pub mod ring;
 pub mod seam;

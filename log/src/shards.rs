@@ -174,6 +174,16 @@ impl ValidatedBatch {
     pub fn events(&self) -> impl Iterator<Item = &crate::event::Event> {
         self.events.iter().map(|p| &p.event)
     }
+
+    /// A batch that skipped [`Log::validate`], for tests that need entries an older version
+    /// with fewer checks could have committed (the views must not stop on them).
+    #[doc(hidden)]
+    pub fn unchecked(events: Vec<ProposedEvent>) -> ValidatedBatch {
+        ValidatedBatch {
+            events,
+            precheck: false,
+        }
+    }
 }
 
 /// The answer to an append: per shard, and the token covering all of them.

@@ -19,6 +19,7 @@ pub mod filter;
 pub mod fulltext;
 pub mod graph;
 pub mod namespaces;
+pub mod rejections;
 pub mod timeseries;
 pub mod vector;
 
@@ -79,6 +80,19 @@ pub enum Error {
     /// A search that cannot run as asked (wrong dimension, bad k, ...).
     #[error("{0}")]
     InvalidSearch(String),
+    /// The view's worker stopped (its storage failed): its state stays where it was until the
+    /// view is rebuilt or the node restarts.
+    #[error(
+        "the {kind} view of shard {shard} stopped: {reason} (restart the node, or rebuild the view)"
+    )]
+    Stopped {
+        /// View kind.
+        kind: &'static str,
+        /// Shard.
+        shard: u32,
+        /// Why it stopped.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -93,6 +107,7 @@ impl Error {
             Error::NotHosted(_) => "not_hosted",
             Error::UnknownNamespace(_) => "unknown_namespace",
             Error::InvalidSearch(_) => "invalid_search",
+            Error::Stopped { .. } => "view_stopped",
         }
     }
 }
@@ -315,6 +330,9 @@ struct Worker {
     /// Set before the view is cleared: a transaction that begins later must not commit (the
     /// worker may be running on another thread while it is being stopped).
     stopped: std::sync::atomic::AtomicBool,
+    /// Why the worker ended with an error (`None` while it runs): reads of the view fail at
+    /// once instead of waiting for a watermark that will not move.
+    failure: Mutex<Option<String>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -336,6 +354,16 @@ pub struct ViewStatus {
     pub lag_ms: u64,
     /// Entries applied since the node started.
     pub entries_applied: u64,
+    /// Entries the view did not apply because they break the rules of client JSON
+    /// ([`rejections`]), since the view was built.
+    pub entries_rejected: u64,
+    /// The latest of them (newest first, at most 5).
+    pub rejections: Vec<rejections::Rejection>,
+    /// `running`, or `stopped` (its worker ended with an error; see `error`).
+    pub state: &'static str,
+    /// Why a stopped view stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The node's views: workers, their watermarks, reads at a token.
@@ -475,6 +503,7 @@ impl Materializer {
                     watermark_ts: AtomicU64::new(ts),
                     entries_applied: AtomicU64::new(0),
                     stopped: Default::default(),
+                    failure: Mutex::new(None),
                     task: Mutex::new(None),
                 });
                 self.spawn(shard, view.clone(), worker.clone());
@@ -488,12 +517,13 @@ impl Materializer {
         let m = Arc::downgrade(self);
         let w = worker.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = run_worker(m, shard, view.clone(), w).await {
+            if let Err(e) = run_worker(m, shard, view.clone(), w.clone()).await {
                 tracing::error!(
                     shard = shard.0,
                     view = view.kind(),
                     "view worker stopped: {e}"
                 );
+                w.fail(e.to_string());
             }
         });
         *worker.task.lock().expect("task lock") = Some(task);
@@ -509,6 +539,7 @@ impl Materializer {
                 .remove(watermark_key(kind, shard).as_str())
                 .map_err(storage)?;
         }
+        rejections::clear(&tx, kind, shard)?;
         tx.commit().map_err(storage)
     }
 
@@ -536,6 +567,7 @@ impl Materializer {
                 watermark_ts: AtomicU64::new(0),
                 entries_applied: AtomicU64::new(0),
                 stopped: Default::default(),
+                failure: Mutex::new(None),
                 task: Mutex::new(None),
             });
             self.spawn(key.0, view.clone(), worker.clone());
@@ -551,6 +583,31 @@ impl Materializer {
             .get(&(shard, kind))
             .cloned()
             .ok_or(Error::NotHosted(shard.0))
+    }
+
+    /// Fails with [`Error::Stopped`] when view `kind` of a hosted shard has stopped: a read
+    /// of it would wait for a watermark that does not move, or answer from a state that stays
+    /// behind the log.
+    fn running(&self, kind: &'static str) -> Result<()> {
+        let workers = self.workers.lock().expect("workers lock");
+        for ((shard, k), w) in workers.iter() {
+            if *k == kind {
+                w.check(kind, *shard)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The views that stopped, with their shards and reasons (`/readyz` fails while any did).
+    pub fn stopped(&self) -> Vec<(&'static str, ShardId, String)> {
+        let workers = self.workers.lock().expect("workers lock");
+        workers
+            .iter()
+            .filter_map(|((shard, kind), w)| {
+                let failure = w.failure.lock().expect("failure lock").clone();
+                failure.map(|reason| (*kind, *shard, reason))
+            })
+            .collect()
     }
 
     /// The watermark of view `kind` of `shard`.
@@ -598,16 +655,18 @@ impl Materializer {
         timeout: Duration,
     ) -> Result<Token> {
         let kind = self.view(kind)?.kind();
+        self.running(kind)?;
         for p in token.iter() {
             let worker = self.worker(p.shard, kind)?;
             let mut rx = worker.watermark.subscribe();
             if *rx.borrow() >= p.lsn.0 {
                 continue;
             }
-            let wait = rx.wait_for(|&w| w >= p.lsn.0);
+            // A worker that stops wakes its waiters (Worker::fail).
+            let wait = rx.wait_for(|&w| w >= p.lsn.0 || worker.failed());
             let left = timeout.saturating_sub(self.clock.monotonic().saturating_sub(started));
             match tokio::time::timeout(left, wait).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => worker.check(kind, p.shard)?,
                 Ok(Err(_)) | Err(_) => {
                     return Err(Error::Timeout {
                         kind,
@@ -638,7 +697,7 @@ impl Materializer {
         f: impl FnOnce(&ReadTransaction) -> Result<T>,
     ) -> Result<(T, Lsn)> {
         let kind = self.view(kind)?.kind();
-        self.worker(shard, kind)?;
+        self.worker(shard, kind)?.check(kind, shard)?;
         let tx = self.db.begin_read().map_err(storage)?;
         let (lsn, _) = read_watermark(&tx, kind, shard)?;
         Ok((f(&tx)?, Lsn(lsn)))
@@ -656,6 +715,9 @@ impl Materializer {
             .iter()
             .map(|k| self.view(k).map(|v| v.kind()))
             .collect::<Result<_>>()?;
+        for kind in &kinds {
+            self.running(kind)?;
+        }
         let tx = self.db.begin_read().map_err(storage)?;
         let mut token = Token::new();
         for shard in self.log.shards().iter().map(|s| s.id()) {
@@ -690,9 +752,15 @@ impl Materializer {
             .iter()
             .map(|(k, w)| (*k, w.clone()))
             .collect();
+        let tx = self.db.begin_read().ok();
         workers
             .into_iter()
             .map(|((shard, view), w)| {
+                let (entries_rejected, rejections) = tx
+                    .as_ref()
+                    .and_then(|tx| rejections::read(tx, view, shard, 5).ok())
+                    .unwrap_or_default();
+                let error = w.failure.lock().expect("failure lock").clone();
                 let watermark = *w.watermark.borrow();
                 let applied = self.log.shard(shard).map_or(watermark, |s| s.applied().0);
                 let lag_lsn = applied.saturating_sub(watermark);
@@ -710,6 +778,14 @@ impl Materializer {
                     lag_lsn,
                     lag_ms,
                     entries_applied: w.entries_applied.load(Ordering::Relaxed),
+                    entries_rejected,
+                    rejections,
+                    state: if error.is_some() {
+                        "stopped"
+                    } else {
+                        "running"
+                    },
+                    error,
                 }
             })
             .collect()
@@ -1203,6 +1279,28 @@ impl Materializer {
 }
 
 impl Worker {
+    /// Marks the worker as ended by `reason` and wakes every reader waiting on its watermark.
+    fn fail(&self, reason: String) {
+        *self.failure.lock().expect("failure lock") = Some(reason);
+        self.watermark.send_modify(|_| {});
+    }
+
+    fn failed(&self) -> bool {
+        self.failure.lock().expect("failure lock").is_some()
+    }
+
+    /// [`Error::Stopped`] when the worker ended with an error.
+    fn check(&self, kind: &'static str, shard: ShardId) -> Result<()> {
+        match &*self.failure.lock().expect("failure lock") {
+            Some(reason) => Err(Error::Stopped {
+                kind,
+                shard: shard.0,
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         if let Some(task) = self.task.lock().expect("task lock").take() {
@@ -1272,7 +1370,23 @@ async fn run_worker(
             tx.set_durability(Durability::None).map_err(storage)?;
         }
         for entry in &entries {
-            view.apply(&tx, shard, entry)?;
+            match rejections::admit(entry) {
+                Ok(()) => view.apply(&tx, shard, entry)?,
+                Err(reason) => {
+                    tracing::warn!(
+                        shard = shard.0,
+                        view = view.kind(),
+                        lsn = entry.lsn.0,
+                        "view rejected an entry: {reason}"
+                    );
+                    let rejection = rejections::Rejection {
+                        lsn: entry.lsn.0,
+                        ts_ms: entry.ts_ms,
+                        reason,
+                    };
+                    rejections::record(&tx, view.kind(), shard, &rejection)?;
+                }
+            }
         }
         let ts = if last_ts > 0 {
             last_ts

@@ -30,7 +30,7 @@ impl Metrics {
     fn render_views(&self, out: &mut String, views: &themis_materializers::Materializer) {
         let status = views.status();
         type Field = fn(&themis_materializers::ViewStatus) -> String;
-        let families: [(&str, &str, Field); 3] = [
+        let families: [(&str, &str, Field); 5] = [
             ("themis_view_watermark", "LSN the view has applied", |v| {
                 v.watermark.to_string()
             }),
@@ -43,6 +43,16 @@ impl Metrics {
                 "themis_view_lag_seconds",
                 "age of the oldest committed entry the view has not applied (0 when caught up)",
                 |v| format!("{:.3}", v.lag_ms as f64 / 1e3),
+            ),
+            (
+                "themis_view_rejected_entries",
+                "entries the view did not apply because their client JSON breaks the rules (since the view was built)",
+                |v| v.entries_rejected.to_string(),
+            ),
+            (
+                "themis_view_stopped",
+                "1 when the view's worker stopped after an error (reads of the view fail, /readyz fails)",
+                |v| u8::from(v.state == "stopped").to_string(),
             ),
         ];
         for (name, help, value) in families {

@@ -19,6 +19,7 @@ use themis_storage::MemoryDisk;
 
 mod fulltext;
 mod graph;
+mod rejections;
 mod timeseries;
 mod vector;
 mod waits;

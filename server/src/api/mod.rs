@@ -182,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         NamespaceBody,
         NamespacesBody,
         ViewsBody,
+        RejectionBody,
         RebuildBody,
         ClusterBody,
         ClusterNodeBody,
@@ -890,7 +891,7 @@ async fn livez() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: the store accepts writes and every shard has a leader.
+/// Readiness: the store accepts writes, every view runs and every shard has a leader.
 #[utoipa::path(get, path = "/readyz", responses((status = 200), (status = 503, body = ProblemBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
     if let Some(reason) = state.log.shards().first().and_then(|s| s.store().failure()) {
@@ -901,6 +902,13 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
                 "the store stopped after an error and refuses writes until restarted: {reason}"
             ),
         ));
+    }
+    if let Some((kind, shard, reason)) = state.views.stopped().into_iter().next() {
+        return Err(Problem::from(themis_materializers::Error::Stopped {
+            kind,
+            shard: shard.0,
+            reason,
+        }));
     }
     let leaderless: Vec<u32> = state
         .log
@@ -1549,7 +1557,7 @@ async fn list_views(
     let params = query(params)?;
     let mut views = Vec::new();
     for v in state.views.status() {
-        let digest = if params.digest {
+        let digest = if params.digest && v.state == "running" {
             let (lsn, digest) = state.views.digest(v.view, ShardId(v.shard))?;
             Some(ViewDigestBody {
                 watermark: lsn.0,
@@ -1566,6 +1574,18 @@ async fn list_views(
             lag_entries: v.lag_lsn,
             lag_ms: v.lag_ms,
             entries_applied: v.entries_applied,
+            entries_rejected: v.entries_rejected,
+            rejections: v
+                .rejections
+                .into_iter()
+                .map(|r| RejectionBody {
+                    lsn: r.lsn,
+                    ts_ms: r.ts_ms,
+                    reason: r.reason,
+                })
+                .collect(),
+            state: v.state,
+            error: v.error,
             digest,
         });
     }

@@ -177,6 +177,7 @@ impl From<themis_materializers::Error> for Problem {
             ViewError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ViewError::UnknownNamespace(_) => StatusCode::NOT_FOUND,
             ViewError::InvalidSearch(_) => StatusCode::BAD_REQUEST,
+            ViewError::Stopped { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         let problem = Problem::new(status, e.code(), e.to_string());
         match e {
@@ -184,6 +185,9 @@ impl From<themis_materializers::Error> for Problem {
                 problem.with("shard", shard).with("watermark", at)
             }
             ViewError::NotHosted(shard) => problem.with("shard", shard),
+            ViewError::Stopped { kind, shard, .. } => {
+                problem.with("view", kind).with("shard", shard)
+            }
             _ => problem,
         }
     }

@@ -297,9 +297,31 @@ pub struct ViewBody {
     pub lag_ms: u64,
     /// Entries applied since the node started.
     pub entries_applied: u64,
-    /// With `digest=true`.
+    /// Entries the view did not apply because their client JSON breaks the rules every view
+    /// needs (only entries committed by an older version can), since the view was built.
+    pub entries_rejected: u64,
+    /// The latest of them, newest first (at most 5).
+    pub rejections: Vec<RejectionBody>,
+    /// `running`, or `stopped`: the view's worker ended with an error (see `error`); reads of
+    /// the view answer 503 `view_stopped` until it is rebuilt or the node restarts.
+    pub state: &'static str,
+    /// Why a stopped view stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// With `digest=true` (not for a stopped view).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<ViewDigestBody>,
+}
+
+/// An entry a view rejected.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RejectionBody {
+    /// The entry's LSN.
+    pub lsn: u64,
+    /// Its commit timestamp (ms since the Unix epoch).
+    pub ts_ms: u64,
+    /// Which event, which field, which rule.
+    pub reason: String,
 }
 
 /// The views of this node.

@@ -6,6 +6,7 @@ mod aql;
 mod cluster;
 mod crash;
 mod graph;
+mod hardening;
 mod harness;
 mod nemesis;
 mod search;
