@@ -41,7 +41,7 @@ use tantivy::collector::TopDocs;
 use tantivy::query::{
     Bm25StatisticsProvider, BooleanQuery, BoostQuery, Occur, PhrasePrefixQuery, Query, QueryParser,
 };
-use tantivy::query_grammar::{UserInputAst, UserInputLeaf};
+use tantivy::query_grammar::{Delimiter, UserInputAst, UserInputLeaf};
 use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value as _,
 };
@@ -65,6 +65,10 @@ const COMMIT_AFTER_CHANGES: usize = 10_000;
 const COMMIT_AFTER_MS: u64 = 1_000;
 /// The index writer's memory budget (tantivy's minimum is 15 MB per indexing thread).
 const WRITER_BYTES: usize = 20_000_000;
+/// Deepest nesting of parentheses in a query: tantivy's grammar recurses once per level, on
+/// whatever stack the search runs.
+pub const QUERY_NESTING_MAX: usize = 32;
+
 /// Terms a prefix expands to at most (tantivy's default for phrase prefixes).
 const PREFIX_EXPANSIONS: usize = 50;
 /// The field holding each document's URN.
@@ -268,6 +272,7 @@ impl TextIndex {
     /// score with the combined statistics too.
     fn parse(&self, query: &str, all: &[Searcher]) -> std::result::Result<Box<dyn Query>, String> {
         let parser = QueryParser::for_index(&self.index, self.text.clone());
+        check_nesting(query)?;
         let ast = tantivy::query_grammar::parse_query(query)
             .map_err(|_| format!("the query {query:?} does not parse"))?;
         self.build(&parser, ast, all)
@@ -343,6 +348,35 @@ impl TextIndex {
                 boost.into_inner() as f32,
             ))),
             UserInputAst::Leaf(leaf) => match *leaf {
+                UserInputLeaf::Literal(mut lit)
+                    if lit.delimiter == Delimiter::None && lit.phrase.contains('*') =>
+                {
+                    // tantivy's grammar reads an unquoted `lant*` as the word `lant*`, which
+                    // its analyzer would turn into the term `lant`: a trailing `*` makes it
+                    // the prefix it says; a `*` elsewhere is refused rather than dropped.
+                    let stem = lit.phrase.trim_end_matches('*');
+                    if stem.contains('*') || stem.is_empty() {
+                        return Err(format!(
+                            "{:?}: `*` goes only at the end of a word (a prefix, like `lant*`)",
+                            lit.phrase
+                        ));
+                    }
+                    if stem.ends_with('\\') {
+                        // `lant\*`: an escaped star, part of the word.
+                        return parser
+                            .build_query_from_user_input_ast(UserInputAst::Leaf(Box::new(
+                                UserInputLeaf::Literal(lit),
+                            )))
+                            .map_err(|e| format!("{e}"));
+                    }
+                    lit.phrase = stem.to_owned();
+                    lit.prefix = true;
+                    self.build(
+                        parser,
+                        UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(lit))),
+                        all,
+                    )
+                }
                 UserInputLeaf::Literal(lit)
                     if lit.prefix && !lit.phrase.trim().contains(char::is_whitespace) =>
                 {
@@ -820,6 +854,12 @@ impl View for TextIndexed {
         self.state.digest(tx, shard)
     }
 
+    /// `apply` reads the namespace's text settings: a batch applied before the registry has
+    /// the config would leave its documents out of the index until they change again.
+    fn reads_configs(&self) -> bool {
+        true
+    }
+
     fn open(&self, tx: &ReadTransaction, shard: ShardId) -> Result<()> {
         let kind = self.kind();
         for ns in self.state.namespaces(tx, shard)? {
@@ -881,4 +921,28 @@ impl View for TextIndexed {
             tracing::warn!(shard = shard.0, "fulltext commit at shutdown failed: {e}");
         }
     }
+}
+
+/// Refuses queries nested deeper than [`QUERY_NESTING_MAX`] parentheses (outside quotes).
+fn check_nesting(query: &str) -> std::result::Result<(), String> {
+    let (mut depth, mut quoted, mut escaped) = (0usize, None, false);
+    for c in query.chars() {
+        match (c, quoted) {
+            _ if escaped => escaped = false,
+            ('\\', _) => escaped = true,
+            ('"' | '\'', None) => quoted = Some(c),
+            (q, Some(open)) if q == open => quoted = None,
+            ('(', None) => {
+                depth += 1;
+                if depth > QUERY_NESTING_MAX {
+                    return Err(format!(
+                        "the query nests parentheses deeper than {QUERY_NESTING_MAX} levels"
+                    ));
+                }
+            }
+            (')', None) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }

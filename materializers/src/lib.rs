@@ -876,8 +876,10 @@ impl Materializer {
         min_token: &Token,
         timeout: Duration,
     ) -> Result<(Vec<(ShardId, vector::Hit)>, Token)> {
+        // The config is read after the wait: the token may cover its declaration.
+        self.wait_for_kinds(&[namespaces::KIND, vector::KIND], min_token, timeout)
+            .await?;
         let settings = self.knn_check(search)?;
-        self.wait_for(vector::KIND, min_token, &[], timeout).await?;
         self.knn_at(search, settings)
     }
 
@@ -1013,8 +1015,14 @@ impl Materializer {
         min_token: &Token,
         timeout: Duration,
     ) -> Result<(fulltext::TextHits, Token)> {
+        // The config is read after the wait: the token may cover its declaration.
+        let kind = match search.model {
+            themis_log::Model::Relational => document::ROWS.kind(),
+            _ => document::DOCUMENTS.kind(),
+        };
+        self.wait_for_kinds(&[namespaces::KIND, kind], min_token, timeout)
+            .await?;
         let kind = self.search_check(search)?;
-        self.wait_for(kind, min_token, &[], timeout).await?;
         self.search_at(search, kind)
     }
 

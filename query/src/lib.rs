@@ -383,10 +383,12 @@ impl QueryEngine {
                 named.push(n);
             }
         }
-        // The tables read the state views; the functions also the vector, time-series and
-        // graph views, at their current watermarks. One deadline for all of them.
+        // The tables read the state views and their schemas the registry; the functions also
+        // the vector, time-series and graph views, at their current watermarks. One deadline
+        // for all of them.
         let kinds: &[&str] = if functions {
             &[
+                themis_materializers::namespaces::KIND,
                 themis_materializers::vector::KIND,
                 themis_materializers::timeseries::KIND,
                 themis_materializers::graph::KIND,
@@ -394,7 +396,11 @@ impl QueryEngine {
                 ROWS.kind(),
             ]
         } else {
-            &[DOCUMENTS.kind(), ROWS.kind()]
+            &[
+                themis_materializers::namespaces::KIND,
+                DOCUMENTS.kind(),
+                ROWS.kind(),
+            ]
         };
         self.views.wait_for_kinds(kinds, min_token, timeout).await?;
 
@@ -491,6 +497,7 @@ impl QueryEngine {
         self.views
             .wait_for_kinds(
                 &[
+                    themis_materializers::namespaces::KIND,
                     DOCUMENTS.kind(),
                     ROWS.kind(),
                     themis_materializers::graph::KIND,
@@ -673,6 +680,7 @@ impl QueryEngine {
         self.views
             .wait_for_kinds(
                 &[
+                    themis_materializers::namespaces::KIND,
                     themis_materializers::vector::KIND,
                     DOCUMENTS.kind(),
                     ROWS.kind(),
