@@ -34,7 +34,7 @@
 //! read `\\` in names as one backslash, and InfluxDB 3 takes tabs as whitespace; this parser
 //! follows the Go decoder, whose corpus is the reference the tests use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Time units of line-protocol timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,13 +335,15 @@ impl<'a> Parser<'a> {
         }
         self.spaces("a space before the fields")?;
         let mut fields = Vec::new();
+        // Field keys seen, so that a line of a million fields is not checked in quadratic time.
+        let mut keys = BTreeSet::new();
         loop {
             let at = self.at;
             let key = self.name(KEY_SPECIALS, "a field key")?;
             self.expect(b'=', "'=' after the field key")?;
             let value_at = self.at;
             let value = self.field_value()?;
-            if fields.iter().any(|(k, _)| *k == key) {
+            if !keys.insert(key.clone()) {
                 return Err((at, format!("field {key:?} appears twice")));
             }
             let value = value.map_err(|m| (value_at, m))?;
