@@ -80,6 +80,23 @@ async fn line_protocol_and_ts_range_over_http() {
     )
     .await;
     assert!(rows(&r).is_empty(), "nothing written: {}", r.text);
+    // InfluxData's whitespace rules: repeated and trailing spaces pass; a tab is no
+    // whitespace, so a line starting with one fails at its first column.
+    let r = write_lp(
+        &b,
+        "?precision=ms&wait=applied",
+        "spaced,host=a  v=1   1000  \n  spaced v=2 2000\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json()["points"], 2);
+    let r = write_lp(&b, "?precision=ms", "spaced v=3 3000\n\tspaced v=4 4000\n").await;
+    let p = r.problem(400, "invalid_line_protocol");
+    assert_eq!(p["error_count"], 1);
+    assert_eq!(
+        (&p["errors"][0]["line"], &p["errors"][0]["column"]),
+        (&json!(2), &json!(1))
+    );
 
     // Two hosts, two fields, ten-second points over three minutes (ms precision), sent out
     // of order in two requests; the second waits for the views.
