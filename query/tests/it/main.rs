@@ -622,3 +622,121 @@ proptest! {
         runtime().block_on(model_run(steps));
     }
 }
+
+/// Hostile and mutated SQL (the golden statements with spans deleted, duplicated or replaced
+/// by fragments, and hand-made inputs that are deep, long or not text a client should send)
+/// must answer or fail with a code: never panic, overflow a stack or fail internally. 600 in
+/// CI; `THEMIS_SQL_FUZZ` and `THEMIS_SQL_FUZZ_SEED` for longer runs.
+#[test]
+fn hostile_and_mutated_sql_fails_cleanly() {
+    const FRAGMENTS: [&str; 24] = [
+        " SELECT ",
+        " FROM orders ",
+        " WHERE ",
+        " GROUP BY ",
+        " ORDER BY ",
+        " LIMIT 3 ",
+        " JOIN customers c ON ",
+        " ( ",
+        " ) ",
+        " , ",
+        " = ",
+        " + ",
+        " / 0 ",
+        " NULL ",
+        " 'x' ",
+        " 1e308 ",
+        " -9223372036854775808 ",
+        " CAST(",
+        " AS INT) ",
+        " knn('v', [1], 2) ",
+        " search('notes', 'a*', 2) ",
+        " traverse('urn:themis:graph:g:a', 1, 9) ",
+        " \u{0} ",
+        " ä ",
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut seeds: Vec<String> = std::fs::read_dir(&dir)
+        .expect("golden dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .map(|p| std::fs::read_to_string(p).expect("golden sql"))
+        .collect();
+    seeds.sort();
+    let n = themis_query::MAX_NESTING;
+    let mut hostile = vec![
+        format!("SELECT {}1{}", "(".repeat(100_000), ")".repeat(100_000)),
+        format!("SELECT 1{}", " + 1".repeat(16_000)),
+        format!("SELECT 1 WHERE {}", "NOT ".repeat(16_000) + "true"),
+        format!("SELECT {}", "-".repeat(16_000) + "1"),
+        format!(
+            "SELECT * FROM orders WHERE qty IN ({})",
+            vec!["1"; 100_000].join(",")
+        ),
+        format!("SELECT \"{}\" FROM orders", "a".repeat(100_000)),
+        format!(
+            "SELECT {}",
+            "CASE WHEN true THEN ".repeat(n + 5) + "1" + &" END".repeat(n + 5)
+        ),
+        "SELECT '\u{0}'".to_owned(),
+        String::from_utf8_lossy(&[0xff, 0xfe, 0x00, 0x41]).into_owned(),
+        "".to_owned(),
+        ";;;".to_owned(),
+    ];
+    let iterations: usize = std::env::var("THEMIS_SQL_FUZZ")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let mut state: u64 = std::env::var("THEMIS_SQL_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5EED_5EED);
+    let mut next = |below: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % below.max(1)
+    };
+    for _ in 0..iterations {
+        let seed: Vec<char> = seeds[next(seeds.len())].chars().collect();
+        let mut text = seed.clone();
+        for _ in 0..1 + next(3) {
+            let at = next(text.len() + 1);
+            let len = next(12).min(text.len() - at);
+            match next(3) {
+                0 => {
+                    text.drain(at..at + len);
+                }
+                1 => {
+                    let span: Vec<char> = text[at..at + len].to_vec();
+                    text.splice(at..at, span);
+                }
+                _ => {
+                    let f: Vec<char> = FRAGMENTS[next(FRAGMENTS.len())].chars().collect();
+                    text.splice(at..at + len, f);
+                }
+            }
+        }
+        hostile.push(text.into_iter().collect());
+    }
+    runtime().block_on(async {
+        let node = fixture_node().await;
+        let (mut ok, mut failed) = (0, 0);
+        for sql in &hostile {
+            match node.sql(sql).await {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    assert_ne!(
+                        e.code(),
+                        "internal",
+                        "{}: {e}",
+                        &sql.chars().take(200).collect::<String>()
+                    );
+                }
+            }
+        }
+        assert!(ok > 0 && failed > 0, "{ok} answered, {failed} failed");
+        node.log.shutdown().await;
+    });
+}
