@@ -10,6 +10,7 @@ pub mod config;
 pub mod meta;
 pub mod metrics;
 pub mod node;
+pub mod open_files;
 pub mod peer;
 pub mod tail;
 pub mod wire_tcp;

@@ -46,6 +46,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.raft_election_max
         );
     }
+    // Before any file is opened: every connection and data file needs a descriptor.
+    crate::open_files::raise();
     let disk = FileDisk::new(&args.data_dir)
         .with_context(|| format!("cannot use data directory {}", args.data_dir.display()))?;
     let advertise = args
