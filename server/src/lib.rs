@@ -7,6 +7,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod http_server;
 pub mod meta;
 pub mod metrics;
 pub mod node;

@@ -7,6 +7,7 @@ mod cluster;
 mod crash;
 mod graph;
 mod harness;
+mod http_limits;
 mod nemesis;
 mod search;
 mod sql;
