@@ -26,6 +26,25 @@ pub struct ServeArgs {
     /// How long an append may wait for its commit (e.g. 500ms, 30s, 2m).
     #[arg(long, env = "THEMIS_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// How long a client has to send a complete request head: from the connection's opening for
+    /// its first request, from the first byte for later ones. A late head closes the connection.
+    #[arg(long, env = "THEMIS_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+    /// How long a client has to send a whole request body, counted from when the server first
+    /// waits for it (408 `request_timeout` after it, and the connection is closed).
+    #[arg(long, env = "THEMIS_HTTP_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub http_body_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request before it is closed.
+    #[arg(long, env = "THEMIS_HTTP_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+    /// How long a response may wait for a client that reads nothing (its socket buffer stays
+    /// full) before the connection is closed; subscriptions included.
+    #[arg(long, env = "THEMIS_HTTP_WRITE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub http_write_timeout: Duration,
+    /// Most HTTP connections open at once (at most what the open-file limit leaves after a
+    /// reserve for data files and peers); more get 503 `too_many_connections`.
+    #[arg(long, env = "THEMIS_HTTP_CONNECTIONS_MAX", default_value_t = 10_000)]
+    pub http_connections_max: usize,
     /// How long event ids are remembered for idempotent retries (by commit timestamps).
     #[arg(long, env = "THEMIS_DEDUP_WINDOW", default_value = "24h", value_parser = parse_duration)]
     pub dedup_window: Duration,

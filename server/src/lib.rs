@@ -7,9 +7,11 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod http_server;
 pub mod meta;
 pub mod metrics;
 pub mod node;
+pub mod open_files;
 pub mod peer;
 pub mod tail;
 pub mod wire_tcp;

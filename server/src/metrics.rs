@@ -16,6 +16,76 @@ pub struct Metrics {
     pub append_latency: Histogram,
     /// Requests answered with a problem, by nothing finer (the code is in the logs).
     pub errors: AtomicU64,
+    /// The HTTP server's connections and timeouts.
+    pub connections: ConnectionMetrics,
+}
+
+/// What the HTTP server (`http_server`) counts about its connections.
+#[derive(Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Connections being served now.
+    pub open: AtomicU64,
+    /// The cap in force: `--http-connections-max`, lowered to what the open-file limit allows.
+    pub max: AtomicU64,
+    /// Connections refused because the cap was reached.
+    pub refused: AtomicU64,
+    /// Connections closed because a request head did not arrive in time.
+    pub header_timeouts: AtomicU64,
+    /// Kept-alive connections closed because no request came in time.
+    pub idle_timeouts: AtomicU64,
+    /// Requests answered 408 because their body did not arrive in time.
+    pub body_timeouts: AtomicU64,
+    /// Connections closed because the client read nothing of a response in time.
+    pub write_timeouts: AtomicU64,
+}
+
+impl ConnectionMetrics {
+    fn render(&self, out: &mut String) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        family(
+            out,
+            "themis_http_connections_open",
+            "gauge",
+            "HTTP connections being served",
+        );
+        let _ = writeln!(out, "themis_http_connections_open {}", load(&self.open));
+        family(
+            out,
+            "themis_http_connections_max",
+            "gauge",
+            "HTTP connections served at once (--http-connections-max, within the open-file limit)",
+        );
+        let _ = writeln!(out, "themis_http_connections_max {}", load(&self.max));
+        family(
+            out,
+            "themis_http_connections_refused_total",
+            "counter",
+            "HTTP connections refused because the cap was reached",
+        );
+        let _ = writeln!(
+            out,
+            "themis_http_connections_refused_total {}",
+            load(&self.refused)
+        );
+        family(
+            out,
+            "themis_http_timeouts_total",
+            "counter",
+            "HTTP connections closed (or requests answered 408) by a timeout, by kind",
+        );
+        for (kind, value) in [
+            ("header", &self.header_timeouts),
+            ("body", &self.body_timeouts),
+            ("idle", &self.idle_timeouts),
+            ("write", &self.write_timeouts),
+        ] {
+            let _ = writeln!(
+                out,
+                "themis_http_timeouts_total{{kind=\"{kind}\"}} {}",
+                load(value)
+            );
+        }
+    }
 }
 
 /// A per-shard metric: name, Prometheus type, help text, and how to read it from a shard.
@@ -218,6 +288,7 @@ impl Metrics {
             "requests answered with a problem",
         );
         let _ = writeln!(out, "themis_http_errors_total {}", load(&self.errors));
+        self.connections.render(&mut out);
         out
     }
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
 use themis_log::cluster::{self, NodeInfo};
 use themis_log::seam::{
     Clock, LeaseId, MetaError, MetaStore, MetaWatch, NoPeers, OsEntropy, SystemClock, Transport,
@@ -23,6 +22,7 @@ use themis_materializers::{Materializer, MaterializerConfig};
 
 use crate::api::{self, ApiLimits, AppState};
 use crate::config::ServeArgs;
+use crate::http_server::HttpLimits;
 use crate::meta::EtcdMetaStore;
 use crate::metrics::Metrics;
 use crate::peer::PeerState;
@@ -44,6 +44,39 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.raft_heartbeat,
             args.raft_election_min,
             args.raft_election_max
+        );
+    }
+    for (flag, timeout) in [
+        ("--http-header-timeout", args.http_header_timeout),
+        ("--http-body-timeout", args.http_body_timeout),
+        ("--http-idle-timeout", args.http_idle_timeout),
+        ("--http-write-timeout", args.http_write_timeout),
+    ] {
+        if timeout.is_zero() {
+            bail!("{flag} must be more than 0 (a connection would never be served)");
+        }
+    }
+    if args.http_connections_max == 0 {
+        bail!("--http-connections-max must be at least 1");
+    }
+    // Before any file is opened: every connection and data file needs a descriptor.
+    let open_files = crate::open_files::raise();
+    let http_limits = HttpLimits {
+        header_timeout: args.http_header_timeout,
+        body_timeout: args.http_body_timeout,
+        idle_timeout: args.http_idle_timeout,
+        write_timeout: args.http_write_timeout,
+        connections_max: crate::open_files::connections_cap(
+            args.http_connections_max,
+            open_files.soft,
+        ),
+    };
+    if http_limits.connections_max < args.http_connections_max {
+        tracing::warn!(
+            open_files = ?open_files.soft,
+            "serving at most {} HTTP connections, not {} (--http-connections-max): the open-file limit leaves no more",
+            http_limits.connections_max,
+            args.http_connections_max
         );
     }
     let disk = FileDisk::new(&args.data_dir)
@@ -164,6 +197,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("cannot open the views in {}", args.data_dir.display()))?;
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let metrics = Arc::new(Metrics::default());
     let state = AppState {
         cursors: Arc::new(crate::api::cursors::Cursors::new(Arc::new(OsEntropy))),
         subscriptions: Arc::new(themis_log::subscribe::Hub::new(
@@ -177,7 +211,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         closing: closing_rx,
         log: log.clone(),
         views: views.clone(),
-        metrics: Arc::new(Metrics::default()),
+        metrics: metrics.clone(),
         limits: ApiLimits {
             body_bytes_max: args.body_bytes_max,
             request_timeout: args.request_timeout,
@@ -200,14 +234,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%local, data_dir = %args.data_dir.display(), shards = log.shard_count(), "themis listening");
     // A line for scripts and tests that wait for the server to be ready.
     println!("themis listening on http://{local}");
-    axum::serve(listener.tap_io(no_delay), api::router(state))
-        .with_graceful_shutdown(async move {
+    crate::http_server::serve(
+        listener,
+        api::router(state),
+        http_limits,
+        metrics,
+        async move {
             shutdown_signal().await;
             // Subscriptions never end by themselves: end them so shutdown does not wait on them.
             let _ = closing.send(true);
-        })
-        .await
-        .context("http server failed")?;
+        },
+    )
+    .await;
     tracing::info!("shutting down");
     if let Err(e) = views.shutdown().await {
         tracing::warn!("views: final sync failed: {e}");
@@ -346,13 +384,6 @@ fn peer_addresses(topology: &Topology) -> std::collections::BTreeMap<u64, String
         .values()
         .map(|n| (n.id, n.peer.clone()))
         .collect()
-}
-
-/// Answers leave at once: small request/response exchanges must not wait for Nagle's algorithm.
-fn no_delay(stream: &mut tokio::net::TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!("cannot set TCP_NODELAY: {e}");
-    }
 }
 
 async fn shutdown_signal() {

@@ -39,13 +39,21 @@ impl Server {
 
     /// Starts a server whose API listens on `listen`; on failure returns its stderr.
     pub fn try_start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Result<Server, String> {
-        let listen = listen.to_owned();
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["serve", "--data-dir"])
             .arg(data_dir)
-            .args(["--listen", &listen, "--log", "warn"])
+            .args(["--listen", listen, "--log", "warn"])
             .args(extra)
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        Self::try_start_command(command, listen)
+    }
+
+    /// Runs `command` (a `themis serve` whose API listens on `listen`, perhaps under a wrapper
+    /// that execs it) and waits as [`Server::start`] does; on failure returns its stderr.
+    pub fn try_start_command(mut command: Command, listen: &str) -> Result<Server, String> {
+        let listen = listen.to_owned();
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -82,13 +90,15 @@ impl Server {
                 Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let _ = child.wait();
-                    return Err(err_rx.try_iter().collect::<Vec<_>>().join("\n"));
+                    // Every line (`iter`, not `try_iter`): the reader thread may still be
+                    // reading when the process has exited; it ends at the end of stderr.
+                    return Err(err_rx.iter().collect::<Vec<_>>().join("\n"));
                 }
             }
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!(
                     "exited with {status}: {}",
-                    err_rx.try_iter().collect::<Vec<_>>().join("\n")
+                    err_rx.iter().collect::<Vec<_>>().join("\n")
                 ));
             }
             if Instant::now() > deadline {

@@ -8,6 +8,7 @@ mod crash;
 mod graph;
 mod hardening;
 mod harness;
+mod http_limits;
 mod nemesis;
 mod search;
 mod sql;
