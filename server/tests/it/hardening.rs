@@ -131,6 +131,17 @@ async fn event_data_no_view_can_store_is_refused_at_the_edge() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
+    // Points at the ends of time and of the doubles apply (or are refused), never stop a view.
+    let r = post_text(
+        b,
+        "/v1/streams/urn:themis:timeseries:cpu:h?wait=applied",
+        "application/json",
+        r#"{"events": [{"op": "points", "points": [[-9223372036854775808, 1.7976931348623157e308],
+            [9223372036854775807, -1.7976931348623157e308], [0, -0.0], [1, 5e-324]]}]}"#
+            .to_owned(),
+    )
+    .await;
+    assert!(r.status == 201 || r.status == 400, "{}", r.text);
     assert_eq!(get(b, "/readyz").await.status, 200);
     let views = get(b, "/v1/admin/views").await.json();
     for v in views["views"].as_array().expect("views") {
