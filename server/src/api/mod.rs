@@ -1249,7 +1249,6 @@ async fn write_lp(
             format!("the body is not UTF-8 (byte {})", e.valid_up_to()),
         )
     })?;
-    let (lines, mut errors) = lp::parse(text, precision);
     let now = state.clock.wall_ms() as i64;
     // Series in order of first appearance, with their tags and points.
     let mut series: Vec<(
@@ -1259,41 +1258,50 @@ async fn write_lp(
     )> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
     let mut points = 0usize;
-    for (number, line) in &lines {
-        let ts = line.ts_ms.unwrap_or(now);
-        for (field, value) in &line.fields {
-            let id = themis_materializers::timeseries::series_id(field, &line.tags);
-            let urn = format!("urn:themis:timeseries:{}:{id}", line.measurement);
-            if let Err(e) = Urn::parse(&urn) {
-                errors.push(lp::LineError {
-                    line: *number,
-                    column: 1,
-                    message: format!(
+    let mut line_count = 0usize;
+    // Errors of series the lines name (the first LP_ERRORS_LISTED, and how many).
+    let mut errors = Vec::new();
+    let mut series_errors = 0usize;
+    let (parse_errors, parse_error_count) =
+        lp::parse_each(text, precision, LP_ERRORS_LISTED, true, |number, line| {
+            line_count += 1;
+            let ts = line.ts_ms.unwrap_or(now);
+            for (field, value) in &line.fields {
+                let id = themis_materializers::timeseries::series_id(field, &line.tags);
+                let urn = format!("urn:themis:timeseries:{}:{id}", line.measurement);
+                let problem = match Urn::parse(&urn) {
+                    Err(e) => Some(format!(
                         "measurement {:?} / field {field:?} make no valid series: {e}",
                         line.measurement
-                    ),
+                    )),
+                    Ok(_) if line.measurement.starts_with('_') => {
+                        Some(format!("measurement {:?} is reserved", line.measurement))
+                    }
+                    Ok(_) => None,
+                };
+                if let Some(message) = problem {
+                    series_errors += 1;
+                    if errors.len() < LP_ERRORS_LISTED {
+                        errors.push(lp::LineError {
+                            line: number,
+                            column: 1,
+                            message,
+                        });
+                    }
+                    continue;
+                }
+                let i = *index.entry(urn.clone()).or_insert_with(|| {
+                    series.push((urn, line.tags.clone(), Vec::new()));
+                    series.len() - 1
                 });
-                continue;
+                series[i].2.push(themis_log::event::Point(ts, *value));
+                points += 1;
             }
-            if line.measurement.starts_with('_') {
-                errors.push(lp::LineError {
-                    line: *number,
-                    column: 1,
-                    message: format!("measurement {:?} is reserved", line.measurement),
-                });
-                continue;
-            }
-            let i = *index.entry(urn.clone()).or_insert_with(|| {
-                series.push((urn, line.tags.clone(), Vec::new()));
-                series.len() - 1
-            });
-            series[i].2.push(themis_log::event::Point(ts, *value));
-            points += 1;
-        }
-    }
-    if !errors.is_empty() {
+        });
+    let count = parse_error_count + series_errors;
+    if count > 0 {
+        errors.extend(parse_errors);
         errors.sort_by_key(|e| (e.line, e.column));
-        let count = errors.len();
         errors.truncate(LP_ERRORS_LISTED);
         let first = &errors[0];
         return Err(Problem::bad_request(
@@ -1344,7 +1352,7 @@ async fn write_lp(
         status,
         Json(WriteLpResponse {
             token,
-            lines: lines.len(),
+            lines: line_count,
             points,
             series: series_count,
             results,

@@ -282,3 +282,16 @@ async fn namespaces_that_name_directories_are_refused_and_the_node_restarts() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn line_protocol_errors_are_counted_all_and_listed_up_to_a_hundred() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    // A good line, then 200,000 bad ones: one answer, every error counted, 100 listed.
+    let body = format!("cpu v=1 1\n{}", "cpu v=\n".repeat(200_000));
+    let r = post_text(&server.base, "/v1/write_lp", "text/plain", body).await;
+    let problem = r.problem(400, "invalid_line_protocol");
+    assert_eq!(problem["error_count"], 200_000, "{:.300}", r.text);
+    assert_eq!(problem["errors"].as_array().map(Vec::len), Some(100));
+    assert_eq!(problem["errors"][0]["line"], 2);
+}
