@@ -1178,14 +1178,14 @@ impl Materializer {
 
     /// Per hosted shard: the registry worker's watermark and the LSN the shard's log has
     /// applied now (what a view that reads configs waits for).
-    fn registry_waits(&self) -> Vec<(watch::Receiver<u64>, u64)> {
+    fn registry_waits(&self) -> Vec<(ShardId, Arc<Worker>, u64)> {
         let workers = self.workers.lock().expect("workers lock");
         workers
             .iter()
             .filter(|((_, kind), _)| *kind == namespaces::KIND)
             .filter_map(|((shard, _), w)| {
                 let applied = *self.log.shard(*shard).ok()?.store().applied().borrow();
-                Some((w.watermark.subscribe(), applied))
+                Some((*shard, w.clone(), applied))
             })
             .collect()
     }
@@ -1348,10 +1348,13 @@ async fn run_worker(
             let Some(waits) = m.upgrade().map(|m| m.registry_waits()) else {
                 return Ok(());
             };
-            for (mut rx, target) in waits {
+            for (registry_shard, registry, target) in waits {
                 // A registry worker replaced meanwhile (rebuild) drops its sender: check again
-                // on the next batch.
-                let _ = rx.wait_for(|&w| w >= target).await;
+                // on the next batch. One that stopped stops this view too: it cannot go on
+                // without the configs (and its readers must hear so, not wait).
+                let mut rx = registry.watermark.subscribe();
+                let _ = rx.wait_for(|&w| w >= target || registry.failed()).await;
+                registry.check(namespaces::KIND, registry_shard)?;
             }
         }
         let Some((log_shard, batch)) = shard_of(&m) else {

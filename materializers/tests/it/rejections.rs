@@ -318,3 +318,103 @@ async fn a_stopped_view_fails_reads_at_once_and_says_so() {
         log.shutdown().await;
     }
 }
+
+/// Whatever JSON the append path accepts, every view applies: random texts built from JSON
+/// pieces, hostile ones among them (lone surrogates, huge numbers, deep nesting, repeated
+/// names), go through `Log::validate` as document, graph and vector data; the accepted ones
+/// are appended, and no view may reject or stop on them, and the document view must hold what
+/// serde_json reads from the text. 400 texts in CI; `THEMIS_JSON_FUZZ` /
+/// `THEMIS_JSON_FUZZ_SEED` for more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_value_applies_in_every_view() {
+    const PIECES: [&str; 22] = [
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        "\"a\"",
+        "\"b\"",
+        "\"\\ud800\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\\u0000\"",
+        "1e999",
+        "-0",
+        "1e308",
+        "-1.5e-320",
+        "123456789012345678901234567890",
+        "18446744073709551616",
+        "null",
+        "true",
+        "\"ä😀\"",
+        " ",
+        "[[[[[[[[[[[[[[[[",
+    ];
+    let count: usize = std::env::var("THEMIS_JSON_FUZZ")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let mut state: u64 = std::env::var("THEMIS_JSON_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0xDA7A);
+    let mut next = |below: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % below
+    };
+    let disk = MemoryDisk::new();
+    let (log, views) = open(&disk).await;
+    let vector_config = themis_log::event::EventInput {
+        data: Some(serde_json::value::to_raw_value(&json!({"dimension": 2})).unwrap()),
+        ..crate::input("urn:themis:vector:_namespace:v", Op::Put, None, None)
+    };
+    let t = log
+        .append(
+            log.validate_system(vec![vector_config], None, None)
+                .unwrap(),
+            false,
+        )
+        .await
+        .expect("config");
+    let mut token = t.token;
+    let mut accepted = Vec::new();
+    for i in 0..count {
+        // An object whose member holds a random sequence of pieces (often not JSON at all).
+        let inner: String = (0..1 + next(12))
+            .map(|_| PIECES[next(PIECES.len())])
+            .collect();
+        let text = format!("{{\"k\": {inner}}}");
+        let Ok(raw) = serde_json::value::RawValue::from_string(text.clone()) else {
+            continue; // not even JSON syntax: the request body would not parse
+        };
+        let (urn, vector) = match i % 3 {
+            0 => (format!("urn:themis:document:d:x{i}"), None),
+            1 => (format!("urn:themis:graph:g:x{i}"), None),
+            _ => (format!("urn:themis:vector:v:x{i}"), Some(vec![1.0, 0.5])),
+        };
+        let event = themis_log::event::EventInput {
+            data: Some(raw),
+            ..crate::input(&urn, Op::Put, vector, None)
+        };
+        let Ok(batch) = log.validate(vec![event], None, None) else {
+            continue;
+        };
+        let t = log.append(batch, false).await.expect("append");
+        token.merge(&t.token);
+        accepted.push((urn, text));
+    }
+    assert!(accepted.len() >= 20, "only {} accepted", accepted.len());
+    wait_all(&views, &token).await;
+    for s in views.status() {
+        assert_eq!(s.entries_rejected, 0, "{}: {:?}", s.view, s.rejections);
+        assert_eq!(s.state, "running", "{}: {:?}", s.view, s.error);
+    }
+    for (urn, text) in accepted.iter().filter(|(u, _)| u.contains(":document:")) {
+        let want: serde_json::Value = serde_json::from_str(text).expect("accepted text parses");
+        assert_eq!(doc(&log, &views, urn).as_ref(), Some(&want), "{text}");
+    }
+    log.shutdown().await;
+}
