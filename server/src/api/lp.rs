@@ -104,15 +104,6 @@ const MEASUREMENT_SPECIALS: &[u8] = b", ";
 /// Likewise in tag keys, tag values and field keys.
 const KEY_SPECIALS: &[u8] = b",= ";
 
-/// Parses a whole body; every bad line is reported.
-pub fn parse(body: &str, precision: Precision) -> (Vec<(usize, Line)>, Vec<LineError>) {
-    let mut lines = Vec::new();
-    let (errors, _) = parse_each(body, precision, usize::MAX, false, |n, line| {
-        lines.push((n, line))
-    });
-    (lines, errors)
-}
-
 /// Parses a body, handing each good line (with its number) to `on_line` as it goes (with
 /// `all_or_nothing`, only until the first bad one: the body is refused whole then, so later
 /// good lines need not be kept). Returns the first `errors_max` errors and how many there

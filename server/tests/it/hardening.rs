@@ -1,6 +1,7 @@
 //! Inputs real clients sent that crashed a node or stopped its views (issue 18), against the
 //! real binary: event data the views cannot store, AQL expressions deep enough to overflow a
 //! stack, and namespace names that are directory names.
+#![allow(clippy::disallowed_methods)] // test: raw requests on a real blocking socket
 
 use std::io::{Read, Write};
 
@@ -102,11 +103,8 @@ async fn event_data_no_view_can_store_is_refused_at_the_edge() {
         check(&r, "batch");
         assert_eq!(r.json()["event_index"], 1);
         // NDJSON bulk: that line fails, the others append.
-        let lines = format!(
-            "{}\n{}\n",
-            json!({"urn": "urn:themis:document:users:ok", "op": "put", "data": {}}),
-            format!(r#"{{"urn": "{doc}", "op": "put", "data": {data}}}"#)
-        );
+        let good = json!({"urn": "urn:themis:document:users:ok", "op": "put", "data": {}});
+        let lines = format!("{good}\n{{\"urn\": \"{doc}\", \"op\": \"put\", \"data\": {data}}}\n");
         let r = post_text(b, "/v1/events", "application/x-ndjson", lines).await;
         assert_eq!(r.status, 200, "{}", r.text);
         let items: Vec<Value> = r

@@ -2,6 +2,15 @@ use proptest::prelude::*;
 
 use super::*;
 
+/// Parses a whole body, every line: the good ones (with their numbers) and every error.
+fn parse(body: &str, precision: Precision) -> (Vec<(usize, Line)>, Vec<LineError>) {
+    let mut lines = Vec::new();
+    let (errors, _) = parse_each(body, precision, usize::MAX, false, |n, line| {
+        lines.push((n, line))
+    });
+    (lines, errors)
+}
+
 fn one(line: &str) -> Line {
     let (lines, errors) = parse(line, Precision::Ns);
     assert!(errors.is_empty(), "{line}: {errors:?}");
