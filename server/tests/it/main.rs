@@ -8,6 +8,8 @@ mod crash;
 mod graph;
 mod harness;
 mod nemesis;
+mod openapi;
+mod python;
 mod search;
 mod sql;
 mod subscribe;
