@@ -895,12 +895,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
 #[into_params(parameter_in = Query)]
 struct ResourceParams {
     /// Wait until the view covers this token (from an append's answer).
+    #[param(value_type = Option<TokenText>)]
     min_token: Option<String>,
     /// How long to wait for `min_token`, like `5s` (at most the request timeout).
+    #[param(value_type = Option<DurationText>)]
     timeout: Option<String>,
 }
 
-/// How long a read waits for a token: `timeout` (like `5s`), at most the request timeout.
+/// How long a read waits for a token: `timeout` (like `5s`), at most the request timeout. A
+/// zero timeout could only ever answer 504, so it is refused as a bad request.
 fn wait_timeout(state: &AppState, timeout: Option<&str>) -> Result<Duration, Problem> {
     let max = state.limits.request_timeout;
     match timeout {
@@ -908,6 +911,12 @@ fn wait_timeout(state: &AppState, timeout: Option<&str>) -> Result<Duration, Pro
         Some(text) => {
             let t = themis_log::units::parse_duration(text)
                 .map_err(|e| Problem::bad_request("invalid_query", e))?;
+            if t.is_zero() {
+                return Err(Problem::bad_request(
+                    "invalid_query",
+                    format!("timeout {text:?} is zero; give at least 1ms"),
+                ));
+            }
             Ok(t.min(max))
         }
     }

@@ -48,6 +48,8 @@ use super::*;
         ModelName,
         NamespaceName,
         GroupName,
+        TokenText,
+        DurationText,
         ExpectedRevisionSchema,
         EventInputSchema,
         QueryRequestSchema,

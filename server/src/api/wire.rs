@@ -16,6 +16,9 @@ use utoipa::{PartialSchema, ToSchema};
 /// `POST /v1/streams/{urn}`: events for one stream.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"expected_revision": "any", "events": [
+    {"type": "UserRegistered", "op": "put", "data": {"name": "Alice"}}
+]}))]
 pub struct AppendStreamBody {
     /// The stream's revision before the first event: `any`, `no_stream` (or -1), `exists`, or N.
     #[serde(default)]
@@ -29,6 +32,12 @@ pub struct AppendStreamBody {
 /// `POST /v1/events` (JSON): a batch for any streams.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"per_shard_atomicity": true, "events": [
+    {"urn": "urn:themis:document:users:alice", "op": "patch", "data": {"age": 31}},
+    {"urn": "urn:themis:graph:social:alice", "op": "link", "to": "urn:themis:graph:social:bob",
+     "label": "follows"},
+    {"urn": "urn:themis:timeseries:cpu:load", "op": "points", "points": [[1_700_000_000_000_i64, 0.5]]}
+]}))]
 pub struct AppendBatchBody {
     /// The events; each carries its `urn` and may carry `expected_revision`.
     #[schema(value_type = Vec<EventInputSchema>, min_items = 1)]
@@ -634,14 +643,18 @@ impl ToSchema for ModelName {
     }
 }
 
-/// A namespace's name (component `Namespace`; names starting with `_` are reserved).
+/// A namespace's name as a URL names it (component `Namespace`): names starting with `_` are
+/// reserved for the database.
 #[derive(Debug)]
 pub struct NamespaceName;
 
 impl PartialSchema for NamespaceName {
     fn schema() -> RefOr<Schema> {
         string()
-            .pattern(Some(format!("^{}$", namespace_class())))
+            .pattern(Some(format!(
+                "^[a-z0-9.-][a-z0-9_.-]{{0,{}}}$",
+                themis_log::urn::NAMESPACE_LEN_MAX - 1
+            )))
             .into()
     }
 }
@@ -649,6 +662,45 @@ impl PartialSchema for NamespaceName {
 impl ToSchema for NamespaceName {
     fn name() -> Cow<'static, str> {
         "Namespace".into()
+    }
+}
+
+/// A consistency token, `t1.` and base64url (component `Token`).
+#[derive(Debug)]
+pub struct TokenText;
+
+impl PartialSchema for TokenText {
+    fn schema() -> RefOr<Schema> {
+        string()
+            .pattern(Some("^t1\\.[A-Za-z0-9_-]*$"))
+            .description(Some("a consistency token from an earlier answer"))
+            .into()
+    }
+}
+
+impl ToSchema for TokenText {
+    fn name() -> Cow<'static, str> {
+        "Token".into()
+    }
+}
+
+/// A duration as `themis_log::units::parse_duration` reads it, not zero: a number and `ms`, `s`
+/// (the default), `m` or `h` (component `Duration`).
+#[derive(Debug)]
+pub struct DurationText;
+
+impl PartialSchema for DurationText {
+    fn schema() -> RefOr<Schema> {
+        string()
+            .pattern(Some("^0*[1-9][0-9]{0,11}(ms|s|m|h)?$"))
+            .examples(["500ms", "5s"])
+            .into()
+    }
+}
+
+impl ToSchema for DurationText {
+    fn name() -> Cow<'static, str> {
+        "Duration".into()
     }
 }
 
@@ -704,6 +756,7 @@ pub struct EventInputSchema;
 
 impl PartialSchema for EventInputSchema {
     fn schema() -> RefOr<Schema> {
+        let limits = themis_log::EventLimits::default();
         let point = ArrayBuilder::new()
             .items(ArrayItems::False)
             .prefix_items([Schema::from(integer()), Schema::from(number())])
@@ -720,7 +773,10 @@ impl PartialSchema for EventInputSchema {
             .property("urn", reference::<UrnText>())
             .property(
                 "type",
-                string().description(Some("application event type (default: the op)")),
+                string()
+                    .min_length(Some(1))
+                    .max_length(Some(limits.type_chars_max))
+                    .description(Some("application event type (default: the op)")),
             )
             .property(
                 "op",
@@ -736,16 +792,23 @@ impl PartialSchema for EventInputSchema {
                 "vector",
                 array(number())
                     .min_items(Some(1))
+                    .max_items(Some(limits.vector_dims_max))
                     .description(Some("vector put")),
             )
             .property("to", reference::<UrnText>())
             .property(
                 "label",
-                string().description(Some("link, unlink: the edge label")),
+                string()
+                    .min_length(Some(1))
+                    .max_length(Some(limits.label_chars_max))
+                    .description(Some("link, unlink: the edge label")),
             )
             .property(
                 "points",
-                array(point).description(Some("points: [[ts_ms, value], ...]")),
+                array(point)
+                    .min_items(Some(1))
+                    .max_items(Some(limits.points_max))
+                    .description(Some("points: [[ts_ms, value], ...]")),
             )
             .property("metadata", any_object())
             .property("expected_revision", reference::<ExpectedRevisionSchema>())
@@ -835,17 +898,10 @@ impl PartialSchema for QueryRequestSchema {
             closed_object()
                 .title(Some(name))
                 .description(Some(description))
+                .examples(query_example(name))
                 .property(name, schema)
-                .property(
-                    "min_token",
-                    string().description(Some("wait until the views cover this token")),
-                )
-                .property(
-                    "timeout",
-                    string().description(Some(
-                        "how long to wait and run, like 5s (at most the request timeout)",
-                    )),
-                )
+                .property("min_token", reference::<TokenText>())
+                .property("timeout", reference::<DurationText>())
                 .required(name)
         };
         let aql = kind(
@@ -866,7 +922,7 @@ impl PartialSchema for QueryRequestSchema {
             .item(aql)
             .item(kind(
                 "cursor",
-                string().into(),
+                string().min_length(Some(1)).into(),
                 "the next batch of an AQL answer",
             ))
             .item(kind("knn", knn().into(), "a nearest-neighbour search"))
@@ -892,6 +948,33 @@ impl ToSchema for QueryRequestSchema {
     fn name() -> Cow<'static, str> {
         "QueryRequest".into()
     }
+}
+
+/// An example of each query kind, over the data of docs/API.md's examples.
+fn query_example(kind: &str) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let example = match kind {
+        "sql" => json!({"sql": "SELECT id, total FROM orders WHERE total > 1 ORDER BY id"}),
+        "aql" => {
+            json!({"aql": "FOR u IN users FILTER u.age > @age RETURN u", "params": {"age": 18}})
+        }
+        "cursor" => return Vec::new(),
+        "knn" => json!({"knn": {"namespace": "items", "vector": [1.0, 0.0, 0.0], "k": 5}}),
+        "search" => json!({"search": {"namespace": "notes", "query": "alice", "k": 5}}),
+        "hybrid" => json!({"hybrid": {
+            "knn": {"namespace": "items", "vector": [1.0, 0.0, 0.0]},
+            "search": {"namespace": "notes", "query": "alice"}, "k": 5}}),
+        "traverse" => {
+            json!({"traverse": {"start": "urn:themis:graph:social:alice", "max_depth": 2}})
+        }
+        "shortest_path" => json!({"shortest_path": {
+            "from": "urn:themis:graph:social:alice", "to": "urn:themis:graph:social:bob"}}),
+        "ts_range" => json!({"ts_range": {
+            "namespace": "cpu", "series": "load", "from": 0, "to": 4_102_444_800_000_i64,
+            "step": 60000, "agg": "avg"}}),
+        _ => return Vec::new(),
+    };
+    vec![example]
 }
 
 /// The JSON answer of `POST /v1/query`: rows (`sql` and the searches) or an AQL batch

@@ -443,6 +443,27 @@ async fn path_encoding_and_unknown_parameters_are_refused_as_problem_json() {
     assert_eq!(lp.status, 201, "{}", lp.text);
 }
 
+/// Found by scripts/fuzz-api: `"timeout": "0"` ran the query and answered 504.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zero_timeout_is_a_bad_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let b = &server.base;
+    for timeout in ["0", "0ms", "00s"] {
+        post(
+            b,
+            "/v1/query",
+            &json!({"sql": "SELECT 1", "timeout": timeout}),
+        )
+        .await
+        .problem(400, "invalid_query");
+        let read = format!("/v1/resources/urn:themis:document:users:alice?timeout={timeout}");
+        get(b, &read).await.problem(400, "invalid_query");
+    }
+    let answer = post(b, "/v1/query", &json!({"sql": "SELECT 1", "timeout": "5s"})).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn health_metrics_openapi_and_graceful_shutdown() {
     let dir = tempfile::tempdir().unwrap();

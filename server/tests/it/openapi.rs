@@ -145,7 +145,10 @@ async fn the_openapi_document_states_the_servers_rules() {
         schemas["Model"]["enum"],
         json!(["relational", "document", "graph", "vector", "timeseries"])
     );
-    assert_eq!(schemas["Namespace"]["pattern"], "^[a-z0-9_.-]{1,64}$");
+    assert_eq!(
+        schemas["Namespace"]["pattern"], "^[a-z0-9.-][a-z0-9_.-]{0,63}$",
+        "the URN's namespace grammar, less the names reserved for the database"
+    );
     // Appends hold at least one event; checkpoints a cursor.
     for body in ["AppendStreamBody", "AppendBatchBody"] {
         assert_eq!(
