@@ -6,7 +6,9 @@
 //! is unknown, and retrying with the same event ids is safe).
 
 pub mod cursors;
+mod extract;
 mod lp;
+pub mod openapi;
 mod problem;
 mod subscribe;
 pub mod wire;
@@ -16,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,8 +28,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use themis_log::{Consistency, EventInput, Log, Lsn, ShardId, Urn};
-use utoipa::OpenApi;
 
+use extract::{RequestBody, UrlPath};
 pub use problem::{Problem, ProblemBody};
 use wire::*;
 
@@ -119,7 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/openapi.json", get(openapi::openapi))
         .fallback(|| async {
             Problem::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
         })
@@ -132,87 +134,6 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "ThemisDB",
-        description = "Log-centric, event-sourced, multi-model database: HTTP API v1"
-    ),
-    paths(
-        append_stream,
-        read_stream,
-        append_events,
-        read_log,
-        read_resource,
-        run_query,
-        write_lp,
-        put_namespace,
-        get_namespace,
-        list_namespaces,
-        subscribe::subscribe,
-        subscribe::put_checkpoint,
-        subscribe::get_checkpoint,
-        list_views,
-        rebuild_view,
-        cluster,
-        move_replica,
-        livez,
-        readyz,
-        metrics
-    ),
-    components(schemas(
-        subscribe::CheckpointBody,
-        AppendStreamBody,
-        AppendBatchBody,
-        AppendResponse,
-        AppendedEventBody,
-        PositionBody,
-        BatchResponse,
-        WriteLpResponse,
-        ShardResult,
-        PartResult,
-        StreamPageBody,
-        LogPageBody,
-        ResourceBody,
-        QueryBody,
-        QueryColumnBody,
-        QueryAnswerBody,
-        NamespaceBody,
-        NamespacesBody,
-        ViewsBody,
-        RejectionBody,
-        RebuildBody,
-        ClusterBody,
-        ClusterNodeBody,
-        MoveReplicaBody,
-        BulkItemResult,
-        ProblemBody
-    ))
-)]
-struct ApiDoc;
-
-/// The OpenAPI document of the routes above.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
-}
-
-fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Problem> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the request body exceeds the limit of {limit} bytes"),
-            )
-        } else {
-            Problem::bad_request(
-                "invalid_body",
-                format!("cannot read the request body: {rejection}"),
-            )
-        }
-    })
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
@@ -325,15 +246,24 @@ fn count_error(state: &AppState, p: Problem) -> Problem {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The query parameters of an append.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AppendParams {
     /// `committed` (default: the answer comes once the entry is committed and applied by the
     /// log's state machine) or `applied` (also wait until this node's views have applied it, so
     /// a read of a view through this node without a token sees it).
     #[serde(default)]
-    wait: Option<String>,
+    #[param(inline)]
+    wait: Option<Wait>,
 }
+
+/// The query of a route that takes no parameters: any parameter is refused (`invalid_query`),
+/// as on every other route, so a misspelt one is never silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
 
 /// Checks every relational event of `batch` against its namespace's config, from this node's
 /// registry view, before anything is proposed.
@@ -410,15 +340,8 @@ fn check_schema(state: &AppState, batch: &themis_log::ValidatedBatch) -> Result<
 }
 
 /// Whether the append must also wait for the views (`wait=applied`).
-fn check_wait(params: &AppendParams) -> Result<bool, Problem> {
-    match params.wait.as_deref() {
-        None | Some("committed") => Ok(false),
-        Some("applied") => Ok(true),
-        Some(other) => Err(Problem::bad_request(
-            "invalid_query",
-            format!("wait must be `committed` or `applied`, not {other:?}"),
-        )),
-    }
+fn waits_for_views(params: &AppendParams) -> bool {
+    params.wait == Some(Wait::Applied)
 }
 
 /// For `wait=applied`: waits until every view of this node has applied `token` (shards this
@@ -444,27 +367,30 @@ async fn wait_views(state: &AppState, token: &themis_log::Token) -> Result<(), P
 /// Append events to one stream, atomically.
 #[utoipa::path(
     post, path = "/v1/streams/{urn}",
-    params(("urn" = String, Path, description = "urn:themis:{model}:{namespace}:{id}"),
-           ("wait" = Option<String>, Query, description = "committed (default) or applied")),
+    params(("urn" = UrnText, Path, description = "the stream"), AppendParams),
     request_body = AppendStreamBody,
     responses(
         (status = 201, body = AppendResponse, description = "appended (or an idempotent retry: duplicate = true)"),
-        (status = 400, body = ProblemBody, description = "invalid urn, body or event"),
+        (status = 400, body = ProblemBody, description = "invalid_urn, invalid_json, unknown_field, invalid_batch, invalid_op, invalid_field, urn_mismatch, schema_violation, unknown_namespace, invalid_query ..."),
         (status = 409, body = ProblemBody, description = "wrong_expected_revision or idempotency_conflict"),
-        (status = 413, body = ProblemBody), (status = 503, body = ProblemBody), (status = 504, body = ProblemBody)
+        (status = 421, body = ProblemBody, description = "not_leader (with leader_url) or not_hosted: send it to another node"),
+        (status = 502, body = ProblemBody, description = "outcome_unknown: the leader changed before the append was answered; retry with the same event ids"),
+        (status = 503, body = ProblemBody, description = "unavailable: the shard has no leader"),
+        (status = 504, body = ProblemBody, description = "timeout: the append did not commit in time (outcome unknown), or wait=applied timed out")
     )
 )]
 async fn append_stream(
     State(state): State<AppState>,
-    Path(urn): Path<String>,
+    path: Result<UrlPath<String>, Problem>,
     params: Result<Query<AppendParams>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<RequestBody, Problem>,
 ) -> Response {
     let started = state.clock.monotonic();
     let result = async {
-        let wait_applied = check_wait(&query(params)?)?;
+        let UrlPath(urn) = path?;
+        let wait_applied = waits_for_views(&query(params)?);
         let urn = parse_urn(&urn)?;
-        let bytes = body_bytes(body, state.limits.body_bytes_max)?;
+        let RequestBody(bytes) = body?;
         let body: AppendStreamBody = parse_json(&bytes)?;
         let events = state
             .log
@@ -495,53 +421,49 @@ async fn append_stream(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The query parameters of a stream read.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ReadStreamParams {
+    /// The first revision of the page (default 0).
     #[serde(default)]
     from_revision: u64,
+    /// Most events in the page (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
+    /// `linearizable` (default) or `stale`.
     #[serde(default)]
-    consistency: ConsistencyParam,
-}
-
-/// How a read is served: `linearizable` (the default) reflects every append acknowledged before
-/// it; `stale` answers from this node's replica at once and reports how far it may lag.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum ConsistencyParam {
-    #[default]
-    Linearizable,
-    Stale,
+    #[param(inline)]
+    consistency: Option<ReadConsistency>,
 }
 
 /// Read a stream's events in revision order.
 #[utoipa::path(
     get, path = "/v1/streams/{urn}",
-    params(
-        ("urn" = String, Path),
-        ("from_revision" = Option<u64>, Query),
-        ("limit" = Option<usize>, Query),
-        ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")
-    ),
+    params(("urn" = UrnText, Path, description = "the stream"), ReadStreamParams),
     responses(
-        (status = 200, body = StreamPageBody, description = "JSON, or one event per line with Accept: application/x-ndjson"),
-        (status = 404, body = ProblemBody, description = "stream_not_found")
+        (status = 200, description = "JSON, or one event per line with Accept: application/x-ndjson (the page's revisions in the themis-stream-revision and themis-next-revision headers)",
+         content((StreamPageBody = "application/json"), (String = "application/x-ndjson"))),
+        (status = 400, body = ProblemBody, description = "invalid_urn, invalid_query"),
+        (status = 404, body = ProblemBody, description = "stream_not_found"),
+        (status = 421, body = ProblemBody, description = "not_leader or not_hosted (linearizable reads ask the shard's leader)"),
+        (status = 503, body = ProblemBody, description = "unavailable: the shard has no leader")
     )
 )]
 async fn read_stream(
     State(state): State<AppState>,
-    Path(urn): Path<String>,
+    UrlPath(urn): UrlPath<String>,
     params: Result<Query<ReadStreamParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let params = query(params)?;
     let urn = parse_urn(&urn)?;
     let limit = read_limit(&state, params.limit)?;
-    let consistency = match params.consistency {
-        ConsistencyParam::Linearizable => Consistency::Linearizable,
-        ConsistencyParam::Stale => Consistency::Stale,
+    let consistency = match params.consistency.unwrap_or_default() {
+        ReadConsistency::Linearizable => Consistency::Linearizable,
+        ReadConsistency::Stale => Consistency::Stale,
     };
     let page = state
         .log
@@ -611,24 +533,31 @@ fn read_limit(state: &AppState, limit: Option<usize>) -> Result<usize, Problem> 
 /// Append a batch: JSON (atomic within one shard) or NDJSON bulk (every line on its own).
 #[utoipa::path(
     post, path = "/v1/events",
-    request_body(content = AppendBatchBody, description = "JSON batch; or Content-Type application/x-ndjson with one event per line"),
+    params(AppendParams),
+    request_body(description = "a JSON batch, or NDJSON bulk (Content-Type application/x-ndjson): one event per line, each appended on its own",
+        content((AppendBatchBody = "application/json"), (String = "application/x-ndjson"))),
     responses(
         (status = 201, body = BatchResponse, description = "every part appended"),
-        (status = 207, body = BatchResponse, description = "per-shard atomicity: some parts failed"),
-        (status = 200, body = BulkItemResult, description = "NDJSON bulk: one result line per request line"),
-        (status = 400, body = ProblemBody), (status = 409, body = ProblemBody), (status = 413, body = ProblemBody)
+        (status = 207, body = BatchResponse, description = "per-shard atomicity: some parts failed (see results)"),
+        (status = 200, body = BulkItemResult, content_type = "application/x-ndjson", description = "NDJSON bulk: one result line per request line, in order"),
+        (status = 400, body = ProblemBody, description = "invalid_json, unknown_field, invalid_batch, cross_shard_batch, invalid_urn, invalid_op, invalid_field, schema_violation, unknown_namespace, invalid_query ..."),
+        (status = 409, body = ProblemBody, description = "wrong_expected_revision or idempotency_conflict (a batch of one shard)"),
+        (status = 421, body = ProblemBody, description = "not_leader or not_hosted (a batch of one shard)"),
+        (status = 502, body = ProblemBody, description = "outcome_unknown (a batch of one shard)"),
+        (status = 503, body = ProblemBody, description = "unavailable (a batch of one shard)"),
+        (status = 504, body = ProblemBody, description = "timeout: outcome unknown, or wait=applied timed out")
     )
 )]
 async fn append_events(
     State(state): State<AppState>,
     params: Result<Query<AppendParams>, QueryRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<RequestBody, Problem>,
 ) -> Response {
     let started = state.clock.monotonic();
     let result = async {
-        let wait_applied = check_wait(&query(params)?)?;
-        let bytes = body_bytes(body, state.limits.body_bytes_max)?;
+        let wait_applied = waits_for_views(&query(params)?);
+        let RequestBody(bytes) = body?;
         if is_ndjson_body(&headers) {
             return Ok(bulk(&state, &bytes, wait_applied).await);
         }
@@ -746,24 +675,36 @@ async fn bulk(state: &AppState, bytes: &Bytes, wait_applied: bool) -> Response {
     ndjson(items, &[])
 }
 
-#[derive(Debug, Deserialize)]
+/// The query parameters of a log read.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ReadLogParams {
+    /// The first LSN of the page (default 0).
     #[serde(default)]
     from_lsn: u64,
+    /// Most entries in the page (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
 
 /// Read a shard's committed log, with each entry's outcome and chain hash.
 #[utoipa::path(
     get, path = "/v1/log/{shard}",
-    params(("shard" = u32, Path), ("from_lsn" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
-    responses((status = 200, body = LogPageBody), (status = 404, body = ProblemBody, description = "unknown_shard"))
+    params(("shard" = u32, Path), ReadLogParams),
+    responses(
+        (status = 200, description = "JSON, or one entry per line with Accept: application/x-ndjson",
+         content((LogPageBody = "application/json"), (String = "application/x-ndjson"))),
+        (status = 400, body = ProblemBody, description = "invalid_shard, invalid_query"),
+        (status = 404, body = ProblemBody, description = "unknown_shard"),
+        (status = 410, body = ProblemBody, description = "position_expired: the log before from_lsn was purged after a snapshot"),
+        (status = 421, body = ProblemBody, description = "not_hosted: this node holds no replica of the shard")
+    )
 )]
 async fn read_log(
     State(state): State<AppState>,
-    Path(shard): Path<String>,
+    UrlPath(shard): UrlPath<String>,
     params: Result<Query<ReadLogParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
@@ -805,7 +746,15 @@ async fn read_log(
 
 /// The cluster: nodes, and every shard's leader, replicas and replication lag.
 #[utoipa::path(get, path = "/v1/cluster", responses((status = 200, body = ClusterBody)))]
-async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
+async fn cluster(
+    State(state): State<AppState>,
+    params: Result<Query<NoParams>, QueryRejection>,
+) -> Result<Json<ClusterBody>, Problem> {
+    query(params)?;
+    Ok(Json(cluster_body(&state).await))
+}
+
+async fn cluster_body(state: &AppState) -> ClusterBody {
     let topology = state.log.topology();
     let nodes = match &topology {
         Some(t) => t
@@ -819,7 +768,7 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
             .collect(),
         None => Vec::new(),
     };
-    Json(ClusterBody {
+    ClusterBody {
         mode: if topology.is_some() {
             "cluster"
         } else {
@@ -829,7 +778,7 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
         nodes,
         shards: state.log.status().await,
         views: state.views.status(),
-    })
+    }
 }
 
 /// Move a shard's replica from one node to another without making the shard unavailable:
@@ -839,15 +788,18 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
     request_body = MoveReplicaBody,
     responses(
         (status = 200, body = ClusterBody, description = "moved; the cluster as it is now"),
-        (status = 400, body = ProblemBody, description = "invalid_request (unknown node, no such replica, not a cluster)"),
-        (status = 503, body = ProblemBody, description = "unavailable (no leader, the new replica did not catch up in time)")
+        (status = 400, body = ProblemBody, description = "invalid_request (unknown node, no such replica, not a cluster), unknown_shard, invalid_json, unknown_field"),
+        (status = 421, body = ProblemBody, description = "not_leader: the shard's leader must make the change"),
+        (status = 503, body = ProblemBody, description = "unavailable or metadata_unavailable (no leader, etcd unreachable, the new replica did not catch up in time)")
     )
 )]
 async fn move_replica(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    params: Result<Query<NoParams>, QueryRejection>,
+    body: Result<RequestBody, Problem>,
 ) -> Result<Json<ClusterBody>, Problem> {
-    let bytes = body_bytes(body, state.limits.body_bytes_max)?;
+    query(params)?;
+    let RequestBody(bytes) = body?;
     let body: MoveReplicaBody = parse_json(&bytes)?;
     let Some(meta) = &state.meta else {
         return Err(Problem::bad_request(
@@ -882,17 +834,20 @@ async fn move_replica(
         themis_log::cluster::MoveError::Log(e) => Problem::from(e),
     })
     .map_err(|p| count_error(&state, p))?;
-    Ok(cluster(State(state)).await)
+    Ok(Json(cluster_body(&state).await))
 }
 
 /// Liveness: the process serves HTTP.
-#[utoipa::path(get, path = "/livez", responses((status = 200)))]
+#[utoipa::path(get, path = "/livez", responses((status = 200, body = Object, example = json!({"status": "ok"}))))]
 async fn livez() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
 /// Readiness: the store accepts writes, every view runs and every shard has a leader.
-#[utoipa::path(get, path = "/readyz", responses((status = 200), (status = 503, body = ProblemBody)))]
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, body = Object, example = json!({"status": "ready", "shards": 4, "hosted": 4})),
+    (status = 503, body = ProblemBody, description = "store_failed, view_stopped (with the view and shard), or not_ready (with the leaderless shards)")
+))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
     if let Some(reason) = state.log.shards().first().and_then(|s| s.store().failure()) {
         return Err(Problem::new(
@@ -932,7 +887,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "text/plain", description = "Prometheus text format 0.0.4")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render(&state.log, &state.views);
     state
@@ -941,14 +896,21 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The query parameters of a resource read.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ResourceParams {
+    /// Wait until the view covers this token (from an append's answer).
+    #[param(value_type = Option<TokenText>)]
     min_token: Option<String>,
+    /// How long to wait for `min_token`, like `5s` (at most the request timeout).
+    #[param(value_type = Option<DurationText>)]
     timeout: Option<String>,
 }
 
-/// How long a read waits for a token: `timeout` (like `5s`), at most the request timeout.
+/// How long a read waits for a token: `timeout` (like `5s`), at most the request timeout. A
+/// zero timeout could only ever answer 504, so it is refused as a bad request.
 fn wait_timeout(state: &AppState, timeout: Option<&str>) -> Result<Duration, Problem> {
     let max = state.limits.request_timeout;
     match timeout {
@@ -956,6 +918,12 @@ fn wait_timeout(state: &AppState, timeout: Option<&str>) -> Result<Duration, Pro
         Some(text) => {
             let t = themis_log::units::parse_duration(text)
                 .map_err(|e| Problem::bad_request("invalid_query", e))?;
+            if t.is_zero() {
+                return Err(Problem::bad_request(
+                    "invalid_query",
+                    format!("timeout {text:?} is zero; give at least 1ms"),
+                ));
+            }
             Ok(t.min(max))
         }
     }
@@ -976,20 +944,19 @@ fn parse_token(text: Option<&str>) -> Result<themis_log::Token, Problem> {
 /// (read-your-writes). The answer's `token` is the view's watermark.
 #[utoipa::path(
     get, path = "/v1/resources/{urn}",
-    params(
-        ("urn" = String, Path),
-        ("min_token" = Option<String>, Query, description = "wait until the view covers this token"),
-        ("timeout" = Option<String>, Query, description = "how long to wait for min_token, like 5s")
-    ),
+    params(("urn" = DocumentUrnText, Path, description = "a document resource"), ResourceParams),
     responses(
         (status = 200, body = ResourceBody),
+        (status = 400, body = ProblemBody, description = "invalid_urn, unsupported_model (not a document), invalid_token, invalid_query"),
         (status = 404, body = ProblemBody, description = "resource_not_found (absent or deleted)"),
+        (status = 421, body = ProblemBody, description = "not_hosted: this node holds no replica of the resource's shard"),
+        (status = 503, body = ProblemBody, description = "the view cannot answer (stopped)"),
         (status = 504, body = ProblemBody, description = "timeout: the view did not reach min_token")
     )
 )]
 async fn read_resource(
     State(state): State<AppState>,
-    Path(urn): Path<String>,
+    UrlPath(urn): UrlPath<String>,
     params: Result<Query<ResourceParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let params = query(params)?;
@@ -1076,20 +1043,25 @@ async fn read_resource(
 /// token (`token` in JSON, the `themis-token` header always) is the views' state it reflects.
 #[utoipa::path(
     post, path = "/v1/query",
-    request_body = QueryBody,
+    request_body = QueryRequestSchema,
     responses(
-        (status = 200, body = QueryAnswerBody),
-        (status = 400, body = ProblemBody, description = "invalid_sql, unknown_table, query_failed or result_too_large"),
+        (status = 200, description = "JSON (rows, or an AQL batch), NDJSON (Accept: application/x-ndjson) or CSV (Accept: text/csv); the themis-token header carries the answer's token",
+         content((QueryAnswerSchema = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"))),
+        (status = 400, body = ProblemBody, description = "invalid_body, invalid_sql, invalid_aql, unknown_table, invalid_search, query_failed, result_too_large, invalid_token ..."),
+        (status = 404, body = ProblemBody, description = "unknown_namespace (a search's namespace), cursor_not_found (expired or unknown cursor)"),
         (status = 421, body = ProblemBody, description = "not_hosted: this node lacks a shard's replica"),
+        (status = 503, body = ProblemBody, description = "a view the query reads cannot answer (stopped)"),
         (status = 504, body = ProblemBody, description = "timeout: the views did not reach min_token, or the query ran too long")
     )
 )]
 async fn run_query(
     State(state): State<AppState>,
+    params: Result<Query<NoParams>, QueryRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<RequestBody, Problem>,
 ) -> Result<Response, Problem> {
-    let bytes = body_bytes(body, state.limits.body_bytes_max)?;
+    query(params)?;
+    let RequestBody(bytes) = body?;
     let request: QueryBody = serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request("invalid_body", format!("invalid query body: {e}")))?;
     let timeout = wait_timeout(&state, request.timeout.as_deref())?;
@@ -1197,13 +1169,18 @@ async fn run_aql(
     Ok(response)
 }
 
+/// The query parameters of `write_lp`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct WriteLpParams {
     /// `committed` (default) or `applied` (also wait for this node's views).
     #[serde(default)]
-    wait: Option<String>,
-    /// Timestamp unit: `ns` (default), `us`, `ms` or `s`.
+    #[param(inline)]
+    wait: Option<Wait>,
+    /// Timestamp unit: `ns` (default), `us`, `ms` or `s` (parsed by `lp::Precision::parse`).
     #[serde(default)]
+    #[param(value_type = Option<Precision>, inline)]
     precision: Option<String>,
 }
 
@@ -1221,18 +1198,20 @@ const LP_ERRORS_LISTED: usize = 100;
     responses(
         (status = 201, body = WriteLpResponse, description = "every point appended"),
         (status = 207, body = WriteLpResponse, description = "some shards failed (see results)"),
-        (status = 400, body = ProblemBody, description = "invalid_line_protocol (with errors), invalid_query")
+        (status = 400, body = ProblemBody, description = "invalid_line_protocol (with errors), schema_violation, invalid_query"),
+        (status = 421, body = ProblemBody, description = "not_leader or not_hosted (points of one shard)"),
+        (status = 502, body = ProblemBody, description = "outcome_unknown (points of one shard)"),
+        (status = 503, body = ProblemBody, description = "unavailable (points of one shard)"),
+        (status = 504, body = ProblemBody, description = "timeout: outcome unknown, or wait=applied timed out")
     )
 )]
 async fn write_lp(
     State(state): State<AppState>,
     params: Result<Query<WriteLpParams>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<RequestBody, Problem>,
 ) -> Result<Response, Problem> {
     let params = query(params)?;
-    let wait_applied = check_wait(&AppendParams {
-        wait: params.wait.clone(),
-    })?;
+    let wait_applied = params.wait == Some(Wait::Applied);
     let precision = match params.precision.as_deref() {
         None => lp::Precision::Ns,
         Some(p) => lp::Precision::parse(p).ok_or_else(|| {
@@ -1242,7 +1221,7 @@ async fn write_lp(
             )
         })?,
     };
-    let bytes = body_bytes(body, state.limits.body_bytes_max)?;
+    let RequestBody(bytes) = body?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         Problem::bad_request(
             "invalid_line_protocol",
@@ -1411,27 +1390,29 @@ fn namespace_body(
 /// config may only evolve compatibly (add nullable columns, widen a column to `json`).
 #[utoipa::path(
     put, path = "/v1/namespaces/{model}/{ns}",
-    params(
-        ("model" = String, Path), ("ns" = String, Path),
-        ("wait" = Option<String>, Query, description = "applied: answer once this node's views have applied the config")
-    ),
+    params(("model" = ModelName, Path), ("ns" = NamespaceName, Path), AppendParams),
+    request_body(content = Object, description = "the config: `columns` for relational namespaces, `dimension` and `metric` for vector ones, `block_ms` and `downsample` for time series (docs/API.md)"),
     responses(
         (status = 201, body = NamespaceBody, description = "declared or changed"),
         (status = 200, body = NamespaceBody, description = "unchanged (the same config was declared)"),
-        (status = 400, body = ProblemBody, description = "invalid_config, incompatible_config, invalid_namespace, reserved_namespace"),
-        (status = 409, body = ProblemBody, description = "a concurrent change won; read and retry")
+        (status = 400, body = ProblemBody, description = "invalid_config, incompatible_config, invalid_model, invalid_namespace, reserved_namespace, invalid_query"),
+        (status = 409, body = ProblemBody, description = "a concurrent change won; read and retry"),
+        (status = 421, body = ProblemBody, description = "not_leader or not_hosted"),
+        (status = 502, body = ProblemBody, description = "outcome_unknown"),
+        (status = 503, body = ProblemBody, description = "unavailable: the shard has no leader"),
+        (status = 504, body = ProblemBody, description = "timeout: outcome unknown, or wait=applied timed out")
     )
 )]
 async fn put_namespace(
     State(state): State<AppState>,
-    Path((model, ns)): Path<(String, String)>,
+    UrlPath((model, ns)): UrlPath<(String, String)>,
     params: Result<Query<AppendParams>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<RequestBody, Problem>,
 ) -> Result<Response, Problem> {
-    let wait_applied = check_wait(&query(params)?)?;
+    let wait_applied = waits_for_views(&query(params)?);
     let model = parse_model(&model)?;
     parse_namespace(model, &ns)?;
-    let bytes = body_bytes(body, state.limits.body_bytes_max)?;
+    let RequestBody(bytes) = body?;
     let config: themis_materializers::namespaces::NamespaceConfig = serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request("invalid_config", format!("invalid config: {e}")))?;
     config
@@ -1506,16 +1487,19 @@ async fn put_namespace(
 /// One namespace's config.
 #[utoipa::path(
     get, path = "/v1/namespaces/{model}/{ns}",
-    params(("model" = String, Path), ("ns" = String, Path)),
+    params(("model" = ModelName, Path), ("ns" = NamespaceName, Path)),
     responses(
         (status = 200, body = NamespaceBody),
+        (status = 400, body = ProblemBody, description = "invalid_model, invalid_namespace, reserved_namespace, invalid_query"),
         (status = 404, body = ProblemBody, description = "namespace_not_found")
     )
 )]
 async fn get_namespace(
     State(state): State<AppState>,
-    Path((model, ns)): Path<(String, String)>,
+    UrlPath((model, ns)): UrlPath<(String, String)>,
+    params: Result<Query<NoParams>, QueryRejection>,
 ) -> Result<Json<NamespaceBody>, Problem> {
+    query(params)?;
     let model = parse_model(&model)?;
     parse_namespace(model, &ns)?;
     match state.views.namespace(model, &ns)? {
@@ -1534,7 +1518,11 @@ async fn get_namespace(
     get, path = "/v1/namespaces",
     responses((status = 200, body = NamespacesBody))
 )]
-async fn list_namespaces(State(state): State<AppState>) -> Result<Json<NamespacesBody>, Problem> {
+async fn list_namespaces(
+    State(state): State<AppState>,
+    params: Result<Query<NoParams>, QueryRejection>,
+) -> Result<Json<NamespacesBody>, Problem> {
+    query(params)?;
     let namespaces = state
         .views
         .namespaces()?
@@ -1544,9 +1532,12 @@ async fn list_namespaces(State(state): State<AppState>) -> Result<Json<Namespace
     Ok(Json(NamespacesBody { namespaces }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The query parameters of the views' status.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ViewsParams {
+    /// Also compute each view's content digest.
     #[serde(default)]
     digest: bool,
 }
@@ -1555,8 +1546,11 @@ struct ViewsParams {
 /// digest of its content.
 #[utoipa::path(
     get, path = "/v1/admin/views",
-    params(("digest" = Option<bool>, Query, description = "compute content digests")),
-    responses((status = 200, body = ViewsBody))
+    params(ViewsParams),
+    responses(
+        (status = 200, body = ViewsBody),
+        (status = 400, body = ProblemBody, description = "invalid_query")
+    )
 )]
 async fn list_views(
     State(state): State<AppState>,
@@ -1600,9 +1594,12 @@ async fn list_views(
     Ok(Json(ViewsBody { views }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The query parameters of a view rebuild.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RebuildParams {
+    /// Rebuild this shard's view only (default: every shard this node holds).
     shard: Option<u32>,
 }
 
@@ -1610,15 +1607,17 @@ struct RebuildParams {
 /// log. Answers at once; `GET /v1/admin/views` shows it catching up.
 #[utoipa::path(
     post, path = "/v1/admin/views/{kind}/rebuild",
-    params(("kind" = String, Path), ("shard" = Option<u32>, Query)),
+    params(("kind" = String, Path, description = "document, relational, namespaces, vector, timeseries or graph"), RebuildParams),
     responses(
         (status = 202, body = RebuildBody),
-        (status = 404, body = ProblemBody, description = "unknown_view")
+        (status = 400, body = ProblemBody, description = "invalid_query"),
+        (status = 404, body = ProblemBody, description = "unknown_view"),
+        (status = 421, body = ProblemBody, description = "not_hosted: this node holds no replica of the shard")
     )
 )]
 async fn rebuild_view(
     State(state): State<AppState>,
-    Path(kind): Path<String>,
+    UrlPath(kind): UrlPath<String>,
     params: Result<Query<RebuildParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let params = query(params)?;
@@ -1628,8 +1627,4 @@ async fn rebuild_view(
         shards: shards.into_iter().map(|s| s.0).collect(),
     };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
-}
-
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(openapi_document())
 }

@@ -2,7 +2,7 @@
 //! body to an unknown route, reaches the client as `application/problem+json` with a stable
 //! snake_case `code` to branch on.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -15,19 +15,26 @@ pub struct Problem {
     code: &'static str,
     detail: String,
     extra: Map<String, Value>,
+    /// Response headers beside the content type (`Accept-Encoding` on a 415).
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// The body of every error answer (RFC 9457).
+/// The body of every error answer (RFC 9457), sent as `application/problem+json`. Some problems
+/// add members (`event_index`, `field`, `leader_url`, `errors`, ...: docs/API.md).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
 pub struct ProblemBody {
     /// Always `about:blank`: the `code` member identifies the problem.
     #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
     pub problem_type: String,
     /// Short summary of the status.
     pub title: String,
     /// HTTP status.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     /// Stable snake_case code clients branch on.
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
     pub code: String,
     /// What went wrong, for humans.
     pub detail: String,
@@ -41,7 +48,14 @@ impl Problem {
             code,
             detail: detail.into(),
             extra: Map::new(),
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: HeaderName, value: &'static str) -> Self {
+        self.headers.push((name, HeaderValue::from_static(value)));
+        self
     }
 
     /// Adds a member to the body.
@@ -101,10 +115,14 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.body()).expect("problem serializes");
         let mut response = (self.status, body).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
         response
     }
 }

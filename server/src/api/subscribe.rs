@@ -9,15 +9,17 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use themis_log::subscribe::{Cursor, Delivered, Delivery, Filter, From, Subscription};
 use themis_log::{Consistency, EventInput, Urn};
 
-use super::{AppState, Problem, body_bytes};
+use super::extract::{RequestBody, UrlPath};
+use super::wire::{ExpectedRevisionSchema, GroupName};
+use super::{AppState, NoParams, Problem};
 
 /// Shortest and longest heartbeat period a subscriber may ask for.
 const HEARTBEAT_MIN: Duration = Duration::from_millis(100);
@@ -334,12 +336,15 @@ fn checkpoint_urn(group: &str) -> Result<Urn, Problem> {
     })
 }
 
-#[derive(Deserialize)]
+/// `PUT /v1/consumers/{group}/checkpoint`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CheckpointInput {
+pub(super) struct CheckpointInput {
+    /// The resume cursor to store (`r1.…`, from a subscription message).
     cursor: String,
     /// The checkpoint's revision this write replaces (fencing between consumers of a group).
     #[serde(default)]
+    #[schema(value_type = Option<ExpectedRevisionSchema>)]
     expected_revision: Option<serde_json::Value>,
 }
 
@@ -360,21 +365,26 @@ pub(super) struct CheckpointBody {
 /// as an event of `urn:themis:document:_consumer:{group}`, replicated like any other.
 #[utoipa::path(
     put, path = "/v1/consumers/{group}/checkpoint",
-    params(("group" = String, Path)),
-    request_body(content = Object, description = "{\"cursor\": \"r1.…\", \"expected_revision\": optional}"),
+    params(("group" = GroupName, Path)),
+    request_body = CheckpointInput,
     responses(
         (status = 200, body = CheckpointBody),
-        (status = 400, body = super::ProblemBody, description = "invalid_cursor, invalid_group"),
+        (status = 400, body = super::ProblemBody, description = "invalid_cursor, invalid_group, invalid_revision, invalid_json, unknown_field, invalid_query"),
         (status = 409, body = super::ProblemBody, description = "wrong_expected_revision"),
+        (status = 421, body = super::ProblemBody, description = "not_leader or not_hosted"),
+        (status = 502, body = super::ProblemBody, description = "outcome_unknown"),
+        (status = 503, body = super::ProblemBody, description = "unavailable: the shard has no leader"),
+        (status = 504, body = super::ProblemBody, description = "timeout: the write's outcome is unknown"),
     )
 )]
 pub(super) async fn put_checkpoint(
     State(state): State<AppState>,
-    Path(group): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    UrlPath(group): UrlPath<String>,
+    params: Result<Query<NoParams>, QueryRejection>,
+    RequestBody(bytes): RequestBody,
 ) -> Result<Response, Problem> {
+    super::query(params)?;
     let urn = checkpoint_urn(&group)?;
-    let bytes = body_bytes(body, state.limits.body_bytes_max)?;
     let input: CheckpointInput =
         serde_json::from_slice(&bytes).map_err(|e| Problem::from_json_error(&e))?;
     let cursor = Cursor::decode(&input.cursor)
@@ -413,16 +423,21 @@ pub(super) async fn put_checkpoint(
 /// `GET /v1/consumers/{group}/checkpoint`: the group's last stored cursor (linearizable).
 #[utoipa::path(
     get, path = "/v1/consumers/{group}/checkpoint",
-    params(("group" = String, Path)),
+    params(("group" = GroupName, Path)),
     responses(
         (status = 200, body = CheckpointBody),
+        (status = 400, body = super::ProblemBody, description = "invalid_group, invalid_query"),
         (status = 404, body = super::ProblemBody, description = "checkpoint_not_found"),
+        (status = 421, body = super::ProblemBody, description = "not_leader or not_hosted (the read is linearizable)"),
+        (status = 503, body = super::ProblemBody, description = "unavailable: the shard has no leader"),
     )
 )]
 pub(super) async fn get_checkpoint(
     State(state): State<AppState>,
-    Path(group): Path<String>,
+    UrlPath(group): UrlPath<String>,
+    params: Result<Query<NoParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
+    super::query(params)?;
     let urn = checkpoint_urn(&group)?;
     // The stream's current revision, then the event at it.
     let head = state

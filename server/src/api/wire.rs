@@ -2,29 +2,45 @@
 //! answers as clients receive them. These types are the contract; the OpenAPI document is
 //! generated from them.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use themis_log::{Appended, AppendedEvent, EventInput, ExpectedRevision, Position, Token};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, ArrayItems, KnownFormat, ObjectBuilder, OneOfBuilder,
+    Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 /// `POST /v1/streams/{urn}`: events for one stream.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"expected_revision": "any", "events": [
+    {"type": "UserRegistered", "op": "put", "data": {"name": "Alice"}}
+]}))]
 pub struct AppendStreamBody {
     /// The stream's revision before the first event: `any`, `no_stream` (or -1), `exists`, or N.
     #[serde(default)]
-    #[schema(value_type = Option<Object>, example = "no_stream")]
+    #[schema(value_type = Option<ExpectedRevisionSchema>)]
     pub expected_revision: Option<ExpectedRevision>,
     /// The events, appended atomically. Each may omit `urn` (the URL names it).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<EventInputSchema>, min_items = 1)]
     pub events: Vec<EventInput>,
 }
 
 /// `POST /v1/events` (JSON): a batch for any streams.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"per_shard_atomicity": true, "events": [
+    {"urn": "urn:themis:document:users:alice", "op": "patch", "data": {"age": 31}},
+    {"urn": "urn:themis:graph:social:alice", "op": "link", "to": "urn:themis:graph:social:bob",
+     "label": "follows"},
+    {"urn": "urn:themis:timeseries:cpu:load", "op": "points", "points": [[1_700_000_000_000_i64, 0.5]]}
+]}))]
 pub struct AppendBatchBody {
     /// The events; each carries its `urn` and may carry `expected_revision`.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<EventInputSchema>, min_items = 1)]
     pub events: Vec<EventInput>,
     /// Split a batch that spans shards into one atomic append per shard, instead of refusing it.
     #[serde(default)]
@@ -113,7 +129,7 @@ pub struct PartResult {
     pub result: Option<AppendResponse>,
     /// The problem, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<super::ProblemBody>)]
     pub error: Option<serde_json::Value>,
 }
 
@@ -368,8 +384,8 @@ pub struct NamespacesBody {
     pub namespaces: Vec<NamespaceBody>,
 }
 
-/// A query.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// A query (its schema, `QueryRequest`, is written by hand: exactly one kind).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryBody {
     /// One SQL query (`SELECT`, `WITH ... SELECT`, `EXPLAIN`, `VALUES`).
@@ -377,31 +393,25 @@ pub struct QueryBody {
     pub sql: Option<String>,
     /// A kNN search: `{"namespace", "vector", "k" (default 10), "filter", "ef"}`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     pub knn: Option<themis_query::search::KnnArgs>,
     /// A fulltext search: `{"namespace", "query", "k" (default 10)}`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     pub search: Option<themis_query::search::SearchArgs>,
     /// A hybrid search (reciprocal rank fusion): `{"knn": {...}, "search": {...}, "k",
     /// "rrf_k" (default 60), "candidates"}`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     pub hybrid: Option<themis_query::search::HybridArgs>,
     /// A time-series range: `{"namespace", "series" | "field" + "tags", "from", "to",
     /// "step", "agg"}` (ms since the epoch; `to` exclusive).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     pub ts_range: Option<themis_query::timeseries::TsRangeArgs>,
     /// A graph traversal: `{"start", "min_depth" (1), "max_depth" (1), "direction"
     /// (outbound | inbound | any), "labels", "limit" (1000)}`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     pub traverse: Option<themis_query::graph::TraverseArgs>,
     /// A shortest path: `{"from", "to", "direction", "labels", "weight"}` (hops without a
     /// weight property).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     pub shortest_path: Option<themis_query::graph::ShortestPathArgs>,
     /// An AQL query (docs/AQL.md); its answer is `{"result": [...], "count", "has_more",
     /// "cursor", "token"}`.
@@ -409,7 +419,6 @@ pub struct QueryBody {
     pub aql: Option<String>,
     /// AQL bind parameters: `{"name": value}` for `@name`, `{"@coll": "users"}` for `@@coll`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     pub params: Option<serde_json::Map<String, serde_json::Value>>,
     /// AQL: rows per answer (default 1000, at most 100000); more come through `cursor`.
     #[serde(default)]
@@ -493,3 +502,522 @@ pub struct AqlAnswerBody {
     /// The views' state the whole answer reflects.
     pub token: String,
 }
+
+/// `wait`: when an append is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    /// Once the entry is committed and applied by the log's state machine (the default).
+    #[default]
+    Committed,
+    /// Also once this node's views have applied it, so a read of a view through this node
+    /// without a token sees it.
+    Applied,
+}
+
+/// `precision`: the unit of line-protocol timestamps, as documented (the values
+/// `lp::Precision::parse` accepts, which also takes `n` and `u` as InfluxDB 1 does).
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum Precision {
+    /// Nanoseconds (the default).
+    Ns,
+    /// Microseconds.
+    Us,
+    /// Milliseconds.
+    Ms,
+    /// Seconds.
+    S,
+}
+
+/// `consistency` of a stream read: `linearizable` (the default) reflects every append
+/// acknowledged before it; `stale` answers from this node's replica at once and reports how far
+/// it may lag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadConsistency {
+    /// Reflects every append acknowledged before the read.
+    #[default]
+    Linearizable,
+    /// This node's replica as it is.
+    Stale,
+}
+
+// Schemas written by hand: the grammar of values whose Rust types live in other crates
+// (`themis_log::Urn`, `EventInput`, `ExpectedRevision`) or whose rules serde does not show
+// (a query is exactly one of its kinds). Each is a component named by `ToSchema::name`.
+
+fn string() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String)
+}
+
+fn integer() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+}
+
+/// An integer of at least `minimum`.
+fn at_least(minimum: i64) -> ObjectBuilder {
+    integer().minimum(Some(minimum))
+}
+
+fn number() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+}
+
+fn array(items: impl Into<RefOr<Schema>>) -> ArrayBuilder {
+    ArrayBuilder::new().items(ArrayItems::RefOrSchema(Box::new(items.into())))
+}
+
+/// A JSON object with any members.
+fn any_object() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::Object)
+}
+
+/// An object with exactly the listed members (serde's `deny_unknown_fields`).
+fn closed_object() -> ObjectBuilder {
+    any_object().additional_properties(Some(AdditionalProperties::FreeForm(false)))
+}
+
+fn reference<T: ToSchema>() -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(T::name()))
+}
+
+/// The grammar of `themis_log::Urn`: `urn:themis:{model}:{namespace}:{id}`, the namespace 1 to
+/// 64 characters of `[a-z0-9_.-]`, the id 1 to 256 RFC 3986 unreserved characters. (The log
+/// may refuse more, such as reserved namespace names; this pattern never admits less.)
+pub fn urn_pattern(models: &[themis_log::Model]) -> String {
+    let models: Vec<&str> = models.iter().map(|m| m.as_str()).collect();
+    format!(
+        "^urn:themis:({}):{}:{}$",
+        models.join("|"),
+        namespace_class(),
+        id_class()
+    )
+}
+
+fn namespace_class() -> String {
+    format!("[a-z0-9_.-]{{1,{}}}", themis_log::urn::NAMESPACE_LEN_MAX)
+}
+
+fn id_class() -> String {
+    format!("[A-Za-z0-9._~-]{{1,{}}}", themis_log::urn::ID_LEN_MAX)
+}
+
+/// A resource name of any model (component `Urn`).
+#[derive(Debug)]
+pub struct UrnText;
+
+impl PartialSchema for UrnText {
+    fn schema() -> RefOr<Schema> {
+        string()
+            .pattern(Some(urn_pattern(&themis_log::Model::ALL)))
+            .description(Some("urn:themis:{model}:{namespace}:{id}"))
+            .examples(["urn:themis:document:users:alice"])
+            .into()
+    }
+}
+
+impl ToSchema for UrnText {
+    fn name() -> Cow<'static, str> {
+        "Urn".into()
+    }
+}
+
+/// A document resource's name (component `DocumentUrn`): `GET /v1/resources/{urn}` reads the
+/// document view only.
+#[derive(Debug)]
+pub struct DocumentUrnText;
+
+impl PartialSchema for DocumentUrnText {
+    fn schema() -> RefOr<Schema> {
+        string()
+            .pattern(Some(urn_pattern(&[themis_log::Model::Document])))
+            .examples(["urn:themis:document:users:alice"])
+            .into()
+    }
+}
+
+impl ToSchema for DocumentUrnText {
+    fn name() -> Cow<'static, str> {
+        "DocumentUrn".into()
+    }
+}
+
+/// A data model's name (component `Model`).
+#[derive(Debug)]
+pub struct ModelName;
+
+impl PartialSchema for ModelName {
+    fn schema() -> RefOr<Schema> {
+        string()
+            .enum_values(Some(themis_log::Model::ALL.map(|m| m.as_str())))
+            .into()
+    }
+}
+
+impl ToSchema for ModelName {
+    fn name() -> Cow<'static, str> {
+        "Model".into()
+    }
+}
+
+/// A namespace's name as a URL names it (component `Namespace`): names starting with `_` are
+/// reserved for the database.
+#[derive(Debug)]
+pub struct NamespaceName;
+
+impl PartialSchema for NamespaceName {
+    fn schema() -> RefOr<Schema> {
+        string()
+            .pattern(Some(format!(
+                "^[a-z0-9.-][a-z0-9_.-]{{0,{}}}$",
+                themis_log::urn::NAMESPACE_LEN_MAX - 1
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for NamespaceName {
+    fn name() -> Cow<'static, str> {
+        "Namespace".into()
+    }
+}
+
+/// A consistency token, `t1.` and base64url (component `Token`).
+#[derive(Debug)]
+pub struct TokenText;
+
+impl PartialSchema for TokenText {
+    fn schema() -> RefOr<Schema> {
+        string()
+            .pattern(Some("^t1\\.[A-Za-z0-9_-]*$"))
+            .description(Some("a consistency token from an earlier answer"))
+            .into()
+    }
+}
+
+impl ToSchema for TokenText {
+    fn name() -> Cow<'static, str> {
+        "Token".into()
+    }
+}
+
+/// A duration as `themis_log::units::parse_duration` reads it, not zero: a number and `ms`, `s`
+/// (the default), `m` or `h` (component `Duration`).
+#[derive(Debug)]
+pub struct DurationText;
+
+impl PartialSchema for DurationText {
+    fn schema() -> RefOr<Schema> {
+        string()
+            .pattern(Some("^0*[1-9][0-9]{0,11}(ms|s|m|h)?$"))
+            .examples(["500ms", "5s"])
+            .into()
+    }
+}
+
+impl ToSchema for DurationText {
+    fn name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+}
+
+/// A consumer group's name: a URN id (component `ConsumerGroup`).
+#[derive(Debug)]
+pub struct GroupName;
+
+impl PartialSchema for GroupName {
+    fn schema() -> RefOr<Schema> {
+        string().pattern(Some(format!("^{}$", id_class()))).into()
+    }
+}
+
+impl ToSchema for GroupName {
+    fn name() -> Cow<'static, str> {
+        "ConsumerGroup".into()
+    }
+}
+
+/// `themis_log::ExpectedRevision` (component `ExpectedRevision`).
+#[derive(Debug)]
+pub struct ExpectedRevisionSchema;
+
+impl PartialSchema for ExpectedRevisionSchema {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(
+                string()
+                    .enum_values(Some(["any", "no_stream", "exists"]))
+                    .description(Some(
+                        "any: no check; no_stream: the stream has no events; exists: it has some",
+                    )),
+            )
+            .item(at_least(-1).description(Some(
+                "the stream's exact revision before the first event (-1: no_stream)",
+            )))
+            .description(Some(
+                "the revision the stream must have just before the events",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ExpectedRevisionSchema {
+    fn name() -> Cow<'static, str> {
+        "ExpectedRevision".into()
+    }
+}
+
+/// `themis_log::EventInput`: an event as a client sends it (component `EventInput`).
+#[derive(Debug)]
+pub struct EventInputSchema;
+
+impl PartialSchema for EventInputSchema {
+    fn schema() -> RefOr<Schema> {
+        let limits = themis_log::EventLimits::default();
+        let point = ArrayBuilder::new()
+            .items(ArrayItems::False)
+            .prefix_items([Schema::from(integer()), Schema::from(number())])
+            .min_items(Some(2))
+            .max_items(Some(2))
+            .description(Some("[ts_ms, value]"));
+        closed_object()
+            .property(
+                "id",
+                string()
+                    .format(Some(SchemaFormat::Custom("uuid".into())))
+                    .description(Some("idempotency id; the server draws one when absent")),
+            )
+            .property("urn", reference::<UrnText>())
+            .property(
+                "type",
+                string()
+                    .min_length(Some(1))
+                    .max_length(Some(limits.type_chars_max))
+                    .description(Some("application event type (default: the op)")),
+            )
+            .property(
+                "op",
+                string().enum_values(Some(themis_log::event::Op::ALL.map(|o| o.as_str()))),
+            )
+            .property(
+                "data",
+                any_object().description(Some(
+                    "put: the state; patch: a merge patch; link: edge properties",
+                )),
+            )
+            .property(
+                "vector",
+                array(number())
+                    .min_items(Some(1))
+                    .max_items(Some(limits.vector_dims_max))
+                    .description(Some("vector put")),
+            )
+            .property("to", reference::<UrnText>())
+            .property(
+                "label",
+                string()
+                    .min_length(Some(1))
+                    .max_length(Some(limits.label_chars_max))
+                    .description(Some("link, unlink: the edge label")),
+            )
+            .property(
+                "points",
+                array(point)
+                    .min_items(Some(1))
+                    .max_items(Some(limits.points_max))
+                    .description(Some("points: [[ts_ms, value], ...]")),
+            )
+            .property("metadata", any_object())
+            .property("expected_revision", reference::<ExpectedRevisionSchema>())
+            .required("op")
+            .into()
+    }
+}
+
+impl ToSchema for EventInputSchema {
+    fn name() -> Cow<'static, str> {
+        "EventInput".into()
+    }
+}
+
+/// `QueryBody` as it is accepted: exactly one kind, with `min_token` and `timeout` beside it
+/// (component `QueryRequest`).
+#[derive(Debug)]
+pub struct QueryRequestSchema;
+
+impl PartialSchema for QueryRequestSchema {
+    fn schema() -> RefOr<Schema> {
+        let direction = || string().enum_values(Some(["outbound", "inbound", "any"]));
+        let labels = || array(string());
+        let knn = || {
+            closed_object()
+                .property("namespace", string())
+                .property("vector", array(number()).min_items(Some(1)))
+                .property("k", at_least(0))
+                .property("filter", any_object())
+                .property("ef", at_least(0))
+                .required("namespace")
+                .required("vector")
+        };
+        let search = || {
+            closed_object()
+                .property("namespace", string())
+                .property("query", string())
+                .property("k", at_least(0))
+                .required("namespace")
+                .required("query")
+        };
+        let hybrid = closed_object()
+            .property("knn", knn())
+            .property("search", search())
+            .property("k", at_least(0))
+            .property("rrf_k", number())
+            .property("candidates", at_least(0))
+            .required("knn")
+            .required("search");
+        let ts_range = closed_object()
+            .property("namespace", string())
+            .property("series", string())
+            .property("field", string())
+            .property(
+                "tags",
+                any_object()
+                    .additional_properties(Some(AdditionalProperties::RefOr(string().into()))),
+            )
+            .property("from", integer())
+            .property("to", integer())
+            .property("step", integer())
+            .property(
+                "agg",
+                string().enum_values(Some(["min", "max", "avg", "sum", "count", "first", "last"])),
+            )
+            .required("namespace")
+            .required("from")
+            .required("to");
+        let traverse = closed_object()
+            .property("start", reference::<UrnText>())
+            .property("min_depth", at_least(0))
+            .property("max_depth", at_least(0))
+            .property("direction", direction())
+            .property("labels", labels())
+            .property("limit", at_least(0))
+            .required("start");
+        let shortest_path = closed_object()
+            .property("from", reference::<UrnText>())
+            .property("to", reference::<UrnText>())
+            .property("direction", direction())
+            .property("labels", labels())
+            .property("weight", string())
+            .required("from")
+            .required("to");
+        // Every kind takes `min_token` and `timeout` beside it.
+        let kind = |name: &str, schema: RefOr<Schema>, description: &str| {
+            closed_object()
+                .title(Some(name))
+                .description(Some(description))
+                .examples(query_example(name))
+                .property(name, schema)
+                .property("min_token", reference::<TokenText>())
+                .property("timeout", reference::<DurationText>())
+                .required(name)
+        };
+        let aql = kind(
+            "aql",
+            string().into(),
+            "an AQL query (docs/AQL.md), answered in batches",
+        )
+        .property(
+            "params",
+            any_object().description(Some(
+                "bind parameters: {\"name\": value, \"@coll\": \"users\"}",
+            )),
+        )
+        .property("batch_size", at_least(1).maximum(Some(100_000)))
+        .property("plans", ObjectBuilder::new().schema_type(Type::Boolean));
+        OneOfBuilder::new()
+            .item(kind("sql", string().into(), "one SQL query"))
+            .item(aql)
+            .item(kind(
+                "cursor",
+                string().min_length(Some(1)).into(),
+                "the next batch of an AQL answer",
+            ))
+            .item(kind("knn", knn().into(), "a nearest-neighbour search"))
+            .item(kind("search", search().into(), "a fulltext search"))
+            .item(kind(
+                "hybrid",
+                hybrid.into(),
+                "kNN and fulltext fused by reciprocal rank",
+            ))
+            .item(kind("traverse", traverse.into(), "a graph traversal"))
+            .item(kind(
+                "shortest_path",
+                shortest_path.into(),
+                "a shortest path",
+            ))
+            .item(kind("ts_range", ts_range.into(), "a time-series range"))
+            .description(Some(ONE_QUERY_KIND))
+            .into()
+    }
+}
+
+impl ToSchema for QueryRequestSchema {
+    fn name() -> Cow<'static, str> {
+        "QueryRequest".into()
+    }
+}
+
+/// An example of each query kind, over the data of docs/API.md's examples.
+fn query_example(kind: &str) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let example = match kind {
+        "sql" => json!({"sql": "SELECT id, total FROM orders WHERE total > 1 ORDER BY id"}),
+        "aql" => {
+            json!({"aql": "FOR u IN users FILTER u.age > @age RETURN u", "params": {"age": 18}})
+        }
+        "cursor" => return Vec::new(),
+        "knn" => json!({"knn": {"namespace": "items", "vector": [1.0, 0.0, 0.0], "k": 5}}),
+        "search" => json!({"search": {"namespace": "notes", "query": "alice", "k": 5}}),
+        "hybrid" => json!({"hybrid": {
+            "knn": {"namespace": "items", "vector": [1.0, 0.0, 0.0]},
+            "search": {"namespace": "notes", "query": "alice"}, "k": 5}}),
+        "traverse" => {
+            json!({"traverse": {"start": "urn:themis:graph:social:alice", "max_depth": 2}})
+        }
+        "shortest_path" => json!({"shortest_path": {
+            "from": "urn:themis:graph:social:alice", "to": "urn:themis:graph:social:bob"}}),
+        "ts_range" => json!({"ts_range": {
+            "namespace": "cpu", "series": "load", "from": 0, "to": 4_102_444_800_000_i64,
+            "step": 60000, "agg": "avg"}}),
+        _ => return Vec::new(),
+    };
+    vec![example]
+}
+
+/// The JSON answer of `POST /v1/query`: rows (`sql` and the searches) or an AQL batch
+/// (component `QueryAnswer`).
+#[derive(Debug)]
+pub struct QueryAnswerSchema;
+
+impl PartialSchema for QueryAnswerSchema {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(reference::<QueryAnswerBody>())
+            .item(reference::<AqlAnswerBody>())
+            .into()
+    }
+}
+
+impl ToSchema for QueryAnswerSchema {
+    fn name() -> Cow<'static, str> {
+        "QueryAnswer".into()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -299,6 +299,172 @@ async fn every_bad_request_is_problem_json() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn path_encoding_and_unknown_parameters_are_refused_as_problem_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let b = &server.base;
+    let c = reqwest::Client::new();
+    let events = json!({"events": [{"op": "put", "data": {"a": 1}}]});
+    let stream = format!("{b}/v1/streams/urn:themis:document:edge:one");
+    // A path parameter that is not UTF-8 once percent-decoded gets the code of a bad value of
+    // that parameter.
+    let not_utf8 = "%FF%FE";
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            c.post(format!(
+                "{b}/v1/streams/urn:themis:document:edge:{not_utf8}"
+            ))
+            .json(&events),
+            400,
+            "invalid_urn",
+        ),
+        (
+            c.get(format!(
+                "{b}/v1/streams/urn:themis:document:edge:{not_utf8}"
+            )),
+            400,
+            "invalid_urn",
+        ),
+        (
+            c.get(format!(
+                "{b}/v1/resources/urn:themis:document:edge:{not_utf8}"
+            )),
+            400,
+            "invalid_urn",
+        ),
+        (
+            c.get(format!("{b}/v1/namespaces/relational/{not_utf8}")),
+            400,
+            "invalid_namespace",
+        ),
+        (
+            c.put(format!("{b}/v1/namespaces/{not_utf8}/x"))
+                .json(&json!({})),
+            400,
+            "invalid_model",
+        ),
+        (
+            c.get(format!("{b}/v1/log/{not_utf8}")),
+            400,
+            "invalid_shard",
+        ),
+        (
+            c.get(format!("{b}/v1/consumers/{not_utf8}/checkpoint")),
+            400,
+            "invalid_group",
+        ),
+        (
+            c.post(format!("{b}/v1/admin/views/{not_utf8}/rebuild")),
+            400,
+            "invalid_path",
+        ),
+        // A body the client says is compressed is refused, not parsed as if it were plain.
+        (
+            c.post(&stream)
+                .header("content-encoding", "gzip")
+                .json(&events),
+            415,
+            "unsupported_encoding",
+        ),
+        (
+            c.post(&stream)
+                .header("content-encoding", "identity, br")
+                .json(&events),
+            415,
+            "unsupported_encoding",
+        ),
+        (
+            c.post(format!("{b}/v1/write_lp"))
+                .header("content-encoding", "gzip")
+                .body("cpu v=1 1\n"),
+            415,
+            "unsupported_encoding",
+        ),
+        (
+            c.post(format!("{b}/v1/query"))
+                .header("content-encoding", "deflate")
+                .json(&json!({"sql": "SELECT 1"})),
+            415,
+            "unsupported_encoding",
+        ),
+        // Every /v1 route refuses query parameters it does not know, write_lp included.
+        (
+            c.post(format!("{b}/v1/write_lp?precison=ms"))
+                .body("cpu v=1 1\n"),
+            400,
+            "invalid_query",
+        ),
+        (
+            c.post(format!("{b}/v1/query?sql=SELECT"))
+                .json(&json!({"sql": "SELECT 1"})),
+            400,
+            "invalid_query",
+        ),
+        (
+            c.get(format!("{b}/v1/cluster?verbose=1")),
+            400,
+            "invalid_query",
+        ),
+        (
+            c.get(format!("{b}/v1/namespaces?model=relational")),
+            400,
+            "invalid_query",
+        ),
+        (
+            c.put(format!("{b}/v1/consumers/g/checkpoint?force=1"))
+                .json(&json!({"cursor": "r1.x"})),
+            400,
+            "invalid_query",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let answer = send(request).await;
+        answer.problem(status, code);
+        if status == 415 {
+            assert_eq!(answer.headers["accept-encoding"], "identity");
+        }
+    }
+    // Nothing above was written; an identity encoding is no encoding.
+    send(c.get(&stream)).await.problem(404, "stream_not_found");
+    let series = format!("{b}/v1/streams/urn:themis:timeseries:cpu:v");
+    send(c.get(&series)).await.problem(404, "stream_not_found");
+    let plain = send(
+        c.post(&stream)
+            .header("content-encoding", "identity")
+            .json(&events),
+    )
+    .await;
+    assert_eq!(plain.status, 201, "{}", plain.text);
+    let lp = send(
+        c.post(format!("{b}/v1/write_lp?precision=s"))
+            .body("cpu v=1 1\n"),
+    )
+    .await;
+    assert_eq!(lp.status, 201, "{}", lp.text);
+}
+
+/// Found by scripts/fuzz-api: `"timeout": "0"` ran the query and answered 504.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zero_timeout_is_a_bad_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let b = &server.base;
+    for timeout in ["0", "0ms", "00s"] {
+        post(
+            b,
+            "/v1/query",
+            &json!({"sql": "SELECT 1", "timeout": timeout}),
+        )
+        .await
+        .problem(400, "invalid_query");
+        let read = format!("/v1/resources/urn:themis:document:users:alice?timeout={timeout}");
+        get(b, &read).await.problem(400, "invalid_query");
+    }
+    let answer = post(b, "/v1/query", &json!({"sql": "SELECT 1", "timeout": "5s"})).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn health_metrics_openapi_and_graceful_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
@@ -360,7 +526,7 @@ async fn health_metrics_openapi_and_graceful_shutdown() {
     ] {
         assert!(openapi["paths"][path].is_object(), "openapi lacks {path}");
     }
-    assert!(openapi["components"]["schemas"]["ProblemBody"].is_object());
+    assert!(openapi["components"]["schemas"]["Problem"].is_object());
 
     let status = server.terminate();
     assert!(status.success(), "SIGTERM exit: {status}");

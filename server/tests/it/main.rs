@@ -10,6 +10,8 @@ mod hardening;
 mod harness;
 mod http_limits;
 mod nemesis;
+mod openapi;
+mod python;
 mod search;
 mod sql;
 mod subscribe;
