@@ -587,7 +587,7 @@ fn reference<T: ToSchema>() -> RefOr<Schema> {
 }
 
 /// The grammar of `themis_log::Urn`: `urn:themis:{model}:{namespace}:{id}`, the namespace 1 to
-/// 64 characters of `[a-z0-9_.-]`, the id 1 to 256 RFC 3986 unreserved characters. (The log
+/// 64 characters of `[a-z0-9_.-]` but `.` and `..`, the id 1 to 256 RFC 3986 unreserved characters. (The log
 /// may refuse more, such as reserved namespace names; this pattern never admits less.)
 pub fn urn_pattern(models: &[themis_log::Model]) -> String {
     let models: Vec<&str> = models.iter().map(|m| m.as_str()).collect();
@@ -599,8 +599,16 @@ pub fn urn_pattern(models: &[themis_log::Model]) -> String {
     )
 }
 
+/// 1 to 64 characters of `[a-z0-9_.-]` but `.` and `..` (without lookahead, which not every
+/// validator has): no dot first, one dot then a non-dot, or two dots then anything.
 fn namespace_class() -> String {
-    format!("[a-z0-9_.-]{{1,{}}}", themis_log::urn::NAMESPACE_LEN_MAX)
+    let max = themis_log::urn::NAMESPACE_LEN_MAX;
+    format!(
+        "(?:[a-z0-9_-][a-z0-9_.-]{{0,{}}}|\\.[a-z0-9_-][a-z0-9_.-]{{0,{}}}|\\.\\.[a-z0-9_.-]{{1,{}}})",
+        max - 1,
+        max - 2,
+        max - 2
+    )
 }
 
 fn id_class() -> String {
@@ -674,8 +682,10 @@ impl PartialSchema for NamespaceName {
     fn schema() -> RefOr<Schema> {
         string()
             .pattern(Some(format!(
-                "^[a-z0-9.-][a-z0-9_.-]{{0,{}}}$",
-                themis_log::urn::NAMESPACE_LEN_MAX - 1
+                "^(?:[a-z0-9-][a-z0-9_.-]{{0,{}}}|\\.[a-z0-9_-][a-z0-9_.-]{{0,{}}}|\\.\\.[a-z0-9_.-]{{1,{}}})$",
+                themis_log::urn::NAMESPACE_LEN_MAX - 1,
+                themis_log::urn::NAMESPACE_LEN_MAX - 2,
+                themis_log::urn::NAMESPACE_LEN_MAX - 2
             )))
             .into()
     }

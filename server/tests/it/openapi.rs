@@ -131,10 +131,10 @@ async fn the_openapi_document_states_the_servers_rules() {
         param("precision")["schema"]["enum"],
         json!(["ns", "us", "ms", "s"])
     );
-    // The URN grammar of log/src/urn.rs.
+    // The URN grammar of log/src/urn.rs (namespaces `.` and `..` excluded).
     assert_eq!(
         schemas["Urn"]["pattern"],
-        "^urn:themis:(relational|document|graph|vector|timeseries):[a-z0-9_.-]{1,64}:[A-Za-z0-9._~-]{1,256}$"
+        r"^urn:themis:(relational|document|graph|vector|timeseries):(?:[a-z0-9_-][a-z0-9_.-]{0,63}|\.[a-z0-9_-][a-z0-9_.-]{0,62}|\.\.[a-z0-9_.-]{1,62}):[A-Za-z0-9._~-]{1,256}$"
     );
     let stream = &doc["paths"]["/v1/streams/{urn}"]["post"]["parameters"][0];
     assert_eq!(
@@ -146,7 +146,8 @@ async fn the_openapi_document_states_the_servers_rules() {
         json!(["relational", "document", "graph", "vector", "timeseries"])
     );
     assert_eq!(
-        schemas["Namespace"]["pattern"], "^[a-z0-9.-][a-z0-9_.-]{0,63}$",
+        schemas["Namespace"]["pattern"],
+        r"^(?:[a-z0-9-][a-z0-9_.-]{0,63}|\.[a-z0-9_-][a-z0-9_.-]{0,62}|\.\.[a-z0-9_.-]{1,62})$",
         "the URN's namespace grammar, less the names reserved for the database"
     );
     // Appends hold at least one event; checkpoints a cursor.
