@@ -11,8 +11,8 @@
 //! as the nearest double), nested at most [`DEPTH_MAX`] levels, and whose objects name each
 //! member once (a repeated name would silently drop a value).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
@@ -31,7 +31,10 @@ pub struct JsonError {
     pub message: String,
 }
 
-/// Checks `text` against the rules (see the module documentation).
+/// Checks `text` against the rules (see the module documentation). It runs on the write path
+/// and in every view worker, so it builds nothing when the text is fine: member names are
+/// borrowed where they have no escapes, and the path to a fault is gathered only while its
+/// error unwinds.
 pub fn check(text: &str) -> Result<(), JsonError> {
     let path = RefCell::new(Vec::new());
     let mut de = serde_json::Deserializer::from_str(text);
@@ -48,8 +51,11 @@ pub fn check(text: &str) -> Result<(), JsonError> {
                 " (a \\u escape must stand for a Unicode character: a surrogate needs its pair)",
             );
         }
+        // Steps were recorded innermost first, as the error left each level.
+        let mut steps = path.into_inner();
+        steps.reverse();
         JsonError {
-            path: render(&path.borrow()),
+            path: render(&steps),
             message,
         }
     })
@@ -82,8 +88,8 @@ fn render(path: &[Step]) -> String {
     out
 }
 
-/// Visits a value without building it, keeping the path to where it is for errors (a step is
-/// popped only when its value checked out, so after an error the path names where it happened).
+/// Visits a value without building it. When a member or element fails, its level adds its
+/// step to `path` on the way out, so after an error `path` leads (innermost first) to it.
 #[derive(Clone, Copy)]
 struct Checker<'p> {
     path: &'p RefCell<Vec<Step>>,
@@ -101,6 +107,14 @@ impl Checker<'_> {
             path: self.path,
             depth: self.depth + 1,
         })
+    }
+
+    /// Records `step` when `result` is an error leaving this level.
+    fn leaving<T, E>(self, result: Result<T, E>, step: impl FnOnce() -> Step) -> Result<T, E> {
+        if result.is_err() {
+            self.path.borrow_mut().push(step());
+        }
+        result
     }
 }
 
@@ -152,31 +166,56 @@ impl<'de> Visitor<'de> for Checker<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let inner = self.inner()?;
         for i in 0.. {
-            self.path.borrow_mut().push(Step::Index(i));
-            if seq.next_element_seed(inner)?.is_none() {
-                self.path.borrow_mut().pop();
+            let element = seq.next_element_seed(inner);
+            if self.leaving(element, || Step::Index(i))?.is_none() {
                 break;
             }
-            self.path.borrow_mut().pop();
         }
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let inner = self.inner()?;
-        let mut seen = BTreeSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                self.path.borrow_mut().push(Step::Key(key));
-                return Err(A::Error::custom(
-                    "this member name appears twice in its object (the first value would be lost)",
-                ));
-            }
-            self.path.borrow_mut().push(Step::Key(key));
-            map.next_value_seed(inner)?;
-            self.path.borrow_mut().pop();
+        let mut names: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(Name(name)) = map.next_key()? {
+            let value = map.next_value_seed(inner);
+            self.leaving(value, || Step::Key(name.to_string()))?;
+            names.push(name);
+        }
+        // Sorted once, not compared pairwise: an object may have a hundred thousand members.
+        names.sort_unstable();
+        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+            self.path.borrow_mut().push(Step::Key(twice[0].to_string()));
+            return Err(A::Error::custom(
+                "this member name appears twice in its object (the first value would be lost)",
+            ));
         }
         Ok(())
+    }
+}
+
+/// A member name, borrowed from the text when it has no escapes.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

@@ -85,3 +85,13 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_repeated_name_is_found_among_many_members() {
+    let members: Vec<String> = (0..100_000).map(|i| format!("\"m{i}\": {i}")).collect();
+    check(&format!("{{{}}}", members.join(","))).expect("distinct names");
+    let e = refused(&format!("{{{}, \"m77\": 0}}", members.join(",")));
+    assert_eq!(e.path, ".m77", "{e}");
+    // Escaped names are compared by what they say.
+    assert_eq!(refused(r#"{"a": 1, "\u0061": 2}"#).path, ".a");
+}
