@@ -9,13 +9,13 @@
 //! replica and every rebuild rejects the same entries with the same reasons; an entry is applied
 //! whole or not at all (its batch stays atomic in every view).
 
-use redb::{ReadTransaction, TableDefinition, WriteTransaction};
+use redb::{ReadTransaction, WriteTransaction};
 use themis_log::{CommittedEntry, ShardId};
 
-use crate::{Result, storage};
+use crate::{Result, read_table, storage, table};
 
 /// Key `"{kind}/{shard}/{lsn:020}"`, value the JSON of a [`Rejection`].
-const REJECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("view_rejections");
+const REJECTIONS: &str = "view_rejections";
 
 /// An entry a view did not apply.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -54,10 +54,10 @@ pub(crate) fn record(
     shard: ShardId,
     rejection: &Rejection,
 ) -> Result<()> {
-    let mut table = tx.open_table(REJECTIONS).map_err(storage)?;
+    let mut rejections = tx.open_table(table(REJECTIONS)).map_err(storage)?;
     let key = format!("{}{:020}", prefix(kind, shard), rejection.lsn);
     let value = serde_json::to_vec(rejection).map_err(storage)?;
-    table
+    rejections
         .insert(key.as_str(), value.as_slice())
         .map_err(storage)?;
     Ok(())
@@ -65,9 +65,9 @@ pub(crate) fn record(
 
 /// Forgets the rejections of view `kind` of `shard` (the view is cleared or rebuilt).
 pub(crate) fn clear(tx: &WriteTransaction, kind: &str, shard: ShardId) -> Result<()> {
-    let mut table = tx.open_table(REJECTIONS).map_err(storage)?;
+    let mut rejections = tx.open_table(table(REJECTIONS)).map_err(storage)?;
     let (from, to) = bounds(kind, shard);
-    table
+    rejections
         .retain_in(from.as_str()..to.as_str(), |_, _| false)
         .map_err(storage)?;
     Ok(())
@@ -87,10 +87,8 @@ pub(crate) fn read(
     shard: ShardId,
     n: usize,
 ) -> Result<(u64, Vec<Rejection>)> {
-    let table = match tx.open_table(REJECTIONS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((0, Vec::new())),
-        Err(e) => return Err(storage(e)),
+    let Some(table) = read_table(tx, REJECTIONS)? else {
+        return Ok((0, Vec::new()));
     };
     let (from, to) = bounds(kind, shard);
     let mut count = 0;

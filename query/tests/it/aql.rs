@@ -350,10 +350,10 @@ fn an_answer_reflects_the_token_it_waited_for() {
 }
 
 /// A small deterministic generator (xorshift) for the differential test's data and queries.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

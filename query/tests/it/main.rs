@@ -687,16 +687,13 @@ fn hostile_and_mutated_sql_fails_cleanly() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(600);
-    let mut state: u64 = std::env::var("THEMIS_SQL_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5EED_5EED);
-    let mut next = |below: usize| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) as usize) % below.max(1)
-    };
+    let mut rng = crate::aql::Rng(
+        std::env::var("THEMIS_SQL_FUZZ_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0x5EED_5EED),
+    );
+    let mut next = |below: usize| rng.below(below.max(1));
     for _ in 0..iterations {
         let seed: Vec<char> = seeds[next(seeds.len())].chars().collect();
         let mut text = seed.clone();
