@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionConfig;
 use redb::ReadTransaction;
 use themis_log::{Model, ShardId};
 
@@ -54,7 +54,7 @@ impl crate::aql::plan::Runner for TableRunner<'_> {
         let config = SessionConfig::new()
             .with_target_partitions(self.engine.config.target_partitions)
             .with_information_schema(false);
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = self.engine.session(config);
         let rows_max = self.engine.config.rows_max;
         // This is a blocking thread of the runtime (`seam::run_blocking`): it may wait for
         // the plan's tasks there.

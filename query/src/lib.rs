@@ -16,6 +16,7 @@ pub mod aql;
 mod aql_runner;
 pub mod encode;
 pub mod graph;
+pub mod limits;
 pub mod search;
 pub mod tables;
 pub mod timeseries;
@@ -30,7 +31,13 @@ use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::SessionStateDefaults;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::planner::ExprPlanner;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use themis_log::{Log, Model, ShardId, Token};
 use themis_materializers::Materializer;
@@ -70,6 +77,21 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// The answer takes more bytes than allowed.
+    #[error(
+        "the answer takes more than {bytes_max} bytes; add a LIMIT, or select fewer or smaller columns"
+    )]
+    AnswerTooLarge {
+        /// The limit.
+        bytes_max: usize,
+    },
+    /// A function's answer would be larger than a value may be ([`limits`]).
+    #[error("{0}")]
+    ValueTooLarge(String),
+    /// The query needs more memory for its sorts, joins and aggregates than the engine has
+    /// left ([`QueryConfig::memory_max`], shared by the queries running at the time).
+    #[error("the query ran out of memory: {0}")]
+    MemoryExhausted(String),
     /// The statement ran longer than allowed.
     #[error("the query did not finish within {0:?}")]
     Timeout(Duration),
@@ -79,7 +101,7 @@ pub enum Error {
     /// The log (a shard this node holds no replica of).
     #[error(transparent)]
     Log(#[from] themis_log::Error),
-    /// A bug or an exhausted resource.
+    /// A bug.
     #[error("query engine: {0}")]
     Internal(String),
 }
@@ -92,7 +114,9 @@ impl Error {
             Error::UnknownTable(_) => "unknown_table",
             Error::AqlSyntax(_) | Error::InvalidAql(_) => "invalid_aql",
             Error::Failed(_) => "query_failed",
-            Error::TooLarge { .. } => "result_too_large",
+            Error::TooLarge { .. } | Error::AnswerTooLarge { .. } => "result_too_large",
+            Error::ValueTooLarge(_) => "value_too_large",
+            Error::MemoryExhausted(_) => "query_memory_exhausted",
             Error::Timeout(_) => "timeout",
             Error::View(e) => e.code(),
             Error::Log(e) => e.code(),
@@ -109,6 +133,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct QueryConfig {
     /// Most rows an answer may have.
     pub rows_max: usize,
+    /// Most bytes one call of a scalar function may answer (one batch of rows, or one
+    /// constant folded while planning; [`limits`]).
+    pub value_bytes_max: usize,
+    /// Most bytes an answer may take (its Arrow batches, before encoding).
+    pub answer_bytes_max: usize,
+    /// Most bytes the sorts, joins and aggregates of all queries running at once may hold.
+    pub memory_max: usize,
     /// Partitions DataFusion runs in parallel.
     pub target_partitions: usize,
 }
@@ -131,6 +162,9 @@ impl Default for QueryConfig {
     fn default() -> Self {
         Self {
             rows_max: 1_000_000,
+            value_bytes_max: 256 << 20,
+            answer_bytes_max: 1 << 30,
+            memory_max: 4 << 30,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
@@ -163,6 +197,12 @@ pub struct QueryEngine {
     views: Arc<Materializer>,
     config: QueryConfig,
     cache: Mutex<BTreeMap<(Model, String), Arc<CachedTable>>>,
+    /// The memory pool every query draws on.
+    runtime: Arc<RuntimeEnv>,
+    /// DataFusion's scalar functions, each checked ([`limits`]).
+    functions: Vec<Arc<ScalarUDF>>,
+    /// The planners of SQL operators: ours for `||`, then DataFusion's.
+    planners: Vec<Arc<dyn ExprPlanner>>,
 }
 
 /// A table a statement names, resolved to a namespace.
@@ -292,13 +332,16 @@ fn check_is_query(statement: &datafusion::sql::parser::Statement) -> Result<()> 
     }
 }
 
-/// A DataFusion error: ours (`Internal`) when DataFusion failed or ran out of a resource, the
-/// query's otherwise (`user`: `InvalidSql` while planning, `Failed` while running).
+/// A DataFusion error: a value or the memory over its limit, ours (`Internal`) when
+/// DataFusion failed, the query's otherwise (`user`: `InvalidSql` while planning, `Failed`
+/// while running).
 fn df_error(e: DataFusionError, user: fn(String) -> Error) -> Error {
     match e.find_root() {
-        DataFusionError::Internal(m) | DataFusionError::ResourcesExhausted(m) => {
-            Error::Internal(m.clone())
+        DataFusionError::External(x) if x.is::<limits::ValueTooLarge>() => {
+            Error::ValueTooLarge(x.to_string())
         }
+        DataFusionError::ResourcesExhausted(m) => Error::MemoryExhausted(m.clone()),
+        DataFusionError::Internal(m) => Error::Internal(m.clone()),
         _ => user(e.strip_backtrace()),
     }
 }
@@ -314,12 +357,44 @@ fn run_error(e: DataFusionError) -> Error {
 impl QueryEngine {
     /// An engine over `views`.
     pub fn new(log: Arc<Log>, views: Arc<Materializer>, config: QueryConfig) -> Arc<QueryEngine> {
+        let pool = TrackConsumersPool::new(
+            GreedyMemoryPool::new(config.memory_max),
+            std::num::NonZeroUsize::new(3).expect("3 > 0"),
+        );
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .expect("a runtime without files builds");
+        let functions = limits::checked_functions(
+            &SessionStateDefaults::default_scalar_functions(),
+            config.value_bytes_max,
+        );
+        let mut planners: Vec<Arc<dyn ExprPlanner>> = Vec::new();
+        if let Some(concat) = limits::ConcatPlanner::new(&functions, config.value_bytes_max) {
+            planners.push(Arc::new(concat));
+        }
+        planners.extend(SessionStateDefaults::default_expr_planners());
         Arc::new(QueryEngine {
             log,
             views,
             config,
             cache: Mutex::default(),
+            runtime,
+            functions,
+            planners,
         })
+    }
+
+    /// A session of `config` over the engine's memory pool, with checked functions.
+    fn session(&self, config: SessionConfig) -> SessionContext {
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(self.runtime.clone())
+            .with_default_features()
+            .with_scalar_functions(self.functions.clone())
+            .with_expr_planners(self.planners.clone())
+            .build();
+        SessionContext::new_with_state(state)
     }
 
     /// Runs `sql` once the views cover `min_token`: waits at most `timeout` for the token,
@@ -339,7 +414,7 @@ impl QueryEngine {
             .with_default_catalog_and_schema(CATALOG, RELATIONAL_SCHEMA)
             .with_target_partitions(self.config.target_partitions)
             .with_information_schema(false);
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = self.session(config);
         let catalog = ctx
             .catalog(CATALOG)
             .ok_or_else(|| Error::Internal("no default catalog".into()))?;
@@ -453,7 +528,7 @@ impl QueryEngine {
             let schema = frame.schema().inner().clone();
             let mut stream = frame.execute_stream().await.map_err(run_error)?;
             let mut batches = Vec::new();
-            let mut rows = 0usize;
+            let (mut rows, mut bytes) = (0usize, 0usize);
             use futures::StreamExt;
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(run_error)?;
@@ -461,6 +536,16 @@ impl QueryEngine {
                 if rows > self.config.rows_max {
                     return Err(Error::TooLarge {
                         max: self.config.rows_max,
+                    });
+                }
+                bytes += batch
+                    .columns()
+                    .iter()
+                    .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+                    .sum::<usize>();
+                if bytes > self.config.answer_bytes_max {
+                    return Err(Error::AnswerTooLarge {
+                        bytes_max: self.config.answer_bytes_max,
                     });
                 }
                 batches.push(batch);
@@ -521,7 +606,12 @@ impl QueryEngine {
                 runtime,
                 cancel: &stop,
             };
-            let evaluator = aql::Evaluator::new(&snapshot, &params, &stop, rows_max);
+            let limits = aql::eval::Limits {
+                rows_max,
+                value_bytes_max: engine.config.value_bytes_max,
+                rows_bytes_max: engine.config.answer_bytes_max,
+            };
+            let evaluator = aql::Evaluator::new(&snapshot, &params, &stop, limits);
             let evaluator = if options.plans {
                 evaluator.with_runner(&runner)
             } else {
@@ -530,6 +620,7 @@ impl QueryEngine {
             evaluator.run(&query, token).map_err(|e| match e {
                 aql::eval::EvalError::Invalid(m) => Error::InvalidAql(m),
                 aql::eval::EvalError::TooLarge(max) => Error::TooLarge { max },
+                aql::eval::EvalError::ValueTooLarge(m) => Error::ValueTooLarge(m),
                 aql::eval::EvalError::Cancelled => Error::Timeout(timeout),
                 aql::eval::EvalError::Failed(m) => Error::Failed(m),
                 aql::eval::EvalError::View(e) => Error::View(e),

@@ -26,6 +26,42 @@ use super::value::{
 /// Most values a range (`1..n`, `RANGE()`) may make.
 pub const RANGE_MAX: u64 = 10_000_000;
 
+/// About how many bytes `v` takes in memory: 32 a value, plus the bytes of strings and
+/// member names. Counts up to a little past `stop`, then stops.
+pub fn size_of(v: &Value, stop: usize) -> usize {
+    let mut total = 0usize;
+    let mut pending = vec![v];
+    while let Some(v) = pending.pop() {
+        total += 32;
+        match v {
+            Value::String(s) => total += s.len(),
+            Value::Array(items) => pending.extend(items),
+            Value::Object(members) => {
+                for (k, v) in members {
+                    total += k.len();
+                    pending.push(v);
+                }
+            }
+            _ => {}
+        }
+        if total > stop {
+            break;
+        }
+    }
+    total
+}
+
+fn scope_size(row: &Scope, stop: usize) -> usize {
+    let mut total = 0usize;
+    for (k, v) in row {
+        total += k.len() + size_of(v, stop.saturating_sub(total));
+        if total > stop {
+            break;
+        }
+    }
+    total
+}
+
 /// Variables of one row.
 pub type Scope = BTreeMap<String, Value>;
 
@@ -41,6 +77,9 @@ pub enum EvalError {
     /// More rows than allowed.
     #[error("the query makes more than {0} rows; add a FILTER or LIMIT")]
     TooLarge(usize),
+    /// A value over [`Limits::value_bytes_max`], or rows over [`Limits::rows_bytes_max`].
+    #[error("{0}")]
+    ValueTooLarge(String),
     /// Cancelled (the deadline passed).
     #[error("cancelled")]
     Cancelled,
@@ -53,6 +92,84 @@ pub enum EvalError {
 }
 
 type Result<T> = std::result::Result<T, EvalError>;
+
+/// What one query may hold, in bytes as [`size_of`] counts them.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most rows an operation may make.
+    pub rows_max: usize,
+    /// Most bytes one value a function or a literal builds may take.
+    pub value_bytes_max: usize,
+    /// Most bytes the rows one operation (`FOR`, `LET`, `RETURN`) makes may take together:
+    /// values are copied into every row, so `FOR i IN 1..1000000 LET b = @big` would hold a
+    /// million copies.
+    pub rows_bytes_max: usize,
+}
+
+impl Limits {
+    /// `Err` when `bytes` is over the value bound for the value `what` builds.
+    fn value_fits(&self, bytes: usize, what: impl FnOnce() -> String) -> Result<()> {
+        if bytes > self.value_bytes_max {
+            return Err(EvalError::ValueTooLarge(format!(
+                "{} would build a value of more than {} bytes",
+                what(),
+                self.value_bytes_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// `Err` when the rows an operation made take more than the rows bound.
+    fn rows_fit(&self, bytes: usize, what: &str) -> Result<()> {
+        if bytes > self.rows_bytes_max {
+            return Err(EvalError::ValueTooLarge(format!(
+                "the rows of {what} take more than {} bytes; add a FILTER or LIMIT, or return \
+                 less of each row",
+                self.rows_bytes_max
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An upper bound of the bytes function `name` builds from arguments `a`, for the
+/// functions whose answer can be larger than one argument; 0 for the others (their
+/// answer is measured after the call).
+fn estimate(name: &str, a: &[Value], stop: usize) -> usize {
+    let size = |v: &Value| size_of(v, stop);
+    let len = |i: usize| a.get(i).map_or(0, |v| to_string_len(v, stop));
+    match name {
+        "CONCAT" | "PUSH" | "APPEND" | "FLATTEN" | "UNION" | "UNION_DISTINCT" | "MERGE" | "ZIP"
+        | "INTERSECTION" | "MINUS" => a.iter().map(size).sum(),
+        "CONCAT_SEPARATOR" => {
+            let parts: usize = a
+                .iter()
+                .skip(1)
+                .map(|v| v.as_array().map_or(1, Vec::len))
+                .sum();
+            a.iter().map(size).sum::<usize>() + len(0).saturating_mul(parts)
+        }
+        "SUBSTITUTE" => {
+            let s = len(0);
+            s + (s / len(1).max(1) + 1).saturating_mul(len(2))
+        }
+        // An element (32 bytes or more) for each character at worst.
+        "SPLIT" => {
+            let s = len(0);
+            s + (s / len(1).max(1) + 1).saturating_mul(40)
+        }
+        _ => 0,
+    }
+}
+
+/// The length of `v` as a string, without building it for strings.
+fn to_string_len(v: &Value, stop: usize) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Null => 0,
+        v => size_of(v, stop),
+    }
+}
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T> {
     Err(EvalError::Invalid(msg.into()))
@@ -81,7 +198,7 @@ pub struct Evaluator<'a> {
     snap: &'a ViewSnapshot<'a>,
     params: &'a Map<String, Value>,
     cancel: &'a AtomicBool,
-    rows_max: usize,
+    limits: Limits,
     steps: std::cell::Cell<u64>,
     /// Tokens of the searches run (their indexes are read apart from the snapshot).
     token: RefCell<Option<Token>>,
@@ -102,19 +219,19 @@ impl std::fmt::Debug for Evaluator<'_> {
 
 impl<'a> Evaluator<'a> {
     /// An evaluator over `snap` with bind parameters `params` (names without `@`; collection
-    /// parameters keep one `@`: `{"@coll": "users"}`), stopping when `cancel` is set or more
-    /// than `rows_max` rows are made.
+    /// parameters keep one `@`: `{"@coll": "users"}`), stopping when `cancel` is set or a
+    /// bound of `limits` is passed.
     pub fn new(
         snap: &'a ViewSnapshot<'a>,
         params: &'a Map<String, Value>,
         cancel: &'a AtomicBool,
-        rows_max: usize,
+        limits: Limits,
     ) -> Self {
         Self {
             snap,
             params,
             cancel,
-            rows_max,
+            limits,
             steps: std::cell::Cell::new(0),
             token: RefCell::new(None),
             regexes: RefCell::default(),
@@ -215,12 +332,15 @@ impl<'a> Evaluator<'a> {
         }
         let mut out = Vec::with_capacity(rows.len());
         let mut seen = std::collections::BTreeSet::new();
+        let mut bytes = 0usize;
         for row in &rows {
             self.step(1)?;
             let v = self.eval(&q.ret, row, None)?;
             if q.distinct && !seen.insert(key(&v)) {
                 continue;
             }
+            bytes += size_of(&v, self.limits.rows_bytes_max);
+            self.limits.rows_fit(bytes, "RETURN")?;
             out.push(v);
         }
         Ok(out)
@@ -230,17 +350,24 @@ impl<'a> Evaluator<'a> {
         match op {
             Op::For { vars, source } => {
                 let mut out = Vec::new();
+                let mut bytes = 0usize;
                 for row in rows {
                     let items = self.source(source, vars, &row)?;
+                    let shared = scope_size(&row, self.limits.rows_bytes_max);
                     for item in items {
                         self.step(1)?;
+                        bytes += shared;
+                        for v in &item {
+                            bytes += size_of(v, self.limits.rows_bytes_max);
+                        }
+                        self.limits.rows_fit(bytes, "FOR")?;
                         let mut r = row.clone();
                         for (name, v) in vars.iter().zip(item) {
                             r.insert(name.clone(), v);
                         }
                         out.push(r);
-                        if out.len() > self.rows_max {
-                            return Err(EvalError::TooLarge(self.rows_max));
+                        if out.len() > self.limits.rows_max {
+                            return Err(EvalError::TooLarge(self.limits.rows_max));
                         }
                     }
                 }
@@ -258,9 +385,13 @@ impl<'a> Evaluator<'a> {
             }
             Op::Let(name, e) => {
                 let mut out = Vec::with_capacity(rows.len());
+                let mut bytes = 0usize;
                 for mut row in rows {
                     self.step(1)?;
                     let v = self.eval(e, &row, None)?;
+                    // What the rows held already was counted where it was made.
+                    bytes += size_of(&v, self.limits.rows_bytes_max);
+                    self.limits.rows_fit(bytes, "LET")?;
                     row.insert(name.clone(), v);
                     out.push(row);
                 }
@@ -810,20 +941,29 @@ impl<'a> Evaluator<'a> {
                     EvalError::Invalid(format!("bind parameter @{n} is not given"))
                 })?
             }
-            Expr::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|i| self.eval(i, row, current))
-                    .collect::<Result<_>>()?,
-            ),
+            Expr::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                let mut bytes = 0usize;
+                for i in items {
+                    let v = self.eval(i, row, current)?;
+                    bytes += size_of(&v, self.limits.value_bytes_max);
+                    self.limits.value_fits(bytes, || "an array".into())?;
+                    out.push(v);
+                }
+                Value::Array(out)
+            }
             Expr::Object(members) => {
                 let mut m = Map::new();
+                let mut bytes = 0usize;
                 for (k, v) in members {
                     let k = match self.eval(k, row, current)? {
                         Value::String(s) => s,
                         other => to_string(&other),
                     };
-                    m.insert(k, self.eval(v, row, current)?);
+                    let v = self.eval(v, row, current)?;
+                    bytes += k.len() + size_of(&v, self.limits.value_bytes_max);
+                    self.limits.value_fits(bytes, || "an object".into())?;
+                    m.insert(k, v);
                 }
                 Value::Object(m)
             }
@@ -992,7 +1132,16 @@ impl<'a> Evaluator<'a> {
             "FULLTEXT" => self.fulltext(&a),
             "BM25" => Ok(arg(0).get("_score").cloned().unwrap_or(Value::Null)),
             "TS_RANGE" => self.ts_range(&a),
-            _ => functions::call(name, &a).map_err(EvalError::Invalid),
+            _ => {
+                let estimate = estimate(name, &a, self.limits.value_bytes_max);
+                self.limits.value_fits(estimate, || format!("{name}()"))?;
+                let v = functions::call(name, &a).map_err(EvalError::Invalid)?;
+                self.limits
+                    .value_fits(size_of(&v, self.limits.value_bytes_max), || {
+                        format!("{name}()")
+                    })?;
+                Ok(v)
+            }
         }
     }
 

@@ -942,3 +942,76 @@ fn the_highest_expressions_evaluate_without_overflowing_the_stack() {
         assert_eq!(e.code(), "invalid_aql", "{e}");
     });
 }
+
+/// Functions that build large values refuse before they build them, literals and functions
+/// stop at the value bound, and the rows of `FOR`, `LET` and `RETURN` (copies of values in
+/// every row) at the rows bound; small values answer as before.
+#[test]
+fn aql_values_and_rows_are_bounded() {
+    runtime().block_on(async {
+        let node = open(&MemoryDisk::new()).await;
+        let small = themis_query::QueryEngine::new(
+            node.log.clone(),
+            node.views.clone(),
+            themis_query::QueryConfig {
+                value_bytes_max: 1 << 20,
+                answer_bytes_max: 4 << 20,
+                ..themis_query::QueryConfig::default()
+            },
+        );
+        let mut params = Map::new();
+        params.insert("big".into(), json!("x".repeat(100_000)));
+        params.insert("k".into(), json!("x".repeat(1000)));
+        let run = |q: &'static str| {
+            let small = small.clone();
+            let token = node.token.clone();
+            let used: Map<String, Value> = params
+                .iter()
+                .filter(|(k, _)| q.contains(&format!("@{k}")))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            async move {
+                small
+                    .aql(
+                        q,
+                        used,
+                        AqlOptions::default(),
+                        &token,
+                        Duration::from_secs(60),
+                    )
+                    .await
+            }
+        };
+        for q in [
+            "RETURN SUBSTITUTE(SUBSTITUTE('xxxxxxxxxx', 'x', @k), 'x', @k)",
+            "RETURN CONCAT(@big, @big, @big, @big, @big, @big, @big, @big, @big, @big, @big)",
+            "RETURN [@big, @big, @big, @big, @big, @big, @big, @big, @big, @big, @big]",
+            "RETURN {a: @big, b: @big, c: @big, d: @big, e: @big, f: @big, g: @big, h: @big, \
+             i: @big, j: @big, k: @big}",
+            "RETURN CONCAT_SEPARATOR(@k, 1..2000)",
+            "RETURN SPLIT(@big, '')",
+            "FOR i IN 1..100 RETURN @big",
+            "FOR i IN 1..100 LET b = @big RETURN 1",
+            "LET b = @big FOR i IN 1..100 RETURN 1",
+        ] {
+            match run(q).await {
+                Err(e) => assert_eq!(e.code(), "value_too_large", "{q}: {e}"),
+                Ok(o) => panic!("{q}: answered {} rows", o.rows.len()),
+            }
+        }
+        for (q, want) in [
+            (
+                "FOR i IN 1..10 RETURN LENGTH(@big)",
+                json!(vec![100_000; 10]),
+            ),
+            ("RETURN LENGTH(CONCAT(@big, @big))", json!([200_000])),
+            ("RETURN SUBSTITUTE('axa', 'x', 'yy')", json!(["ayya"])),
+            ("RETURN LENGTH(SPLIT(@k, ''))", json!([1000])),
+            ("RETURN CONCAT_SEPARATOR('-', [1, 2], 3)", json!(["1-2-3"])),
+        ] {
+            let got = run(q).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+            assert_eq!(Value::Array(got.rows), want, "{q}");
+        }
+        node.log.shutdown().await;
+    });
+}

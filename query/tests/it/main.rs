@@ -737,3 +737,112 @@ fn hostile_and_mutated_sql_fails_cleanly() {
         node.log.shutdown().await;
     });
 }
+
+/// Functions that expand their arguments (and `||`) refuse answers over
+/// `QueryConfig::value_bytes_max` before they allocate them, while planning as while running;
+/// sorts, joins and aggregates stop at the memory pool; ordinary uses answer as before.
+#[test]
+fn expanding_functions_and_memory_are_bounded() {
+    runtime().block_on(async {
+        let node = fixture_node().await;
+        for (sql, expected) in [
+            ("SELECT repeat('ab', 3) AS v", json!("ababab")),
+            ("SELECT lpad('x', 3, '-') AS v", json!("--x")),
+            ("SELECT range(1, 4) AS v", json!([1, 2, 3])),
+            ("SELECT generate_series(1, 3) AS v", json!([1, 2, 3])),
+            ("SELECT array_repeat(7, 2) AS v", json!([7, 7])),
+            ("SELECT replace('aXa', 'X', 'yy') AS v", json!("ayya")),
+            ("SELECT regexp_replace('aaa', 'a', 'b', 'g') AS v", json!("bbb")),
+            ("SELECT array_to_string([1, 2], ', ') AS v", json!("1, 2")),
+            ("SELECT levenshtein('kitten', 'sitting') AS v", json!(3)),
+            ("SELECT 'a' || 'b' AS v", json!("ab")),
+            ("SELECT ('a' || NULL) IS NULL AS v", json!(true)),
+            ("SELECT [1, 2] || [3] AS v", json!([1, 2, 3])),
+            ("SELECT [1] || 2 AS v", json!([1, 2])),
+            ("SELECT 0 || [1] AS v", json!([0, 1])),
+            (
+                "SELECT cardinality(range(DATE '2020-01-01', DATE '2021-01-01', \
+                 INTERVAL '1 month')) AS v",
+                json!(12),
+            ),
+        ] {
+            let rows = node.rows(sql).await;
+            assert_eq!(rows[0]["v"], expected, "{sql}: {rows:?}");
+        }
+        assert_eq!(
+            node.rows("SELECT count(*) AS v FROM orders WHERE customer || '' = customer")
+                .await,
+            node.rows("SELECT count(*) AS v FROM orders").await
+        );
+        let rows = node.rows("SELECT 'a' || 'b'").await;
+        assert_eq!(rows, vec![json!({"Utf8(\"a\") || Utf8(\"b\")": "ab"})]);
+
+        // The default bound, 256 MiB, refuses the absurd before anything is allocated.
+        for sql in [
+            "SELECT repeat('x', 2147483647)",
+            "SELECT lpad('x', 2147483647)",
+            "SELECT rpad('x', 2147483647, 'yz')",
+            "SELECT array_repeat(1, 2147483647)",
+            "SELECT array_resize([1], 2000000000)",
+            "SELECT range(0, 1000000000000)",
+            "SELECT range(1000000000000)",
+            "SELECT generate_series(-1000000000000, 1000000000000, 3)",
+            "SELECT range(TIMESTAMP '1970-01-01', TIMESTAMP '2200-01-01', INTERVAL '1 second')",
+            "SELECT range(TIMESTAMP '1970-01-01', TIMESTAMP '1971-01-01', INTERVAL '1 month -30 days')",
+            "SELECT levenshtein(repeat('x', 100000), repeat('y', 100000))",
+            "SELECT qty FROM orders WHERE length(repeat(customer, 2147483647)) > 1",
+        ] {
+            match node.sql(sql).await {
+                Err(e) => assert_eq!(e.code(), "value_too_large", "{sql}: {e}"),
+                Ok(a) => panic!("{sql}: answered {} batches", a.batches.len()),
+            }
+        }
+
+        // A small engine, to show the rest without building hundreds of megabytes.
+        let small = QueryEngine::new(
+            node.log.clone(),
+            node.views.clone(),
+            QueryConfig {
+                value_bytes_max: 1 << 20,
+                memory_max: 16 << 20,
+                answer_bytes_max: 512 << 10,
+                ..QueryConfig::default()
+            },
+        );
+        let run = |sql: &'static str| {
+            let small = small.clone();
+            let token = node.token.clone();
+            async move { small.sql(sql, &token, Duration::from_secs(60)).await }
+        };
+        for sql in [
+            "SELECT repeat('xy', 1000000)",
+            "SELECT array_repeat(repeat('x', 1000), 10000)",
+            "SELECT replace(repeat('x', 10000), 'x', repeat('y', 1000))",
+            "SELECT regexp_replace(repeat('x', 10000), 'x', repeat('y', 1000), 'g')",
+            "SELECT array_to_string(range(0, 10000), repeat(',', 1000))",
+            // Each step doubles: the third is over the bound.
+            "SELECT encode(encode(encode(repeat('x', 300000), 'hex'), 'hex'), 'hex')",
+            "SELECT repeat('x', 600000) || repeat('x', 600000)",
+            "WITH a AS (SELECT repeat('x', 400000) AS s) SELECT s || s || s FROM a",
+            "SELECT qty, repeat(customer, 300000) || repeat(customer, 300000) FROM orders",
+        ] {
+            match run(sql).await {
+                Err(e) => assert_eq!(e.code(), "value_too_large", "{sql}: {e}"),
+                Ok(a) => panic!("{sql}: answered {} batches", a.batches.len()),
+            }
+        }
+        let e = run(
+            "SELECT string_agg(repeat('x', 1000), ',') FROM (SELECT unnest(range(0, 100000)))",
+        )
+        .await
+        .expect_err("over the pool");
+        assert_eq!(e.code(), "query_memory_exhausted", "{e}");
+        let e = run("SELECT repeat('x', 1000) FROM (SELECT unnest(range(0, 900)))")
+            .await
+            .expect_err("over the answer bound");
+        assert_eq!(e.code(), "result_too_large", "{e}");
+        let ok = run("SELECT repeat('x', 1000) FROM (SELECT unnest(range(0, 400)))").await;
+        assert!(ok.is_ok(), "{ok:?}");
+        node.log.shutdown().await;
+    });
+}

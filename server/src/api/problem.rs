@@ -230,13 +230,18 @@ impl From<themis_query::Error> for Problem {
             | QueryError::AqlSyntax(_)
             | QueryError::InvalidAql(_)
             | QueryError::Failed(_)
-            | QueryError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+            | QueryError::TooLarge { .. }
+            | QueryError::AnswerTooLarge { .. }
+            | QueryError::ValueTooLarge(_) => StatusCode::BAD_REQUEST,
+            // The pool is shared: the same query may fit once others finish.
+            QueryError::MemoryExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let problem = Problem::new(status, e.code(), e.to_string());
         match e {
             QueryError::TooLarge { max } => problem.with("rows_max", max),
+            QueryError::AnswerTooLarge { bytes_max } => problem.with("bytes_max", bytes_max),
             QueryError::AqlSyntax(s) => problem.with("line", s.line).with("column", s.column),
             _ => problem,
         }

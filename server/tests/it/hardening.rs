@@ -1,6 +1,6 @@
 //! Inputs real clients sent that crashed a node or stopped its views (issue 18), against the
 //! real binary: event data the views cannot store, AQL expressions deep enough to overflow a
-//! stack, and namespace names that are directory names.
+//! stack, values built past their bound, and namespace names that are directory names.
 #![allow(clippy::disallowed_methods)] // test: raw requests on a real blocking socket
 
 use std::io::{Read, Write};
@@ -169,6 +169,45 @@ async fn aql_chains_deep_enough_to_overflow_a_stack_are_refused() {
     let r = post(b, "/v1/query", &json!({"aql": aql})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["result"], json!([991]));
+    assert_eq!(get(b, "/livez").await.status, 200);
+}
+
+/// `repeat('x', 2147483647)` once took 8 GB and minutes, past its timeout (DataFusion folds
+/// constants while planning): now refused before anything is built.
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_and_aql_values_past_their_bound_are_refused_before_they_are_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let b = &server.base;
+    for sql in [
+        "SELECT repeat('x', 2147483647)",
+        "SELECT lpad('x', 2147483647) AS v",
+        "SELECT range(0, 1000000000000)",
+    ] {
+        let r = post(b, "/v1/query", &json!({"sql": sql, "timeout": "5s"})).await;
+        let body = r.problem(400, "value_too_large");
+        assert!(
+            body["detail"].as_str().unwrap().contains("bytes"),
+            "{}",
+            r.text
+        );
+    }
+    let aql = "RETURN SUBSTITUTE(SUBSTITUTE(SUBSTITUTE('xxxxxxxxxx', 'x', @k), 'x', @k), 'x', @k)";
+    let r = post(
+        b,
+        "/v1/query",
+        &json!({"aql": aql, "params": {"k": "x".repeat(1000)}}),
+    )
+    .await;
+    r.problem(400, "value_too_large");
+    let r = post(
+        b,
+        "/v1/query",
+        &json!({"sql": "SELECT repeat('ab', 2) AS v"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["rows"], json!([{"v": "abab"}]));
     assert_eq!(get(b, "/livez").await.status, 200);
 }
 
