@@ -609,7 +609,20 @@ impl Log {
         to: NodeId,
         catch_up: Duration,
     ) -> Result<()> {
-        self.swap_voter_hop(id, from, to, catch_up, 0).await
+        // Leadership may move while the learner catches up or the change commits (a leader
+        // steps down, an election after a restart): route again, as an append would. The
+        // steps are idempotent: a learner already added is added again, a membership already
+        // changed is left alone.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.swap_voter_hop(id, from, to, catch_up, 0).await {
+                Err(Error::NotLeader { .. }) if attempt < self.route_attempts() => {
+                    tokio::time::sleep(ROUTE_RETRY).await
+                }
+                done => return done,
+            }
+        }
     }
 
     async fn swap_voter_hop(
@@ -672,25 +685,44 @@ impl Log {
                 "node {to} is not registered in the cluster"
             )));
         };
+        let moved = |e: &openraft::error::RaftError<
+            NodeId,
+            openraft::error::ClientWriteError<NodeId, BasicNode>,
+        >| {
+            e.forward_to_leader::<BasicNode>()
+                .map(|f| Error::NotLeader {
+                    shard: id,
+                    leader: f.leader_id,
+                })
+        };
         raft.add_learner(to, BasicNode::new(node.peer), false)
             .await
-            .map_err(|e| unavailable("cannot add the learner", &e))?;
+            .map_err(|e| moved(&e).unwrap_or_else(|| unavailable("cannot add the learner", &e)))?;
         let last = raft.metrics().borrow().last_log_index.unwrap_or(0);
-        raft.wait(Some(catch_up))
+        // Until the learner caught up, or this node no longer leads.
+        let waited = raft
+            .wait(Some(catch_up))
             .metrics(
                 |m| {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(&to))
-                        .is_some_and(|matched| matched.is_some_and(|l| l.index >= last))
+                    m.current_leader != Some(m.id)
+                        || m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&to))
+                            .is_some_and(|matched| matched.is_some_and(|l| l.index >= last))
                 },
                 "the learner caught up",
             )
             .await
             .map_err(|e| unavailable(&format!("node {to} did not catch up"), &e))?;
-        raft.change_membership(target, false)
-            .await
-            .map_err(|e| unavailable("the membership change failed", &e))?;
+        if waited.current_leader != Some(waited.id) {
+            return Err(Error::NotLeader {
+                shard: id,
+                leader: waited.current_leader,
+            });
+        }
+        raft.change_membership(target, false).await.map_err(|e| {
+            moved(&e).unwrap_or_else(|| unavailable("the membership change failed", &e))
+        })?;
         Ok(())
     }
 
