@@ -22,6 +22,7 @@ pub mod tables;
 pub mod timeseries;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::logical_expr::planner::ExprPlanner;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use themis_log::{Log, Model, ShardId, Token};
+use themis_log::{Log, Lsn, Model, ShardId, Token};
 use themis_materializers::Materializer;
 use themis_materializers::document::{DOCUMENTS, ROWS};
 
@@ -196,7 +197,9 @@ pub struct QueryEngine {
     log: Arc<Log>,
     views: Arc<Materializer>,
     config: QueryConfig,
-    cache: Mutex<BTreeMap<(Model, String), Arc<CachedTable>>>,
+    cache: Mutex<BTreeMap<(Model, String), tables::History>>,
+    /// Table partitions built whole, and brought forward by the log's changes.
+    built: (AtomicU64, AtomicU64),
     /// The memory pool every query draws on.
     runtime: Arc<RuntimeEnv>,
     /// DataFusion's scalar functions, each checked ([`limits`]).
@@ -379,6 +382,7 @@ impl QueryEngine {
             views,
             config,
             cache: Mutex::default(),
+            built: Default::default(),
             runtime,
             functions,
             planners,
@@ -846,15 +850,75 @@ impl QueryEngine {
         shards: &[ShardId],
     ) -> Result<Arc<CachedTable>> {
         let key = (model, namespace.to_owned());
-        let cached = self.cache.lock().expect("cache lock").get(&key).cloned();
-        let table = tables::build(tx, model, namespace, config, shards, cached.as_ref())?;
+        // The kept versions are shared (`Arc`s): copy the few that matter out of the lock.
+        let history = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .get(&key)
+            .map(tables::History::snapshot)
+            .unwrap_or_default();
+        let changes =
+            |s: ShardId, after: u64, upto: u64| self.changed_ids(model, namespace, s, after, upto);
+        let table = tables::build(tx, model, namespace, config, shards, &history, &changes)?;
+        self.built.0.fetch_add(table.built.0, Ordering::Relaxed);
+        self.built.1.fetch_add(table.built.1, Ordering::Relaxed);
         if table.known() {
             self.cache
                 .lock()
                 .expect("cache lock")
-                .insert(key, table.clone());
+                .entry(key)
+                .or_default()
+                .remember(&table);
         }
         Ok(table)
+    }
+
+    /// How many table partitions were built whole from the views, and how many were brought
+    /// forward by the changes since a kept version (`docs/design/columnar.md`).
+    pub fn partitions_built(&self) -> (u64, u64) {
+        (
+            self.built.0.load(Ordering::Relaxed),
+            self.built.1.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The ids of `model`'s `namespace` that entries `(after, upto]` of `shard`'s log
+    /// changed, read from the log; `None` when that is more than
+    /// [`tables::DELTA_ENTRIES_MAX`] entries or the log no longer holds them.
+    fn changed_ids(
+        &self,
+        model: Model,
+        namespace: &str,
+        shard: ShardId,
+        after: u64,
+        upto: u64,
+    ) -> Result<Option<std::collections::BTreeSet<String>>> {
+        if upto <= after || upto - after > tables::DELTA_ENTRIES_MAX {
+            return Ok(None);
+        }
+        let shard = self.log.shard(shard)?;
+        if shard.first_retained()?.0 > after + 1 {
+            return Ok(None);
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut from = after + 1;
+        while from <= upto {
+            let (entries, _) = shard.committed_entries(Lsn(from), (upto + 1 - from) as usize)?;
+            let Some(last) = entries.last().map(|e| e.lsn.0) else {
+                return Ok(None);
+            };
+            for entry in entries.iter().filter(|e| e.lsn.0 <= upto) {
+                for e in &entry.events {
+                    let urn = &e.event.urn;
+                    if urn.model() == model && urn.namespace() == namespace {
+                        ids.insert(urn.id().to_owned());
+                    }
+                }
+            }
+            from = last + 1;
+        }
+        Ok(Some(ids))
     }
 
     fn unknown(&self, n: &Named) -> Error {

@@ -6,16 +6,19 @@
 //! the implicit columns, `data` (the whole document as JSON) and one column per top-level
 //! field seen in the namespace's documents, typed by the values it holds (see `docs/API.md`).
 //!
-//! Tables are cached per namespace and rebuilt only for the shards whose namespace changed
-//! (the views record the LSN of the last change per namespace and shard).
+//! Tables are kept per namespace as chunks in id order and brought forward by what changed:
+//! the views record the LSN of the last change per namespace and shard, the log says which
+//! ids the entries since changed, and only the chunks holding those ids are rewritten
+//! (`docs/design/columnar.md`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, StringViewBuilder, TimestampMillisecondBuilder,
+    ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder, StringViewArray, StringViewBuilder, TimestampMillisecondBuilder,
 };
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use redb::ReadTransaction;
 use serde_json::Value;
@@ -28,8 +31,12 @@ use crate::{Error, Result};
 /// Field metadata key saying how a text column is to be read (`json`: JSON text).
 pub const TYPE_KEY: &str = "themis.type";
 
-/// Rows per Arrow batch.
+/// Rows per Arrow batch of a partition built whole.
 const BATCH_ROWS: usize = 8192;
+
+/// Most log entries a partition is brought forward by; further behind, it is built whole
+/// (reading that many entries costs about what building does).
+pub(crate) const DELTA_ENTRIES_MAX: u64 = 4096;
 
 /// The column types a table column may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,46 +224,69 @@ fn relational_layout(config: &Registered) -> Layout {
     layout(columns)
 }
 
+/// Per top-level field of a shard's live documents: how many hold it, and how many of each
+/// kind of value (what [`document_layout`] types the field by). Counts, not flags, so a delete
+/// takes a document's fields away again.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counts {
+    present: i64,
+    bools: i64,
+    ints: i64,
+    floats: i64,
+    strings: i64,
+    other: i64,
+}
+
+/// Field name → counts.
+pub(crate) type Fields = BTreeMap<String, Counts>;
+
+/// Adds (`sign` 1) or takes away (`sign` -1) the top-level fields of document `data`.
+fn count_fields(fields: &mut Fields, data: &Value, sign: i64) {
+    let Value::Object(map) = data else {
+        return;
+    };
+    for (name, value) in map {
+        let c = fields.entry(name.clone()).or_default();
+        c.present += sign;
+        match value {
+            Value::Null => {}
+            Value::Bool(_) => c.bools += sign,
+            Value::Number(n) if n.is_i64() => c.ints += sign,
+            Value::Number(_) => c.floats += sign,
+            Value::String(_) => c.strings += sign,
+            _ => c.other += sign,
+        }
+        if c.present == 0 {
+            fields.remove(name);
+        }
+    }
+}
+
+/// The fields of `resources`' live documents.
+fn fields_of<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> Fields {
+    let mut fields = Fields::new();
+    for r in resources {
+        if !r.state.deleted {
+            count_fields(&mut fields, &r.state.data, 1);
+        }
+    }
+    fields
+}
+
 /// The layout of a document namespace: implicit columns, `data`, then every top-level field
 /// of its live documents in name order, typed by the values seen (only booleans: bool; only
 /// integers: int64; numbers: float64; only strings: string; anything else: json). Fields
 /// named like an implicit column or `data` are only in `data`.
-fn document_layout(shards: &[(ShardId, Vec<Resource>)]) -> Layout {
-    #[derive(Default, Clone, Copy)]
-    struct Seen {
-        bools: bool,
-        ints: bool,
-        floats: bool,
-        strings: bool,
-        other: bool,
-    }
-    let mut fields: BTreeMap<&str, Seen> = BTreeMap::new();
-    for (_, resources) in shards {
-        for r in resources.iter().filter(|r| !r.state.deleted) {
-            let Value::Object(map) = &r.state.data else {
-                continue;
-            };
-            for (name, value) in map {
-                let seen = fields.entry(name).or_default();
-                match value {
-                    Value::Null => {}
-                    Value::Bool(_) => seen.bools = true,
-                    Value::Number(n) if n.is_i64() => seen.ints = true,
-                    Value::Number(_) => seen.floats = true,
-                    Value::String(_) => seen.strings = true,
-                    _ => seen.other = true,
-                }
-            }
-        }
-    }
+fn document_layout(fields: &Fields) -> Layout {
     let mut columns = implicit();
     columns.push(("data".into(), Kind::Json, Source::Data, false));
-    for (name, seen) in fields {
+    for (name, c) in fields {
         if columns.iter().any(|(n, ..)| n == name) {
             continue;
         }
-        let kind = match (seen.bools, seen.ints, seen.floats, seen.strings) {
-            _ if seen.other => Kind::Json,
+        let seen = |n: i64| n > 0;
+        let kind = match (seen(c.bools), seen(c.ints), seen(c.floats), seen(c.strings)) {
+            _ if seen(c.other) => Kind::Json,
             (true, false, false, false) => Kind::Bool,
             (false, true, false, false) => Kind::Int,
             (false, _, true, false) => Kind::Float,
@@ -269,9 +299,14 @@ fn document_layout(shards: &[(ShardId, Vec<Resource>)]) -> Layout {
     layout(columns)
 }
 
-/// The live resources of one shard as batches of `layout`.
-fn batches(layout: &Layout, shard: ShardId, resources: &[Resource]) -> Result<Vec<RecordBatch>> {
-    let live: Vec<&Resource> = resources.iter().filter(|r| !r.state.deleted).collect();
+/// The live resources of `resources` (in id order) as batches of `layout`, at most
+/// [`BATCH_ROWS`] rows each.
+fn batches<'a>(
+    layout: &Layout,
+    shard: ShardId,
+    resources: impl IntoIterator<Item = &'a Resource>,
+) -> Result<Vec<RecordBatch>> {
+    let live: Vec<&Resource> = resources.into_iter().filter(|r| !r.state.deleted).collect();
     let mut out = Vec::new();
     for chunk in live.chunks(BATCH_ROWS) {
         let mut builders: Vec<Builder> = layout
@@ -301,14 +336,51 @@ fn batches(layout: &Layout, shard: ShardId, resources: &[Resource]) -> Result<Ve
     Ok(out)
 }
 
-/// A namespace's table as cached: its layout key and per shard the batches and the LSN of
-/// the namespace's last change they reflect.
+/// Rows of a partition in id order, at most `2 * BATCH_ROWS` of them (a chunk that grows past
+/// that by inserts is split in two).
+#[derive(Debug, Clone)]
+struct Chunk {
+    /// Its first row's id: the chunk holds the ids from this one to the next chunk's first.
+    first: String,
+    batch: RecordBatch,
+}
+
+impl Chunk {
+    /// `batch` (not empty) as a chunk.
+    fn of(batch: RecordBatch) -> Chunk {
+        let first = ids(&batch).value(0).to_owned();
+        Chunk { first, batch }
+    }
+}
+
+/// The `id` column (the first) of a table's batch.
+fn ids(batch: &RecordBatch) -> &StringViewArray {
+    batch.column(0).as_string_view()
+}
+
+/// One shard's partition of a namespace's table, as of the namespace's last change in that
+/// shard: immutable chunks in id order, shared between the versions of the partition and the
+/// queries that read them (a newer version copies only the chunks that changed).
+#[derive(Debug, Clone)]
+pub(crate) struct Part {
+    /// The LSN of the shard's last entry that changed the namespace (`None`: none did).
+    changed: Option<u64>,
+    /// The schema of its chunks.
+    schema: SchemaRef,
+    chunks: Vec<Chunk>,
+    /// Documents: the fields of its live documents.
+    fields: Fields,
+}
+
+/// A namespace's table as one query reads it: per shard, one version of its partition.
 #[derive(Debug)]
 pub(crate) struct CachedTable {
     /// Relational: the config version the layout follows; documents: `None`.
     version: Option<u64>,
     schema: SchemaRef,
-    parts: BTreeMap<ShardId, (Option<u64>, Vec<RecordBatch>)>,
+    parts: BTreeMap<ShardId, Arc<Part>>,
+    /// How its partitions came to be: built whole, and brought forward by a delta.
+    pub(crate) built: (u64, u64),
 }
 
 impl CachedTable {
@@ -319,13 +391,67 @@ impl CachedTable {
 
     /// One partition per shard.
     pub(crate) fn partitions(&self) -> Vec<Vec<RecordBatch>> {
-        self.parts.values().map(|(_, b)| b.clone()).collect()
+        self.parts
+            .values()
+            .map(|p| p.chunks.iter().map(|c| c.batch.clone()).collect())
+            .collect()
     }
 
     /// Whether the namespace exists: a relational one has a config, a document one has had
     /// a resource in some shard.
     pub(crate) fn known(&self) -> bool {
-        self.version.is_some() || self.parts.values().any(|(changed, _)| changed.is_some())
+        self.version.is_some() || self.parts.values().any(|p| p.changed.is_some())
+    }
+}
+
+/// Versions of a partition kept per shard, so that a query over a snapshot a little older
+/// than the newest (it began before another query brought the table forward) still finds one
+/// to start from.
+const VERSIONS_KEPT: usize = 4;
+
+/// The recent versions of one namespace's table, newest last per shard.
+#[derive(Debug, Default)]
+pub(crate) struct History {
+    version: Option<u64>,
+    parts: BTreeMap<ShardId, Vec<Arc<Part>>>,
+}
+
+impl History {
+    /// A copy sharing the kept versions (for use outside the cache's lock).
+    pub(crate) fn snapshot(&self) -> History {
+        History {
+            version: self.version,
+            parts: self.parts.clone(),
+        }
+    }
+
+    /// The newest kept version of `shard`'s partition not newer than `changed`.
+    fn base(&self, shard: ShardId, changed: Option<u64>) -> Option<Arc<Part>> {
+        self.parts
+            .get(&shard)?
+            .iter()
+            .rev()
+            .find(|p| p.changed <= changed)
+            .cloned()
+    }
+
+    /// Keeps `table`'s partitions among the recent versions.
+    pub(crate) fn remember(&mut self, table: &CachedTable) {
+        if self.version != table.version {
+            self.version = table.version;
+            self.parts.clear();
+        }
+        for (shard, part) in &table.parts {
+            let kept = self.parts.entry(*shard).or_default();
+            if kept.iter().any(|p| p.changed == part.changed) {
+                continue;
+            }
+            let at = kept.partition_point(|p| p.changed < part.changed);
+            kept.insert(at, part.clone());
+            if kept.len() > VERSIONS_KEPT {
+                kept.remove(0);
+            }
+        }
     }
 }
 
@@ -337,63 +463,119 @@ fn view_of(model: Model) -> &'static StateView {
     }
 }
 
-/// The table of `model`'s `namespace` over `shards`, reading the view state in `tx`: `cached`
-/// itself when no shard's namespace changed since it was built (and, for a relational
-/// namespace, its config did not change either), else a table rebuilt where it changed.
-/// `config` is the relational namespace's config.
+/// The ids of a namespace that entries `(after, upto]` of a shard's log may have changed, or
+/// `None` when the log cannot say cheaply (too many entries, or no longer held): then the
+/// partition is built whole.
+pub(crate) type Changes<'a> = dyn Fn(ShardId, u64, u64) -> Result<Option<BTreeSet<String>>> + 'a;
+
+/// What changed in one shard since its base version: per id (in id order) its state now
+/// (`None`: deleted or never there).
+type Delta = Vec<(String, Option<Resource>)>;
+
+/// How one shard's partition is made: from `base` and `delta` when both are known, else
+/// whole.
+struct Plan {
+    shard: ShardId,
+    /// The version to make (the view's last change of the namespace in the shard).
+    changed: Option<u64>,
+    base: Option<Arc<Part>>,
+    delta: Option<Delta>,
+}
+
+/// The table of `model`'s `namespace` over `shards`, reading the view state in `tx`.
+///
+/// Per shard it starts from the newest version in `history` not newer than the view and,
+/// when the namespace changed since, reads the ids the log says changed and rewrites only the
+/// chunks holding them: the cost follows the changes, not the table. A partition without a
+/// usable version (the first query, a config change, a document layout change, a base too far
+/// behind) is built whole from the view. `config` is the relational namespace's config.
 pub(crate) fn build(
     tx: &ReadTransaction,
     model: Model,
     namespace: &str,
     config: Option<&Registered>,
     shards: &[ShardId],
-    cached: Option<&Arc<CachedTable>>,
+    history: &History,
+    changes: &Changes<'_>,
 ) -> Result<Arc<CachedTable>> {
     let view = view_of(model);
-    let changed: Vec<Option<u64>> = shards
-        .iter()
-        .map(|&s| view.changed(tx, s, namespace).map_err(Error::View))
-        .collect::<Result<_>>()?;
     let version = config.map(|c| c.version);
-    let cached = cached.filter(|c| c.version == version);
-    let unchanged = |c: &CachedTable, s: &ShardId, ch: &Option<u64>| {
-        c.parts.get(s).is_some_and(|(had, _)| had == ch)
-    };
-    if let Some(c) = cached
-        && shards
-            .iter()
-            .zip(&changed)
-            .all(|(s, ch)| unchanged(c, s, ch))
-    {
-        return Ok(c.clone());
+    let usable = history.version == version;
+    let prefix = format!("urn:themis:{model}:{namespace}:");
+    let mut plans: Vec<Plan> = Vec::new();
+    for &s in shards {
+        let changed = view.changed(tx, s, namespace).map_err(Error::View)?;
+        let base = if usable {
+            history.base(s, changed)
+        } else {
+            None
+        };
+        let delta = match &base {
+            Some(b) if b.changed == changed => Some(Delta::new()),
+            Some(b) => match changes(s, b.changed.unwrap_or(0), changed.unwrap_or(0))? {
+                Some(ids) => {
+                    let mut delta = Delta::with_capacity(ids.len());
+                    for id in ids {
+                        let state = view
+                            .get(tx, s, &format!("{prefix}{id}"))
+                            .map_err(Error::View)?
+                            .filter(|d| !d.deleted);
+                        let resource = state.map(|state| Resource {
+                            id: id.clone(),
+                            state,
+                        });
+                        delta.push((id, resource));
+                    }
+                    Some(delta)
+                }
+                None => None,
+            },
+            None => None,
+        };
+        plans.push(Plan {
+            shard: s,
+            changed,
+            base,
+            delta,
+        });
     }
     let read = |s: ShardId| view.namespace(tx, s, namespace).map_err(Error::View);
-    let mut parts = BTreeMap::new();
-    let schema = match (model, config) {
-        (Model::Relational, Some(config)) => {
-            let layout = relational_layout(config);
-            for (&s, ch) in shards.iter().zip(&changed) {
-                // Relational layouts do not depend on the rows: unchanged shards are reused.
-                if let Some(c) = cached
-                    && unchanged(c, &s, ch)
-                {
-                    parts.insert(s, c.parts[&s].clone());
-                    continue;
-                }
-                parts.insert(s, (*ch, batches(&layout, s, &read(s)?)?));
-            }
-            layout.schema
-        }
+    // Documents: per shard, its fields after the delta (counted once, for the layout and the
+    // partition).
+    let mut counted: Vec<Option<Fields>> = vec![None; plans.len()];
+    let layout = match (model, config) {
+        (Model::Relational, Some(config)) => relational_layout(config),
         (Model::Document, _) => {
-            let resources: Vec<(ShardId, Vec<Resource>)> = shards
-                .iter()
-                .map(|&s| Ok((s, read(s)?)))
-                .collect::<Result<_>>()?;
-            let layout = document_layout(&resources);
-            for ((s, r), ch) in resources.iter().zip(&changed) {
-                parts.insert(*s, (*ch, batches(&layout, *s, r)?));
+            // The layout follows the fields of every shard's live documents: bring each
+            // shard's counts forward first.
+            let mut total = Fields::new();
+            for (plan, counted) in plans.iter_mut().zip(&mut counted) {
+                let fields = match (plan.base.as_ref(), plan.delta.as_ref()) {
+                    (Some(b), Some(d)) => {
+                        let fields = fields_after(b, d)?;
+                        *counted = Some(fields.clone());
+                        fields
+                    }
+                    _ => {
+                        let resources = read(plan.shard)?;
+                        let fields = fields_of(&resources);
+                        // Built whole below; keep what was read.
+                        plan.base = None;
+                        plan.delta = Some(resources_as_delta(resources));
+                        fields
+                    }
+                };
+                for (name, c) in fields {
+                    let t = total.entry(name).or_default();
+                    t.present += c.present;
+                    t.bools += c.bools;
+                    t.ints += c.ints;
+                    t.floats += c.floats;
+                    t.strings += c.strings;
+                    t.other += c.other;
+                }
             }
-            layout.schema
+            document_layout(&total)
         }
         (model, _) => {
             return Err(Error::Internal(format!(
@@ -401,11 +583,203 @@ pub(crate) fn build(
             )));
         }
     };
+    let mut parts = BTreeMap::new();
+    let (mut whole_builds, mut forward) = (0, 0);
+    for (plan, counted) in plans.into_iter().zip(counted) {
+        let Plan {
+            shard: s,
+            changed,
+            base,
+            delta,
+        } = plan;
+        let part = match (base, delta) {
+            (Some(b), Some(d)) if b.schema == layout.schema => {
+                if d.is_empty() {
+                    b
+                } else {
+                    forward += 1;
+                    Arc::new(Part {
+                        changed,
+                        schema: layout.schema.clone(),
+                        chunks: rewrite(&b.chunks, &layout, s, &d)?,
+                        fields: counted.unwrap_or_default(),
+                    })
+                }
+            }
+            // Documents read whole above (a delta from nothing).
+            (None, Some(d)) if model == Model::Document => {
+                whole_builds += 1;
+                let resources: Vec<Resource> = d.into_iter().filter_map(|(_, r)| r).collect();
+                whole(&layout, s, changed, &resources, model)?
+            }
+            _ => {
+                whole_builds += 1;
+                whole(&layout, s, changed, &read(s)?, model)?
+            }
+        };
+        parts.insert(s, part);
+    }
     Ok(Arc::new(CachedTable {
         version,
-        schema,
+        schema: layout.schema,
         parts,
+        built: (whole_builds, forward),
     }))
+}
+
+/// A shard's resources (read whole) as a delta from nothing.
+fn resources_as_delta(resources: Vec<Resource>) -> Delta {
+    resources
+        .into_iter()
+        .filter(|r| !r.state.deleted)
+        .map(|r| (r.id.clone(), Some(r)))
+        .collect()
+}
+
+/// A partition built whole from `resources`.
+fn whole(
+    layout: &Layout,
+    shard: ShardId,
+    changed: Option<u64>,
+    resources: &[Resource],
+    model: Model,
+) -> Result<Arc<Part>> {
+    let fields = if model == Model::Document {
+        fields_of(resources)
+    } else {
+        Fields::new()
+    };
+    Ok(Arc::new(Part {
+        changed,
+        schema: layout.schema.clone(),
+        chunks: batches(layout, shard, resources)?
+            .into_iter()
+            .map(Chunk::of)
+            .collect(),
+        fields,
+    }))
+}
+
+/// Where `id` is or would go: the index of the chunk covering it (the first chunk for ids
+/// before every chunk's first).
+fn chunk_of(chunks: &[Chunk], id: &str) -> usize {
+    chunks
+        .partition_point(|c| c.first.as_str() <= id)
+        .saturating_sub(1)
+}
+
+/// The row of `id` in `batch` (ids ascending) at or after `from`: `Ok` where it is, `Err`
+/// where it would go.
+fn row_of(batch: &RecordBatch, id: &str, from: usize) -> std::result::Result<usize, usize> {
+    let ids = ids(batch);
+    let (mut lo, mut hi) = (from, batch.num_rows());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if ids.value(mid) < id {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo < batch.num_rows() && ids.value(lo) == id {
+        Ok(lo)
+    } else {
+        Err(lo)
+    }
+}
+
+/// The fields of `base`'s live documents after `delta`: the old documents' fields (from
+/// the chunks' `data`) taken away, the new ones' added.
+fn fields_after(base: &Part, delta: &Delta) -> Result<Fields> {
+    let mut fields = base.fields.clone();
+    for (id, new) in delta {
+        if !base.chunks.is_empty() {
+            let chunk = &base.chunks[chunk_of(&base.chunks, id)];
+            if let Ok(row) = row_of(&chunk.batch, id, 0) {
+                let data = chunk
+                    .batch
+                    .column_by_name("data")
+                    .ok_or_else(|| Error::Internal("a document table without data".into()))?
+                    .as_string::<i32>()
+                    .value(row);
+                let old: Value = serde_json::from_str(data)
+                    .map_err(|e| Error::Internal(format!("a document's data: {e}")))?;
+                count_fields(&mut fields, &old, -1);
+            }
+        }
+        if let Some(r) = new {
+            count_fields(&mut fields, &r.state.data, 1);
+        }
+    }
+    Ok(fields)
+}
+
+/// `chunks` with `delta` applied: every chunk holding a changed id is rewritten (rows kept
+/// as slices of the old chunk, changed rows built anew); the others are shared.
+fn rewrite(chunks: &[Chunk], layout: &Layout, shard: ShardId, delta: &Delta) -> Result<Vec<Chunk>> {
+    let built = batches(layout, shard, delta.iter().filter_map(|(_, r)| r.as_ref()))?;
+    let fresh = concat(&layout.schema, &built)?;
+    if chunks.is_empty() {
+        return Ok(split(fresh).into_iter().map(Chunk::of).collect());
+    }
+    let mut out = Vec::with_capacity(chunks.len() + 1);
+    let mut next = 0; // into delta
+    let mut fresh_row = 0;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let upper = chunks.get(i + 1).map(|c| c.first.as_str());
+        let start = next;
+        while next < delta.len() && upper.is_none_or(|u| delta[next].0.as_str() < u) {
+            next += 1;
+        }
+        if start == next {
+            out.push(chunk.clone());
+            continue;
+        }
+        let rows = chunk.batch.num_rows();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for (id, state) in &delta[start..next] {
+            let found = row_of(&chunk.batch, id, at);
+            let to = found.unwrap_or_else(|e| e);
+            if to > at {
+                pieces.push(chunk.batch.slice(at, to - at));
+            }
+            at = if found.is_ok() { to + 1 } else { to };
+            if state.is_some() {
+                pieces.push(fresh.slice(fresh_row, 1));
+                fresh_row += 1;
+            }
+        }
+        if at < rows {
+            pieces.push(chunk.batch.slice(at, rows - at));
+        }
+        let merged = concat(&layout.schema, &pieces)?;
+        out.extend(split(merged).into_iter().map(Chunk::of));
+    }
+    Ok(out)
+}
+
+/// `batches` as one batch.
+fn concat(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    concat_batches(schema, batches).map_err(|e| Error::Internal(format!("merging rows: {e}")))
+}
+
+/// `batch` as chunks: none when empty, halves of at most [`BATCH_ROWS`]-ish rows when it
+/// grew past twice that.
+fn split(batch: RecordBatch) -> Vec<RecordBatch> {
+    let rows = batch.num_rows();
+    if rows == 0 {
+        return Vec::new();
+    }
+    if rows <= 2 * BATCH_ROWS {
+        return vec![batch];
+    }
+    let pieces = rows.div_ceil(BATCH_ROWS);
+    let size = rows.div_ceil(pieces);
+    (0..pieces)
+        .map(|i| batch.slice(i * size, size.min(rows - i * size)))
+        .filter(|b| b.num_rows() > 0)
+        .collect()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use serde_json::json;
 use themis_log::ShardId;
 use themis_materializers::document::{Document, Resource};
 
-use super::{Kind, batches, document_layout};
+use super::{Kind, batches, document_layout, fields_of};
 
 fn resource(id: &str, data: serde_json::Value, deleted: bool) -> Resource {
     Resource {
@@ -21,7 +21,7 @@ fn resource(id: &str, data: serde_json::Value, deleted: bool) -> Resource {
 
 #[test]
 fn document_fields_are_typed_by_the_values_they_hold() {
-    let shards = vec![
+    let shards = [
         (
             ShardId(0),
             vec![
@@ -50,7 +50,7 @@ fn document_fields_are_typed_by_the_values_they_hold() {
             ],
         ),
     ];
-    let layout = document_layout(&shards);
+    let layout = document_layout(&fields_of(shards.iter().flat_map(|(_, r)| r)));
     let columns: Vec<(String, Kind)> = layout
         .schema
         .fields()
@@ -94,16 +94,115 @@ fn document_fields_are_typed_by_the_values_they_hold() {
 #[test]
 fn values_that_do_not_convert_read_as_null() {
     use datafusion::arrow::array::Array;
-    let shards = vec![(
+    let shards = [(
         ShardId(0),
         vec![
             resource("a", json!({"n": 1}), false),
             resource("b", json!({"n": 2}), false),
         ],
     )];
-    let layout = document_layout(&shards);
+    let layout = document_layout(&fields_of(shards.iter().flat_map(|(_, r)| r)));
     let odd = vec![resource("c", json!({"n": "text"}), false)];
     let b = batches(&layout, ShardId(0), &odd).expect("batches");
     let n = layout.schema.index_of("n").expect("n");
     assert!(b[0].column(n).is_null(0));
+}
+
+/// A tiny xorshift generator (deterministic).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Chunks rewritten by deltas hold exactly the rows a whole build of the same resources
+/// holds, in id order, across many small chunks (inserts before the first chunk, between
+/// chunks and after the last; updates; deletes emptying chunks) and a chunk grown past twice
+/// the batch size (split).
+#[test]
+fn rewritten_chunks_equal_a_whole_build() {
+    use std::collections::BTreeMap;
+
+    use datafusion::arrow::compute::concat_batches;
+
+    use super::{Chunk, Delta, rewrite};
+
+    let mut fields = super::Fields::new();
+    super::count_fields(&mut fields, &json!({"n": 1, "s": "x"}), 1);
+    let layout = document_layout(&fields);
+    let shard = ShardId(3);
+    let mut rng = Rng(0x5EED);
+    let id = |n: usize| format!("i{n:06}");
+    let mut model: BTreeMap<String, Resource> = BTreeMap::new();
+    for n in (100..400).step_by(3) {
+        model.insert(id(n), resource(&id(n), json!({"n": n, "s": "x"}), false));
+    }
+    // Start from chunks of 7 rows.
+    let start = batches(&layout, shard, model.values()).expect("batches");
+    let mut chunks: Vec<Chunk> = Vec::new();
+    for b in &start {
+        for at in (0..b.num_rows()).step_by(7) {
+            chunks.push(Chunk::of(b.slice(at, 7.min(b.num_rows() - at))));
+        }
+    }
+    for round in 0..200 {
+        let mut delta: BTreeMap<String, Option<Resource>> = BTreeMap::new();
+        let changes = if round == 150 {
+            20_000
+        } else {
+            1 + rng.below(12)
+        };
+        for _ in 0..changes {
+            let n = if round == 150 {
+                500_000 + rng.below(1_000_000)
+            } else {
+                rng.below(500)
+            };
+            let state = if rng.below(3) == 0 {
+                None
+            } else {
+                Some(resource(
+                    &id(n),
+                    json!({"n": n, "s": format!("r{round}")}),
+                    false,
+                ))
+            };
+            delta.insert(id(n), state);
+        }
+        for (k, v) in &delta {
+            match v {
+                Some(r) => model.insert(k.clone(), r.clone()),
+                None => model.remove(k),
+            };
+        }
+        let delta: Delta = delta.into_iter().collect();
+        chunks = rewrite(&chunks, &layout, shard, &delta).expect("rewrite");
+
+        let mut last: Option<String> = None;
+        for c in &chunks {
+            assert!(c.batch.num_rows() > 0, "round {round}: an empty chunk");
+            assert!(c.batch.num_rows() <= 2 * super::BATCH_ROWS, "round {round}");
+            let ids = super::ids(&c.batch);
+            assert_eq!(c.first, ids.value(0), "round {round}: the fence");
+            for i in 0..c.batch.num_rows() {
+                let id = ids.value(i).to_owned();
+                assert!(
+                    last.as_ref().is_none_or(|l| *l < id),
+                    "round {round}: order"
+                );
+                last = Some(id);
+            }
+        }
+        let got: Vec<_> = chunks.iter().map(|c| c.batch.clone()).collect();
+        let got = concat_batches(&layout.schema, &got).expect("concat");
+        let want = batches(&layout, shard, model.values()).expect("batches");
+        let want = concat_batches(&layout.schema, &want).expect("concat");
+        assert_eq!(got, want, "round {round}");
+    }
+    assert!(chunks.len() > 3, "{} chunks", chunks.len());
 }
