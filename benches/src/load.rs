@@ -37,7 +37,27 @@ where
         offset: Duration::from_secs_f64(1.0 / rate),
         interval: Duration::from_secs_f64(concurrency as f64 / rate),
     };
-    run_with(concurrency, duration, Some(pace), op).await
+    run_with(concurrency, duration, Some(pace), None, op).await
+}
+
+/// [`run_paced`] until `stop` is set (or an hour passed).
+pub async fn run_paced_until<F, Fut>(
+    concurrency: usize,
+    rate: f64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    op: F,
+) -> RunStats
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let rate = rate.max(1e-3);
+    let pace = Pace {
+        offset: Duration::from_secs_f64(1.0 / rate),
+        interval: Duration::from_secs_f64(concurrency as f64 / rate),
+    };
+    let hour = Duration::from_secs(3600);
+    run_with(concurrency, hour, Some(pace), Some(stop), op).await
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,13 +72,14 @@ where
     F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
-    run_with(concurrency, duration, None, op).await
+    run_with(concurrency, duration, None, None, op).await
 }
 
 async fn run_with<F, Fut>(
     concurrency: usize,
     duration: Duration,
     pace: Option<Pace>,
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     op: F,
 ) -> RunStats
 where
@@ -70,11 +91,16 @@ where
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
             let op = op.clone();
+            let stop = stop.clone();
+            let stopped = move || {
+                stop.as_ref()
+                    .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+            };
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(4096);
                 let mut errors = 0u64;
                 let mut n = 0u64;
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && !stopped() {
                     let t = match pace {
                         Some(p) => {
                             let due = start + p.offset * w as u32 + p.interval * n as u32;

@@ -196,6 +196,10 @@ enum Command {
         /// Every how many appends the lag run samples (alternately with and without the token).
         #[arg(long, default_value_t = 10)]
         lag_sample_every: u64,
+        /// Single-row updates per second while the aggregate, filter and join queries run
+        /// again, each at the latest update's token (one run per rate; empty: none).
+        #[arg(long, value_delimiter = ',', default_value = "200,2000")]
+        write_rates: Vec<u64>,
         /// DuckDB's threads (default: the cores this process may use).
         #[arg(long)]
         duckdb_threads: Option<usize>,
@@ -480,6 +484,7 @@ async fn main() -> anyhow::Result<()> {
             lag_seconds,
             lag_concurrency,
             lag_sample_every,
+            write_rates,
             duckdb_threads,
             venv,
             no_duckdb,
@@ -520,6 +525,11 @@ async fn main() -> anyhow::Result<()> {
                 },
                 lag_concurrency: lag_concurrency.max(1),
                 lag_sample_every,
+                write_rates: if smoke {
+                    write_rates.iter().map(|r| (*r).min(50)).take(1).collect()
+                } else {
+                    write_rates
+                },
                 duckdb_threads: duckdb_threads
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
                 venv,
@@ -632,6 +642,15 @@ async fn sql(options: &SqlOptions, dir: Option<PathBuf>) -> anyhow::Result<()> {
             lag.lag.len(),
             lag.baseline.len()
         );
+    }
+    for run in &report.under_writes {
+        if options.smoke && (run.appends.errors > 0 || run.appends.ok == 0) {
+            bail!(
+                "smoke run failed: updates under {} /s: {:?}",
+                run.rate,
+                run.appends
+            );
+        }
     }
     println!();
     print!("{}", markdown(&report, options));

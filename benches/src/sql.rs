@@ -11,7 +11,11 @@
 //!    native tables in a database file loaded from CSV files of the same rows, `threads` set to
 //!    the cores of this machine), and fails unless both give the same answers (floats within a
 //!    relative 1e-9).
-//! 4. View lag: open-loop single-row appends at `--lag-rate` for `--lag-seconds` to a separate
+//! 4. Queries under writes: for each of `--write-rates`, open-loop single-row updates of
+//!    random orders at that rate while the aggregate, filter and join queries run again,
+//!    each with the latest update's token as `min_token` (read your writes); DuckDB runs the
+//!    same queries each right after one `UPDATE` of a random order.
+//! 5. View lag: open-loop single-row appends at `--lag-rate` for `--lag-seconds` to a separate
 //!    namespace; after every `--lag-sample-every`-th append answer, `SELECT 1` with the append's
 //!    token as `min_token` (alternating with the same query without a token, the round-trip
 //!    baseline under the same load).
@@ -27,7 +31,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use themis_log::{ShardId, Token};
 
-use crate::load::{RunStats, run_paced};
+use crate::load::{RunStats, run_paced, run_paced_until};
 use crate::process::{cpu_seconds, pinned, start_themis};
 
 /// What `themis-bench sql` measures.
@@ -53,6 +57,8 @@ pub struct SqlOptions {
     pub lag_concurrency: usize,
     /// Every how many appends the lag run takes a sample.
     pub lag_sample_every: u64,
+    /// Updates per second of the runs under writes (one run per rate).
+    pub write_rates: Vec<u64>,
     /// DuckDB's `threads` setting.
     pub duckdb_threads: usize,
     /// The Python venv with duckdb (created when missing); `None`: no DuckDB run.
@@ -363,6 +369,24 @@ pub struct SqlReport {
     pub duckdb: Option<DuckReport>,
     /// The view-lag run (when run).
     pub lag: Option<LagReport>,
+    /// The queries under writes, per rate.
+    pub under_writes: Vec<WritesReport>,
+}
+
+/// The queries that run again under writes: an aggregate, a filter and a join.
+const UNDER_WRITES: [&str; 3] = ["group_status", "filter_rows", "join_region"];
+
+/// One run of queries under writes.
+#[derive(Debug, Clone)]
+pub struct WritesReport {
+    /// Updates asked per second.
+    pub rate: u64,
+    /// The updates.
+    pub appends: RunStats,
+    /// Per query of [`UNDER_WRITES`]: its name and themis' times, sorted.
+    pub themis: Vec<(&'static str, Vec<Duration>)>,
+    /// DuckDB's times of the same queries, each right after an update, sorted.
+    pub duckdb: Vec<Option<Vec<Duration>>>,
 }
 
 /// The relational view's kind in `GET /v1/admin/views`.
@@ -641,12 +665,36 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
         compare(q, ("themis", answer), ("themis after the rebuild", &again))?;
     }
 
+    let mut under_writes = Vec::new();
+    for &rate in options.write_rates.iter().filter(|r| **r > 0) {
+        let run = writes_run(&http, &base, &queries, orders.len(), rate, options).await?;
+        for (name, times) in &run.themis {
+            println!(
+                "themis under {rate} updates/s, {name}: p50 {}, p99 {} ({} runs)",
+                ms(quantile(times, 0.5)),
+                ms(quantile(times, 0.99)),
+                times.len()
+            );
+        }
+        under_writes.push(run);
+    }
+
     let lag = if options.lag_rate > 0 && options.lag_seconds > 0 {
         Some(lag_run(&http, &base, options).await?)
     } else {
         None
     };
     drop(guard);
+    if let Some(venv) = &options.venv
+        && !under_writes.is_empty()
+    {
+        let python = duckdb_python(venv)?;
+        let after_update =
+            run_duckdb_under_writes(&python, csv_dir.path(), &queries, orders.len(), options)?;
+        for run in &mut under_writes {
+            run.duckdb = after_update.iter().cloned().map(Some).collect();
+        }
+    }
 
     let queries = queries
         .into_iter()
@@ -670,6 +718,84 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
         queries,
         duckdb: duck,
         lag,
+        under_writes,
+    })
+}
+
+/// The queries of [`UNDER_WRITES`], each `repetitions` times (at least 20) at the latest
+/// update's token, while updates of random orders run at `rate` per second.
+async fn writes_run(
+    http: &reqwest::Client,
+    base: &str,
+    queries: &[Query],
+    orders: usize,
+    rate: u64,
+    options: &SqlOptions,
+) -> anyhow::Result<WritesReport> {
+    let latest = Arc::new(Mutex::new(Token::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let op = {
+        let (http, base, latest) = (http.clone(), base.to_owned(), latest.clone());
+        move |w: usize, n: u64| {
+            let (http, base, latest) = (http.clone(), base.clone(), latest.clone());
+            async move {
+                // A random order, from the worker and the count (no shared generator).
+                let mut rng = SplitMix64::new((w as u64) << 32 ^ n);
+                let i = rng.below(orders.max(1) as u64);
+                let url = format!("{base}/v1/streams/urn:themis:relational:orders:o{i:08}");
+                let amount = (1 + rng.below(100_000)) as f64 / 100.0;
+                let r = http
+                    .post(url)
+                    .json(&json!({"events": [{"op": "put", "data": {
+                        "customer": rng.below(1000) as i64, "amount": amount,
+                        "status": "paid", "qty": 1 + rng.below(10) as i64}}]}))
+                    .send()
+                    .await?;
+                let status = r.status();
+                let bytes = r.bytes().await?;
+                if status.as_u16() != 201 {
+                    bail!(
+                        "update answered {status}: {}",
+                        String::from_utf8_lossy(&bytes)
+                    );
+                }
+                #[derive(serde::Deserialize)]
+                struct Answer {
+                    token: String,
+                }
+                let answer: Answer = serde_json::from_slice(&bytes)?;
+                let token = decode_token(&answer.token)?;
+                latest.lock().expect("token lock").merge(&token);
+                Ok(())
+            }
+        }
+    };
+    let workers = options.lag_concurrency.clamp(1, 64);
+    let appender = tokio::spawn(run_paced_until(workers, rate as f64, stop.clone(), op));
+    // The updates first reach their pace.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs = options.repetitions.max(20);
+    let mut themis = Vec::new();
+    for name in UNDER_WRITES {
+        let Some(q) = queries.iter().find(|q| q.name == name) else {
+            continue;
+        };
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let token = latest.lock().expect("token lock").encode();
+            let (t, _) = post_query(http, base, &q.sql, Some(&token), "60s").await?;
+            times.push(t);
+        }
+        times.sort();
+        themis.push((name, times));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let appends = appender.await?;
+    Ok(WritesReport {
+        rate,
+        appends,
+        themis,
+        duckdb: Vec::new(),
     })
 }
 
@@ -1050,6 +1176,85 @@ json.dump(out, sys.stdout, default=str)
 "#;
 
 type DuckResults = Vec<(Rows, Timings)>;
+
+/// DuckDB under writes: on the database the first script loaded, each query of
+/// `cfg["queries"]` `cfg["runs"]` times, each right after an `UPDATE` of one random order (as
+/// the themis run updates them); the query's time alone.
+const DUCKDB_WRITES_SCRIPT: &str = r#"
+import json, random, sys, time
+import duckdb
+
+cfg = json.load(open(sys.argv[1]))
+con = duckdb.connect(cfg["db"])
+con.execute("SET threads TO %d" % int(cfg["threads"]))
+rng = random.Random(42)
+out = []
+for q in cfg["queries"]:
+    times = []
+    for _ in range(int(cfg["runs"])):
+        i = rng.randrange(int(cfg["orders"]))
+        con.execute(
+            "UPDATE orders SET customer = ?, amount = ?, status = 'paid', qty = ? WHERE id = ?",
+            [rng.randrange(1000), rng.randrange(1, 100001) / 100.0, rng.randrange(1, 11), "o%08d" % i],
+        )
+        t = time.perf_counter()
+        con.execute(q["sql"]).fetchall()
+        times.append(time.perf_counter() - t)
+    out.append(times)
+con.close()
+json.dump(out, sys.stdout)
+"#;
+
+/// Runs [`DUCKDB_WRITES_SCRIPT`] over the database [`run_duckdb`] left in `dir`: per query
+/// of [`UNDER_WRITES`], its sorted times.
+fn run_duckdb_under_writes(
+    python: &Path,
+    dir: &Path,
+    queries: &[Query],
+    orders: usize,
+    options: &SqlOptions,
+) -> anyhow::Result<Vec<Vec<Duration>>> {
+    let script = dir.join("duckdb_writes.py");
+    std::fs::write(&script, DUCKDB_WRITES_SCRIPT)?;
+    let config = dir.join("duckdb_writes.json");
+    let db = dir.join("bench.duckdb");
+    let chosen: Vec<Value> = UNDER_WRITES
+        .iter()
+        .filter_map(|name| queries.iter().find(|q| q.name == *name))
+        .map(|q| json!({"name": q.name, "sql": q.sql}))
+        .collect();
+    std::fs::write(
+        &config,
+        json!({
+            "db": db.to_str().ok_or_else(|| anyhow!("path {} is not UTF-8", db.display()))?,
+            "threads": options.duckdb_threads,
+            "runs": options.repetitions.max(20),
+            "orders": orders,
+            "queries": chosen,
+        })
+        .to_string(),
+    )?;
+    let output = pinned(python, options.server_cpus.as_deref())
+        .arg(&script)
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run the DuckDB writes script")?;
+    if !output.status.success() {
+        bail!("the DuckDB writes script failed: {}", output.status);
+    }
+    let out: Vec<Vec<f64>> = serde_json::from_slice(&output.stdout)
+        .context("the DuckDB writes script's output is not a list of lists")?;
+    Ok(out
+        .into_iter()
+        .map(|times| {
+            let mut t: Vec<Duration> = times.into_iter().map(Duration::from_secs_f64).collect();
+            t.sort();
+            t
+        })
+        .collect())
+}
 
 fn run_duckdb(
     python: &Path,
@@ -1454,6 +1659,50 @@ pub fn markdown(report: &SqlReport, options: &SqlOptions) -> String {
     let _ = writeln!(out);
     for q in &report.queries {
         let _ = writeln!(out, "- `{}`: `{}`", q.query.name, q.query.aql);
+    }
+    if !report.under_writes.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Under writes: single-row updates of random orders at the rate asked, each query with the latest update's token as `min_token` (themis); DuckDB runs each query right after one `UPDATE` (its query time):"
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "| updates/s asked (achieved) | query | themis idle median | themis p50 | themis p99 | p50 / idle | DuckDB p50 after an update | themis p50 / DuckDB p50 |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+        for run in &report.under_writes {
+            for (i, (name, times)) in run.themis.iter().enumerate() {
+                let idle = report
+                    .queries
+                    .iter()
+                    .find(|q| q.query.name == *name)
+                    .map(|q| q.themis.median())
+                    .unwrap_or_default();
+                let p50 = quantile(times, 0.5);
+                let duck = run
+                    .duckdb
+                    .get(i)
+                    .and_then(|d| d.as_ref())
+                    .map(|d| quantile(d, 0.5));
+                let _ = writeln!(
+                    out,
+                    "| {} ({:.0}) | {name} | {} | {} | {} | {:.2}x | {} | {} |",
+                    run.rate,
+                    run.appends.per_second,
+                    ms(idle),
+                    ms(p50),
+                    ms(quantile(times, 0.99)),
+                    p50.as_secs_f64() / idle.as_secs_f64().max(1e-9),
+                    duck.map_or_else(|| "-".to_owned(), ms),
+                    duck.map_or_else(
+                        || "-".to_owned(),
+                        |d| format!("{:.2}x", p50.as_secs_f64() / d.as_secs_f64().max(1e-9))
+                    ),
+                );
+            }
+        }
     }
     if let Some(lag) = &report.lag {
         let _ = writeln!(out);
