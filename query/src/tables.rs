@@ -759,9 +759,30 @@ fn rewrite(chunks: &[Chunk], layout: &Layout, shard: ShardId, delta: &Delta) -> 
     Ok(out)
 }
 
-/// `batches` as one batch.
+/// `batches` as one batch, its string views in one buffer of their own.
+///
+/// Concatenating string views keeps every data buffer of every piece (a buffer shared by two
+/// slices of one chunk twice): without the compaction a chunk rewritten again and again
+/// would hold ever more buffers, and the strings of rows long gone.
 fn concat(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
-    concat_batches(schema, batches).map_err(|e| Error::Internal(format!("merging rows: {e}")))
+    let merged = concat_batches(schema, batches)
+        .map_err(|e| Error::Internal(format!("merging rows: {e}")))?;
+    if !merged.columns().iter().any(|c| {
+        c.as_string_view_opt()
+            .is_some_and(|v| !v.data_buffers().is_empty())
+    }) {
+        return Ok(merged);
+    }
+    let columns = merged
+        .columns()
+        .iter()
+        .map(|c| match c.as_string_view_opt() {
+            Some(v) if !v.data_buffers().is_empty() => Arc::new(v.gc()) as ArrayRef,
+            _ => c.clone(),
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| Error::Internal(format!("merging rows: {e}")))
 }
 
 /// `batch` as chunks: none when empty, halves of at most [`BATCH_ROWS`]-ish rows when it

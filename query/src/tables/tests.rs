@@ -128,6 +128,7 @@ impl Rng {
 fn rewritten_chunks_equal_a_whole_build() {
     use std::collections::BTreeMap;
 
+    use datafusion::arrow::array::AsArray;
     use datafusion::arrow::compute::concat_batches;
 
     use super::{Chunk, Delta, rewrite};
@@ -166,11 +167,9 @@ fn rewritten_chunks_equal_a_whole_build() {
             let state = if rng.below(3) == 0 {
                 None
             } else {
-                Some(resource(
-                    &id(n),
-                    json!({"n": n, "s": format!("r{round}")}),
-                    false,
-                ))
+                // Longer than 12 bytes: kept in the views' data buffers, not inline.
+                let s = format!("round {round}, a string past the inline length");
+                Some(resource(&id(n), json!({"n": n, "s": s}), false))
             };
             delta.insert(id(n), state);
         }
@@ -189,6 +188,14 @@ fn rewritten_chunks_equal_a_whole_build() {
             assert!(c.batch.num_rows() <= 2 * super::BATCH_ROWS, "round {round}");
             let ids = super::ids(&c.batch);
             assert_eq!(c.first, ids.value(0), "round {round}: the fence");
+            for column in c.batch.columns() {
+                if let Some(v) = column.as_string_view_opt() {
+                    assert!(
+                        v.data_buffers().len() <= 1,
+                        "round {round}: buffers pile up"
+                    );
+                }
+            }
             for i in 0..c.batch.num_rows() {
                 let id = ids.value(i).to_owned();
                 assert!(
