@@ -32,11 +32,7 @@ where
     F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
-    let rate = rate.max(1e-3);
-    let pace = Pace {
-        offset: Duration::from_secs_f64(1.0 / rate),
-        interval: Duration::from_secs_f64(concurrency as f64 / rate),
-    };
+    let pace = Pace::new(concurrency, rate);
     run_with(concurrency, duration, Some(pace), None, op).await
 }
 
@@ -51,11 +47,7 @@ where
     F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
-    let rate = rate.max(1e-3);
-    let pace = Pace {
-        offset: Duration::from_secs_f64(1.0 / rate),
-        interval: Duration::from_secs_f64(concurrency as f64 / rate),
-    };
+    let pace = Pace::new(concurrency, rate);
     let hour = Duration::from_secs(3600);
     run_with(concurrency, hour, Some(pace), Some(stop), op).await
 }
@@ -64,6 +56,17 @@ where
 struct Pace {
     offset: Duration,
     interval: Duration,
+}
+
+impl Pace {
+    /// `rate` operations per second in total over `concurrency` workers.
+    fn new(concurrency: usize, rate: f64) -> Pace {
+        let rate = rate.max(1e-3);
+        Pace {
+            offset: Duration::from_secs_f64(1.0 / rate),
+            interval: Duration::from_secs_f64(concurrency as f64 / rate),
+        }
+    }
 }
 
 /// Runs `op(worker, n)` from `concurrency` workers for `duration`.
