@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
-use datafusion::datasource::MemTable;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionConfig;
 use redb::ReadTransaction;
@@ -46,8 +45,9 @@ impl crate::aql::plan::Runner for TableRunner<'_> {
                 Error::View(e) => EvalError::View(e),
                 e => failed(e),
             })?;
-        let provider = MemTable::try_new(table.schema(), table.partitions()).map_err(failed)?;
-        Ok(Some((table.schema(), Arc::new(provider))))
+        let schema = table.schema();
+        let provider = crate::tables::scan::ChunkTable::new(table);
+        Ok(Some((schema, Arc::new(provider))))
     }
 
     fn run(&self, plan: LogicalPlan) -> Result<Vec<RecordBatch>, EvalError> {

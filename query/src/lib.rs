@@ -30,7 +30,6 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
-use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::SessionStateDefaults;
@@ -495,8 +494,7 @@ impl QueryEngine {
         };
 
         for (n, table) in named.iter().zip(tables) {
-            let provider = MemTable::try_new(table.schema(), table.partitions())
-                .map_err(|e| Error::Internal(e.strip_backtrace()))?;
+            let provider = tables::scan::ChunkTable::new(table);
             let schema = match n.model {
                 Model::Document => DOCUMENT_SCHEMA,
                 _ => RELATIONAL_SCHEMA,

@@ -343,13 +343,20 @@ struct Chunk {
     /// Its first row's id: the chunk holds the ids from this one to the next chunk's first.
     first: String,
     batch: RecordBatch,
+    /// Its columns' bounds, to skip it when a filter excludes them.
+    zones: scan::ZoneMap,
 }
 
 impl Chunk {
     /// `batch` (not empty) as a chunk.
     fn of(batch: RecordBatch) -> Chunk {
         let first = ids(&batch).value(0).to_owned();
-        Chunk { first, batch }
+        let zones = scan::ZoneMap::of(&batch);
+        Chunk {
+            first,
+            batch,
+            zones,
+        }
     }
 }
 
@@ -387,14 +394,6 @@ impl CachedTable {
     /// The schema.
     pub(crate) fn schema(&self) -> SchemaRef {
         self.schema.clone()
-    }
-
-    /// One partition per shard.
-    pub(crate) fn partitions(&self) -> Vec<Vec<RecordBatch>> {
-        self.parts
-            .values()
-            .map(|p| p.chunks.iter().map(|c| c.batch.clone()).collect())
-            .collect()
     }
 
     /// Whether the namespace exists: a relational one has a config, a document one has had
@@ -803,5 +802,6 @@ fn split(batch: RecordBatch) -> Vec<RecordBatch> {
         .collect()
 }
 
+pub(crate) mod scan;
 #[cfg(test)]
 mod tests;

@@ -213,3 +213,71 @@ fn rewritten_chunks_equal_a_whole_build() {
     }
     assert!(chunks.len() > 3, "{} chunks", chunks.len());
 }
+
+/// A scan skips the chunks whose zone maps exclude the filter, keeps those that may match,
+/// and reads all of them without a filter.
+#[test]
+fn scans_skip_chunks_their_zone_maps_exclude() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use datafusion::datasource::TableProvider;
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    use datafusion::prelude::{SessionContext, col, lit};
+
+    use super::scan::ChunkTable;
+    use super::{CachedTable, Chunk, Fields, Part};
+
+    let mut fields = Fields::new();
+    super::count_fields(&mut fields, &json!({"n": 1}), 1);
+    let layout = document_layout(&fields);
+    let rows: Vec<Resource> = (0..40)
+        .map(|n| resource(&format!("i{n:03}"), json!({"n": n}), false))
+        .collect();
+    let batch = batches(&layout, ShardId(0), &rows)
+        .expect("batches")
+        .remove(0);
+    // Four chunks of ten rows: n in 0..10, 10..20, 20..30, 30..40.
+    let chunks: Vec<Chunk> = (0..4).map(|i| Chunk::of(batch.slice(i * 10, 10))).collect();
+    let table = Arc::new(CachedTable {
+        version: None,
+        schema: layout.schema.clone(),
+        parts: BTreeMap::from([(
+            ShardId(0),
+            Arc::new(Part {
+                changed: Some(1),
+                schema: layout.schema.clone(),
+                chunks,
+                fields,
+            }),
+        )]),
+        built: (1, 0),
+    });
+    let provider = ChunkTable::new(table);
+    let ctx = SessionContext::new();
+    let state = ctx.state();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let scanned = |filters: Vec<datafusion::prelude::Expr>| -> usize {
+        let plan = runtime
+            .block_on(provider.scan(&state, None, &filters, None))
+            .expect("scan");
+        let exec = plan
+            .downcast_ref::<DataSourceExec>()
+            .expect("a data source");
+        let source = exec
+            .data_source()
+            .downcast_ref::<MemorySourceConfig>()
+            .expect("memory");
+        source.partitions().iter().map(Vec::len).sum()
+    };
+    assert_eq!(scanned(vec![]), 4);
+    assert_eq!(scanned(vec![col("n").gt_eq(lit(25i64))]), 2);
+    assert_eq!(scanned(vec![col("n").eq(lit(12i64))]), 1);
+    assert_eq!(scanned(vec![col("n").lt(lit(0i64))]), 0);
+    assert_eq!(scanned(vec![col("id").eq(lit("i031"))]), 1);
+    // JSON text keeps no bounds: nothing skipped by it.
+    assert_eq!(scanned(vec![col("data").eq(lit("{}"))]), 4);
+}
