@@ -162,6 +162,26 @@ impl Metrics {
             hub.config().subscribers_max
         );
     }
+
+    /// How SQL and AQL tables were made: partitions built whole from the views, and brought
+    /// forward by the log's changes since a kept version.
+    pub fn render_tables(&self, out: &mut String, query: &themis_query::QueryEngine) {
+        family(
+            out,
+            "themis_sql_partitions_built_total",
+            "counter",
+            "table partitions (namespace and shard) made for queries, by how: whole (read every row) or forward (only the rows changed since a kept version)",
+        );
+        let (whole, forward) = query.partitions_built();
+        let _ = writeln!(
+            out,
+            "themis_sql_partitions_built_total{{how=\"whole\"}} {whole}"
+        );
+        let _ = writeln!(
+            out,
+            "themis_sql_partitions_built_total{{how=\"forward\"}} {forward}"
+        );
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

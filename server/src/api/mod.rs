@@ -893,6 +893,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     state
         .metrics
         .render_subscriptions(&mut text, &state.subscriptions);
+    state.metrics.render_tables(&mut text, &state.query);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

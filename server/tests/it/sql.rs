@@ -1,6 +1,6 @@
 //! SQL through the HTTP API against the real binary: answers in JSON, NDJSON and CSV with their
-//! token, read-your-writes on 1,000 append → query pairs without sleeps, problems for bad
-//! queries, and a wait that times out.
+//! token, read-your-writes on 1,000 append → query pairs without sleeps (each bringing the
+//! table forward, not rebuilding it), problems for bad queries, and a wait that times out.
 
 use serde_json::{Value, json};
 
@@ -78,6 +78,23 @@ async fn sql_over_http_reads_its_own_writes_in_every_format() {
     )
     .await;
     assert_eq!(r.json()["rows"], json!([{"c": 1000, "s": 499_500}]));
+    // Each of those queries brought the table forward by its one new row: nothing was read
+    // whole but the first time (issue 19).
+    let metrics = crate::api::get(b, "/metrics").await.text;
+    let built = |how: &str| -> u64 {
+        let line = format!("themis_sql_partitions_built_total{{how=\"{how}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+    };
+    assert!(
+        built("forward") >= 900 && built("whole") <= 8,
+        "whole {}, forward {}",
+        built("whole"),
+        built("forward")
+    );
 
     // Every format carries the token; JSON values stay JSON, timestamps are RFC 3339.
     let a = post(
