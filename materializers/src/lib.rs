@@ -141,8 +141,11 @@ pub trait View: Debug + Send + Sync + 'static {
     /// what should survive a restart.
     fn checkpoint(&self, _shard: ShardId, _now_ms: u64) {}
     /// Whether `apply` reads namespace configs: then each batch waits until the registry has
-    /// applied everything the log had applied when the batch began (after a rebuild of the
-    /// registry, or while a replica catches up, entries are not applied under missing configs).
+    /// applied everything the log had applied when the batch began, and applies no entry of
+    /// its own shard past that (after a rebuild of the registry, or while a replica catches
+    /// up, entries are not applied under missing configs of their own shard). Configs in
+    /// other shards may still arrive after the entries that use them (there is no order
+    /// between shards): a view that reads them must catch up when they do.
     fn reads_configs(&self) -> bool {
         false
     }
@@ -1344,11 +1347,18 @@ async fn run_worker(
             }
         }
         drop(applied);
+        // The last LSN this batch may apply: for a view that reads configs, what its own
+        // shard's registry was waited for. Entries the log applied meanwhile may carry
+        // configs the registry has not applied yet.
+        let mut last_allowed = u64::MAX;
         if view.reads_configs() {
             let Some(waits) = m.upgrade().map(|m| m.registry_waits()) else {
                 return Ok(());
             };
             for (registry_shard, registry, target) in waits {
+                if registry_shard == shard {
+                    last_allowed = target.max(from);
+                }
                 // A registry worker replaced meanwhile (rebuild) drops its sender: check again
                 // on the next batch. One that stopped stops this view too: it cannot go on
                 // without the configs (and its readers must hear so, not wait).
@@ -1360,7 +1370,8 @@ async fn run_worker(
         let Some((log_shard, batch)) = shard_of(&m) else {
             return Ok(());
         };
-        let (entries, _) = log_shard.committed_entries(Lsn(from), batch)?;
+        let limit = batch.min(usize::try_from(last_allowed - from + 1).unwrap_or(usize::MAX));
+        let (entries, _) = log_shard.committed_entries(Lsn(from), limit)?;
         drop(log_shard);
         let Some(last) = entries.last() else {
             // Applied but not readable yet (a store that is still writing a snapshot's
