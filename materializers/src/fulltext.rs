@@ -15,6 +15,12 @@
 //!   the resources whose last change is after the committed LSN (the state records each
 //!   resource's LSN, tombstones included); without a usable index it is built from the state.
 //!   The log replays anything after the view's own watermark as usual.
+//! - A namespace's config lives in one shard and its resources in every shard, with no order
+//!   between shards: a replica may apply resources before it applies their config (a restarted
+//!   node replays its shards in any order; a client may also write before it declares). Such a
+//!   namespace is remembered as waiting, and when the view of the config's shard applies a
+//!   config put (the registry has applied it by then: [`View::reads_configs`]), every waiting
+//!   index of that namespace is built from its shard's state.
 //!
 //! Scores: BM25 (k1 1.2, b 0.75) with statistics combined over every shard's index of the
 //! namespace: document count, each field's token count and each term's document frequency
@@ -30,7 +36,7 @@
 //! shard's terms), scored as phrases with the combined statistics (tantivy's phrase-prefix
 //! query would use one shard's statistics).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -524,6 +530,11 @@ pub struct Fulltext {
     config_shard: ConfigShard,
     indexes: Mutex<BTreeMap<IndexKey, Arc<TextIndex>>>,
     pending: Mutex<BTreeMap<(&'static str, ShardId), Vec<Change>>>,
+    /// Namespaces whose resources a view's shard holds but which had no text config when the
+    /// view applied them (or opened): their indexes are built when the view applies a config
+    /// of theirs. At most one per namespace and shard of each state view, like the state's
+    /// own table of changed namespaces.
+    waiting: Mutex<BTreeSet<IndexKey>>,
 }
 
 impl std::fmt::Debug for Fulltext {
@@ -544,6 +555,7 @@ impl Fulltext {
             config_shard,
             indexes: Mutex::default(),
             pending: Mutex::default(),
+            waiting: Mutex::default(),
         }
     }
 
@@ -554,6 +566,17 @@ impl Fulltext {
                 .join(shard.0.to_string())
                 .join(themis_log::urn::namespace_file_name(ns))
         })
+    }
+
+    /// Remembers that `shard`'s view `kind` holds resources of `ns` that no index holds
+    /// because it had no text config when it applied them.
+    fn wait(&self, kind: &'static str, shard: ShardId, ns: &str) {
+        if self.index(kind, shard, ns).is_none() {
+            self.waiting
+                .lock()
+                .expect("waiting lock")
+                .insert((kind, shard, ns.to_owned()));
+        }
     }
 
     fn index(&self, kind: &'static str, shard: ShardId, ns: &str) -> Option<Arc<TextIndex>> {
@@ -620,10 +643,12 @@ impl Fulltext {
             );
         }
         let index = Arc::new(index);
+        let key = (kind, shard, ns.to_owned());
+        self.waiting.lock().expect("waiting lock").remove(&key);
         self.indexes
             .lock()
             .expect("indexes lock")
-            .insert((kind, shard, ns.to_owned()), index.clone());
+            .insert(key, index.clone());
         Ok(index)
     }
 
@@ -775,6 +800,42 @@ impl TextIndexed {
         let shard = (self.text.config_shard)(self.model(), ns);
         Ok(namespaces::get(tx, shard, self.model(), ns)?.and_then(|r| r.config.text()))
     }
+
+    /// Builds, from their shards' states, the indexes of `ns` that waited for a config with
+    /// text fields, if the registry now has one. Runs inside a write transaction: no other
+    /// worker is inside `apply`, and a waiting namespace has no changes pending, so each state
+    /// read here is exactly what its view committed.
+    fn build_waiting(&self, tx: &WriteTransaction, ns: &str) -> Result<()> {
+        let kind = self.kind();
+        let shards: Vec<ShardId> = self
+            .text
+            .waiting
+            .lock()
+            .expect("waiting lock")
+            .iter()
+            .filter(|(k, _, n)| *k == kind && n == ns)
+            .map(|(_, s, _)| *s)
+            .collect();
+        if shards.is_empty() {
+            return Ok(());
+        }
+        let Some((fields, language)) = self.settings_write(tx, ns)? else {
+            return Ok(());
+        };
+        for shard in shards {
+            let docs = self.state.namespace_in_write(tx, shard, ns)?;
+            self.text
+                .open_index(kind, shard, ns, &fields, language, &docs)?;
+            tracing::debug!(
+                kind,
+                shard = shard.0,
+                ns,
+                documents = docs.len(),
+                "fulltext index built when its config arrived"
+            );
+        }
+        Ok(())
+    }
 }
 
 impl View for TextIndexed {
@@ -789,15 +850,27 @@ impl View for TextIndexed {
         let mut changes = Vec::new();
         for e in &entry.events {
             let urn = &e.event.urn;
-            if urn.model() != self.model()
-                || urn.namespace().starts_with('_')
+            if urn.model() != self.model() {
+                continue;
+            }
+            if urn.namespace() == namespaces::CONFIG_NAMESPACE && e.event.op == Op::Put {
+                // The registry has applied this config (`reads_configs`): resources of its
+                // namespace applied before it, here or in other shards, get their indexes.
+                self.build_waiting(tx, urn.id())?;
+                continue;
+            }
+            if urn.namespace().starts_with('_')
                 || !matches!(e.event.op, Op::Put | Op::Patch | Op::Delete)
             {
                 continue;
             }
             let ns = urn.namespace();
             if !settings.contains_key(ns) {
-                settings.insert(ns.to_owned(), self.settings_write(tx, ns)?);
+                let found = self.settings_write(tx, ns)?;
+                if found.is_none() {
+                    self.text.wait(kind, shard, ns);
+                }
+                settings.insert(ns.to_owned(), found);
             }
             let Some((fields, language)) = settings[ns].clone() else {
                 continue;
@@ -841,6 +914,11 @@ impl View for TextIndexed {
             .lock()
             .expect("pending lock")
             .remove(&(kind, shard));
+        self.text
+            .waiting
+            .lock()
+            .expect("waiting lock")
+            .retain(|(k, s, _)| !(*k == kind && *s == shard));
         if let Some(dir) = &self.text.dir {
             let path = dir.join("fulltext").join(kind).join(shard.0.to_string());
             if path.exists() {
@@ -854,8 +932,9 @@ impl View for TextIndexed {
         self.state.digest(tx, shard)
     }
 
-    /// `apply` reads the namespace's text settings: a batch applied before the registry has
-    /// the config would leave its documents out of the index until they change again.
+    /// `apply` reads the namespace's text settings, and builds the waiting indexes of a
+    /// namespace when it applies the namespace's config put, which it must not see before the
+    /// registry has applied it.
     fn reads_configs(&self) -> bool {
         true
     }
@@ -867,6 +946,7 @@ impl View for TextIndexed {
                 continue;
             }
             let Some((fields, language)) = self.settings_read(tx, &ns)? else {
+                self.text.wait(kind, shard, &ns);
                 continue;
             };
             let docs: Vec<(String, Document)> = self

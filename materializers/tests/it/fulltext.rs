@@ -14,7 +14,7 @@ use themis_materializers::{Materializer, TextSearch};
 use crate::open_with as open;
 use themis_storage::MemoryDisk;
 
-use crate::{append_all as append, input};
+use crate::{append_all as append, input, wait_all};
 
 fn event(urn: &str, op: Op, data: Option<Value>) -> themis_log::event::EventInput {
     input(urn, op, None, data)
@@ -378,6 +378,102 @@ async fn bm25_answers_match_the_golden_file_and_do_not_depend_on_the_shard_count
         ids(&answers(&views, &all).await),
         ids(&before),
         "after a rebuild"
+    );
+    log.shutdown().await;
+}
+
+/// The URNs in every shard's index of `kind`'s namespace `ns`, once the views cover `token`.
+async fn indexed(views: &Materializer, kind: &str, ns: &str, token: &Token) -> Vec<String> {
+    views
+        .wait_for(kind, token, &[], Duration::from_secs(30))
+        .await
+        .expect("the view catches up");
+    let mut urns = Vec::new();
+    for s in 0..4 {
+        let (_, sets) = views.text_sets(kind, ShardId(s)).expect("text sets");
+        urns.extend(sets.get(ns).cloned().unwrap_or_default());
+    }
+    urns.sort();
+    urns
+}
+
+/// Resources a view applied while their namespace had no text config are indexed as soon as
+/// the config arrives, with no later change to them. A replica whose config shard lags behind
+/// its other shards (a restarted node replaying them in another order, as the simulator found
+/// with seed 640904021) applies them in that order; writing them before the config is the same
+/// case on one node. Before, the index of such a namespace stayed empty until each resource
+/// changed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_applied_before_their_text_config_are_indexed_when_it_arrives() {
+    let disk = MemoryDisk::new();
+    let (log, views) = open(&disk, 4, None).await;
+    let urns = |model: &str, ns: &str| -> Vec<String> {
+        let mut u: Vec<String> = (0..12)
+            .map(|i| format!("urn:themis:{model}:{ns}:r{i:02}"))
+            .collect();
+        u.sort();
+        u
+    };
+    let resources = |model: &str, ns: &str| -> Vec<themis_log::event::EventInput> {
+        urns(model, ns)
+            .iter()
+            .map(|urn| {
+                let data = json!({"name": "x", "text": format!("late arrival {urn}")});
+                event(urn, Op::Put, Some(data))
+            })
+            .collect()
+    };
+    let doc_config = |ns: &str| {
+        event(
+            &format!("urn:themis:document:_namespace:{ns}"),
+            Op::Put,
+            Some(json!({"text_fields": ["text"], "language": "en"})),
+        )
+    };
+    let row_config = |ns: &str| {
+        event(
+            &format!("urn:themis:relational:_namespace:{ns}"),
+            Op::Put,
+            Some(json!({"columns": [
+                {"name": "name", "type": "string"},
+                {"name": "text", "type": "string"}
+            ], "text_fields": ["text"], "language": "en"})),
+        )
+    };
+
+    // Written before the config, indexed when it arrives.
+    let mut token = append(&log, resources("document", "late")).await;
+    token.merge(&append(&log, resources("relational", "late")).await);
+    assert!(indexed(&views, "document", "late", &token).await.is_empty());
+    token.merge(&append(&log, vec![doc_config("late"), row_config("late")]).await);
+    assert_eq!(
+        indexed(&views, "document", "late", &token).await,
+        urns("document", "late")
+    );
+    assert_eq!(
+        indexed(&views, "relational", "late", &token).await,
+        urns("relational", "late")
+    );
+    let hits = search(&views, "late", "arrival", 20, &token).await;
+    assert_eq!(hits.len(), 12, "{hits:?}");
+
+    // The same across a restart between the resources and the config: the views open with
+    // resources whose namespace has no text config yet.
+    token.merge(&append(&log, resources("document", "later")).await);
+    wait_all(&views, &token).await;
+    views.shutdown().await.expect("shutdown");
+    log.shutdown().await;
+    drop(views);
+    drop(log);
+    let (log, views) = open(&disk, 4, None).await;
+    token.merge(&append(&log, vec![doc_config("later")]).await);
+    assert_eq!(
+        indexed(&views, "document", "later", &token).await,
+        urns("document", "later")
+    );
+    assert_eq!(
+        indexed(&views, "document", "late", &token).await,
+        urns("document", "late")
     );
     log.shutdown().await;
 }
