@@ -4,20 +4,42 @@
 //! patch of an absent or deleted resource applies to `{}`), `delete` removes it (a tombstone
 //! keeps the revision and position of the delete, so a read can say when it went away).
 //!
-//! Tables per shard: `doc/{shard}` (`rel/{shard}`): URN → JSON of [`Document`];
-//! `doc_changed/{shard}` (`rel_changed/{shard}`): namespace → LSN of the last entry that
-//! changed it (what query caches key on).
+//! Storage (`docs/design/columnar.md`, phase 2): an LSM of columnar runs per namespace.
+//! Applying an event writes the resource's state to the tail, row by row; when a namespace's
+//! tail holds [`StateView::flush_rows`] resources, they move, in the same transaction, into a
+//! new immutable run (sorted by id, cut into blocks of Arrow IPC with ZSTD, [`crate::runs`]);
+//! when the newest [`FAN_IN`] runs of a namespace are of one size class they are merged into
+//! one (the newest state of each id wins). The newest state of an id is the tail's, else that
+//! of the newest run holding it. Flushes and merges happen at points the log decides, so every
+//! replica and every rebuild holds the same bytes.
+//!
+//! Tables per shard (prefix `doc` or `rel`): `{p}/{shard}`: the tail, URN → JSON of
+//! [`Document`]; `{p}_tailn/{shard}`: namespace → resources in its tail (u64 LE);
+//! `{p}_runs/{shard}`: `{ns}\0{run}` → rows (u64 LE), where a run's name is the LSN and a
+//! counter of the apply that made it (20 hex digits, so names sort by age);
+//! `{p}_bix/{shard}`: `{ns}\0{run}\0{first id}` → the block's name (xxh3-128 of its bytes,
+//! 16 bytes LE), rows (u32 LE) and last id; `{p}_blk/{shard}`: same key → the block's bytes;
+//! `{p}_changed/{shard}`: namespace → LSN of the last entry that changed it (what query caches
+//! key on).
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use themis_log::event::Op;
 use themis_log::{CommittedEntry, Model, ShardId};
 
-use crate::{Result, View, all_json, digest_table, get_json, storage, table};
+use crate::runs::{self, Row};
+use crate::{Result, View, all_json, clear_tables, digest_tables, get_json, storage, table};
 
 /// The kind name.
 pub const KIND: &str = "document";
+
+/// Runs of one size class merged into one.
+pub const FAN_IN: usize = 4;
+
+/// Resources a namespace's tail holds before they move into a run (and rows per block), by
+/// default.
+pub const FLUSH_ROWS_DEFAULT: usize = 8192;
 
 /// One resource's materialized state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +63,7 @@ pub struct StateView {
     kind: &'static str,
     model: Model,
     prefix: &'static str,
+    flush_rows: usize,
 }
 
 /// The document view (`document`).
@@ -48,6 +71,7 @@ pub const DOCUMENTS: StateView = StateView {
     kind: KIND,
     model: Model::Document,
     prefix: "doc",
+    flush_rows: FLUSH_ROWS_DEFAULT,
 };
 
 /// The relational view (`relational`): one row per URN, stored as appended (see
@@ -56,6 +80,7 @@ pub const ROWS: StateView = StateView {
     kind: "relational",
     model: Model::Relational,
     prefix: "rel",
+    flush_rows: FLUSH_ROWS_DEFAULT,
 };
 
 /// One resource of a namespace, as [`StateView::namespace`] lists it.
@@ -67,10 +92,231 @@ pub struct Resource {
     pub state: Document,
 }
 
+/// The tables of one shard of a state view, in a read or a write transaction (`None`: never
+/// created).
+struct Tables<T> {
+    tail: Option<T>,
+    runs: Option<T>,
+    bix: Option<T>,
+    blk: Option<T>,
+}
+
+type WriteTables<'t> = Tables<Table<'t, &'static str, &'static [u8]>>;
+
+/// A run of a namespace: its name and rows.
+#[derive(Debug, Clone)]
+struct RunInfo {
+    name: String,
+    rows: u64,
+}
+
+fn u64_of(bytes: &[u8]) -> Result<u64> {
+    Ok(u64::from_le_bytes(
+        bytes
+            .try_into()
+            .map_err(|_| storage("a counter is not 8 bytes"))?,
+    ))
+}
+
+/// Where a run's key range of `ns` starts and ends.
+fn run_prefix(ns: &str) -> (String, String) {
+    (format!("{ns}\0"), format!("{ns}\u{1}"))
+}
+
+/// The runs of `ns`, oldest first.
+fn run_list<T: ReadableTable<&'static str, &'static [u8]>>(
+    runs: &T,
+    ns: &str,
+) -> Result<Vec<RunInfo>> {
+    let (from, to) = run_prefix(ns);
+    let mut out = Vec::new();
+    for item in runs.range(from.as_str()..to.as_str()).map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        out.push(RunInfo {
+            name: k.value()[from.len()..].to_owned(),
+            rows: u64_of(v.value())?,
+        });
+    }
+    Ok(out)
+}
+
+/// A block's entry in the block index: its name, rows and last id.
+struct BlockInfo {
+    key: String,
+    name: u128,
+    last: String,
+}
+
+fn block_info(key: &str, value: &[u8]) -> Result<BlockInfo> {
+    if value.len() < 20 {
+        return Err(storage("a block index entry is shorter than 20 bytes"));
+    }
+    Ok(BlockInfo {
+        key: key.to_owned(),
+        name: u128::from_le_bytes(value[..16].try_into().expect("16 bytes")),
+        last: String::from_utf8(value[20..].to_vec()).map_err(storage)?,
+    })
+}
+
+/// The blocks of run `run` of `ns`, in id order.
+fn blocks_of<T: ReadableTable<&'static str, &'static [u8]>>(
+    bix: &T,
+    ns: &str,
+    run: &str,
+) -> Result<Vec<BlockInfo>> {
+    let from = format!("{ns}\0{run}\0");
+    let to = format!("{ns}\0{run}\u{1}");
+    let mut out = Vec::new();
+    for item in bix.range(from.as_str()..to.as_str()).map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        out.push(block_info(k.value(), v.value())?);
+    }
+    Ok(out)
+}
+
+/// Reads a block (through the cache when `keep`).
+fn read_block<T: ReadableTable<&'static str, &'static [u8]>>(
+    blk: &T,
+    info: &BlockInfo,
+    keep: bool,
+) -> Result<std::sync::Arc<runs::Block>> {
+    runs::block(info.name, keep, || {
+        Ok(blk
+            .get(info.key.as_str())
+            .map_err(storage)?
+            .ok_or_else(|| storage(format!("block {:?} is missing", info.key)))?
+            .value()
+            .to_vec())
+    })
+}
+
+/// Every row of run `run` of `ns`, in id order (decoded without filling the cache).
+fn run_rows<T: ReadableTable<&'static str, &'static [u8]>>(
+    bix: &T,
+    blk: &T,
+    ns: &str,
+    run: &str,
+) -> Result<Vec<Row>> {
+    let mut out = Vec::new();
+    for info in blocks_of(bix, ns, run)? {
+        let block = read_block(blk, &info, false)?;
+        out.extend((0..block.len()).map(|i| block.row(i)));
+    }
+    Ok(out)
+}
+
+impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
+    /// The newest state of `id` of `ns` held by a run.
+    fn in_runs(&self, ns: &str, id: &str) -> Result<Option<Document>> {
+        let (Some(runs), Some(bix), Some(blk)) = (&self.runs, &self.bix, &self.blk) else {
+            return Ok(None);
+        };
+        for run in run_list(runs, ns)?.iter().rev() {
+            let from = format!("{ns}\0{}\0", run.name);
+            let upto = format!("{from}{id}");
+            let Some(item) = bix
+                .range(from.as_str()..=upto.as_str())
+                .map_err(storage)?
+                .next_back()
+            else {
+                continue;
+            };
+            let (k, v) = item.map_err(storage)?;
+            let info = block_info(k.value(), v.value())?;
+            if id > info.last.as_str() {
+                continue;
+            }
+            let block = read_block(blk, &info, true)?;
+            if let Some(i) = block.find(id) {
+                return block.document(i).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The state of `urn` (tail first, then the runs, newest first).
+    fn lookup(&self, view: &StateView, urn: &str) -> Result<Option<Document>> {
+        if let Some(tail) = &self.tail
+            && let Some(v) = tail.get(urn).map_err(storage)?
+        {
+            return serde_json::from_slice(v.value()).map(Some).map_err(storage);
+        }
+        let Some((ns, id)) = view.split(urn) else {
+            return Ok(None);
+        };
+        self.in_runs(ns, id)
+    }
+
+    /// Every resource of `ns`, tombstones included, in id order: the newest state of each.
+    fn namespace(&self, view: &StateView, ns: &str) -> Result<Vec<(String, Document)>> {
+        let mut sources = Vec::new();
+        if let (Some(runs), Some(bix), Some(blk)) = (&self.runs, &self.bix, &self.blk) {
+            for run in run_list(runs, ns)? {
+                sources.push(run_rows(bix, blk, ns, &run.name)?);
+            }
+        }
+        let mut tail_rows = Vec::new();
+        if let Some(tail) = &self.tail {
+            let prefix = view.urn_prefix(ns);
+            for item in tail.range(prefix.as_str()..).map_err(storage)? {
+                let (k, v) = item.map_err(storage)?;
+                let Some(id) = k.value().strip_prefix(prefix.as_str()) else {
+                    break;
+                };
+                let doc: Document = serde_json::from_slice(v.value()).map_err(storage)?;
+                tail_rows.push((id.to_owned(), doc));
+            }
+        }
+        if sources.is_empty() {
+            return Ok(tail_rows);
+        }
+        let mut tail_as_rows = Vec::with_capacity(tail_rows.len());
+        for (id, doc) in &tail_rows {
+            tail_as_rows.push(Row::of(id.clone(), doc)?);
+        }
+        sources.push(tail_as_rows);
+        let merged = runs::merge(sources);
+        let mut tail_docs = tail_rows.into_iter().peekable();
+        let mut out = Vec::with_capacity(merged.len());
+        for row in merged {
+            // Tail states are taken as they were read, not parsed again.
+            if tail_docs.peek().is_some_and(|(id, _)| *id < row.id) {
+                tail_docs.next();
+            }
+            let doc = match tail_docs.peek() {
+                Some((id, _)) if *id == row.id => tail_docs.next().expect("peeked").1,
+                _ => Document {
+                    data: serde_json::from_str(&row.data).map_err(storage)?,
+                    revision: row.revision,
+                    lsn: row.lsn,
+                    updated_ms: row.updated_ms,
+                    deleted: row.deleted,
+                },
+            };
+            out.push((row.id, doc));
+        }
+        Ok(out)
+    }
+}
+
 impl StateView {
     /// Its kind name.
     pub fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    /// This view with `rows` as its flush size (resources a namespace's tail holds before they
+    /// move into a run, and rows per block; at least 1).
+    pub const fn with_flush_rows(self, rows: usize) -> StateView {
+        StateView {
+            flush_rows: if rows == 0 { 1 } else { rows },
+            ..self
+        }
+    }
+
+    /// Resources a namespace's tail holds before they move into a run.
+    pub fn flush_rows(&self) -> usize {
+        self.flush_rows
     }
 
     fn table_name(&self, shard: ShardId) -> String {
@@ -82,9 +328,64 @@ impl StateView {
         format!("{}_changed/{}", self.prefix, shard.0)
     }
 
+    fn sub_name(&self, what: &str, shard: ShardId) -> String {
+        format!("{}_{what}/{}", self.prefix, shard.0)
+    }
+
+    /// Every table of `shard` (what `clear` deletes and `digest` hashes, the last one aside).
+    fn names(&self, shard: ShardId) -> Vec<String> {
+        vec![
+            self.table_name(shard),
+            self.sub_name("tailn", shard),
+            self.sub_name("runs", shard),
+            self.sub_name("bix", shard),
+            self.sub_name("blk", shard),
+            self.changes_name(shard),
+        ]
+    }
+
+    fn urn_prefix(&self, ns: &str) -> String {
+        format!("urn:themis:{}:{ns}:", self.model)
+    }
+
+    /// A URN of this view's model as (namespace, id).
+    fn split<'u>(&self, urn: &'u str) -> Option<(&'u str, &'u str)> {
+        urn.strip_prefix("urn:themis:")?
+            .strip_prefix(self.model.as_str())?
+            .strip_prefix(':')?
+            .split_once(':')
+    }
+
     /// The model whose resources it holds.
     pub fn model(&self) -> Model {
         self.model
+    }
+
+    fn read_tables(
+        &self,
+        tx: &ReadTransaction,
+        shard: ShardId,
+    ) -> Result<Tables<redb::ReadOnlyTable<&'static str, &'static [u8]>>> {
+        Ok(Tables {
+            tail: crate::read_table(tx, &self.table_name(shard))?,
+            runs: crate::read_table(tx, &self.sub_name("runs", shard))?,
+            bix: crate::read_table(tx, &self.sub_name("bix", shard))?,
+            blk: crate::read_table(tx, &self.sub_name("blk", shard))?,
+        })
+    }
+
+    fn write_tables<'t>(
+        &self,
+        tx: &'t WriteTransaction,
+        shard: ShardId,
+    ) -> Result<WriteTables<'t>> {
+        let open = |name: String| tx.open_table(table(&name)).map(Some).map_err(storage);
+        Ok(Tables {
+            tail: open(self.table_name(shard))?,
+            runs: open(self.sub_name("runs", shard))?,
+            bix: open(self.sub_name("bix", shard))?,
+            blk: open(self.sub_name("blk", shard))?,
+        })
     }
 
     /// `urn`'s state in `shard` inside a write transaction (what `apply` just wrote).
@@ -94,14 +395,7 @@ impl StateView {
         shard: ShardId,
         urn: &str,
     ) -> Result<Option<Document>> {
-        let t = tx
-            .open_table(table(&self.table_name(shard)))
-            .map_err(storage)?;
-        let found = t.get(urn).map_err(storage)?;
-        found
-            .map(|v| serde_json::from_slice(v.value()))
-            .transpose()
-            .map_err(storage)
+        self.write_tables(tx, shard)?.lookup(self, urn)
     }
 
     /// Every resource of `namespace` in `shard` (URN, state; tombstones included) inside a
@@ -112,32 +406,35 @@ impl StateView {
         shard: ShardId,
         namespace: &str,
     ) -> Result<Vec<(String, Document)>> {
-        let t = tx
-            .open_table(table(&self.table_name(shard)))
-            .map_err(storage)?;
-        let prefix = format!("urn:themis:{}:{namespace}:", self.model);
-        let mut out = Vec::new();
-        for item in t.range(prefix.as_str()..).map_err(storage)? {
-            let (k, v) = item.map_err(storage)?;
-            if !k.value().starts_with(&prefix) {
-                break;
-            }
-            out.push((
-                k.value().to_owned(),
-                serde_json::from_slice(v.value()).map_err(storage)?,
-            ));
-        }
-        Ok(out)
+        let prefix = self.urn_prefix(namespace);
+        Ok(self
+            .write_tables(tx, shard)?
+            .namespace(self, namespace)?
+            .into_iter()
+            .map(|(id, doc)| (format!("{prefix}{id}"), doc))
+            .collect())
     }
 
     /// `urn`'s state in `shard` (`None`: never written).
     pub fn get(&self, tx: &ReadTransaction, shard: ShardId, urn: &str) -> Result<Option<Document>> {
-        get_json(tx, &self.table_name(shard), urn)
+        self.read_tables(tx, shard)?.lookup(self, urn)
     }
 
     /// Every resource state of `shard`, in URN order.
     pub fn all(&self, tx: &ReadTransaction, shard: ShardId) -> Result<Vec<(String, Document)>> {
-        all_json(tx, &self.table_name(shard))
+        let tables = self.read_tables(tx, shard)?;
+        let mut out = Vec::new();
+        for ns in self.namespaces(tx, shard)? {
+            let prefix = self.urn_prefix(&ns);
+            out.extend(
+                tables
+                    .namespace(self, &ns)?
+                    .into_iter()
+                    .map(|(id, doc)| (format!("{prefix}{id}"), doc)),
+            );
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// Every resource of `namespace` in `shard`, tombstones included, in id order.
@@ -147,22 +444,12 @@ impl StateView {
         shard: ShardId,
         namespace: &str,
     ) -> Result<Vec<Resource>> {
-        let Some(t) = crate::read_table(tx, &self.table_name(shard))? else {
-            return Ok(Vec::new());
-        };
-        let prefix = format!("urn:themis:{}:{namespace}:", self.model);
-        let mut out = Vec::new();
-        for item in t.range(prefix.as_str()..).map_err(storage)? {
-            let (k, v) = item.map_err(storage)?;
-            let Some(id) = k.value().strip_prefix(prefix.as_str()) else {
-                break;
-            };
-            out.push(Resource {
-                id: id.to_owned(),
-                state: serde_json::from_slice(v.value()).map_err(storage)?,
-            });
-        }
-        Ok(out)
+        Ok(self
+            .read_tables(tx, shard)?
+            .namespace(self, namespace)?
+            .into_iter()
+            .map(|(id, state)| Resource { id, state })
+            .collect())
     }
 
     /// The LSN of the last entry that changed a resource of `namespace` in `shard` (`None`:
@@ -183,6 +470,167 @@ impl StateView {
             .map(|(ns, _)| ns)
             .collect())
     }
+
+    /// How `shard`'s resources are stored: per namespace its tail rows and runs (rows each,
+    /// oldest first).
+    pub fn layout(&self, tx: &ReadTransaction, shard: ShardId) -> Result<Vec<NamespaceLayout>> {
+        let tables = self.read_tables(tx, shard)?;
+        let tailn = crate::read_table(tx, &self.sub_name("tailn", shard))?;
+        let mut out = Vec::new();
+        for namespace in self.namespaces(tx, shard)? {
+            let tail = match &tailn {
+                Some(t) => t
+                    .get(namespace.as_str())
+                    .map_err(storage)?
+                    .map(|v| u64_of(v.value()))
+                    .transpose()?
+                    .unwrap_or(0),
+                None => 0,
+            };
+            let runs = match &tables.runs {
+                Some(r) => run_list(r, &namespace)?
+                    .into_iter()
+                    .map(|r| r.rows)
+                    .collect(),
+                None => Vec::new(),
+            };
+            out.push(NamespaceLayout {
+                namespace,
+                tail,
+                runs,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Moves the tail of `ns` into a new run, then merges runs while the newest [`FAN_IN`] are
+    /// of one size class. `made` counts the runs this apply made (their names).
+    fn flush(&self, t: &mut WriteTables<'_>, ns: &str, lsn: u64, made: &mut u32) -> Result<()> {
+        let tail = t.tail.as_mut().expect("open for writing");
+        let prefix = self.urn_prefix(ns);
+        let mut rows = Vec::new();
+        for item in tail.range(prefix.as_str()..).map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            let Some(id) = k.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            let doc: Document = serde_json::from_slice(v.value()).map_err(storage)?;
+            rows.push(Row::of(id.to_owned(), &doc)?);
+        }
+        for row in &rows {
+            tail.remove(format!("{prefix}{}", row.id).as_str())
+                .map_err(storage)?;
+        }
+        self.write_run(t, ns, lsn, made, &rows)?;
+        loop {
+            let runs = run_list(t.runs.as_ref().expect("open"), ns)?;
+            if runs.len() < FAN_IN {
+                return Ok(());
+            }
+            let newest = &runs[runs.len() - FAN_IN..];
+            let class = self.size_class(newest[0].rows);
+            if newest.iter().any(|r| self.size_class(r.rows) != class) {
+                return Ok(());
+            }
+            let mut sources = Vec::with_capacity(FAN_IN);
+            for run in newest {
+                sources.push(run_rows(
+                    t.bix.as_ref().expect("open"),
+                    t.blk.as_ref().expect("open"),
+                    ns,
+                    &run.name,
+                )?);
+            }
+            let merged = runs::merge(sources);
+            for run in newest {
+                self.delete_run(t, ns, &run.name)?;
+            }
+            self.write_run(t, ns, lsn, made, &merged)?;
+        }
+    }
+
+    /// The size class of a run of `rows` rows: 0 below `flush_rows × FAN_IN`, then one more
+    /// per factor of [`FAN_IN`].
+    fn size_class(&self, rows: u64) -> u32 {
+        let mut class = 0;
+        let mut bound = (self.flush_rows as u64).saturating_mul(FAN_IN as u64);
+        while rows >= bound {
+            class += 1;
+            bound = bound.saturating_mul(FAN_IN as u64);
+        }
+        class
+    }
+
+    fn write_run(
+        &self,
+        t: &mut WriteTables<'_>,
+        ns: &str,
+        lsn: u64,
+        made: &mut u32,
+        rows: &[Row],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let run = format!("{lsn:016x}{:04x}", *made);
+        *made += 1;
+        let (bix, blk) = (t.bix.as_mut().expect("open"), t.blk.as_mut().expect("open"));
+        for block in rows.chunks(self.flush_rows) {
+            let bytes = runs::encode(block)?;
+            let first = &block[0].id;
+            let last = &block[block.len() - 1].id;
+            let key = format!("{ns}\0{run}\0{first}");
+            let mut info = Vec::with_capacity(20 + last.len());
+            info.extend_from_slice(&runs::name_of(&bytes).to_le_bytes());
+            info.extend_from_slice(&u32::try_from(block.len()).map_err(storage)?.to_le_bytes());
+            info.extend_from_slice(last.as_bytes());
+            bix.insert(key.as_str(), info.as_slice()).map_err(storage)?;
+            blk.insert(key.as_str(), bytes.as_slice())
+                .map_err(storage)?;
+        }
+        t.runs
+            .as_mut()
+            .expect("open")
+            .insert(
+                format!("{ns}\0{run}").as_str(),
+                (rows.len() as u64).to_le_bytes().as_slice(),
+            )
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn delete_run(&self, t: &mut WriteTables<'_>, ns: &str, run: &str) -> Result<()> {
+        let blocks = blocks_of(t.bix.as_ref().expect("open"), ns, run)?;
+        for info in blocks {
+            t.bix
+                .as_mut()
+                .expect("open")
+                .remove(info.key.as_str())
+                .map_err(storage)?;
+            t.blk
+                .as_mut()
+                .expect("open")
+                .remove(info.key.as_str())
+                .map_err(storage)?;
+        }
+        t.runs
+            .as_mut()
+            .expect("open")
+            .remove(format!("{ns}\0{run}").as_str())
+            .map_err(storage)?;
+        Ok(())
+    }
+}
+
+/// How one namespace of a shard is stored ([`StateView::layout`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceLayout {
+    /// The namespace.
+    pub namespace: String,
+    /// Resources in its tail.
+    pub tail: u64,
+    /// Rows of each run, oldest first.
+    pub runs: Vec<u64>,
 }
 
 /// An event's `data` as JSON (`{}` when it has none).
@@ -221,12 +669,16 @@ impl View for StateView {
     }
 
     fn apply(&self, tx: &WriteTransaction, shard: ShardId, entry: &CommittedEntry) -> Result<()> {
-        let name = self.table_name(shard);
-        let changes_name = self.changes_name(shard);
-        let mut docs = tx.open_table(table(&name)).map_err(storage)?;
-        let mut changes = tx.open_table(table(&changes_name)).map_err(storage)?;
+        let mut t = self.write_tables(tx, shard)?;
+        let mut changes = tx
+            .open_table(table(&self.changes_name(shard)))
+            .map_err(storage)?;
+        let mut tailn = tx
+            .open_table(table(&self.sub_name("tailn", shard)))
+            .map_err(storage)?;
         let lsn = serde_json::to_vec(&entry.lsn.0).map_err(storage)?;
-        let mut touched = std::collections::BTreeSet::new();
+        // Per namespace touched: resources added to its tail.
+        let mut touched: std::collections::BTreeMap<&str, u64> = Default::default();
         for e in &entry.events {
             let event = &e.event;
             if event.urn.model() != self.model {
@@ -238,13 +690,7 @@ impl View for StateView {
                 Op::Put => (data()?, false),
                 Op::Patch => {
                     // Only a patch needs the previous state.
-                    let previous: Option<Document> = docs
-                        .get(key)
-                        .map_err(storage)?
-                        .map(|v| serde_json::from_slice(v.value()))
-                        .transpose()
-                        .map_err(storage)?;
-                    let mut state = match previous {
+                    let mut state = match t.lookup(self, key)? {
                         Some(d) if !d.deleted => d.data,
                         _ => Value::Object(serde_json::Map::new()),
                     };
@@ -263,25 +709,45 @@ impl View for StateView {
                 deleted,
             };
             let bytes = serde_json::to_vec(&doc).map_err(storage)?;
-            docs.insert(key, bytes.as_slice()).map_err(storage)?;
-            touched.insert(event.urn.namespace());
+            let added = t
+                .tail
+                .as_mut()
+                .expect("open for writing")
+                .insert(key, bytes.as_slice())
+                .map_err(storage)?
+                .is_none();
+            *touched.entry(event.urn.namespace()).or_default() += u64::from(added);
         }
-        for ns in touched {
+        let mut made = 0;
+        for (ns, added) in touched {
             changes.insert(ns, lsn.as_slice()).map_err(storage)?;
+            let held = tailn
+                .get(ns)
+                .map_err(storage)?
+                .map(|v| u64_of(v.value()))
+                .transpose()?
+                .unwrap_or(0)
+                + added;
+            if held >= self.flush_rows as u64 {
+                self.flush(&mut t, ns, entry.lsn.0, &mut made)?;
+                tailn.remove(ns).map_err(storage)?;
+            } else if added > 0 {
+                tailn
+                    .insert(ns, held.to_le_bytes().as_slice())
+                    .map_err(storage)?;
+            }
         }
         Ok(())
     }
 
     fn clear(&self, tx: &WriteTransaction, shard: ShardId) -> Result<()> {
-        tx.delete_table(table(&self.table_name(shard)))
-            .map_err(storage)?;
-        tx.delete_table(table(&self.changes_name(shard)))
-            .map_err(storage)?;
-        Ok(())
+        clear_tables(tx, &self.names(shard))
     }
 
     fn digest(&self, tx: &ReadTransaction, shard: ShardId) -> Result<u64> {
-        digest_table(tx, &self.table_name(shard))
+        let mut names = self.names(shard);
+        names.pop(); // the change LSNs are not state
+        digest_tables(tx, &names)
     }
 }
 

@@ -20,6 +20,7 @@ pub mod fulltext;
 pub mod graph;
 pub mod namespaces;
 pub mod rejections;
+pub mod runs;
 pub mod timeseries;
 pub mod vector;
 
@@ -278,6 +279,10 @@ pub struct MaterializerConfig {
     /// Where views keep files besides the database (vector index dumps); `None`: in memory
     /// only (they are rebuilt from the views database at start).
     pub index_dir: Option<std::path::PathBuf>,
+    /// Resources a namespace's tail in a state view holds before they move into a columnar
+    /// run (and rows per block): [`document::FLUSH_ROWS_DEFAULT`]. Every replica of a shard
+    /// must use the same value for their views to hold the same bytes (digests compare them).
+    pub state_flush_rows: usize,
 }
 
 impl Default for MaterializerConfig {
@@ -287,6 +292,7 @@ impl Default for MaterializerConfig {
             durable_every: Duration::from_secs(1),
             reconcile_every: Duration::from_millis(500),
             index_dir: None,
+            state_flush_rows: document::FLUSH_ROWS_DEFAULT,
         }
     }
 }
@@ -421,11 +427,11 @@ impl Materializer {
         let placement = log.ring().clone();
         let views: Vec<Arc<dyn View>> = vec![
             Arc::new(fulltext::TextIndexed {
-                state: document::DOCUMENTS,
+                state: document::DOCUMENTS.with_flush_rows(config.state_flush_rows),
                 text: text.clone(),
             }),
             Arc::new(fulltext::TextIndexed {
-                state: document::ROWS,
+                state: document::ROWS.with_flush_rows(config.state_flush_rows),
                 text: text.clone(),
             }),
             Arc::new(namespaces::NamespacesView),

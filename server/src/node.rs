@@ -185,12 +185,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
+    themis_materializers::runs::set_cache_bytes(args.view_cache_bytes);
     let views = Materializer::start(
         log.clone(),
         &disk,
         clock.clone(),
         MaterializerConfig {
             index_dir: Some(args.data_dir.join("indexes")),
+            state_flush_rows: args.state_flush_rows,
             ..Default::default()
         },
     )

@@ -171,7 +171,12 @@ impl SimCluster {
             log.clone(),
             &machine.disk,
             Arc::new(machine.clock.clone()),
-            MaterializerConfig::default(),
+            // Small columnar runs, so runs are flushed and merged within a short simulation
+            // (the checker compares every replica's state views with a fold of the log).
+            MaterializerConfig {
+                state_flush_rows: 4,
+                ..MaterializerConfig::default()
+            },
         )
         .await
         .map_err(|e| themis_log::Error::Storage(format!("views of node {id}: {e}")))?;

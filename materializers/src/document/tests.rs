@@ -56,3 +56,240 @@ fn merge_patch_follows_rfc_7396() {
         assert_eq!(t, expected, "{target} patched with {patch}");
     }
 }
+
+mod runs {
+    //! The columnar runs hold exactly what the tail alone would: a view that flushes every
+    //! few resources (and merges) against one that never flushes, and a reference fold.
+
+    use std::collections::BTreeMap;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use redb::{Database, ReadableDatabase};
+    use serde_json::{Value, json};
+    use themis_log::event::Op;
+    use themis_log::{CommittedEntry, CommittedEvent, Event, Lsn, ShardId, Urn};
+
+    use crate::View;
+    use crate::document::{DOCUMENTS, Document, ROWS, StateView, merge_patch};
+
+    fn db() -> Database {
+        Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("in-memory database")
+    }
+
+    fn event(urn: &str, op: Op, data: Option<Value>) -> Event {
+        Event {
+            id: themis_log::EventId::nil(),
+            urn: Urn::parse(urn).expect("urn"),
+            event_type: "t".into(),
+            op,
+            data: data
+                .map(|d| serde_json::value::RawValue::from_string(d.to_string()).expect("raw")),
+            vector: None,
+            to: None,
+            label: None,
+            points: None,
+            metadata: None,
+        }
+    }
+
+    const SHARD: ShardId = ShardId(0);
+
+    fn apply(db: &Database, view: &StateView, entry: &CommittedEntry) {
+        let tx = db.begin_write().expect("write");
+        view.apply(&tx, SHARD, entry).expect("apply");
+        tx.commit().expect("commit");
+    }
+
+    /// A reference fold of the events: URN → state.
+    fn fold(model: &mut BTreeMap<String, Document>, lsn: u64, ts: u64, e: &CommittedEvent) {
+        let data = e
+            .event
+            .data
+            .as_ref()
+            .map(|d| serde_json::from_str(d.get()).expect("json"))
+            .unwrap_or(json!({}));
+        let urn = e.event.urn.as_str().to_owned();
+        let (data, deleted) = match e.event.op {
+            Op::Put => (data, false),
+            Op::Patch => {
+                let mut state = match model.get(&urn) {
+                    Some(d) if !d.deleted => d.data.clone(),
+                    _ => json!({}),
+                };
+                merge_patch(&mut state, &data);
+                (state, false)
+            }
+            _ => (Value::Null, true),
+        };
+        model.insert(
+            urn,
+            Document {
+                data,
+                revision: e.revision,
+                lsn,
+                updated_ms: ts,
+                deleted,
+            },
+        );
+    }
+
+    fn check_equal(seed: u64, step: u64, a: (&Database, &StateView), b: (&Database, &StateView)) {
+        let (ta, tb) = (
+            a.0.begin_read().expect("read"),
+            b.0.begin_read().expect("read"),
+        );
+        let all_a = a.1.all(&ta, SHARD).expect("all");
+        assert_eq!(
+            all_a,
+            b.1.all(&tb, SHARD).expect("all"),
+            "seed {seed} step {step}"
+        );
+        for ns in ["a", "b", "c"] {
+            assert_eq!(
+                a.1.namespace(&ta, SHARD, ns).expect("namespace"),
+                b.1.namespace(&tb, SHARD, ns).expect("namespace"),
+                "seed {seed} step {step} namespace {ns}"
+            );
+        }
+        for (urn, doc) in &all_a {
+            assert_eq!(
+                a.1.get(&ta, SHARD, urn).expect("get").as_ref(),
+                Some(doc),
+                "seed {seed} step {step} {urn}"
+            );
+        }
+        assert_eq!(
+            a.1.get(&ta, SHARD, &format!("urn:themis:{}:a:never", a.1.model()))
+                .expect("get"),
+            None
+        );
+    }
+
+    fn interleavings(base: StateView) {
+        let seeds: u64 = std::env::var("THEMIS_RUNS_SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(12);
+        let mut merged_runs = 0;
+        for seed in 0..seeds {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let flush = rng.gen_range(1..6);
+            let small = base.with_flush_rows(flush);
+            let whole = base.with_flush_rows(usize::MAX);
+            let (db_small, db_whole) = (db(), db());
+            let mut model = BTreeMap::new();
+            let mut revisions: BTreeMap<String, u64> = BTreeMap::new();
+            for step in 1..=300u64 {
+                let ts = 1_700_000_000_000 + step;
+                let mut events = Vec::new();
+                for index in 0..rng.gen_range(1..4) {
+                    let ns = ["a", "b", "c"][rng.gen_range(0..3)];
+                    let urn = format!("urn:themis:{}:{ns}:x{}", base.model(), rng.gen_range(0..40));
+                    let (op, data) = match rng.gen_range(0..10) {
+                        0..5 => (Op::Put, Some(json!({"v": rng.gen_range(0..100), "s": "é"}))),
+                        5..8 => (Op::Patch, Some(json!({"p": step, "v": null}))),
+                        _ => (Op::Delete, None),
+                    };
+                    let revision = revisions.entry(urn.clone()).or_default();
+                    *revision += 1;
+                    events.push(CommittedEvent {
+                        event: event(&urn, op, data),
+                        revision: *revision,
+                        index,
+                    });
+                }
+                let entry = CommittedEntry {
+                    lsn: Lsn(step),
+                    ts_ms: ts,
+                    events,
+                };
+                for e in &entry.events {
+                    fold(&mut model, step, ts, e);
+                }
+                apply(&db_small, &small, &entry);
+                apply(&db_whole, &whole, &entry);
+                if step % 25 == 0 || step == 300 {
+                    check_equal(seed, step, (&db_small, &small), (&db_whole, &whole));
+                    let tx = db_whole.begin_read().expect("read");
+                    let all: BTreeMap<String, Document> =
+                        whole.all(&tx, SHARD).expect("all").into_iter().collect();
+                    assert_eq!(all, model, "seed {seed} step {step}: the fold");
+                }
+            }
+            // Inside a write transaction, as the fulltext view reads them.
+            let tx = db_small.begin_write().expect("write");
+            for ns in ["a", "b", "c"] {
+                for (urn, doc) in small.namespace_in_write(&tx, SHARD, ns).expect("ns") {
+                    assert_eq!(model.get(&urn), Some(&doc));
+                    assert_eq!(
+                        small.get_in_write(&tx, SHARD, &urn).expect("get"),
+                        Some(doc)
+                    );
+                }
+            }
+            drop(tx);
+            let tx = db_small.begin_read().expect("read");
+            for layout in small.layout(&tx, SHARD).expect("layout") {
+                assert!(layout.tail < flush as u64, "seed {seed}: {layout:?}");
+                assert!(
+                    layout.runs.len() <= super::super::FAN_IN * 4,
+                    "seed {seed}: {layout:?}"
+                );
+                merged_runs += layout.runs.iter().filter(|&&r| r > flush as u64).count();
+            }
+            // The same entries make the same bytes (a replica, a rebuild).
+            let tx_whole = db_whole.begin_read().expect("read");
+            assert_ne!(
+                small.digest(&tx, SHARD).expect("digest"),
+                whole.digest(&tx_whole, SHARD).expect("digest"),
+                "seed {seed}: runs are stored, not the tail"
+            );
+        }
+        assert!(merged_runs > 0, "some runs were merges");
+    }
+
+    #[test]
+    fn documents_in_runs_equal_documents_in_the_tail() {
+        interleavings(DOCUMENTS);
+    }
+
+    #[test]
+    fn rows_in_runs_equal_rows_in_the_tail() {
+        interleavings(ROWS);
+    }
+
+    #[test]
+    fn replaying_the_same_entries_makes_the_same_bytes() {
+        let view = ROWS.with_flush_rows(3);
+        let (one, two) = (db(), db());
+        for step in 1..=200u64 {
+            let urn = format!("urn:themis:relational:t:{}", step * 7 % 50);
+            let entry = CommittedEntry {
+                lsn: Lsn(step),
+                ts_ms: step,
+                events: vec![CommittedEvent {
+                    event: event(&urn, Op::Put, Some(json!({"n": step}))),
+                    revision: step,
+                    index: 0,
+                }],
+            };
+            apply(&one, &view, &entry);
+            apply(&two, &view, &entry);
+        }
+        let digest = |db: &Database| {
+            view.digest(&db.begin_read().expect("read"), SHARD)
+                .expect("digest")
+        };
+        assert_eq!(digest(&one), digest(&two));
+        // Cleared, the view holds nothing.
+        let tx = one.begin_write().expect("write");
+        view.clear(&tx, SHARD).expect("clear");
+        tx.commit().expect("commit");
+        let tx = one.begin_read().expect("read");
+        assert!(view.all(&tx, SHARD).expect("all").is_empty());
+        assert!(view.layout(&tx, SHARD).expect("layout").is_empty());
+    }
+}

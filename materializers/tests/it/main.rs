@@ -107,6 +107,8 @@ pub(crate) async fn open_with(
         Arc::new(SystemClock::new()),
         MaterializerConfig {
             index_dir: dir.map(|d| d.to_path_buf()),
+            // Small runs, so every test of the state views goes through flushes and merges.
+            state_flush_rows: 8,
             ..Default::default()
         },
     )

@@ -53,6 +53,13 @@ impl Server {
     /// that execs it) and waits as [`Server::start`] does; on failure returns its stderr.
     pub fn try_start_command(mut command: Command, listen: &str) -> Result<Server, String> {
         let listen = listen.to_owned();
+        // Small columnar runs, so the tests' state views flush and merge runs.
+        if !command
+            .get_envs()
+            .any(|(k, _)| k == "THEMIS_STATE_FLUSH_ROWS")
+        {
+            command.env("THEMIS_STATE_FLUSH_ROWS", "16");
+        }
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
