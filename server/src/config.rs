@@ -115,8 +115,8 @@ pub struct ServeArgs {
     /// Resources of one namespace the document and relational views keep row by row before
     /// moving them into a compressed columnar run (and rows per block of a run). Every node of
     /// a cluster must use the same value (replicas compare their views' digests).
-    #[arg(long, env = "THEMIS_STATE_FLUSH_ROWS", default_value_t = themis_materializers::document::FLUSH_ROWS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
-    pub state_flush_rows: usize,
+    #[arg(long, env = "THEMIS_STATE_FLUSH_ROWS", default_value_t = themis_materializers::document::FLUSH_ROWS_DEFAULT as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub state_flush_rows: u32,
     /// Bytes of decoded columnar blocks kept in memory for point reads and patches (least
     /// recently used first out).
     #[arg(long, env = "THEMIS_VIEW_CACHE_BYTES", default_value_t = themis_materializers::runs::CACHE_BYTES_DEFAULT)]

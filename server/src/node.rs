@@ -192,7 +192,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         clock.clone(),
         MaterializerConfig {
             index_dir: Some(args.data_dir.join("indexes")),
-            state_flush_rows: args.state_flush_rows,
+            state_flush_rows: args.state_flush_rows as usize,
             ..Default::default()
         },
     )
