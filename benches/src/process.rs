@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 #[derive(Debug)]
 pub struct Guard {
     child: Child,
-    _dir: tempfile::TempDir,
+    /// Its data directory (removed when dropped; `None` once handed to a restart).
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Guard {
@@ -27,6 +28,54 @@ impl Guard {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The child's data directory.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(tempfile::TempDir::path)
+    }
+
+    /// Stops the child as an operator would (SIGTERM, then waits up to 120 s for it to exit;
+    /// SIGKILL after that).
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", self.child.id());
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        bail!("the process did not exit within 120 s of SIGTERM")
+    }
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`; Linux).
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Bytes of the files under `path` (recursively).
+pub fn tree_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return std::fs::metadata(path).map_or(0, |m| m.len());
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
 
 /// CPU time (user + system) that process `pid` has used so far, from `/proc/<pid>/stat`
@@ -97,7 +146,33 @@ pub fn start_themis(
     shards: u32,
     cpus: Option<&str>,
 ) -> anyhow::Result<(Guard, String)> {
-    let dir = tempfile::tempdir_in(parent)?;
+    start_themis_in(binary, tempfile::tempdir_in(parent)?, shards, cpus)
+}
+
+/// Starts `themis serve` again on the data directory of `stopped` (see [`Guard::stop`]);
+/// returns its new base URL.
+pub fn restart_themis(
+    binary: &Path,
+    stopped: Guard,
+    shards: u32,
+    cpus: Option<&str>,
+) -> anyhow::Result<(Guard, String)> {
+    let mut stopped = stopped;
+    let dir = stopped
+        .dir
+        .take()
+        .context("the stopped process has no data directory")?;
+    // Its child was reaped by `stop`: dropping the guard signals nothing.
+    drop(stopped);
+    start_themis_in(binary, dir, shards, cpus)
+}
+
+fn start_themis_in(
+    binary: &Path,
+    dir: tempfile::TempDir,
+    shards: u32,
+    cpus: Option<&str>,
+) -> anyhow::Result<(Guard, String)> {
     let listen = format!("127.0.0.1:{}", free_port()?);
     let mut child = pinned(binary, cpus)
         .args([
@@ -125,7 +200,13 @@ pub fn start_themis(
             None => bail!("themis exited before listening"),
         }
     }
-    Ok((Guard { child, _dir: dir }, format!("http://{listen}")))
+    Ok((
+        Guard {
+            child,
+            dir: Some(dir),
+        },
+        format!("http://{listen}"),
+    ))
 }
 
 /// Starts a single-node etcd (Debian `etcd-server`) in a temporary directory under `parent`;
@@ -173,7 +254,10 @@ pub fn start_etcd_cluster(
             .stderr(Stdio::null())
             .spawn()
             .context("cannot start etcd (install Debian etcd-server)")?;
-        guards.push(Guard { child, _dir: dir });
+        guards.push(Guard {
+            child,
+            dir: Some(dir),
+        });
         endpoints.push(format!("127.0.0.1:{client}"));
     }
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -32,7 +32,9 @@ use serde_json::{Value, json};
 use themis_log::{ShardId, Token};
 
 use crate::load::{RunStats, run_paced, run_paced_until};
-use crate::process::{cpu_seconds, pinned, start_themis};
+use crate::process::{
+    cpu_seconds, pinned, resident_bytes, restart_themis, start_themis, tree_bytes,
+};
 
 /// What `themis-bench sql` measures.
 #[derive(Debug, Clone)]
@@ -356,6 +358,37 @@ pub struct DuckReport {
     pub threads: String,
     /// CSV to native tables, with a checkpoint.
     pub load: Duration,
+    /// Bytes of both tables written by DuckDB to Parquet (its defaults: Snappy).
+    pub parquet_bytes: u64,
+    /// Bytes of both tables written by DuckDB to Parquet with ZSTD.
+    pub parquet_zstd_bytes: u64,
+    /// Bytes of DuckDB's own database file after the load's checkpoint.
+    pub db_bytes: u64,
+}
+
+/// Storage and memory of the themis node.
+#[derive(Debug, Clone, Default)]
+pub struct StorageReport {
+    /// Bytes of the views database (`views.redb`) once the load was materialized.
+    pub views_bytes: u64,
+    /// Bytes of the whole data directory then (log, state, views, indexes).
+    pub data_bytes: u64,
+    /// Resident memory once the load was materialized.
+    pub resident_loaded: Option<u64>,
+    /// Resident memory after the idle queries.
+    pub resident_queried: Option<u64>,
+}
+
+/// The node stopped (SIGTERM) and started again on its data directory.
+#[derive(Debug, Clone)]
+pub struct RestartReport {
+    /// From the start of the process until it listens.
+    pub open: Duration,
+    /// Per query of [`UNDER_WRITES`]: its name, its first run after the restart, and the
+    /// median of `repetitions` runs after that.
+    pub queries: Vec<(&'static str, Duration, Duration)>,
+    /// Resident memory after those queries.
+    pub resident: Option<u64>,
 }
 
 /// Everything one run measured.
@@ -371,6 +404,10 @@ pub struct SqlReport {
     pub lag: Option<LagReport>,
     /// The queries under writes, per rate.
     pub under_writes: Vec<WritesReport>,
+    /// Storage and memory.
+    pub storage: StorageReport,
+    /// The first queries after a restart (when measured).
+    pub restart: Option<RestartReport>,
 }
 
 /// The queries that run again under writes: an aggregate, a filter and a join.
@@ -500,6 +537,19 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
     };
     // Every other view too (the document view skips relational rows), before queries run.
     wait_views(&http, &base, &token, None, Duration::from_secs(1800)).await?;
+    let mut storage = StorageReport::default();
+    if let Some(data) = guard.dir() {
+        storage.views_bytes = std::fs::metadata(data.join("views.redb")).map_or(0, |m| m.len());
+        storage.data_bytes = tree_bytes(data);
+    }
+    storage.resident_loaded = resident_bytes(guard.pid());
+    println!(
+        "storage: views {:.1} MB ({:.1} bytes/row), data directory {:.1} MB; resident {:.0} MB",
+        storage.views_bytes as f64 / 1e6,
+        storage.views_bytes as f64 / total_rows as f64,
+        storage.data_bytes as f64 / 1e6,
+        storage.resident_loaded.unwrap_or(0) as f64 / 1e6
+    );
     let mut load_report = LoadReport {
         rows: total_rows,
         committed,
@@ -585,6 +635,7 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
         interpreted.push(alone);
     }
 
+    storage.resident_queried = resident_bytes(guard.pid());
     // A check independent of DuckDB.
     let count = themis_answers[0]
         .rows
@@ -611,10 +662,14 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
             options,
         )?;
         println!(
-            "duckdb {} (threads {}): load {:.2} s",
+            "duckdb {} (threads {}): load {:.2} s; Parquet {:.1} MB ({:.1} bytes/row), with ZSTD {:.1} MB; database file {:.1} MB",
             report.version,
             report.threads,
-            report.load.as_secs_f64()
+            report.load.as_secs_f64(),
+            report.parquet_bytes as f64 / 1e6,
+            report.parquet_bytes as f64 / total_rows as f64,
+            report.parquet_zstd_bytes as f64 / 1e6,
+            report.db_bytes as f64 / 1e6
         );
         for (i, (q, (answer, timings))) in queries.iter().zip(results).enumerate() {
             compare(q, ("themis", &themis_answers[i]), ("duckdb", &answer))?;
@@ -684,6 +739,56 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
     } else {
         None
     };
+    // The node stopped and started again: what the first queries cost.
+    let mut guard = guard;
+    guard.stop()?;
+    let start = Instant::now();
+    let (guard, base) = restart_themis(
+        binary,
+        guard,
+        options.shards,
+        options.server_cpus.as_deref(),
+    )?;
+    let open = start.elapsed();
+    let mut after = Vec::new();
+    for name in UNDER_WRITES {
+        let q = queries
+            .iter()
+            .find(|q| q.name == name)
+            .context("an under-writes query")?;
+        let (first, answer) = themis_query(&http, &base, &q.sql, Some(&token_text)).await?;
+        // Updates change the answers; without them, the same answer as before.
+        if under_writes.is_empty() {
+            let i = queries.iter().position(|x| x.name == name).expect("found");
+            compare(
+                q,
+                ("themis", &themis_answers[i]),
+                ("themis after a restart", &answer),
+            )?;
+        }
+        let mut warm = Vec::new();
+        for _ in 0..options.repetitions.max(1) {
+            warm.push(
+                themis_query(&http, &base, &q.sql, Some(&token_text))
+                    .await?
+                    .0,
+            );
+        }
+        warm.sort();
+        let median = warm[warm.len() / 2];
+        println!(
+            "themis after a restart, {name}: first {}, then median {}",
+            ms(first),
+            ms(median)
+        );
+        after.push((name, first, median));
+    }
+    let restart = Some(RestartReport {
+        open,
+        queries: after,
+        resident: resident_bytes(guard.pid()),
+    });
+    println!("themis restart: listening after {}", ms(open));
     drop(guard);
     if let Some(venv) = &options.venv
         && !under_writes.is_empty()
@@ -719,6 +824,8 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
         duckdb: duck,
         lag,
         under_writes,
+        storage,
+        restart,
     })
 }
 
@@ -1148,7 +1255,22 @@ con.execute("COPY customers FROM %s (HEADER)" % quoted(cfg["customers_csv"]))
 con.execute("CHECKPOINT")
 load = time.perf_counter() - t
 
+# The tables as Parquet files (DuckDB's default codec, Snappy; then ZSTD), and the database file.
+import os
+parquet = {}
+for codec in ("snappy", "zstd"):
+    total = 0
+    for table in ("orders", "customers"):
+        path = os.path.join(os.path.dirname(cfg["db"]), "%s-%s.parquet" % (table, codec))
+        con.execute("COPY %s TO %s (FORMAT PARQUET, COMPRESSION %s)" % (table, quoted(path), codec))
+        total += os.path.getsize(path)
+        os.remove(path)
+    parquet[codec] = total
+
 out = {
+    "parquet_bytes": parquet["snappy"],
+    "parquet_zstd_bytes": parquet["zstd"],
+    "db_bytes": os.path.getsize(cfg["db"]),
     "version": duckdb.__version__,
     "threads": str(con.execute("SELECT current_setting('threads')").fetchone()[0]),
     "load_seconds": load,
@@ -1304,6 +1426,9 @@ fn run_duckdb(
         version: out["version"].as_str().unwrap_or("?").to_owned(),
         threads: out["threads"].as_str().unwrap_or("?").to_owned(),
         load: secs(&out["load_seconds"]),
+        parquet_bytes: out["parquet_bytes"].as_u64().unwrap_or(0),
+        parquet_zstd_bytes: out["parquet_zstd_bytes"].as_u64().unwrap_or(0),
+        db_bytes: out["db_bytes"].as_u64().unwrap_or(0),
     };
     let list = out["queries"]
         .as_array()
@@ -1702,6 +1827,68 @@ pub fn markdown(report: &SqlReport, options: &SqlOptions) -> String {
                     ),
                 );
             }
+        }
+    }
+    let st = &report.storage;
+    let rows = report.load.rows.max(1) as f64;
+    let _ = writeln!(out);
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+    let parquet = report.duckdb.as_ref().map(|d| d.parquet_bytes).unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "Storage: views database {} ({:.1} bytes/row{}), whole data directory {} ({:.1} bytes/row){}; resident memory {} loaded, {} after the idle queries.",
+        mb(st.views_bytes),
+        st.views_bytes as f64 / rows,
+        if parquet > 0 {
+            format!(
+                ", {:.2}x DuckDB's Parquet",
+                st.views_bytes as f64 / parquet as f64
+            )
+        } else {
+            String::new()
+        },
+        mb(st.data_bytes),
+        st.data_bytes as f64 / rows,
+        report.duckdb.as_ref().map_or_else(String::new, |d| format!(
+            "; DuckDB: Parquet {} ({:.1} bytes/row), Parquet with ZSTD {} ({:.1} bytes/row), its database file {}",
+            mb(d.parquet_bytes),
+            d.parquet_bytes as f64 / rows,
+            mb(d.parquet_zstd_bytes),
+            d.parquet_zstd_bytes as f64 / rows,
+            mb(d.db_bytes)
+        )),
+        st.resident_loaded.map_or_else(|| "-".to_owned(), mb),
+        st.resident_queried.map_or_else(|| "-".to_owned(), mb),
+    );
+    if let Some(restart) = &report.restart {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "After a restart (SIGTERM, started again on the same data directory; listening after {}; resident memory after these queries {}):",
+            ms(restart.open),
+            restart.resident.map_or_else(|| "-".to_owned(), mb)
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "| query | idle median before | first after the restart | first / idle | median after |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+        for (name, first, median) in &restart.queries {
+            let idle = report
+                .queries
+                .iter()
+                .find(|q| q.query.name == *name)
+                .map(|q| q.themis.median())
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {:.2}x | {} |",
+                ms(idle),
+                ms(*first),
+                first.as_secs_f64() / idle.as_secs_f64().max(1e-9),
+                ms(*median)
+            );
         }
     }
     if let Some(lag) = &report.lag {
