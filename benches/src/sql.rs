@@ -375,7 +375,7 @@ pub struct StorageReport {
     pub data_bytes: u64,
     /// Resident memory once the load was materialized.
     pub resident_loaded: Option<u64>,
-    /// Resident memory after the idle queries.
+    /// Resident memory after the idle SQL queries (before the AQL ones).
     pub resident_queried: Option<u64>,
 }
 
@@ -588,6 +588,8 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
         themis_answers.push(answer);
         themis_timings.push(timings);
     }
+    // Before the AQL runs: the interpreter alone holds whole collections as JSON values.
+    storage.resident_queried = resident_bytes(guard.pid());
     // The same queries in AQL: over DataFusion plans (first run, then the warm runs), then
     // once by the interpreter alone; both must answer as SQL did.
     let mut aql_timings = Vec::new();
@@ -635,7 +637,6 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
         interpreted.push(alone);
     }
 
-    storage.resident_queried = resident_bytes(guard.pid());
     // A check independent of DuckDB.
     let count = themis_answers[0]
         .rows
@@ -1836,7 +1837,7 @@ pub fn markdown(report: &SqlReport, options: &SqlOptions) -> String {
     let parquet = report.duckdb.as_ref().map(|d| d.parquet_bytes).unwrap_or(0);
     let _ = writeln!(
         out,
-        "Storage: views database {} ({:.1} bytes/row{}), whole data directory {} ({:.1} bytes/row){}; resident memory {} loaded, {} after the idle queries.",
+        "Storage: views database {} ({:.1} bytes/row{}), whole data directory {} ({:.1} bytes/row){}; resident memory {} loaded, {} after the idle SQL queries.",
         mb(st.views_bytes),
         st.views_bytes as f64 / rows,
         if parquet > 0 {
