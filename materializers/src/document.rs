@@ -249,10 +249,15 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
 
     /// Every resource of `ns`, tombstones included, in id order: the newest state of each.
     fn namespace(&self, view: &StateView, ns: &str) -> Result<Vec<(String, Document)>> {
-        let mut sources = Vec::new();
+        // Per run (oldest first) its blocks, decoded without filling the cache.
+        let mut cursors = Vec::new();
         if let (Some(runs), Some(bix), Some(blk)) = (&self.runs, &self.bix, &self.blk) {
             for run in run_list(runs, ns)? {
-                sources.push(run_rows(bix, blk, ns, &run.name)?);
+                let mut blocks = Vec::new();
+                for info in blocks_of(bix, ns, &run.name)? {
+                    blocks.push(read_block(blk, &info, false)?);
+                }
+                cursors.push(RunCursor::new(blocks));
             }
         }
         let mut tail_rows = Vec::new();
@@ -267,35 +272,92 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
                 tail_rows.push((id.to_owned(), doc));
             }
         }
-        if sources.is_empty() {
+        if cursors.is_empty() {
             return Ok(tail_rows);
         }
-        let mut tail_as_rows = Vec::with_capacity(tail_rows.len());
-        for (id, doc) in &tail_rows {
-            tail_as_rows.push(Row::of(id.clone(), doc)?);
-        }
-        sources.push(tail_as_rows);
-        let merged = runs::merge(sources);
-        let mut tail_docs = tail_rows.into_iter().peekable();
-        let mut out = Vec::with_capacity(merged.len());
-        for row in merged {
-            // Tail states are taken as they were read, not parsed again.
-            if tail_docs.peek().is_some_and(|(id, _)| *id < row.id) {
-                tail_docs.next();
+        let rows: usize = cursors.iter().map(RunCursor::rows).sum();
+        let mut out = Vec::with_capacity(rows + tail_rows.len());
+        let mut tail = tail_rows.into_iter().peekable();
+        loop {
+            // The least id at the heads; the newest run holding it (the tail wins over all).
+            let mut least: Option<(usize, &str)> = None;
+            for (i, c) in cursors.iter().enumerate() {
+                if let Some(id) = c.peek() {
+                    match least {
+                        Some((_, l)) if id > l => {}
+                        _ => least = Some((i, id)),
+                    }
+                }
             }
-            let doc = match tail_docs.peek() {
-                Some((id, _)) if *id == row.id => tail_docs.next().expect("peeked").1,
-                _ => Document {
-                    data: serde_json::from_str(&row.data).map_err(storage)?,
-                    revision: row.revision,
-                    lsn: row.lsn,
-                    updated_ms: row.updated_ms,
-                    deleted: row.deleted,
-                },
+            let from_tail = match (&least, tail.peek()) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some((_, l)), Some((t, _))) => t.as_str() <= *l,
             };
-            out.push((row.id, doc));
+            if from_tail {
+                let (id, doc) = tail.next().expect("peeked");
+                for c in &mut cursors {
+                    if c.peek() == Some(id.as_str()) {
+                        c.advance();
+                    }
+                }
+                out.push((id, doc));
+                continue;
+            }
+            let Some((winner, id)) = least else {
+                break;
+            };
+            let (block, i) = cursors[winner].at();
+            let doc = block.document(i)?;
+            let id = id.to_owned();
+            for c in &mut cursors {
+                if c.peek() == Some(id.as_str()) {
+                    c.advance();
+                }
+            }
+            out.push((id, doc));
         }
         Ok(out)
+    }
+}
+
+/// A position in a run's rows, block by block.
+struct RunCursor {
+    blocks: Vec<std::sync::Arc<runs::Block>>,
+    block: usize,
+    row: usize,
+}
+
+impl RunCursor {
+    fn new(mut blocks: Vec<std::sync::Arc<runs::Block>>) -> RunCursor {
+        blocks.retain(|b| b.len() > 0);
+        RunCursor {
+            blocks,
+            block: 0,
+            row: 0,
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.blocks.iter().map(|b| b.len()).sum()
+    }
+
+    /// The id at the cursor (`None`: past the end).
+    fn peek(&self) -> Option<&str> {
+        self.blocks.get(self.block).map(|b| b.id(self.row))
+    }
+
+    /// The block and row at the cursor (not past the end).
+    fn at(&self) -> (std::sync::Arc<runs::Block>, usize) {
+        (self.blocks[self.block].clone(), self.row)
+    }
+
+    fn advance(&mut self) {
+        self.row += 1;
+        if self.row >= self.blocks[self.block].len() {
+            self.block += 1;
+            self.row = 0;
+        }
     }
 }
 

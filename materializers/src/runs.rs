@@ -83,6 +83,11 @@ impl Block {
         self.ids.len()
     }
 
+    /// The id of row `i`.
+    pub(crate) fn id(&self, i: usize) -> &str {
+        self.ids.value(i)
+    }
+
     /// The row holding `id`.
     pub(crate) fn find(&self, id: &str) -> Option<usize> {
         let (mut lo, mut hi) = (0, self.len());
