@@ -293,3 +293,89 @@ mod runs {
         assert!(view.layout(&tx, SHARD).expect("layout").is_empty());
     }
 }
+
+/// A measurement, not a check: where the bytes of a views file go. 250,000 rows shaped like
+/// `themis-bench sql`'s orders, 1,000 per entry, into one shard's relational view in a file;
+/// prints the file size, redb's stored and fragmented bytes, the runs, and the size after
+/// `compact`. `FLUSH` sets the flush size (1000000000: no runs), `DURABLE` every how many
+/// entries a commit is durable. Run with
+/// `cargo test --release -p themis-materializers --lib -- --ignored disk_per_row_probe --nocapture`.
+#[test]
+#[ignore = "a measurement; run by hand"]
+fn disk_per_row_probe() {
+    use crate::View;
+    use crate::document::ROWS;
+    use redb::{Database, Durability, ReadableDatabase};
+    use serde_json::json;
+    use themis_log::event::Op;
+    use themis_log::{CommittedEntry, CommittedEvent, Event, Lsn, ShardId, Urn};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    let db = Database::create(&path).unwrap();
+    let flush: usize = std::env::var("FLUSH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8192);
+    let view = ROWS.with_flush_rows(flush);
+    let rows = 250_000u64;
+    let per_entry = 1000u64;
+    let durable_every: u64 = std::env::var("DURABLE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let mut lsn = 0;
+    for batch in 0..rows / per_entry {
+        lsn += 1;
+        let events = (0..per_entry)
+            .map(|i| {
+                let n = batch * per_entry + i;
+                let urn = format!("urn:themis:relational:orders:o{:08}", n * 4);
+                let status = ["paid", "shipped", "pending"][(n % 3) as usize];
+                CommittedEvent {
+                    event: Event {
+                        id: themis_log::EventId::nil(),
+                        urn: Urn::parse(&urn).unwrap(),
+                        event_type: "t".into(),
+                        op: Op::Put,
+                        data: Some(serde_json::value::RawValue::from_string(json!({"customer": n % 10000, "amount": (n % 100000) as f64 / 100.0 + 0.01, "status": status, "qty": n % 10 + 1}).to_string()).unwrap()),
+                        vector: None, to: None, label: None, points: None, metadata: None,
+                    },
+                    revision: 1,
+                    index: i as u32,
+                }
+            })
+            .collect();
+        let entry = CommittedEntry {
+            lsn: Lsn(lsn),
+            ts_ms: 1_700_000_000_000 + lsn,
+            events,
+        };
+        let mut tx = db.begin_write().unwrap();
+        if lsn % durable_every != 0 {
+            tx.set_durability(Durability::None).unwrap();
+        }
+        view.apply(&tx, ShardId(0), &entry).unwrap();
+        tx.commit().unwrap();
+    }
+    let tx = db.begin_write().unwrap();
+    let stats = tx.stats().unwrap();
+    tx.commit().unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    println!(
+        "flush {flush} durable every {durable_every}: {rows} rows; file {size} ({:.1} B/row); stored {} ({:.1} B/row), metadata {}, fragmented {}, leaf pages {}, branch pages {}",
+        size as f64 / rows as f64,
+        stats.stored_bytes(),
+        stats.stored_bytes() as f64 / rows as f64,
+        stats.metadata_bytes(),
+        stats.fragmented_bytes(),
+        stats.leaf_pages(),
+        stats.branch_pages()
+    );
+    let r = db.begin_read().unwrap();
+    println!("{:?}", view.layout(&r, ShardId(0)).unwrap());
+    drop(r);
+    let mut db = db;
+    db.compact().unwrap();
+    drop(db);
+    println!("after compact: {}", std::fs::metadata(&path).unwrap().len());
+}
