@@ -123,6 +123,36 @@ fn run_prefix(ns: &str) -> (String, String) {
     (format!("{ns}\0"), format!("{ns}\u{1}"))
 }
 
+/// Run `run` of `ns` in `{p}_runs`.
+fn run_key(ns: &str, run: &str) -> String {
+    format!("{ns}\0{run}")
+}
+
+/// Where the keys of run `run`'s blocks start in `{p}_bix` and `{p}_blk` (the block's first
+/// id follows).
+fn block_prefix(ns: &str, run: &str) -> String {
+    format!("{ns}\0{run}\0")
+}
+
+/// The resources of namespace `prefix` (its URN prefix) in the tail, in id order.
+fn tail_of<T: ReadableTable<&'static str, &'static [u8]>>(
+    tail: &T,
+    prefix: &str,
+) -> Result<Vec<(String, Document)>> {
+    let mut out = Vec::new();
+    for item in tail.range(prefix..).map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        let Some(id) = k.value().strip_prefix(prefix) else {
+            break;
+        };
+        out.push((
+            id.to_owned(),
+            serde_json::from_slice(v.value()).map_err(storage)?,
+        ));
+    }
+    Ok(out)
+}
+
 /// The runs of `ns`, oldest first.
 fn run_list<T: ReadableTable<&'static str, &'static [u8]>>(
     runs: &T,
@@ -164,8 +194,8 @@ fn blocks_of<T: ReadableTable<&'static str, &'static [u8]>>(
     ns: &str,
     run: &str,
 ) -> Result<Vec<BlockInfo>> {
-    let from = format!("{ns}\0{run}\0");
-    let to = format!("{ns}\0{run}\u{1}");
+    let from = block_prefix(ns, run);
+    let to = format!("{}\u{1}", run_key(ns, run));
     let mut out = Vec::new();
     for item in bix.range(from.as_str()..to.as_str()).map_err(storage)? {
         let (k, v) = item.map_err(storage)?;
@@ -190,19 +220,18 @@ fn read_block<T: ReadableTable<&'static str, &'static [u8]>>(
     })
 }
 
-/// Every row of run `run` of `ns`, in id order (decoded without filling the cache).
-fn run_rows<T: ReadableTable<&'static str, &'static [u8]>>(
+/// A cursor over run `run` of `ns` (its blocks decoded without filling the cache).
+fn run_cursor<T: ReadableTable<&'static str, &'static [u8]>>(
     bix: &T,
     blk: &T,
     ns: &str,
     run: &str,
-) -> Result<Vec<Row>> {
-    let mut out = Vec::new();
+) -> Result<runs::Cursor> {
+    let mut blocks = Vec::new();
     for info in blocks_of(bix, ns, run)? {
-        let block = read_block(blk, &info, false)?;
-        out.extend((0..block.len()).map(|i| block.row(i)));
+        blocks.push(read_block(blk, &info, false)?);
     }
-    Ok(out)
+    Ok(runs::Cursor::new(blocks))
 }
 
 impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
@@ -212,7 +241,7 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
             return Ok(None);
         };
         for run in run_list(runs, ns)?.iter().rev() {
-            let from = format!("{ns}\0{}\0", run.name);
+            let from = block_prefix(ns, &run.name);
             let upto = format!("{from}{id}");
             let Some(item) = bix
                 .range(from.as_str()..=upto.as_str())
@@ -249,115 +278,44 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
 
     /// Every resource of `ns`, tombstones included, in id order: the newest state of each.
     fn namespace(&self, view: &StateView, ns: &str) -> Result<Vec<(String, Document)>> {
-        // Per run (oldest first) its blocks, decoded without filling the cache.
+        // Per run (oldest first) a cursor over its blocks.
         let mut cursors = Vec::new();
         if let (Some(runs), Some(bix), Some(blk)) = (&self.runs, &self.bix, &self.blk) {
             for run in run_list(runs, ns)? {
-                let mut blocks = Vec::new();
-                for info in blocks_of(bix, ns, &run.name)? {
-                    blocks.push(read_block(blk, &info, false)?);
-                }
-                cursors.push(RunCursor::new(blocks));
+                cursors.push(run_cursor(bix, blk, ns, &run.name)?);
             }
         }
-        let mut tail_rows = Vec::new();
-        if let Some(tail) = &self.tail {
-            let prefix = view.urn_prefix(ns);
-            for item in tail.range(prefix.as_str()..).map_err(storage)? {
-                let (k, v) = item.map_err(storage)?;
-                let Some(id) = k.value().strip_prefix(prefix.as_str()) else {
-                    break;
-                };
-                let doc: Document = serde_json::from_slice(v.value()).map_err(storage)?;
-                tail_rows.push((id.to_owned(), doc));
-            }
-        }
+        let tail_rows = match &self.tail {
+            Some(tail) => tail_of(tail, &view.urn_prefix(ns))?,
+            None => Vec::new(),
+        };
         if cursors.is_empty() {
             return Ok(tail_rows);
         }
-        let rows: usize = cursors.iter().map(RunCursor::rows).sum();
+        let rows: usize = cursors.iter().map(runs::Cursor::rows).sum();
         let mut out = Vec::with_capacity(rows + tail_rows.len());
         let mut tail = tail_rows.into_iter().peekable();
         loop {
-            // The least id at the heads; the newest run holding it (the tail wins over all).
-            let mut least: Option<(usize, &str)> = None;
-            for (i, c) in cursors.iter().enumerate() {
-                if let Some(id) = c.peek() {
-                    match least {
-                        Some((_, l)) if id > l => {}
-                        _ => least = Some((i, id)),
-                    }
-                }
-            }
+            // The least id at the heads: the tail's state wins over every run's.
+            let least = runs::least(&cursors);
             let from_tail = match (&least, tail.peek()) {
                 (_, None) => false,
                 (None, Some(_)) => true,
                 (Some((_, l)), Some((t, _))) => t.as_str() <= *l,
             };
-            if from_tail {
-                let (id, doc) = tail.next().expect("peeked");
-                for c in &mut cursors {
-                    if c.peek() == Some(id.as_str()) {
-                        c.advance();
-                    }
-                }
-                out.push((id, doc));
-                continue;
-            }
-            let Some((winner, id)) = least else {
-                break;
+            let (id, doc) = if from_tail {
+                tail.next().expect("peeked")
+            } else {
+                let Some((winner, id)) = least else {
+                    break;
+                };
+                let (block, i) = cursors[winner].at();
+                (id.to_owned(), block.document(i)?)
             };
-            let (block, i) = cursors[winner].at();
-            let doc = block.document(i)?;
-            let id = id.to_owned();
-            for c in &mut cursors {
-                if c.peek() == Some(id.as_str()) {
-                    c.advance();
-                }
-            }
+            runs::skip(&mut cursors, &id);
             out.push((id, doc));
         }
         Ok(out)
-    }
-}
-
-/// A position in a run's rows, block by block.
-struct RunCursor {
-    blocks: Vec<std::sync::Arc<runs::Block>>,
-    block: usize,
-    row: usize,
-}
-
-impl RunCursor {
-    fn new(mut blocks: Vec<std::sync::Arc<runs::Block>>) -> RunCursor {
-        blocks.retain(|b| b.len() > 0);
-        RunCursor {
-            blocks,
-            block: 0,
-            row: 0,
-        }
-    }
-
-    fn rows(&self) -> usize {
-        self.blocks.iter().map(|b| b.len()).sum()
-    }
-
-    /// The id at the cursor (`None`: past the end).
-    fn peek(&self) -> Option<&str> {
-        self.blocks.get(self.block).map(|b| b.id(self.row))
-    }
-
-    /// The block and row at the cursor (not past the end).
-    fn at(&self) -> (std::sync::Arc<runs::Block>, usize) {
-        (self.blocks[self.block].clone(), self.row)
-    }
-
-    fn advance(&mut self) {
-        self.row += 1;
-        if self.row >= self.blocks[self.block].len() {
-            self.block += 1;
-            self.row = 0;
-        }
     }
 }
 
@@ -571,13 +529,8 @@ impl StateView {
         let tail = t.tail.as_mut().expect("open for writing");
         let prefix = self.urn_prefix(ns);
         let mut rows = Vec::new();
-        for item in tail.range(prefix.as_str()..).map_err(storage)? {
-            let (k, v) = item.map_err(storage)?;
-            let Some(id) = k.value().strip_prefix(prefix.as_str()) else {
-                break;
-            };
-            let doc: Document = serde_json::from_slice(v.value()).map_err(storage)?;
-            rows.push(Row::of(id.to_owned(), &doc)?);
+        for (id, doc) in tail_of(tail, &prefix)? {
+            rows.push(Row::of(id, &doc)?);
         }
         for row in &rows {
             tail.remove(format!("{prefix}{}", row.id).as_str())
@@ -594,16 +547,16 @@ impl StateView {
             if newest.iter().any(|r| self.size_class(r.rows) != class) {
                 return Ok(());
             }
-            let mut sources = Vec::with_capacity(FAN_IN);
+            let mut cursors = Vec::with_capacity(FAN_IN);
             for run in newest {
-                sources.push(run_rows(
+                cursors.push(run_cursor(
                     t.bix.as_ref().expect("open"),
                     t.blk.as_ref().expect("open"),
                     ns,
                     &run.name,
                 )?);
             }
-            let merged = runs::merge(sources);
+            let merged = runs::merge(cursors);
             for run in newest {
                 self.delete_run(t, ns, &run.name)?;
             }
@@ -641,7 +594,7 @@ impl StateView {
             let bytes = runs::encode(block)?;
             let first = &block[0].id;
             let last = &block[block.len() - 1].id;
-            let key = format!("{ns}\0{run}\0{first}");
+            let key = format!("{}{first}", block_prefix(ns, &run));
             let mut info = Vec::with_capacity(20 + last.len());
             info.extend_from_slice(&runs::name_of(&bytes).to_le_bytes());
             info.extend_from_slice(&u32::try_from(block.len()).map_err(storage)?.to_le_bytes());
@@ -654,7 +607,7 @@ impl StateView {
             .as_mut()
             .expect("open")
             .insert(
-                format!("{ns}\0{run}").as_str(),
+                run_key(ns, &run).as_str(),
                 (rows.len() as u64).to_le_bytes().as_slice(),
             )
             .map_err(storage)?;
@@ -678,7 +631,7 @@ impl StateView {
         t.runs
             .as_mut()
             .expect("open")
-            .remove(format!("{ns}\0{run}").as_str())
+            .remove(run_key(ns, run).as_str())
             .map_err(storage)?;
         Ok(())
     }

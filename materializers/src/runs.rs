@@ -286,40 +286,86 @@ pub(crate) fn block(
     Ok(block)
 }
 
-/// Merges sources of rows sorted by id (each id at most once per source), later sources
-/// winning over earlier ones for the same id, into one list sorted by id.
-pub(crate) fn merge(sources: Vec<Vec<Row>>) -> Vec<Row> {
-    let total = sources.iter().map(Vec::len).sum();
-    let mut out = Vec::with_capacity(total);
-    let mut iters: Vec<std::iter::Peekable<std::vec::IntoIter<Row>>> = sources
-        .into_iter()
-        .map(|s| s.into_iter().peekable())
-        .collect();
-    loop {
-        // The least id at the heads, and the newest source holding it.
-        let mut best: Option<(usize, &str)> = None;
-        for (i, it) in iters.iter_mut().enumerate() {
-            if let Some(row) = it.peek() {
-                match best {
-                    Some((_, id)) if row.id.as_str() > id => {}
-                    _ => best = Some((i, row.id.as_str())),
-                }
+/// A position in a run's rows (sorted by id), block by block.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    blocks: Vec<Arc<Block>>,
+    block: usize,
+    row: usize,
+}
+
+impl Cursor {
+    /// A cursor at the first row of `blocks` (one run's, in id order).
+    pub(crate) fn new(mut blocks: Vec<Arc<Block>>) -> Cursor {
+        blocks.retain(|b| b.len() > 0);
+        Cursor {
+            blocks,
+            block: 0,
+            row: 0,
+        }
+    }
+
+    /// Rows from the cursor to the end.
+    pub(crate) fn rows(&self) -> usize {
+        self.blocks[self.block.min(self.blocks.len())..]
+            .iter()
+            .map(|b| b.len())
+            .sum::<usize>()
+            - self.row
+    }
+
+    /// The id at the cursor (`None`: past the end).
+    pub(crate) fn peek(&self) -> Option<&str> {
+        self.blocks.get(self.block).map(|b| b.id(self.row))
+    }
+
+    /// The block and row at the cursor (not past the end).
+    pub(crate) fn at(&self) -> (&Block, usize) {
+        (&self.blocks[self.block], self.row)
+    }
+
+    fn advance(&mut self) {
+        self.row += 1;
+        if self.row >= self.blocks[self.block].len() {
+            self.block += 1;
+            self.row = 0;
+        }
+    }
+}
+
+/// Of cursors over runs (oldest first): the least id at their heads, with the index of the
+/// newest cursor holding it (`None`: every cursor is past its end).
+pub(crate) fn least(cursors: &[Cursor]) -> Option<(usize, &str)> {
+    let mut least: Option<(usize, &str)> = None;
+    for (i, c) in cursors.iter().enumerate() {
+        if let Some(id) = c.peek() {
+            match least {
+                Some((_, l)) if id > l => {}
+                _ => least = Some((i, id)),
             }
         }
-        let Some((winner, id)) = best else {
-            break;
-        };
-        let id = id.to_owned();
-        let mut taken = None;
-        for (i, it) in iters.iter_mut().enumerate() {
-            if it.peek().is_some_and(|r| r.id == id) {
-                let row = it.next().expect("peeked");
-                if i == winner {
-                    taken = Some(row);
-                }
-            }
+    }
+    least
+}
+
+/// Moves every cursor at `id` past it.
+pub(crate) fn skip(cursors: &mut [Cursor], id: &str) {
+    for c in cursors {
+        if c.peek() == Some(id) {
+            c.advance();
         }
-        out.push(taken.expect("the winner holds the id"));
+    }
+}
+
+/// Merges runs (cursors oldest first) into one list sorted by id, the newest run's state of
+/// each id winning.
+pub(crate) fn merge(mut cursors: Vec<Cursor>) -> Vec<Row> {
+    let mut out = Vec::with_capacity(cursors.iter().map(Cursor::rows).sum());
+    while let Some((winner, _)) = least(&cursors) {
+        let (block, i) = cursors[winner].at();
+        let row = block.row(i);
+        skip(&mut cursors, &row.id);
+        out.push(row);
     }
     out
 }

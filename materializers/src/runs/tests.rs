@@ -55,10 +55,23 @@ fn block_of(name: u128, bytes: Vec<u8>) -> Result<Arc<Block>> {
 
 #[test]
 fn merges_keep_the_newest_state_of_each_id() {
-    let old = vec![row("a", "1", 1), row("b", "1", 1), row("d", "1", 1)];
-    let mid = vec![row("b", "2", 2), row("c", "2", 2)];
-    let new = vec![row("a", "3", 3), row("c", "null", 3), row("e", "3", 3)];
-    let merged = merge(vec![old, mid, new, Vec::new()]);
+    // A run of blocks of at most 2 rows.
+    let run = |rows: Vec<Row>| {
+        Cursor::new(
+            rows.chunks(2)
+                .map(|c| Arc::new(decode(&encode(c).expect("encode")).expect("decode")))
+                .collect(),
+        )
+    };
+    let old = run(vec![row("a", "1", 1), row("b", "1", 1), row("d", "1", 1)]);
+    let mid = run(vec![row("b", "2", 2), row("c", "2", 2)]);
+    let new = run(vec![
+        row("a", "3", 3),
+        row("c", "null", 3),
+        row("e", "3", 3),
+    ]);
+    assert_eq!(old.rows(), 3);
+    let merged = merge(vec![old, mid, new, run(Vec::new())]);
     let got: Vec<(&str, &str)> = merged
         .iter()
         .map(|r| (r.id.as_str(), r.data.as_str()))
