@@ -85,7 +85,8 @@ pub enum Error {
         /// The limit.
         bytes_max: usize,
     },
-    /// A function's answer would be larger than a value may be ([`limits`]).
+    /// A value would be larger than a value may be: a function's answer or a literal
+    /// ([`limits`]), or in AQL the rows of one operation.
     #[error("{0}")]
     ValueTooLarge(String),
     /// The query needs more memory for its sorts, joins and aggregates than the engine has
@@ -136,7 +137,8 @@ pub struct QueryConfig {
     /// Most bytes one call of a scalar function may answer (one batch of rows, or one
     /// constant folded while planning; [`limits`]).
     pub value_bytes_max: usize,
-    /// Most bytes an answer may take (its Arrow batches, before encoding).
+    /// Most bytes an answer may take (its Arrow batches, before encoding); in AQL also the
+    /// most the rows of one FOR, LET or RETURN may take together.
     pub answer_bytes_max: usize,
     /// Most bytes the sorts, joins and aggregates of all queries running at once may hold.
     pub memory_max: usize,
@@ -903,9 +905,15 @@ impl QueryEngine {
         let mut from = after + 1;
         while from <= upto {
             let (entries, _) = shard.committed_entries(Lsn(from), (upto + 1 - from) as usize)?;
-            let Some(last) = entries.last().map(|e| e.lsn.0) else {
+            // A page that does not start at `from` (the log was purged meanwhile) would leave
+            // changes out: build whole instead.
+            let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
                 return Ok(None);
             };
+            if first.lsn.0 != from {
+                return Ok(None);
+            }
+            let last = last.lsn.0;
             for entry in entries.iter().filter(|e| e.lsn.0 <= upto) {
                 for e in &entry.events {
                     let urn = &e.event.urn;

@@ -442,7 +442,13 @@ impl History {
         }
         for (shard, part) in &table.parts {
             let kept = self.parts.entry(*shard).or_default();
-            if kept.iter().any(|p| p.changed == part.changed) {
+            // A document partition of the same version may have been built again for another
+            // layout (another shard gained a field): keep the newer build, or every later
+            // query would build this shard whole again.
+            if let Some(same) = kept.iter_mut().find(|p| p.changed == part.changed) {
+                if same.schema != part.schema {
+                    *same = part.clone();
+                }
                 continue;
             }
             let at = kept.partition_point(|p| p.changed < part.changed);
@@ -717,7 +723,9 @@ fn fields_after(base: &Part, delta: &Delta) -> Result<Fields> {
 /// as slices of the old chunk, changed rows built anew); the others are shared.
 fn rewrite(chunks: &[Chunk], layout: &Layout, shard: ShardId, delta: &Delta) -> Result<Vec<Chunk>> {
     let built = batches(layout, shard, delta.iter().filter_map(|(_, r)| r.as_ref()))?;
-    let fresh = concat(&layout.schema, &built)?;
+    // Built just now: their string buffers hold nothing else, so no compaction.
+    let fresh = concat_batches(&layout.schema, &built)
+        .map_err(|e| Error::Internal(format!("merging rows: {e}")))?;
     if chunks.is_empty() {
         return Ok(split(fresh).into_iter().map(Chunk::of).collect());
     }

@@ -281,3 +281,44 @@ fn scans_skip_chunks_their_zone_maps_exclude() {
     // JSON text keeps no bounds: nothing skipped by it.
     assert_eq!(scanned(vec![col("data").eq(lit("{}"))]), 4);
 }
+
+/// A document partition built again at the same version for another layout (another shard
+/// gained a field) replaces the kept one: later queries start from it instead of building
+/// the shard whole each time.
+#[test]
+fn a_rebuilt_layout_of_the_same_version_is_kept() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::{CachedTable, History, Part};
+
+    let table = |fields: &[&str]| {
+        let schema = Arc::new(Schema::new(
+            fields
+                .iter()
+                .map(|f| Field::new(*f, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let part = Arc::new(Part {
+            changed: Some(7),
+            schema: schema.clone(),
+            chunks: Vec::new(),
+            fields: Default::default(),
+        });
+        CachedTable {
+            version: None,
+            schema,
+            parts: BTreeMap::from([(ShardId(0), part)]),
+            built: (1, 0),
+        }
+    };
+    let (old, new) = (table(&["id"]), table(&["id", "x"]));
+    let mut history = History::default();
+    history.remember(&old);
+    history.remember(&new);
+    let base = history.base(ShardId(0), Some(7)).expect("a kept version");
+    assert_eq!(base.schema, new.schema);
+    assert_eq!(history.parts[&ShardId(0)].len(), 1);
+}
