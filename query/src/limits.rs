@@ -313,7 +313,8 @@ impl Column {
     /// a step of zero, which the function refuses itself.
     fn step(&self, row: usize, unit: i128) -> Option<i128> {
         if let Some(i) = &self.ints {
-            return Self::int_of(i, self.at(row)).and_then(|v| (v != 0).then(|| v.abs().into()));
+            return Self::int_of(i, self.at(row))
+                .and_then(|v| (v != 0).then(|| i128::from(v).abs()));
         }
         let a = self
             .steps

@@ -135,9 +135,15 @@ impl Limits {
 /// An upper bound of the bytes function `name` builds from arguments `a`, for the
 /// functions whose answer can be larger than one argument; 0 for the others (their
 /// answer is measured after the call).
-fn estimate(name: &str, a: &[Value], stop: usize) -> usize {
+pub(super) fn estimate(name: &str, a: &[Value], stop: usize) -> usize {
     let size = |v: &Value| size_of(v, stop);
     let len = |i: usize| a.get(i).map_or(0, |v| to_string_len(v, stop));
+    // The shortest text argument `i` can match: its length for a string or another scalar;
+    // 1 for a list or an object of searches (any one of them may be that short).
+    let shortest = |i: usize| match a.get(i) {
+        Some(Value::Array(_) | Value::Object(_)) | None => 1,
+        Some(v) => to_string_len(v, stop).max(1),
+    };
     match name {
         "CONCAT" | "PUSH" | "APPEND" | "FLATTEN" | "UNION" | "UNION_DISTINCT" | "MERGE" | "ZIP"
         | "INTERSECTION" | "MINUS" => a.iter().map(size).sum(),
@@ -147,26 +153,33 @@ fn estimate(name: &str, a: &[Value], stop: usize) -> usize {
                 .skip(1)
                 .map(|v| v.as_array().map_or(1, Vec::len))
                 .sum();
-            a.iter().map(size).sum::<usize>() + len(0).saturating_mul(parts)
+            a.iter()
+                .map(size)
+                .sum::<usize>()
+                .saturating_add(len(0).saturating_mul(parts))
         }
         "SUBSTITUTE" => {
             let s = len(0);
-            s + (s / len(1).max(1) + 1).saturating_mul(len(2))
+            s.saturating_add((s / shortest(1) + 1).saturating_mul(len(2)))
         }
-        // An element (32 bytes or more) for each character at worst.
+        // Without a separator, the string itself in a list.
+        "SPLIT" if a.get(1).is_none_or(Value::is_null) => len(0).saturating_add(40),
+        // An element (32 bytes or more) for each piece at worst.
         "SPLIT" => {
             let s = len(0);
-            s + (s / len(1).max(1) + 1).saturating_mul(40)
+            s.saturating_add((s / shortest(1) + 1).saturating_mul(40))
         }
         _ => 0,
     }
 }
 
-/// The length of `v` as a string, without building it for strings.
+/// The length of `v` as a string (at least; without building it for strings, about it for
+/// lists and objects).
 fn to_string_len(v: &Value, stop: usize) -> usize {
     match v {
         Value::String(s) => s.len(),
         Value::Null => 0,
+        Value::Bool(_) | Value::Number(_) => v.to_string().len(),
         v => size_of(v, stop),
     }
 }

@@ -258,3 +258,34 @@ proptest! {
         }
     }
 }
+
+/// The size estimates bound what SUBSTITUTE and SPLIT build before they build it: a search
+/// that is not a string (a number, a list of searches) may match at every character, and a
+/// SPLIT without a separator makes one element.
+#[test]
+fn substitute_and_split_estimates_bound_their_answers() {
+    use serde_json::{Value, json};
+    let ones = Value::from("1".repeat(1000));
+    let stop = usize::MAX;
+    // Every '1' becomes eight bytes: 8,000 at least.
+    let by_number = super::eval::estimate(
+        "SUBSTITUTE",
+        &[ones.clone(), json!(1), json!("xxxxxxxx")],
+        stop,
+    );
+    assert!(by_number >= 8_000, "{by_number}");
+    let by_list = super::eval::estimate(
+        "SUBSTITUTE",
+        &[ones.clone(), json!(["1", "11"]), json!("xxxxxxxx")],
+        stop,
+    );
+    assert!(by_list >= 8_000, "{by_list}");
+    // One element per '1' at worst.
+    let split = super::eval::estimate("SPLIT", &[ones.clone(), json!(1)], stop);
+    assert!(split >= 1_000 * 32, "{split}");
+    // No separator: the string in a list, not an element per character.
+    for args in [vec![ones.clone()], vec![ones.clone(), Value::Null]] {
+        let whole = super::eval::estimate("SPLIT", &args, stop);
+        assert!((1_000..2_000).contains(&whole), "{whole}");
+    }
+}
