@@ -750,6 +750,11 @@ fn expanding_functions_and_memory_are_bounded() {
             ("SELECT lpad('x', 3, '-') AS v", json!("--x")),
             ("SELECT range(1, 4) AS v", json!([1, 2, 3])),
             ("SELECT generate_series(1, 3) AS v", json!([1, 2, 3])),
+            // The least step there is (its size estimate once overflowed).
+            (
+                "SELECT range(0, 10, -9223372036854775807 - 1) AS v",
+                json!([]),
+            ),
             ("SELECT array_repeat(7, 2) AS v", json!([7, 7])),
             ("SELECT replace('aXa', 'X', 'yy') AS v", json!("ayya")),
             ("SELECT regexp_replace('aaa', 'a', 'b', 'g') AS v", json!("bbb")),
