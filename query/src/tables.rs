@@ -18,7 +18,7 @@ use datafusion::arrow::array::{
     ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
     StringBuilder, StringViewArray, StringViewBuilder, TimestampMillisecondBuilder,
 };
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::compute::{concat_batches, interleave_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use redb::ReadTransaction;
 use serde_json::Value;
@@ -337,14 +337,18 @@ fn batches<'a>(
 }
 
 /// Rows of a partition in id order, at most `2 * BATCH_ROWS` of them (a chunk that grows past
-/// that by inserts is split in two).
+/// that by inserts is split in two), minus the rows its partition's delta shadows.
 #[derive(Debug, Clone)]
-struct Chunk {
+pub(crate) struct Chunk {
     /// Its first row's id: the chunk holds the ids from this one to the next chunk's first.
     first: String,
     batch: RecordBatch,
-    /// Its columns' bounds, to skip it when a filter excludes them.
+    /// Its columns' bounds, to skip it when a filter excludes them. They are the whole
+    /// batch's, masked rows included: bounds of a superset, so a skip is still sound.
     zones: scan::ZoneMap,
+    /// The rows (ascending) no longer in the partition: a newer state of the id is in the
+    /// partition's delta, or the resource was deleted.
+    masked: Vec<u32>,
 }
 
 impl Chunk {
@@ -356,7 +360,30 @@ impl Chunk {
             first,
             batch,
             zones,
+            masked: Vec::new(),
         }
+    }
+
+    /// Its live rows as zero-copy slices of its batch (the pieces between masked rows).
+    pub(crate) fn live(&self) -> Vec<RecordBatch> {
+        let mut out = Vec::with_capacity(self.masked.len() + 1);
+        let mut at = 0;
+        for &m in &self.masked {
+            let m = m as usize;
+            if m > at {
+                out.push(self.batch.slice(at, m - at));
+            }
+            at = m + 1;
+        }
+        if at < self.batch.num_rows() {
+            out.push(self.batch.slice(at, self.batch.num_rows() - at));
+        }
+        out
+    }
+
+    /// Whether row `row` is masked.
+    fn is_masked(&self, row: usize) -> bool {
+        self.masked.binary_search(&(row as u32)).is_ok()
     }
 }
 
@@ -367,7 +394,8 @@ fn ids(batch: &RecordBatch) -> &StringViewArray {
 
 /// One shard's partition of a namespace's table, as of the namespace's last change in that
 /// shard: immutable chunks in id order, shared between the versions of the partition and the
-/// queries that read them (a newer version copies only the chunks that changed).
+/// queries that read them, and a small delta of the rows changed since (a newer version
+/// copies the delta and the masks, and a chunk only when it folds its changes in).
 #[derive(Debug, Clone)]
 pub(crate) struct Part {
     /// The LSN of the shard's last entry that changed the namespace (`None`: none did).
@@ -375,8 +403,35 @@ pub(crate) struct Part {
     /// The schema of its chunks.
     schema: SchemaRef,
     chunks: Vec<Chunk>,
+    /// The rows changed since the chunks were made, in id order (at most
+    /// [`DELTA_ROWS_MAX`]): the newest state of each id a chunk masks, and ids no chunk holds.
+    delta: Option<Chunk>,
     /// Documents: the fields of its live documents.
     fields: Fields,
+}
+
+impl Part {
+    /// The live row holding `id`: the delta's, else a chunk's unless masked.
+    fn locate(&self, id: &str) -> Option<(&RecordBatch, usize)> {
+        if let Some(d) = &self.delta
+            && let Ok(row) = row_of(&d.batch, id, 0)
+        {
+            return Some((&d.batch, row));
+        }
+        if self.chunks.is_empty() {
+            return None;
+        }
+        let chunk = &self.chunks[chunk_of(&self.chunks, id)];
+        match row_of(&chunk.batch, id, 0) {
+            Ok(row) if !chunk.is_masked(row) => Some((&chunk.batch, row)),
+            _ => None,
+        }
+    }
+
+    /// The chunks a scan reads: every chunk, then the delta.
+    pub(crate) fn all_chunks(&self) -> impl Iterator<Item = &Chunk> {
+        self.chunks.iter().chain(self.delta.as_ref())
+    }
 }
 
 /// A namespace's table as one query reads it: per shard, one version of its partition.
@@ -603,10 +658,12 @@ pub(crate) fn build(
                     b
                 } else {
                     forward += 1;
+                    let (chunks, delta) = self::forward(&b, &layout, s, &d)?;
                     Arc::new(Part {
                         changed,
                         schema: layout.schema.clone(),
-                        chunks: rewrite(&b.chunks, &layout, s, &d)?,
+                        chunks,
+                        delta,
                         fields: counted.unwrap_or_default(),
                     })
                 }
@@ -661,6 +718,7 @@ fn whole(
             .into_iter()
             .map(Chunk::of)
             .collect(),
+        delta: None,
         fields,
     }))
 }
@@ -698,19 +756,15 @@ fn row_of(batch: &RecordBatch, id: &str, from: usize) -> std::result::Result<usi
 fn fields_after(base: &Part, delta: &Delta) -> Result<Fields> {
     let mut fields = base.fields.clone();
     for (id, new) in delta {
-        if !base.chunks.is_empty() {
-            let chunk = &base.chunks[chunk_of(&base.chunks, id)];
-            if let Ok(row) = row_of(&chunk.batch, id, 0) {
-                let data = chunk
-                    .batch
-                    .column_by_name("data")
-                    .ok_or_else(|| Error::Internal("a document table without data".into()))?
-                    .as_string::<i32>()
-                    .value(row);
-                let old: Value = serde_json::from_str(data)
-                    .map_err(|e| Error::Internal(format!("a document's data: {e}")))?;
-                count_fields(&mut fields, &old, -1);
-            }
+        if let Some((batch, row)) = base.locate(id) {
+            let data = batch
+                .column_by_name("data")
+                .ok_or_else(|| Error::Internal("a document table without data".into()))?
+                .as_string::<i32>()
+                .value(row);
+            let old: Value = serde_json::from_str(data)
+                .map_err(|e| Error::Internal(format!("a document's data: {e}")))?;
+            count_fields(&mut fields, &old, -1);
         }
         if let Some(r) = new {
             count_fields(&mut fields, &r.state.data, 1);
@@ -719,68 +773,186 @@ fn fields_after(base: &Part, delta: &Delta) -> Result<Fields> {
     Ok(fields)
 }
 
-/// `chunks` with `delta` applied: every chunk holding a changed id is rewritten (rows kept
-/// as slices of the old chunk, changed rows built anew); the others are shared.
-fn rewrite(chunks: &[Chunk], layout: &Layout, shard: ShardId, delta: &Delta) -> Result<Vec<Chunk>> {
-    let built = batches(layout, shard, delta.iter().filter_map(|(_, r)| r.as_ref()))?;
+/// Most rows of a partition's delta: past it, every chunk the delta touches folds it in.
+/// (Small in unit tests, so that their small tables fold often.)
+const DELTA_ROWS_MAX: usize = if cfg!(test) { 40 } else { BATCH_ROWS };
+
+/// Most masked rows of a chunk: past it, the chunk folds its rows of the delta in (a copy of
+/// the chunk every this many changes to it, where rewriting it at every change cost a copy per
+/// change; and a scan reads at most this many pieces more of it).
+const MASKED_MAX: usize = if cfg!(test) { 2 } else { 16 };
+
+/// Where a row of a partition comes from while it is brought forward: the old delta or the
+/// new states.
+const OLD: usize = 0;
+const FRESH: usize = 1;
+
+/// `base`'s chunks and delta brought forward by `changes`: the rows of changed ids are masked
+/// in their chunks (zero copy) and their new states kept in the delta; a chunk with more than
+/// [`MASKED_MAX`] masked rows, or every chunk the delta touches once it holds more than
+/// [`DELTA_ROWS_MAX`] rows, is rewritten with its rows of the delta folded in. Untouched
+/// chunks are shared.
+fn forward(
+    base: &Part,
+    layout: &Layout,
+    shard: ShardId,
+    changes: &Delta,
+) -> Result<(Vec<Chunk>, Option<Chunk>)> {
+    let built = batches(
+        layout,
+        shard,
+        changes.iter().filter_map(|(_, r)| r.as_ref()),
+    )?;
     // Built just now: their string buffers hold nothing else, so no compaction.
     let fresh = concat_batches(&layout.schema, &built)
         .map_err(|e| Error::Internal(format!("merging rows: {e}")))?;
-    if chunks.is_empty() {
-        return Ok(split(fresh).into_iter().map(Chunk::of).collect());
+    let old = base.delta.as_ref().map_or_else(
+        || RecordBatch::new_empty(layout.schema.clone()),
+        |d| d.batch.clone(),
+    );
+
+    // Mask the changed ids' rows in the chunks.
+    let mut chunks = base.chunks.clone();
+    if !chunks.is_empty() {
+        for (id, _) in changes {
+            let c = &mut chunks[chunk_of(&base.chunks, id)];
+            if let Ok(row) = row_of(&c.batch, id, 0)
+                && let Err(at) = c.masked.binary_search(&(row as u32))
+            {
+                c.masked.insert(at, row as u32);
+            }
+        }
     }
+
+    // The delta after the changes: the old delta's rows of unchanged ids and the new states,
+    // merged by id; each with the chunk its id falls in.
+    let (old_ids, fresh_ids) = (ids(&old), ids(&fresh));
+    let mut rows: Vec<(usize, usize)> = Vec::with_capacity(old.num_rows() + fresh.num_rows());
+    let (mut o, mut f, mut c) = (0, 0, 0);
+    while o < old.num_rows() || f < fresh.num_rows() {
+        let take_old =
+            f >= fresh.num_rows() || (o < old.num_rows() && old_ids.value(o) < fresh_ids.value(f));
+        if take_old {
+            // Unchanged unless the changes name it.
+            let id = old_ids.value(o);
+            while c < changes.len() && changes[c].0.as_str() < id {
+                c += 1;
+            }
+            if c >= changes.len() || changes[c].0 != id {
+                rows.push((OLD, o));
+            }
+            o += 1;
+        } else {
+            if o < old.num_rows() && old_ids.value(o) == fresh_ids.value(f) {
+                o += 1;
+            }
+            rows.push((FRESH, f));
+            f += 1;
+        }
+    }
+    let id_of = |&(src, row): &(usize, usize)| {
+        if src == OLD {
+            old_ids.value(row)
+        } else {
+            fresh_ids.value(row)
+        }
+    };
+
+    // Which chunks fold their changes in.
+    let mut folds = vec![false; chunks.len()];
+    let home: Vec<usize> = if chunks.is_empty() {
+        Vec::new()
+    } else {
+        rows.iter().map(|r| chunk_of(&chunks, id_of(r))).collect()
+    };
+    for (i, c) in chunks.iter().enumerate() {
+        folds[i] = c.masked.len() > MASKED_MAX;
+    }
+    if rows.len() > DELTA_ROWS_MAX {
+        for &h in &home {
+            folds[h] = true;
+        }
+        for (i, c) in chunks.iter().enumerate() {
+            folds[i] |= !c.masked.is_empty();
+        }
+    }
+    let sources = [&old, &fresh];
     let mut out = Vec::with_capacity(chunks.len() + 1);
-    let mut next = 0; // into delta
-    let mut fresh_row = 0;
-    for (i, chunk) in chunks.iter().enumerate() {
-        let upper = chunks.get(i + 1).map(|c| c.first.as_str());
+    let mut kept: Vec<(usize, usize)> = Vec::new();
+    let mut next = 0; // into rows
+    for (i, chunk) in chunks.into_iter().enumerate() {
         let start = next;
-        while next < delta.len() && upper.is_none_or(|u| delta[next].0.as_str() < u) {
+        while next < rows.len() && home[next] == i {
             next += 1;
         }
-        if start == next {
-            out.push(chunk.clone());
+        if !folds[i] {
+            kept.extend_from_slice(&rows[start..next]);
+            out.push(chunk);
             continue;
         }
-        let rows = chunk.batch.num_rows();
-        let mut pieces = Vec::new();
-        let mut at = 0;
-        for (id, state) in &delta[start..next] {
-            let found = row_of(&chunk.batch, id, at);
-            let to = found.unwrap_or_else(|e| e);
-            if to > at {
-                pieces.push(chunk.batch.slice(at, to - at));
+        // The chunk's live rows and its rows of the delta, merged by id.
+        let chunk_ids = ids(&chunk.batch);
+        let mut picks: Vec<(usize, usize)> = Vec::new();
+        let (mut r, mut d) = (0, start);
+        let mut masked = chunk.masked.iter().peekable();
+        while r < chunk.batch.num_rows() || d < next {
+            if r < chunk.batch.num_rows() && masked.peek() == Some(&&(r as u32)) {
+                masked.next();
+                r += 1;
+                continue;
             }
-            at = if found.is_ok() { to + 1 } else { to };
-            if state.is_some() {
-                pieces.push(fresh.slice(fresh_row, 1));
-                fresh_row += 1;
+            if d >= next || (r < chunk.batch.num_rows() && chunk_ids.value(r) < id_of(&rows[d])) {
+                picks.push((2, r));
+                r += 1;
+            } else {
+                picks.push(rows[d]);
+                d += 1;
             }
         }
-        if at < rows {
-            pieces.push(chunk.batch.slice(at, rows - at));
+        if picks.is_empty() {
+            continue;
         }
-        let merged = concat(&layout.schema, &pieces)?;
-        out.extend(split(merged).into_iter().map(Chunk::of));
+        let merged = interleave_record_batch(&[&old, &fresh, &chunk.batch], &picks)
+            .map_err(|e| Error::Internal(format!("merging rows: {e}")))?;
+        out.extend(
+            split(compact(&layout.schema, merged)?)
+                .into_iter()
+                .map(Chunk::of),
+        );
     }
-    Ok(out)
+    if base.chunks.is_empty() {
+        // Without chunks, the delta is all there is, and past its bound it becomes chunks.
+        if rows.len() > DELTA_ROWS_MAX {
+            let all = interleave_record_batch(&sources, &rows)
+                .map_err(|e| Error::Internal(format!("merging rows: {e}")))?;
+            let all = compact(&layout.schema, all)?;
+            return Ok((split(all).into_iter().map(Chunk::of).collect(), None));
+        }
+        kept = rows;
+    }
+    let delta = if kept.is_empty() {
+        None
+    } else {
+        let batch = interleave_record_batch(&sources, &kept)
+            .map_err(|e| Error::Internal(format!("merging rows: {e}")))?;
+        Some(Chunk::of(compact(&layout.schema, batch)?))
+    };
+    Ok((out, delta))
 }
 
-/// `batches` as one batch, its string views in one buffer of their own.
+/// `batch` with its string views in buffers of its own.
 ///
-/// Concatenating string views keeps every data buffer of every piece (a buffer shared by two
-/// slices of one chunk twice): without the compaction a chunk rewritten again and again
-/// would hold ever more buffers, and the strings of rows long gone.
-fn concat(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
-    let merged = concat_batches(schema, batches)
-        .map_err(|e| Error::Internal(format!("merging rows: {e}")))?;
-    if !merged.columns().iter().any(|c| {
+/// Slicing, concatenating or interleaving string views keeps every data buffer of every
+/// source: without the compaction a chunk made again and again would hold ever more
+/// buffers, and the strings of rows long gone.
+fn compact(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
+    if !batch.columns().iter().any(|c| {
         c.as_string_view_opt()
             .is_some_and(|v| !v.data_buffers().is_empty())
     }) {
-        return Ok(merged);
+        return Ok(batch);
     }
-    let columns = merged
+    let columns = batch
         .columns()
         .iter()
         .map(|c| match c.as_string_view_opt() {

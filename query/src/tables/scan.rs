@@ -187,7 +187,7 @@ impl TableProvider for ChunkTable {
         };
         let mut partitions: Vec<Vec<RecordBatch>> = Vec::new();
         for part in self.table.parts.values() {
-            let chunks: Vec<&Chunk> = part.chunks.iter().collect();
+            let chunks: Vec<&Chunk> = part.all_chunks().collect();
             let keep = match &predicate {
                 Some(p) => p.prune(&Zones {
                     schema: &schema,
@@ -200,7 +200,7 @@ impl TableProvider for ChunkTable {
                     .iter()
                     .zip(keep)
                     .filter(|(_, k)| *k)
-                    .map(|(c, _)| c.batch.clone())
+                    .flat_map(|(c, _)| c.live())
                     .collect(),
             );
         }
