@@ -278,6 +278,23 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
 
     /// Every resource of `ns`, tombstones included, in id order: the newest state of each.
     fn namespace(&self, view: &StateView, ns: &str) -> Result<Vec<(String, Document)>> {
+        let mut out = Vec::new();
+        self.scan(view, ns, |id, state| {
+            out.push((id.to_owned(), state.document()?));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every resource of `ns`, tombstones included, in id order (the newest
+    /// state of each: the tail's over every run's, a newer run's over an older's), its data
+    /// the JSON text the view holds.
+    fn scan(
+        &self,
+        view: &StateView,
+        ns: &str,
+        mut f: impl FnMut(&str, RawState<'_>) -> Result<()>,
+    ) -> Result<()> {
         // Per run (oldest first) a cursor over its blocks.
         let mut cursors = Vec::new();
         if let (Some(runs), Some(bix), Some(blk)) = (&self.runs, &self.bix, &self.blk) {
@@ -285,16 +302,20 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
                 cursors.push(run_cursor(bix, blk, ns, &run.name)?);
             }
         }
-        let tail_rows = match &self.tail {
-            Some(tail) => tail_of(tail, &view.urn_prefix(ns))?,
-            None => Vec::new(),
-        };
-        if cursors.is_empty() {
-            return Ok(tail_rows);
+        // The tail's entries as stored (a namespace holds at most a flush size of them).
+        let mut tail_rows: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Some(tail) = &self.tail {
+            let prefix = view.urn_prefix(ns);
+            for item in tail.range(prefix.as_str()..).map_err(storage)? {
+                let (k, v) = item.map_err(storage)?;
+                let Some(id) = k.value().strip_prefix(prefix.as_str()) else {
+                    break;
+                };
+                tail_rows.push((id.to_owned(), v.value().to_vec()));
+            }
         }
-        let rows: usize = cursors.iter().map(runs::Cursor::rows).sum();
-        let mut out = Vec::with_capacity(rows + tail_rows.len());
-        let mut tail = tail_rows.into_iter().peekable();
+        let mut tail = tail_rows.iter().peekable();
+        let mut id = String::new();
         loop {
             // The least id at the heads: the tail's state wins over every run's.
             let least = runs::least(&cursors);
@@ -303,19 +324,76 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
                 (None, Some(_)) => true,
                 (Some((_, l)), Some((t, _))) => t.as_str() <= *l,
             };
-            let (id, doc) = if from_tail {
-                tail.next().expect("peeked")
+            id.clear();
+            if from_tail {
+                let (t, bytes) = tail.next().expect("peeked");
+                let stored: Stored<'_> = serde_json::from_slice(bytes).map_err(storage)?;
+                f(t, stored.raw())?;
+                id.push_str(t);
             } else {
-                let Some((winner, id)) = least else {
+                let Some((winner, at)) = least else {
                     break;
                 };
                 let (block, i) = cursors[winner].at();
-                (id.to_owned(), block.document(i)?)
-            };
+                f(at, block.raw(i))?;
+                id.push_str(at);
+            }
             runs::skip(&mut cursors, &id);
-            out.push((id, doc));
         }
-        Ok(out)
+        Ok(())
+    }
+}
+
+/// A resource's state as the view holds it, its data still JSON text (see
+/// [`StateView::scan`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RawState<'a> {
+    /// The state as JSON text (`null` once deleted), as `serde_json` writes a value: compact,
+    /// object members in name order.
+    pub data: &'a str,
+    /// Revision of the last event applied to it.
+    pub revision: u64,
+    /// LSN of that event's entry.
+    pub lsn: u64,
+    /// Commit timestamp of that entry (ms since the Unix epoch).
+    pub updated_ms: u64,
+    /// Whether the last event deleted it.
+    pub deleted: bool,
+}
+
+impl RawState<'_> {
+    /// The state, its data parsed.
+    pub fn document(&self) -> Result<Document> {
+        Ok(Document {
+            data: serde_json::from_str(self.data).map_err(storage)?,
+            revision: self.revision,
+            lsn: self.lsn,
+            updated_ms: self.updated_ms,
+            deleted: self.deleted,
+        })
+    }
+}
+
+/// A [`Document`] as the tail stores it, read without parsing its data.
+#[derive(Deserialize)]
+struct Stored<'a> {
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+    revision: u64,
+    lsn: u64,
+    updated_ms: u64,
+    deleted: bool,
+}
+
+impl<'a> Stored<'a> {
+    fn raw(&self) -> RawState<'a> {
+        RawState {
+            data: self.data.get(),
+            revision: self.revision,
+            lsn: self.lsn,
+            updated_ms: self.updated_ms,
+            deleted: self.deleted,
+        }
     }
 }
 
@@ -455,6 +533,19 @@ impl StateView {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// Calls `f` with every resource of `namespace` in `shard`, tombstones included, in id
+    /// order, its data as the JSON text the view holds: what a reader that wants a few fields
+    /// of every resource uses instead of [`StateView::namespace`], which parses every state.
+    pub fn scan(
+        &self,
+        tx: &ReadTransaction,
+        shard: ShardId,
+        namespace: &str,
+        f: impl FnMut(&str, RawState<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.read_tables(tx, shard)?.scan(self, namespace, f)
     }
 
     /// Every resource of `namespace` in `shard`, tombstones included, in id order.

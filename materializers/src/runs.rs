@@ -18,9 +18,8 @@ use arrow_ipc::CompressionType;
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use serde_json::Value;
 
-use crate::document::Document;
+use crate::document::{Document, RawState};
 use crate::{Result, storage};
 
 /// One resource's state as a run holds it: the data stays JSON text until a reader needs it.
@@ -104,14 +103,18 @@ impl Block {
 
     /// Row `i` as a state (its JSON parsed).
     pub(crate) fn document(&self, i: usize) -> Result<Document> {
-        let data: Value = serde_json::from_str(self.data.value(i)).map_err(storage)?;
-        Ok(Document {
-            data,
+        self.raw(i).document()
+    }
+
+    /// Row `i` with its data as JSON text.
+    pub(crate) fn raw(&self, i: usize) -> RawState<'_> {
+        RawState {
+            data: self.data.value(i),
             revision: self.revision.value(i),
             lsn: self.lsn.value(i),
             updated_ms: self.updated_ms.value(i),
             deleted: self.deleted.value(i),
-        })
+        }
     }
 
     /// Row `i` as a run row (no JSON parsed).

@@ -23,7 +23,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use redb::ReadTransaction;
 use serde_json::Value;
 use themis_log::{Model, ShardId};
-use themis_materializers::document::{DOCUMENTS, ROWS, Resource, StateView};
+use themis_materializers::document::{DOCUMENTS, ROWS, RawState, Resource, StateView};
 use themis_materializers::namespaces::{ColumnType, Registered, rfc3339_ms};
 
 use crate::{Error, Result};
@@ -674,6 +674,10 @@ pub(crate) fn build(
                 let resources: Vec<Resource> = d.into_iter().filter_map(|(_, r)| r).collect();
                 whole(&layout, s, changed, &resources, model)?
             }
+            _ if model == Model::Relational => {
+                whole_builds += 1;
+                whole_rows(tx, &layout, namespace, s, changed)?
+            }
             _ => {
                 whole_builds += 1;
                 whole(&layout, s, changed, &read(s)?, model)?
@@ -720,6 +724,94 @@ fn whole(
             .collect(),
         delta: None,
         fields,
+    }))
+}
+
+/// Appends the row `id` in state `state` (its data JSON text) to `builders` of `layout`.
+fn push_row(
+    layout: &Layout,
+    kinds: &[Kind],
+    fields: &mut raw::Fields<'_>,
+    builders: &mut [Builder],
+    shard: ShardId,
+    id: &str,
+    state: &RawState<'_>,
+) -> std::result::Result<(), serde_json::Error> {
+    for ((_, source), builder) in layout.columns.iter().zip(builders.iter_mut()) {
+        match source {
+            Source::Id => builder.push_text(id),
+            Source::Revision => builder.push_int(state.revision as i64),
+            Source::Lsn => builder.push_int(state.lsn as i64),
+            Source::Shard => builder.push_int(i64::from(shard.0)),
+            Source::UpdatedMs => builder.push_int(state.updated_ms as i64),
+            Source::Data => builder.push(Some(&serde_json::from_str::<Value>(state.data)?)),
+            Source::Field(_) => {}
+        }
+    }
+    fields.push(kinds, builders, state.data)
+}
+
+/// A relational partition built whole from the view's rows: each row's JSON text parsed
+/// straight into its declared columns ([`raw`]), no JSON value built.
+fn whole_rows(
+    tx: &ReadTransaction,
+    layout: &Layout,
+    namespace: &str,
+    shard: ShardId,
+    changed: Option<u64>,
+) -> Result<Arc<Part>> {
+    let kinds: Vec<Kind> = layout.columns.iter().map(|(k, _)| *k).collect();
+    let declared = layout
+        .columns
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, source))| match source {
+            Source::Field(name) => Some((i, name.as_str())),
+            _ => None,
+        });
+    let mut fields = raw::Fields::new(declared, kinds.len());
+    let fresh = |rows| -> Vec<Builder> { kinds.iter().map(|k| Builder::new(*k, rows)).collect() };
+    let finish = |builders: Vec<Builder>| {
+        let columns: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
+        RecordBatch::try_new(layout.schema.clone(), columns).map(Chunk::of)
+    };
+    let mut chunks = Vec::new();
+    let mut builders = fresh(BATCH_ROWS);
+    let mut rows = 0;
+    let failed = |e: String| themis_materializers::Error::Storage(e);
+    ROWS.scan(tx, shard, namespace, |id, state| {
+        if state.deleted {
+            return Ok(());
+        }
+        push_row(
+            layout,
+            &kinds,
+            &mut fields,
+            &mut builders,
+            shard,
+            id,
+            &state,
+        )
+        .map_err(|e| failed(format!("a row of {namespace}: {e}")))?;
+        rows += 1;
+        if rows == BATCH_ROWS {
+            let full = std::mem::replace(&mut builders, fresh(BATCH_ROWS));
+            chunks.push(finish(full).map_err(|e| failed(format!("building a batch: {e}")))?);
+            rows = 0;
+        }
+        Ok(())
+    })
+    .map_err(Error::View)?;
+    if rows > 0 {
+        chunks
+            .push(finish(builders).map_err(|e| Error::Internal(format!("building a batch: {e}")))?);
+    }
+    Ok(Arc::new(Part {
+        changed,
+        schema: layout.schema.clone(),
+        chunks,
+        delta: None,
+        fields: Fields::new(),
     }))
 }
 
@@ -982,6 +1074,7 @@ fn split(batch: RecordBatch) -> Vec<RecordBatch> {
         .collect()
 }
 
+mod raw;
 pub(crate) mod scan;
 #[cfg(test)]
 mod tests;

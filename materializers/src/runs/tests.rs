@@ -35,7 +35,7 @@ fn blocks_decode_to_the_rows_encoded() {
         assert_eq!(doc.deleted, r.deleted);
         assert_eq!(
             doc.data,
-            serde_json::from_str::<Value>(&r.data).expect("json")
+            serde_json::from_str::<serde_json::Value>(&r.data).expect("json")
         );
     }
     assert_eq!(block.find("0"), None);

@@ -419,3 +419,108 @@ async fn batch_overhead_probe() {
         println!("{pieces} batches: best {best:.2} ms");
     }
 }
+
+/// A relational partition read from the rows' JSON text holds exactly what one read from
+/// parsed values holds, for every column type and every kind of value: absent, null, of
+/// another type, integers past i64, integral floats, nested values, escaped member names and
+/// strings, states that are not objects.
+#[test]
+fn rows_read_from_text_equal_rows_read_from_values() {
+    use datafusion::arrow::compute::concat_batches;
+    use themis_materializers::document::RawState;
+
+    use super::{Builder, Source, layout, push_row, raw};
+
+    let mut columns = super::implicit();
+    for (name, kind) in [
+        ("b", Kind::Bool),
+        ("i", Kind::Int),
+        ("f", Kind::Float),
+        ("s", Kind::Text),
+        ("t", Kind::Timestamp),
+        ("j", Kind::Json),
+        ("q\"uote", Kind::Text),
+        ("é", Kind::Int),
+    ] {
+        columns.push((name.into(), kind, Source::Field(name.into()), true));
+    }
+    let layout = layout(columns);
+    let values = [
+        json!(null),
+        json!(true),
+        json!(false),
+        json!(0),
+        json!(-7),
+        json!(9_223_372_036_854_775_807_i64),
+        json!(18_446_744_073_709_551_615_u64),
+        json!(1.5),
+        json!(2.0),
+        json!(-0.0),
+        json!(1e300),
+        json!(""),
+        json!("text with \"quotes\", a \\ and a \n newline"),
+        json!("ünïcödé ✓"),
+        json!("2026-12-07T10:00:00.123Z"),
+        json!("2026-12-07T10:00:00+02:00"),
+        json!("not a time"),
+        json!([1, "two", {"three": 3}]),
+        json!({"nested": {"deep": [true, null]}, "a": 1}),
+        json!({}),
+        json!([]),
+    ];
+    let names = ["b", "i", "f", "s", "t", "j", "q\"uote", "é", "other"];
+    let mut resources = Vec::new();
+    let mut n = 0;
+    for (k, v) in values.iter().enumerate() {
+        // Every value in every column, and some rows without some columns.
+        let mut data = serde_json::Map::new();
+        for (c, name) in names.iter().enumerate() {
+            if (k + c) % 5 != 0 {
+                data.insert((*name).into(), values[(k + c * 3) % values.len()].clone());
+            }
+        }
+        data.insert("s".into(), v.clone());
+        for d in [serde_json::Value::Object(data), v.clone()] {
+            n += 1;
+            resources.push(resource(&format!("r{n:03}"), d, false));
+        }
+    }
+    let want = batches(&layout, ShardId(2), &resources).expect("batches");
+    let want = concat_batches(&layout.schema, &want).expect("concat");
+
+    let kinds: Vec<Kind> = layout.columns.iter().map(|(k, _)| *k).collect();
+    let declared = layout
+        .columns
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, s))| match s {
+            Source::Field(name) => Some((i, name.as_str())),
+            _ => None,
+        });
+    let mut fields = raw::Fields::new(declared, kinds.len());
+    let mut builders: Vec<Builder> = kinds.iter().map(|k| Builder::new(*k, 8)).collect();
+    for r in &resources {
+        let text = serde_json::to_string(&r.state.data).expect("text");
+        let state = RawState {
+            data: &text,
+            revision: r.state.revision,
+            lsn: r.state.lsn,
+            updated_ms: r.state.updated_ms,
+            deleted: false,
+        };
+        push_row(
+            &layout,
+            &kinds,
+            &mut fields,
+            &mut builders,
+            ShardId(2),
+            &r.id,
+            &state,
+        )
+        .expect("a row");
+    }
+    let columns = builders.into_iter().map(Builder::finish).collect();
+    let got = RecordBatch::try_new(layout.schema.clone(), columns).expect("batch");
+    assert_eq!(got, want);
+    assert_eq!(got.num_rows(), 2 * values.len());
+}
