@@ -188,6 +188,45 @@ where
     tokio::task::spawn_blocking(f).await
 }
 
+/// Runs `f` on every item of `items` on scoped OS threads, at most `threads` at once (the
+/// calling thread among them), and answers in item order: for CPU-bound work that splits by
+/// shard, such as building a table whole. Threads are a seam: nothing the simulator runs
+/// calls this.
+pub fn map_scoped<T, R, F>(items: &[T], threads: usize, f: F) -> Vec<R>
+where
+    T: Sync,
+    R: Send,
+    F: Fn(&T) -> R + Sync,
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                return done;
+            };
+            done.push((i, f(item)));
+        }
+    };
+    let mut all: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut all = work();
+        for h in helpers {
+            // A panic in `f` is a bug; carry it to the caller as a panic would be.
+            all.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        all
+    });
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
 /// A node in the cluster, as the transport addresses it.
 pub type NodeId = u64;
 

@@ -860,7 +860,16 @@ impl QueryEngine {
             .unwrap_or_default();
         let changes =
             |s: ShardId, after: u64, upto: u64| self.changed_ids(model, namespace, s, after, upto);
-        let table = tables::build(tx, model, namespace, config, shards, &history, &changes)?;
+        let table = tables::build(
+            tx,
+            model,
+            namespace,
+            config,
+            shards,
+            &history,
+            &changes,
+            self.config.target_partitions,
+        )?;
         self.built.0.fetch_add(table.built.0, Ordering::Relaxed);
         self.built.1.fetch_add(table.built.1, Ordering::Relaxed);
         if table.known() {

@@ -548,7 +548,9 @@ struct Plan {
 /// when the namespace changed since, reads the ids the log says changed and rewrites only the
 /// chunks holding them: the cost follows the changes, not the table. A partition without a
 /// usable version (the first query, a config change, a document layout change, a base too far
-/// behind) is built whole from the view. `config` is the relational namespace's config.
+/// behind) is built whole from the view, relational ones on up to `threads` threads.
+/// `config` is the relational namespace's config.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
     tx: &ReadTransaction,
     model: Model,
@@ -557,6 +559,7 @@ pub(crate) fn build(
     shards: &[ShardId],
     history: &History,
     changes: &Changes<'_>,
+    threads: usize,
 ) -> Result<Arc<CachedTable>> {
     let view = view_of(model);
     let version = config.map(|c| c.version);
@@ -643,6 +646,24 @@ pub(crate) fn build(
             )));
         }
     };
+    // Relational partitions to build whole: one shard per thread (a build reads and parses
+    // the whole partition).
+    let mut built: BTreeMap<ShardId, Arc<Part>> = BTreeMap::new();
+    if model == Model::Relational {
+        let wanted: Vec<(ShardId, Option<u64>)> = plans
+            .iter()
+            .filter(
+                |p| !matches!((&p.base, &p.delta), (Some(b), Some(_)) if b.schema == layout.schema),
+            )
+            .map(|p| (p.shard, p.changed))
+            .collect();
+        let made = themis_log::seam::map_scoped(&wanted, threads, |&(s, changed)| {
+            whole_rows(tx, &layout, namespace, s, changed)
+        });
+        for ((s, _), part) in wanted.into_iter().zip(made) {
+            built.insert(s, part?);
+        }
+    }
     let mut parts = BTreeMap::new();
     let (mut whole_builds, mut forward) = (0, 0);
     for (plan, counted) in plans.into_iter().zip(counted) {
@@ -676,7 +697,10 @@ pub(crate) fn build(
             }
             _ if model == Model::Relational => {
                 whole_builds += 1;
-                whole_rows(tx, &layout, namespace, s, changed)?
+                match built.remove(&s) {
+                    Some(part) => part,
+                    None => whole_rows(tx, &layout, namespace, s, changed)?,
+                }
             }
             _ => {
                 whole_builds += 1;

@@ -149,3 +149,14 @@ fn raft_randomness_follows_the_seed() {
     );
     assert_ne!(a, draws(2));
 }
+
+#[test]
+fn scoped_maps_answer_in_item_order_on_any_thread_count() {
+    let items: Vec<u64> = (0..100).collect();
+    for threads in [0, 1, 2, 7, 500] {
+        let got = map_scoped(&items, threads, |n| n * n);
+        let want: Vec<u64> = items.iter().map(|n| n * n).collect();
+        assert_eq!(got, want, "{threads} threads");
+    }
+    assert!(map_scoped(&[] as &[u64], 4, |n| *n).is_empty());
+}
