@@ -188,6 +188,19 @@ enum Source {
     Field(String),
 }
 
+impl Layout {
+    /// The columns holding a top-level field of the state: (column, field name).
+    fn declared(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, source))| match source {
+                Source::Field(name) => Some((i, name.as_str())),
+                _ => None,
+            })
+    }
+}
+
 /// Implicit columns every table starts with.
 fn implicit() -> Vec<(String, Kind, Source, bool)> {
     vec![
@@ -785,15 +798,7 @@ fn whole_rows(
     changed: Option<u64>,
 ) -> Result<Arc<Part>> {
     let kinds: Vec<Kind> = layout.columns.iter().map(|(k, _)| *k).collect();
-    let declared = layout
-        .columns
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (_, source))| match source {
-            Source::Field(name) => Some((i, name.as_str())),
-            _ => None,
-        });
-    let mut fields = raw::Fields::new(declared, kinds.len());
+    let mut fields = raw::Fields::new(layout.declared(), kinds.len());
     let fresh = |rows| -> Vec<Builder> { kinds.iter().map(|k| Builder::new(*k, rows)).collect() };
     let finish = |builders: Vec<Builder>| {
         let columns: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();

@@ -38,13 +38,16 @@ impl<'l> Fields<'l> {
         data: &str,
     ) -> Result<(), serde_json::Error> {
         self.set.fill(false);
-        let mut de = serde_json::Deserializer::from_str(data);
-        de.deserialize_any(RowVisitor {
-            fields: self,
-            kinds,
-            builders,
-        })?;
-        de.end()?;
+        // A state that is not an object has no members: every column reads NULL.
+        if data.trim_start().starts_with('{') {
+            let mut de = serde_json::Deserializer::from_str(data);
+            de.deserialize_map(RowVisitor {
+                fields: self,
+                kinds,
+                builders,
+            })?;
+            de.end()?;
+        }
         for &i in self.columns.values() {
             if !self.set[i] {
                 builders[i].push(None);
@@ -76,8 +79,7 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// The state: an object's declared members go to their columns; anything else (another
-/// member, or a state that is not an object) is skipped.
+/// An object state: its declared members go to their columns, the others are skipped.
 struct RowVisitor<'a, 'l> {
     fields: &'a mut Fields<'l>,
     kinds: &'a [Kind],
@@ -88,7 +90,7 @@ impl<'de> Visitor<'de> for RowVisitor<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
+        f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -107,30 +109,6 @@ impl<'de> Visitor<'de> for RowVisitor<'_, '_> {
                 }
             }
         }
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
         Ok(())
     }
 }

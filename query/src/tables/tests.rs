@@ -489,15 +489,7 @@ fn rows_read_from_text_equal_rows_read_from_values() {
     let want = concat_batches(&layout.schema, &want).expect("concat");
 
     let kinds: Vec<Kind> = layout.columns.iter().map(|(k, _)| *k).collect();
-    let declared = layout
-        .columns
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (_, s))| match s {
-            Source::Field(name) => Some((i, name.as_str())),
-            _ => None,
-        });
-    let mut fields = raw::Fields::new(declared, kinds.len());
+    let mut fields = raw::Fields::new(layout.declared(), kinds.len());
     let mut builders: Vec<Builder> = kinds.iter().map(|k| Builder::new(*k, 8)).collect();
     for r in &resources {
         let text = serde_json::to_string(&r.state.data).expect("text");
