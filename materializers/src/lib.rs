@@ -1482,6 +1482,22 @@ impl ViewSnapshot<'_> {
         Ok(out)
     }
 
+    /// Calls `f` with every resource of namespace `ns` of `model` (document or relational),
+    /// tombstones included, shard by shard and in id order within a shard, its data the JSON
+    /// text the view holds ([`document::StateView::scan`]); an error from `f` stops the scan.
+    pub fn scan_resources(
+        &self,
+        model: themis_log::Model,
+        ns: &str,
+        mut f: impl FnMut(&str, document::RawState<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let view = state_view(model)?;
+        for s in 0..self.shards {
+            view.scan(&self.tx, ShardId(s), ns, &mut f)?;
+        }
+        Ok(())
+    }
+
     /// Whether namespace `ns` of `model` ever had a resource (deleted ones count).
     pub fn has_namespace(&self, model: themis_log::Model, ns: &str) -> Result<bool> {
         let view = state_view(model)?;

@@ -614,6 +614,7 @@ impl QueryEngine {
                 rows_max,
                 value_bytes_max: engine.config.value_bytes_max,
                 rows_bytes_max: engine.config.answer_bytes_max,
+                scan_bytes_max: engine.config.memory_max,
             };
             let evaluator = aql::Evaluator::new(&snapshot, &params, &stop, limits);
             let evaluator = if options.plans {
@@ -625,6 +626,7 @@ impl QueryEngine {
                 aql::eval::EvalError::Invalid(m) => Error::InvalidAql(m),
                 aql::eval::EvalError::TooLarge(max) => Error::TooLarge { max },
                 aql::eval::EvalError::ValueTooLarge(m) => Error::ValueTooLarge(m),
+                aql::eval::EvalError::MemoryExhausted(m) => Error::MemoryExhausted(m),
                 aql::eval::EvalError::Cancelled => Error::Timeout(timeout),
                 aql::eval::EvalError::Failed(m) => Error::Failed(m),
                 aql::eval::EvalError::View(e) => Error::View(e),

@@ -80,6 +80,9 @@ pub enum EvalError {
     /// A value over [`Limits::value_bytes_max`], or rows over [`Limits::rows_bytes_max`].
     #[error("{0}")]
     ValueTooLarge(String),
+    /// The collections a query reads hold more than [`Limits::scan_bytes_max`] as values.
+    #[error("{0}")]
+    MemoryExhausted(String),
     /// Cancelled (the deadline passed).
     #[error("cancelled")]
     Cancelled,
@@ -104,6 +107,9 @@ pub struct Limits {
     /// values are copied into every row, so `FOR i IN 1..1000000 LET b = @big` would hold a
     /// million copies.
     pub rows_bytes_max: usize,
+    /// Most bytes the collections one query reads row by row may take as values (the
+    /// evaluator keeps each collection it reads; plans over tables do not).
+    pub scan_bytes_max: usize,
 }
 
 impl Limits {
@@ -218,6 +224,9 @@ pub struct Evaluator<'a> {
     regexes: RefCell<BTreeMap<String, regex::Regex>>,
     /// Per collection, its documents (a nested FOR reads a collection once).
     scans: RefCell<BTreeMap<(Model, String), Scanned>>,
+    /// Bytes the collections read so far take as values (bounded by
+    /// [`Limits::scan_bytes_max`]).
+    scanned: std::cell::Cell<usize>,
     /// Per bare collection name, the namespace it resolved to.
     resolved: RefCell<BTreeMap<String, Option<(Model, String)>>>,
     /// Runs the leading part of a query over tables as a DataFusion plan, when set.
@@ -249,6 +258,7 @@ impl<'a> Evaluator<'a> {
             token: RefCell::new(None),
             regexes: RefCell::default(),
             scans: RefCell::default(),
+            scanned: std::cell::Cell::new(0),
             resolved: RefCell::default(),
             runner: None,
         }
@@ -892,19 +902,46 @@ impl<'a> Evaluator<'a> {
         if let Some(v) = self.scans.borrow().get(&k) {
             return Ok(v.clone());
         }
-        let resources = self.snap.resources(model, ns).map_err(view_error)?;
-        self.step(resources.len() as u64)?;
         let prefix = format!("urn:themis:{model}:{ns}:");
-        let items: Vec<Value> = resources
-            .into_iter()
-            .map(|r| {
-                resource_value(
-                    &format!("{prefix}{}", r.id),
-                    r.state.data,
-                    Some(r.state.revision),
-                )
-            })
-            .collect();
+        // Read row by row: a deadline or the memory bound stops the read itself, not only
+        // what comes after it (a collection of millions of rows is gigabytes as values).
+        let budget = self.limits.scan_bytes_max;
+        let mut bytes = self.scanned.get();
+        let mut items: Vec<(String, Value)> = Vec::new();
+        let mut stopped: Option<EvalError> = None;
+        let halt = || themis_materializers::Error::Storage("the read was stopped".into());
+        let read = self.snap.scan_resources(model, ns, |id, state| {
+            if state.deleted {
+                return Ok(());
+            }
+            if let Err(e) = self.step(1) {
+                stopped = Some(e);
+                return Err(halt());
+            }
+            let data: Value = serde_json::from_str(state.data).map_err(|e| {
+                themis_materializers::Error::Storage(format!("a resource of {ns}: {e}"))
+            })?;
+            let item = resource_value(&format!("{prefix}{id}"), data, Some(state.revision));
+            bytes += size_of(&item, budget) + id.len();
+            if bytes > budget {
+                stopped = Some(EvalError::MemoryExhausted(format!(
+                    "the collections this query reads take more than {budget} bytes as \
+                     values (evaluated row by row, AQL holds every collection it reads); \
+                     read fewer or smaller collections"
+                )));
+                return Err(halt());
+            }
+            items.push((id.to_owned(), item));
+            Ok(())
+        });
+        self.scanned.set(bytes);
+        if let Some(e) = stopped {
+            return Err(e);
+        }
+        read.map_err(view_error)?;
+        // In id order over every shard, as one collection.
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let items: Vec<Value> = items.into_iter().map(|(_, v)| v).collect();
         let items = std::rc::Rc::new(items);
         self.scans.borrow_mut().insert(k, items.clone());
         Ok(items)

@@ -1015,3 +1015,69 @@ fn aql_values_and_rows_are_bounded() {
         node.log.shutdown().await;
     });
 }
+
+/// The collections a query reads row by row are bounded by the engine's memory bound: past
+/// it the read stops with `query_memory_exhausted` (a 10M-row collection read whole took a
+/// node past its memory), under it the same query answers.
+#[test]
+fn collections_read_row_by_row_are_bounded() {
+    runtime().block_on(async {
+        let mut node = open(&MemoryDisk::new()).await;
+        for i in 0..400 {
+            node.append(
+                json!({"urn": format!("urn:themis:document:many:d{i:04}"), "op": "put",
+                "data": {"n": i, "text": "some words to take up a little room"}}),
+            )
+            .await
+            .expect("a document");
+        }
+        let engine = |memory_max| {
+            themis_query::QueryEngine::new(
+                node.log.clone(),
+                node.views.clone(),
+                themis_query::QueryConfig {
+                    memory_max,
+                    ..themis_query::QueryConfig::default()
+                },
+            )
+        };
+        let interpreted = AqlOptions { plans: false };
+        let q = "FOR d IN many FILTER d.n % 100 == 0 RETURN d.n";
+        let e = engine(16 << 10)
+            .aql(
+                q,
+                Map::new(),
+                interpreted,
+                &node.token,
+                Duration::from_secs(60),
+            )
+            .await
+            .expect_err("over the bound");
+        assert_eq!(e.code(), "query_memory_exhausted", "{e}");
+        // A collection a nested FOR reads again is held once.
+        let pair = "FOR a IN many FILTER a.n == 1 FOR b IN many FILTER b.n == 2 RETURN [a.n, b.n]";
+        let fits = engine(1 << 20)
+            .aql(
+                pair,
+                Map::new(),
+                interpreted,
+                &node.token,
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("under the bound");
+        assert_eq!(Value::Array(fits.rows), json!([[1, 2]]));
+        let got = engine(1 << 20)
+            .aql(
+                q,
+                Map::new(),
+                interpreted,
+                &node.token,
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("under the bound");
+        assert_eq!(Value::Array(got.rows), json!([0, 100, 200, 300]));
+        node.log.shutdown().await;
+    });
+}
