@@ -1031,53 +1031,33 @@ fn collections_read_row_by_row_are_bounded() {
             .await
             .expect("a document");
         }
-        let engine = |memory_max| {
-            themis_query::QueryEngine::new(
+        // Evaluated row by row, under an engine whose memory bound is `memory_max`.
+        let run = |memory_max: usize, q: &'static str| {
+            let engine = themis_query::QueryEngine::new(
                 node.log.clone(),
                 node.views.clone(),
                 themis_query::QueryConfig {
                     memory_max,
                     ..themis_query::QueryConfig::default()
                 },
-            )
+            );
+            let token = node.token.clone();
+            let interpreted = AqlOptions { plans: false };
+            async move {
+                engine
+                    .aql(q, Map::new(), interpreted, &token, Duration::from_secs(60))
+                    .await
+            }
         };
-        let interpreted = AqlOptions { plans: false };
         let q = "FOR d IN many FILTER d.n % 100 == 0 RETURN d.n";
-        let e = engine(16 << 10)
-            .aql(
-                q,
-                Map::new(),
-                interpreted,
-                &node.token,
-                Duration::from_secs(60),
-            )
-            .await
-            .expect_err("over the bound");
+        let e = run(16 << 10, q).await.expect_err("over the bound");
         assert_eq!(e.code(), "query_memory_exhausted", "{e}");
+        let got = run(1 << 20, q).await.expect("under the bound");
+        assert_eq!(Value::Array(got.rows), json!([0, 100, 200, 300]));
         // A collection a nested FOR reads again is held once.
         let pair = "FOR a IN many FILTER a.n == 1 FOR b IN many FILTER b.n == 2 RETURN [a.n, b.n]";
-        let fits = engine(1 << 20)
-            .aql(
-                pair,
-                Map::new(),
-                interpreted,
-                &node.token,
-                Duration::from_secs(60),
-            )
-            .await
-            .expect("under the bound");
-        assert_eq!(Value::Array(fits.rows), json!([[1, 2]]));
-        let got = engine(1 << 20)
-            .aql(
-                q,
-                Map::new(),
-                interpreted,
-                &node.token,
-                Duration::from_secs(60),
-            )
-            .await
-            .expect("under the bound");
-        assert_eq!(Value::Array(got.rows), json!([0, 100, 200, 300]));
+        let got = run(1 << 20, pair).await.expect("under the bound");
+        assert_eq!(Value::Array(got.rows), json!([[1, 2]]));
         node.log.shutdown().await;
     });
 }
