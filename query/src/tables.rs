@@ -903,10 +903,11 @@ const DELTA_ROWS_MAX: usize = if cfg!(test) { 40 } else { BATCH_ROWS };
 /// change; and a scan reads at most this many pieces more of it).
 const MASKED_MAX: usize = if cfg!(test) { 2 } else { 16 };
 
-/// Where a row of a partition comes from while it is brought forward: the old delta or the
-/// new states.
+/// Where a row of a partition comes from while it is brought forward: the old delta, the
+/// new states, or (when a chunk folds its changes in) the chunk itself.
 const OLD: usize = 0;
 const FRESH: usize = 1;
+const CHUNK: usize = 2;
 
 /// `base`'s chunks and delta brought forward by `changes`: the rows of changed ids are masked
 /// in their chunks (zero copy) and their new states kept in the delta; a chunk with more than
@@ -980,15 +981,12 @@ fn forward(
     };
 
     // Which chunks fold their changes in.
-    let mut folds = vec![false; chunks.len()];
     let home: Vec<usize> = if chunks.is_empty() {
         Vec::new()
     } else {
         rows.iter().map(|r| chunk_of(&chunks, id_of(r))).collect()
     };
-    for (i, c) in chunks.iter().enumerate() {
-        folds[i] = c.masked.len() > MASKED_MAX;
-    }
+    let mut folds: Vec<bool> = chunks.iter().map(|c| c.masked.len() > MASKED_MAX).collect();
     if rows.len() > DELTA_ROWS_MAX {
         for &h in &home {
             folds[h] = true;
@@ -1023,7 +1021,7 @@ fn forward(
                 continue;
             }
             if d >= next || (r < chunk.batch.num_rows() && chunk_ids.value(r) < id_of(&rows[d])) {
-                picks.push((2, r));
+                picks.push((CHUNK, r));
                 r += 1;
             } else {
                 picks.push(rows[d]);
