@@ -19,6 +19,10 @@
 //! counter of the apply that made it (20 hex digits, so names sort by age);
 //! `{p}_bix/{shard}`: `{ns}\0{run}\0{first id}` → the block's name (xxh3-128 of its bytes,
 //! 16 bytes LE), rows (u32 LE) and last id; `{p}_blk/{shard}`: same key → the block's bytes;
+//! `{p}_del/{shard}`: same key → the block's deletion vector, the rows (u32 LE each,
+//! ascending) whose states a newer run holds, marked when the newer state is flushed (so a
+//! reader of the runs needs no merge by id: every id has at most one unmarked row, its newest
+//! flushed state, which only the tail may shadow);
 //! `{p}_changed/{shard}`: namespace → LSN of the last entry that changed it (what query caches
 //! key on).
 
@@ -64,6 +68,9 @@ pub struct StateView {
     model: Model,
     prefix: &'static str,
     flush_rows: usize,
+    /// Whether its blocks shred the states' top-level members into typed columns
+    /// ([`runs`]): the relational view's, which queries read column by column.
+    shred: bool,
 }
 
 /// The document view (`document`).
@@ -72,6 +79,7 @@ pub const DOCUMENTS: StateView = StateView {
     model: Model::Document,
     prefix: "doc",
     flush_rows: FLUSH_ROWS_DEFAULT,
+    shred: false,
 };
 
 /// The relational view (`relational`): one row per URN, stored as appended (see
@@ -81,6 +89,7 @@ pub const ROWS: StateView = StateView {
     model: Model::Relational,
     prefix: "rel",
     flush_rows: FLUSH_ROWS_DEFAULT,
+    shred: true,
 };
 
 /// One resource of a namespace, as [`StateView::namespace`] lists it.
@@ -99,6 +108,7 @@ struct Tables<T> {
     runs: Option<T>,
     bix: Option<T>,
     blk: Option<T>,
+    del: Option<T>,
 }
 
 type WriteTables<'t> = Tables<Table<'t, &'static str, &'static [u8]>>;
@@ -174,6 +184,7 @@ fn run_list<T: ReadableTable<&'static str, &'static [u8]>>(
 struct BlockInfo {
     key: String,
     name: u128,
+    rows: u32,
     last: String,
 }
 
@@ -184,8 +195,34 @@ fn block_info(key: &str, value: &[u8]) -> Result<BlockInfo> {
     Ok(BlockInfo {
         key: key.to_owned(),
         name: u128::from_le_bytes(value[..16].try_into().expect("16 bytes")),
+        rows: u32::from_le_bytes(value[16..20].try_into().expect("4 bytes")),
         last: String::from_utf8(value[20..].to_vec()).map_err(storage)?,
     })
+}
+
+/// A deletion vector's rows from its stored bytes.
+fn marked_of(bytes: &[u8]) -> Result<Vec<u32>> {
+    if bytes.len() % 4 != 0 {
+        return Err(storage("a deletion vector is not a list of u32"));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect())
+}
+
+/// The rows the deletion vector of block `key` marks (ascending).
+fn marked<T: ReadableTable<&'static str, &'static [u8]>>(
+    del: Option<&T>,
+    key: &str,
+) -> Result<Vec<u32>> {
+    match del {
+        Some(del) => match del.get(key).map_err(storage)? {
+            Some(v) => marked_of(v.value()),
+            None => Ok(Vec::new()),
+        },
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The blocks of run `run` of `ns`, in id order.
@@ -220,16 +257,18 @@ fn read_block<T: ReadableTable<&'static str, &'static [u8]>>(
     })
 }
 
-/// A cursor over run `run` of `ns` (its blocks decoded without filling the cache).
+/// A cursor over run `run` of `ns` (its blocks decoded without filling the cache), past the
+/// rows their deletion vectors mark.
 fn run_cursor<T: ReadableTable<&'static str, &'static [u8]>>(
     bix: &T,
     blk: &T,
+    del: Option<&T>,
     ns: &str,
     run: &str,
 ) -> Result<runs::Cursor> {
     let mut blocks = Vec::new();
     for info in blocks_of(bix, ns, run)? {
-        blocks.push(read_block(blk, &info, false)?);
+        blocks.push((read_block(blk, &info, false)?, marked(del, &info.key)?));
     }
     Ok(runs::Cursor::new(blocks))
 }
@@ -299,7 +338,7 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
         let mut cursors = Vec::new();
         if let (Some(runs), Some(bix), Some(blk)) = (&self.runs, &self.bix, &self.blk) {
             for run in run_list(runs, ns)? {
-                cursors.push(run_cursor(bix, blk, ns, &run.name)?);
+                cursors.push(run_cursor(bix, blk, self.del.as_ref(), ns, &run.name)?);
             }
         }
         // The tail's entries as stored (a namespace holds at most a flush size of them).
@@ -438,6 +477,7 @@ impl StateView {
             self.sub_name("runs", shard),
             self.sub_name("bix", shard),
             self.sub_name("blk", shard),
+            self.sub_name("del", shard),
             self.changes_name(shard),
         ]
     }
@@ -469,6 +509,7 @@ impl StateView {
             runs: crate::read_table(tx, &self.sub_name("runs", shard))?,
             bix: crate::read_table(tx, &self.sub_name("bix", shard))?,
             blk: crate::read_table(tx, &self.sub_name("blk", shard))?,
+            del: crate::read_table(tx, &self.sub_name("del", shard))?,
         })
     }
 
@@ -483,6 +524,7 @@ impl StateView {
             runs: open(self.sub_name("runs", shard))?,
             bix: open(self.sub_name("bix", shard))?,
             blk: open(self.sub_name("blk", shard))?,
+            del: open(self.sub_name("del", shard))?,
         })
     }
 
@@ -546,6 +588,88 @@ impl StateView {
         f: impl FnMut(&str, RawState<'_>) -> Result<()>,
     ) -> Result<()> {
         self.read_tables(tx, shard)?.scan(self, namespace, f)
+    }
+
+    /// The runs of `namespace` in `shard`, oldest first, each as its blocks in id order: what
+    /// a reader that takes the stored columns as they are uses (the query side's tables).
+    /// Every id has at most one row not marked by its block's deletion vector, its newest
+    /// flushed state, unless the tail holds a newer one ([`StateView::tail`]).
+    pub fn runs(
+        &self,
+        tx: &ReadTransaction,
+        shard: ShardId,
+        namespace: &str,
+    ) -> Result<Vec<Vec<RunBlock>>> {
+        let tables = self.read_tables(tx, shard)?;
+        let (Some(runs), Some(bix)) = (&tables.runs, &tables.bix) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for run in run_list(runs, namespace)? {
+            let prefix = block_prefix(namespace, &run.name);
+            let mut blocks = Vec::new();
+            for info in blocks_of(bix, namespace, &run.name)? {
+                blocks.push(RunBlock {
+                    first: info.key[prefix.len()..].to_owned(),
+                    marked: marked(tables.del.as_ref(), &info.key)?,
+                    last: info.last,
+                    name: info.name,
+                    rows: info.rows as usize,
+                    key: info.key,
+                });
+            }
+            out.push(blocks);
+        }
+        Ok(out)
+    }
+
+    /// The stored block `block` of `shard` (one [`StateView::runs`] listed in the same
+    /// transaction).
+    pub fn encoded(
+        &self,
+        tx: &ReadTransaction,
+        shard: ShardId,
+        block: &RunBlock,
+    ) -> Result<runs::Encoded> {
+        let blk = crate::read_table(tx, &self.sub_name("blk", shard))?
+            .ok_or_else(|| storage("the blocks table is missing"))?;
+        let bytes = blk
+            .get(block.key.as_str())
+            .map_err(storage)?
+            .ok_or_else(|| storage(format!("block {:?} is missing", block.key)))?
+            .value()
+            .to_vec();
+        if runs::name_of(&bytes) != block.name {
+            return Err(storage(format!(
+                "block {:?} does not match its name",
+                block.key
+            )));
+        }
+        runs::Encoded::new(bytes, block.rows)
+    }
+
+    /// Calls `f` with every resource of `namespace` in `shard`'s tail (tombstones included),
+    /// in id order, its data as the JSON text the view holds.
+    pub fn tail(
+        &self,
+        tx: &ReadTransaction,
+        shard: ShardId,
+        namespace: &str,
+        mut f: impl FnMut(&str, RawState<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let Some(tail) = crate::read_table(tx, &self.table_name(shard))? else {
+            return Ok(());
+        };
+        let prefix = self.urn_prefix(namespace);
+        for item in tail.range(prefix.as_str()..).map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            let Some(id) = k.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            let stored: Stored<'_> = serde_json::from_slice(v.value()).map_err(storage)?;
+            f(id, stored.raw())?;
+        }
+        Ok(())
     }
 
     /// Every resource of `namespace` in `shard`, tombstones included, in id order.
@@ -627,6 +751,8 @@ impl StateView {
             tail.remove(format!("{prefix}{}", row.id).as_str())
                 .map_err(storage)?;
         }
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        self.mark(t, ns, &ids)?;
         self.write_run(t, ns, lsn, made, &rows)?;
         loop {
             let runs = run_list(t.runs.as_ref().expect("open"), ns)?;
@@ -643,6 +769,7 @@ impl StateView {
                 cursors.push(run_cursor(
                     t.bix.as_ref().expect("open"),
                     t.blk.as_ref().expect("open"),
+                    t.del.as_ref(),
                     ns,
                     &run.name,
                 )?);
@@ -653,6 +780,61 @@ impl StateView {
             }
             self.write_run(t, ns, lsn, made, &merged)?;
         }
+    }
+
+    /// Marks, in the deletion vectors of `ns`'s runs, the rows of `ids` (ascending): their
+    /// states are superseded by the ones being flushed. Per run, the ids and the blocks are
+    /// walked together; a block is decoded (its ids only) when an id falls in its range.
+    fn mark(&self, t: &mut WriteTables<'_>, ns: &str, ids: &[&str]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let runs = run_list(t.runs.as_ref().expect("open"), ns)?;
+        for run in runs {
+            let prefix = block_prefix(ns, &run.name);
+            let mut i = 0;
+            for info in blocks_of(t.bix.as_ref().expect("open"), ns, &run.name)? {
+                let first = &info.key[prefix.len()..];
+                while i < ids.len() && ids[i] < first {
+                    i += 1;
+                }
+                let start = i;
+                while i < ids.len() && ids[i] <= info.last.as_str() {
+                    i += 1;
+                }
+                if start == i {
+                    continue;
+                }
+                let block_ids = {
+                    let bytes = t
+                        .blk
+                        .as_ref()
+                        .expect("open")
+                        .get(info.key.as_str())
+                        .map_err(storage)?
+                        .ok_or_else(|| storage(format!("block {:?} is missing", info.key)))?;
+                    runs::decode_ids(bytes.value())?
+                };
+                let found: Vec<u32> = ids[start..i]
+                    .iter()
+                    .filter_map(|id| runs::row_of(&block_ids, id).map(|r| r as u32))
+                    .collect();
+                if found.is_empty() {
+                    continue;
+                }
+                let mut rows = marked(t.del.as_ref(), &info.key)?;
+                rows.extend(found);
+                rows.sort_unstable();
+                rows.dedup();
+                let bytes: Vec<u8> = rows.iter().flat_map(|r| r.to_le_bytes()).collect();
+                t.del
+                    .as_mut()
+                    .expect("open")
+                    .insert(info.key.as_str(), bytes.as_slice())
+                    .map_err(storage)?;
+            }
+        }
+        Ok(())
     }
 
     /// The size class of a run of `rows` rows: 0 below `flush_rows × FAN_IN`, then one more
@@ -682,7 +864,7 @@ impl StateView {
         *made += 1;
         let (bix, blk) = (t.bix.as_mut().expect("open"), t.blk.as_mut().expect("open"));
         for block in rows.chunks(self.flush_rows) {
-            let bytes = runs::encode(block)?;
+            let bytes = runs::encode(block, self.shred)?;
             let first = &block[0].id;
             let last = &block[block.len() - 1].id;
             let key = format!("{}{first}", block_prefix(ns, &run));
@@ -718,6 +900,11 @@ impl StateView {
                 .expect("open")
                 .remove(info.key.as_str())
                 .map_err(storage)?;
+            t.del
+                .as_mut()
+                .expect("open")
+                .remove(info.key.as_str())
+                .map_err(storage)?;
         }
         t.runs
             .as_mut()
@@ -726,6 +913,22 @@ impl StateView {
             .map_err(storage)?;
         Ok(())
     }
+}
+
+/// One block of a namespace's runs ([`StateView::runs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunBlock {
+    /// Its first id.
+    pub first: String,
+    /// Its last id.
+    pub last: String,
+    /// Its name: the xxh3-128 of its bytes (the same name is the same block, in any view).
+    pub name: u128,
+    /// Rows it holds.
+    pub rows: usize,
+    /// The rows its deletion vector marks (ascending): states a newer run holds.
+    pub marked: Vec<u32>,
+    key: String,
 }
 
 /// How one namespace of a shard is stored ([`StateView::layout`]).

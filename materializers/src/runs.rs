@@ -2,25 +2,46 @@
 //!
 //! A state view keeps recently applied resources row by row (its tail) and moves them, once a
 //! namespace's tail is large enough, into immutable runs: rows sorted by id, cut into blocks
-//! of at most a view's flush size, each block one Arrow IPC stream with ZSTD-compressed
-//! buffers (columns `id`, `data` as JSON text, `revision`, `lsn`, `updated_ms`, `deleted`).
+//! of at most a view's flush size. A block is two Arrow IPC streams with ZSTD-compressed
+//! buffers, so that a reader decompresses only what it reads:
 //!
-//! Blocks are named by the xxh3-128 of their bytes, which the block index stores, so decoded
-//! blocks can be shared through one process-wide cache whatever database they came from: the
-//! same name is the same bytes. The cache holds at most [`set_cache_bytes`] of decoded blocks
+//! - the *state* stream: `data`, each row's state as JSON text (`null` for a tombstone);
+//! - the *columns* stream: `id` (string view), `revision`, `lsn`, `updated_ms` (int64),
+//!   `deleted`, then, when the view shreds, one column per top-level member of the block's
+//!   object states whose non-null values are all of one kind (boolean, int64, float64 for
+//!   numbers that are not integers, string view), named `.` and the member's name, NULL where
+//!   a state lacks the member or holds `null`. Members of mixed or other kinds are named in
+//!   the schema's metadata ([`MIXED_KEY`]): a reader takes them from the JSON text.
+//!
+//! The block's bytes are the length of the state stream (u32 LE), then both streams. Blocks
+//! are named by the xxh3-128 of their bytes, which the block index stores, so decoded blocks
+//! can be shared through one process-wide cache whatever database they came from: the same
+//! name is the same bytes. The cache holds at most [`set_cache_bytes`] of decoded blocks
 //! (least recently used first out); full scans decode without filling it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use arrow_array::{Array, BooleanArray, RecordBatch, StringArray, UInt64Array};
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringViewBuilder};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StringViewArray,
+};
 use arrow_ipc::CompressionType;
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use serde_json::Value;
 
 use crate::document::{Document, RawState};
 use crate::{Result, storage};
+
+/// Schema metadata key of the columns stream: the members not shredded (a JSON array of
+/// names), whose values are of mixed or other kinds.
+pub const MIXED_KEY: &str = "themis.mixed";
+
+/// Columns of the columns stream before the shredded members: `id`, `revision`, `lsn`,
+/// `updated_ms`, `deleted`.
+pub const FIXED_COLUMNS: usize = 5;
 
 /// One resource's state as a run holds it: the data stays JSON text until a reader needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,30 +68,269 @@ impl Row {
     }
 }
 
-fn schema() -> SchemaRef {
+fn state_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     SCHEMA
-        .get_or_init(|| {
-            Arc::new(Schema::new(vec![
-                Field::new("id", DataType::Utf8, false),
-                Field::new("data", DataType::Utf8, false),
-                Field::new("revision", DataType::UInt64, false),
-                Field::new("lsn", DataType::UInt64, false),
-                Field::new("updated_ms", DataType::UInt64, false),
-                Field::new("deleted", DataType::Boolean, false),
-            ]))
-        })
+        .get_or_init(|| Arc::new(Schema::new(vec![Field::new("data", DataType::Utf8, false)])))
         .clone()
+}
+
+fn fixed_fields() -> Vec<Field> {
+    vec![
+        Field::new("id", DataType::Utf8View, false),
+        Field::new("revision", DataType::Int64, false),
+        Field::new("lsn", DataType::Int64, false),
+        Field::new("updated_ms", DataType::Int64, false),
+        Field::new("deleted", DataType::Boolean, false),
+    ]
+}
+
+/// The kind of a shredded member's column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shredded {
+    /// Booleans (`Boolean`).
+    Bool,
+    /// Integers that fit an i64 (`Int64`).
+    Int,
+    /// Numbers that are not integers (`Float64`).
+    Float,
+    /// Strings (`Utf8View`).
+    Text,
+}
+
+impl Shredded {
+    /// The kind of `value`: `Ok(None)` for `null`, `Err` for a kind not shredded (objects,
+    /// arrays, integers past i64).
+    fn of(value: &Value) -> std::result::Result<Option<Shredded>, ()> {
+        match value {
+            Value::Null => Ok(None),
+            Value::Bool(_) => Ok(Some(Shredded::Bool)),
+            Value::Number(n) if n.is_i64() => Ok(Some(Shredded::Int)),
+            Value::Number(n) if n.is_f64() => Ok(Some(Shredded::Float)),
+            Value::String(_) => Ok(Some(Shredded::Text)),
+            _ => Err(()),
+        }
+    }
+
+    /// The Arrow type of its columns.
+    pub fn data_type(self) -> DataType {
+        match self {
+            Shredded::Bool => DataType::Boolean,
+            Shredded::Int => DataType::Int64,
+            Shredded::Float => DataType::Float64,
+            Shredded::Text => DataType::Utf8View,
+        }
+    }
+
+    /// The kind whose columns have type `t`.
+    pub fn of_type(t: &DataType) -> Option<Shredded> {
+        match t {
+            DataType::Boolean => Some(Shredded::Bool),
+            DataType::Int64 => Some(Shredded::Int),
+            DataType::Float64 => Some(Shredded::Float),
+            DataType::Utf8View => Some(Shredded::Text),
+            _ => None,
+        }
+    }
+}
+
+/// The column of member `name` of `states` (`None`: no state, a tombstone).
+fn shredded_column(kind: Shredded, states: &[Option<Value>], name: &str) -> ArrayRef {
+    fn member<'v>(s: &'v Option<Value>, name: &str) -> Option<&'v Value> {
+        s.as_ref().and_then(|v| v.get(name))
+    }
+    match kind {
+        Shredded::Bool => {
+            let mut b = BooleanBuilder::with_capacity(states.len());
+            states
+                .iter()
+                .for_each(|s| b.append_option(member(s, name).and_then(Value::as_bool)));
+            Arc::new(b.finish())
+        }
+        Shredded::Int => {
+            let mut b = Int64Builder::with_capacity(states.len());
+            states
+                .iter()
+                .for_each(|s| b.append_option(member(s, name).and_then(Value::as_i64)));
+            Arc::new(b.finish())
+        }
+        Shredded::Float => {
+            let mut b = Float64Builder::with_capacity(states.len());
+            states
+                .iter()
+                .for_each(|s| b.append_option(member(s, name).and_then(Value::as_f64)));
+            Arc::new(b.finish())
+        }
+        Shredded::Text => {
+            let mut b = StringViewBuilder::with_capacity(states.len());
+            states
+                .iter()
+                .for_each(|s| b.append_option(member(s, name).and_then(Value::as_str)));
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// One IPC stream of `batch`, buffers compressed with ZSTD.
+fn ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let options = IpcWriteOptions::default()
+        .try_with_compression(Some(CompressionType::ZSTD))
+        .map_err(storage)?;
+    let mut writer = StreamWriter::try_new_with_options(Vec::new(), &batch.schema(), options)
+        .map_err(storage)?;
+    writer.write(batch).map_err(storage)?;
+    writer.finish().map_err(storage)?;
+    writer.into_inner().map_err(storage)
+}
+
+/// Encodes `rows` (sorted by id, ids distinct) as one block, shredding the top-level members
+/// of their states into columns when `shred`.
+pub(crate) fn encode(rows: &[Row], shred: bool) -> Result<Vec<u8>> {
+    let state = RecordBatch::try_new(
+        state_schema(),
+        vec![Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.data),
+        ))],
+    )
+    .map_err(storage)?;
+    let int = |f: fn(&Row) -> u64| -> Result<ArrayRef> {
+        let values: Vec<i64> = rows
+            .iter()
+            .map(|r| i64::try_from(f(r)).map_err(storage))
+            .collect::<Result<_>>()?;
+        Ok(Arc::new(Int64Array::from(values)))
+    };
+    let mut fields = fixed_fields();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringViewArray::from_iter_values(
+            rows.iter().map(|r| &r.id),
+        )),
+        int(|r| r.revision)?,
+        int(|r| r.lsn)?,
+        int(|r| r.updated_ms)?,
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some(r.deleted)),
+        )),
+    ];
+    let mut mixed: Vec<String> = Vec::new();
+    if shred {
+        let states: Vec<Option<Value>> = rows
+            .iter()
+            .map(|r| {
+                if r.deleted {
+                    Ok(None)
+                } else {
+                    serde_json::from_str(&r.data).map(Some).map_err(storage)
+                }
+            })
+            .collect::<Result<_>>()?;
+        // Per member: the kind of its non-null values (`Ok(None)`: only nulls so far;
+        // `Err`: mixed or not shredded).
+        let mut kinds: BTreeMap<&str, std::result::Result<Option<Shredded>, ()>> = BTreeMap::new();
+        for state in states.iter().flatten() {
+            let Value::Object(members) = state else {
+                continue;
+            };
+            for (name, value) in members {
+                let seen = kinds.entry(name.as_str()).or_insert(Ok(None));
+                *seen = match (*seen, Shredded::of(value)) {
+                    (Err(()), _) | (_, Err(())) => Err(()),
+                    (Ok(None), Ok(k)) | (Ok(k), Ok(None)) => Ok(k),
+                    (Ok(Some(a)), Ok(Some(b))) if a == b => Ok(Some(a)),
+                    _ => Err(()),
+                };
+            }
+        }
+        for (name, seen) in kinds {
+            match seen {
+                Ok(Some(kind)) => {
+                    fields.push(Field::new(format!(".{name}"), kind.data_type(), true));
+                    columns.push(shredded_column(kind, &states, name));
+                }
+                // Only nulls: the column would be all NULL, as an absent member reads.
+                Ok(None) => {}
+                Err(()) => mixed.push(name.to_owned()),
+            }
+        }
+    }
+    let mut schema = Schema::new(fields);
+    if !mixed.is_empty() {
+        // Arrow's schema metadata is a std HashMap; nothing iterates it in a decision path.
+        #[allow(clippy::disallowed_types)]
+        let metadata = std::collections::HashMap::from([(
+            MIXED_KEY.to_owned(),
+            serde_json::to_string(&mixed).map_err(storage)?,
+        )]);
+        schema = schema.with_metadata(metadata);
+    }
+    let columns = RecordBatch::try_new(Arc::new(schema), columns).map_err(storage)?;
+    let state = ipc(&state)?;
+    let mut out = Vec::with_capacity(4 + state.len() + rows.len() * 16);
+    out.extend_from_slice(&u32::try_from(state.len()).map_err(storage)?.to_le_bytes());
+    out.extend_from_slice(&state);
+    out.extend_from_slice(&ipc(&columns)?);
+    Ok(out)
+}
+
+/// A block's two streams: (state, columns).
+fn streams(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
+    let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+        return Err(storage("a block is shorter than 4 bytes"));
+    };
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > rest.len() {
+        return Err(storage("a block's state stream runs past its end"));
+    }
+    Ok(rest.split_at(len))
+}
+
+/// The one batch of an IPC stream, only the columns of `projection` when given.
+fn read_stream(bytes: &[u8], projection: Option<Vec<usize>>) -> Result<RecordBatch> {
+    let reader = StreamReader::try_new(bytes, projection).map_err(storage)?;
+    let mut batches = Vec::with_capacity(1);
+    for batch in reader {
+        batches.push(batch.map_err(storage)?);
+    }
+    let [batch] = <[RecordBatch; 1]>::try_from(batches)
+        .map_err(|b| storage(format!("a block's stream holds {} batches, not 1", b.len())))?;
+    Ok(batch)
+}
+
+fn column<T: Clone + 'static>(batch: &RecordBatch, i: usize) -> Result<T> {
+    batch
+        .column(i)
+        .as_any()
+        .downcast_ref::<T>()
+        .cloned()
+        .ok_or_else(|| storage(format!("a block's column {i} has the wrong type")))
+}
+
+/// The fixed columns of a columns stream, checked.
+fn fixed(bytes: &[u8]) -> Result<RecordBatch> {
+    let batch = read_stream(bytes, Some((0..FIXED_COLUMNS).collect()))?;
+    if batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref())
+        .ne(fixed_fields().iter())
+    {
+        return Err(storage(format!(
+            "a block's columns are {:?}",
+            batch.schema().fields()
+        )));
+    }
+    Ok(batch)
 }
 
 /// A decoded block.
 #[derive(Debug)]
 pub(crate) struct Block {
-    ids: StringArray,
+    ids: StringViewArray,
     data: StringArray,
-    revision: UInt64Array,
-    lsn: UInt64Array,
-    updated_ms: UInt64Array,
+    revision: Int64Array,
+    lsn: Int64Array,
+    updated_ms: Int64Array,
     deleted: BooleanArray,
     /// Bytes its arrays hold (what the cache counts).
     bytes: usize,
@@ -89,16 +349,7 @@ impl Block {
 
     /// The row holding `id`.
     pub(crate) fn find(&self, id: &str) -> Option<usize> {
-        let (mut lo, mut hi) = (0, self.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.ids.value(mid).cmp(id) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(mid),
-            }
-        }
-        None
+        find(&self.ids, id)
     }
 
     /// Row `i` as a state (its JSON parsed).
@@ -110,9 +361,9 @@ impl Block {
     pub(crate) fn raw(&self, i: usize) -> RawState<'_> {
         RawState {
             data: self.data.value(i),
-            revision: self.revision.value(i),
-            lsn: self.lsn.value(i),
-            updated_ms: self.updated_ms.value(i),
+            revision: self.revision.value(i) as u64,
+            lsn: self.lsn.value(i) as u64,
+            updated_ms: self.updated_ms.value(i) as u64,
             deleted: self.deleted.value(i),
         }
     }
@@ -122,83 +373,153 @@ impl Block {
         Row {
             id: self.ids.value(i).to_owned(),
             data: self.data.value(i).to_owned(),
-            revision: self.revision.value(i),
-            lsn: self.lsn.value(i),
-            updated_ms: self.updated_ms.value(i),
+            revision: self.revision.value(i) as u64,
+            lsn: self.lsn.value(i) as u64,
+            updated_ms: self.updated_ms.value(i) as u64,
             deleted: self.deleted.value(i),
         }
     }
 }
 
-/// Encodes `rows` (sorted by id, ids distinct) as one block.
-pub(crate) fn encode(rows: &[Row]) -> Result<Vec<u8>> {
-    let batch = RecordBatch::try_new(
-        schema(),
-        vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.id))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.data))),
-            Arc::new(UInt64Array::from_iter_values(
-                rows.iter().map(|r| r.revision),
-            )),
-            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.lsn))),
-            Arc::new(UInt64Array::from_iter_values(
-                rows.iter().map(|r| r.updated_ms),
-            )),
-            Arc::new(BooleanArray::from_iter(
-                rows.iter().map(|r| Some(r.deleted)),
-            )),
-        ],
-    )
-    .map_err(storage)?;
-    let options = IpcWriteOptions::default()
-        .try_with_compression(Some(CompressionType::ZSTD))
-        .map_err(storage)?;
-    let mut writer =
-        StreamWriter::try_new_with_options(Vec::new(), &schema(), options).map_err(storage)?;
-    writer.write(&batch).map_err(storage)?;
-    writer.finish().map_err(storage)?;
-    writer.into_inner().map_err(storage)
+/// The row of `ids` (ascending) holding `id`.
+fn find(ids: &StringViewArray, id: &str) -> Option<usize> {
+    let (mut lo, mut hi) = (0, ids.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match ids.value(mid).cmp(id) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Some(mid),
+        }
+    }
+    None
 }
 
-/// Decodes a block made by [`encode`].
+/// Decodes a block made by [`encode`] (its shredded columns aside).
 pub(crate) fn decode(bytes: &[u8]) -> Result<Block> {
-    let reader = StreamReader::try_new(bytes, None).map_err(storage)?;
-    let mut batches = Vec::new();
-    for batch in reader {
-        batches.push(batch.map_err(storage)?);
-    }
-    let [batch] = <[RecordBatch; 1]>::try_from(batches)
-        .map_err(|b| storage(format!("a block holds {} batches, not 1", b.len())))?;
-    if batch.schema().fields() != schema().fields() {
+    let (state, columns) = streams(bytes)?;
+    let state = read_stream(state, None)?;
+    if state.schema().fields() != state_schema().fields() {
         return Err(storage(format!(
-            "a block's columns are {:?}",
-            batch.schema().fields()
+            "a block's state columns are {:?}",
+            state.schema().fields()
         )));
     }
-    fn col<T: Clone + 'static>(batch: &RecordBatch, i: usize) -> Result<T> {
-        batch
-            .column(i)
-            .as_any()
-            .downcast_ref::<T>()
-            .cloned()
-            .ok_or_else(|| storage(format!("a block's column {i} has the wrong type")))
+    let fixed = fixed(columns)?;
+    let data: StringArray = column(&state, 0)?;
+    if data.len() != fixed.num_rows() {
+        return Err(storage("a block's streams hold different numbers of rows"));
     }
     Ok(Block {
-        ids: col(&batch, 0)?,
-        data: col(&batch, 1)?,
-        revision: col(&batch, 2)?,
-        lsn: col(&batch, 3)?,
-        updated_ms: col(&batch, 4)?,
-        deleted: col(&batch, 5)?,
-        bytes: batch.get_array_memory_size(),
+        ids: column(&fixed, 0)?,
+        data,
+        revision: column(&fixed, 1)?,
+        lsn: column(&fixed, 2)?,
+        updated_ms: column(&fixed, 3)?,
+        deleted: column(&fixed, 4)?,
+        bytes: state.get_array_memory_size() + fixed.get_array_memory_size(),
     })
+}
+
+/// The ids of a block made by [`encode`] (nothing else decompressed).
+pub(crate) fn decode_ids(bytes: &[u8]) -> Result<StringViewArray> {
+    let (_, columns) = streams(bytes)?;
+    let batch = read_stream(columns, Some(vec![0]))?;
+    column(&batch, 0)
+}
+
+/// The row of `id` in `ids` (ascending; what [`decode_ids`] returns).
+pub(crate) fn row_of(ids: &StringViewArray, id: &str) -> Option<usize> {
+    find(ids, id)
+}
+
+/// A block as stored, for a reader that decompresses only the columns it reads (the query
+/// side's tables).
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    bytes: Arc<[u8]>,
+    /// The schema of its columns stream.
+    schema: SchemaRef,
+    rows: usize,
+}
+
+impl Encoded {
+    /// A block's bytes, as [`crate::document::StateView::blocks`] hands them.
+    pub(crate) fn new(bytes: Vec<u8>, rows: usize) -> Result<Encoded> {
+        let (_, columns) = streams(&bytes)?;
+        let schema = StreamReader::try_new(columns, None)
+            .map_err(storage)?
+            .schema();
+        if schema.fields().len() < FIXED_COLUMNS
+            || schema.fields()[..FIXED_COLUMNS]
+                .iter()
+                .map(|f| f.as_ref())
+                .ne(fixed_fields().iter())
+        {
+            return Err(storage(format!(
+                "a block's columns are {:?}",
+                schema.fields()
+            )));
+        }
+        Ok(Encoded {
+            bytes: bytes.into(),
+            schema,
+            rows,
+        })
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The schema of its columns: the fixed ones ([`FIXED_COLUMNS`]), then a column per
+    /// shredded member (named `.` and the member's name).
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The members whose values are in the JSON text only (mixed or other kinds).
+    pub fn mixed(&self) -> Vec<String> {
+        self.schema
+            .metadata()
+            .get(MIXED_KEY)
+            .and_then(|m| serde_json::from_str(m).ok())
+            .unwrap_or_default()
+    }
+
+    /// The column of member `name`, if shredded: its index and kind.
+    pub fn member(&self, name: &str) -> Option<(usize, Shredded)> {
+        let (i, field) = self.schema.fields().find(&format!(".{name}"))?;
+        Some((i, Shredded::of_type(field.data_type())?))
+    }
+
+    /// Columns `projection` of its columns stream, decompressing only those.
+    pub fn columns(&self, projection: &[usize]) -> Result<Vec<ArrayRef>> {
+        if projection.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (_, columns) = streams(&self.bytes)?;
+        let batch = read_stream(columns, Some(projection.to_vec()))?;
+        if batch.num_rows() != self.rows {
+            return Err(storage(
+                "a block holds another number of rows than its index says",
+            ));
+        }
+        Ok(batch.columns().to_vec())
+    }
+
+    /// Every row's state as JSON text (`null` for a tombstone).
+    pub fn data(&self) -> Result<StringArray> {
+        let (state, _) = streams(&self.bytes)?;
+        column(&read_stream(state, None)?, 0)
+    }
 }
 
 /// A block's name: the xxh3-128 of its bytes.
 pub(crate) fn name_of(bytes: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(bytes)
 }
-
 /// Default budget of the decoded-block cache.
 pub const CACHE_BYTES_DEFAULT: usize = 256 << 20;
 
@@ -289,49 +610,65 @@ pub(crate) fn block(
     Ok(block)
 }
 
-/// A position in a run's rows (sorted by id), block by block.
+/// A position in a run's rows (sorted by id), block by block, past the rows its blocks'
+/// deletion vectors mark.
 #[derive(Debug)]
 pub(crate) struct Cursor {
-    blocks: Vec<Arc<Block>>,
+    /// Per block: the block and its marked rows (ascending).
+    blocks: Vec<(Arc<Block>, Vec<u32>)>,
     block: usize,
     row: usize,
 }
 
 impl Cursor {
-    /// A cursor at the first row of `blocks` (one run's, in id order).
-    pub(crate) fn new(mut blocks: Vec<Arc<Block>>) -> Cursor {
-        blocks.retain(|b| b.len() > 0);
-        Cursor {
+    /// A cursor at the first unmarked row of `blocks` (one run's, in id order, each with its
+    /// marked rows).
+    pub(crate) fn new(mut blocks: Vec<(Arc<Block>, Vec<u32>)>) -> Cursor {
+        blocks.retain(|(b, _)| b.len() > 0);
+        let mut cursor = Cursor {
             blocks,
             block: 0,
             row: 0,
-        }
+        };
+        cursor.settle();
+        cursor
     }
 
-    /// Rows from the cursor to the end.
+    /// Rows from the cursor to the end (marked ones included: an upper bound).
     pub(crate) fn rows(&self) -> usize {
         self.blocks[self.block.min(self.blocks.len())..]
             .iter()
-            .map(|b| b.len())
+            .map(|(b, _)| b.len())
             .sum::<usize>()
             - self.row
     }
 
     /// The id at the cursor (`None`: past the end).
     pub(crate) fn peek(&self) -> Option<&str> {
-        self.blocks.get(self.block).map(|b| b.id(self.row))
+        self.blocks.get(self.block).map(|(b, _)| b.id(self.row))
     }
 
     /// The block and row at the cursor (not past the end).
     pub(crate) fn at(&self) -> (&Block, usize) {
-        (&self.blocks[self.block], self.row)
+        (&self.blocks[self.block].0, self.row)
     }
 
     fn advance(&mut self) {
         self.row += 1;
-        if self.row >= self.blocks[self.block].len() {
-            self.block += 1;
-            self.row = 0;
+        self.settle();
+    }
+
+    /// Moves past the end of a block and past marked rows.
+    fn settle(&mut self) {
+        while let Some((block, marked)) = self.blocks.get(self.block) {
+            if self.row >= block.len() {
+                self.block += 1;
+                self.row = 0;
+            } else if marked.binary_search(&(self.row as u32)).is_ok() {
+                self.row += 1;
+            } else {
+                return;
+            }
         }
     }
 }

@@ -12,11 +12,12 @@
 //! (`docs/design/columnar.md`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, StringViewArray, StringViewBuilder, TimestampMillisecondBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
+    RecordBatch, RecordBatchOptions, StringBuilder, StringViewArray, StringViewBuilder,
+    TimestampMillisecondBuilder,
 };
 use datafusion::arrow::compute::{concat_batches, interleave_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -353,45 +354,151 @@ fn batches<'a>(
 /// that by inserts is split in two), minus the rows its partition's delta shadows.
 #[derive(Debug, Clone)]
 pub(crate) struct Chunk {
-    /// Its first row's id: the chunk holds the ids from this one to the next chunk's first.
+    /// Its first row's id: the chunk holds the ids from this one to the next chunk's first
+    /// (in its level).
     first: String,
-    batch: RecordBatch,
-    /// Its columns' bounds, to skip it when a filter excludes them. They are the whole
-    /// batch's, masked rows included: bounds of a superset, so a skip is still sound.
-    zones: scan::ZoneMap,
-    /// The rows (ascending) no longer in the partition: a newer state of the id is in the
-    /// partition's delta, or the resource was deleted.
+    /// Its columns, shared by every version of the partition that keeps the chunk.
+    cols: Arc<Columns>,
+    /// The rows (ascending) no longer in the partition: a newer state of the id is elsewhere
+    /// in the partition, or the resource was deleted.
     masked: Vec<u32>,
+}
+
+/// A chunk's columns: built, or decoded from a view's block column by column on first use
+/// (then kept), with each column's zone map made on first use too.
+#[derive(Debug)]
+pub(crate) struct Columns {
+    schema: SchemaRef,
+    rows: usize,
+    arrays: Vec<OnceLock<ArrayRef>>,
+    /// Per column: its bounds, to skip the chunk when a filter excludes them. They are the
+    /// whole chunk's, masked rows included: bounds of a superset, so a skip is still sound.
+    zones: Vec<OnceLock<scan::Zone>>,
+    /// Where columns not decoded yet come from (`None`: built, every column set).
+    stored: Option<blocks::Stored>,
+}
+
+impl Columns {
+    fn built(batch: RecordBatch) -> Columns {
+        let arrays = batch
+            .columns()
+            .iter()
+            .map(|a| OnceLock::from(a.clone()))
+            .collect();
+        Columns {
+            schema: batch.schema(),
+            rows: batch.num_rows(),
+            arrays,
+            zones: (0..batch.num_columns()).map(|_| OnceLock::new()).collect(),
+            stored: None,
+        }
+    }
+
+    /// Columns `want`, decoding the ones not decoded yet (together, so that a block's stream
+    /// is read once).
+    fn get(&self, want: &[usize]) -> Result<Vec<ArrayRef>> {
+        let missing: Vec<usize> = want
+            .iter()
+            .copied()
+            .filter(|&i| self.arrays[i].get().is_none())
+            .collect();
+        if !missing.is_empty() {
+            let stored = self
+                .stored
+                .as_ref()
+                .ok_or_else(|| Error::Internal("a built chunk lacks a column".into()))?;
+            let made = stored.arrays(&self.schema, self.rows, &missing)?;
+            for (&i, array) in missing.iter().zip(made) {
+                // Another query may have decoded it meanwhile: the same values.
+                let _ = self.arrays[i].set(array);
+            }
+        }
+        Ok(want
+            .iter()
+            .map(|&i| self.arrays[i].get().expect("set above").clone())
+            .collect())
+    }
+
+    /// Column `i`'s zone map (`None`: it could not be decoded; the chunk is not skipped).
+    pub(crate) fn zone(&self, i: usize) -> Option<&scan::Zone> {
+        if let Some(z) = self.zones[i].get() {
+            return Some(z);
+        }
+        let column = self.get(&[i]).ok()?.pop()?;
+        let _ = self.zones[i].set(scan::Zone::of(&column));
+        self.zones[i].get()
+    }
 }
 
 impl Chunk {
     /// `batch` (not empty) as a chunk.
     fn of(batch: RecordBatch) -> Chunk {
         let first = ids(&batch).value(0).to_owned();
-        let zones = scan::ZoneMap::of(&batch);
         Chunk {
             first,
-            batch,
-            zones,
+            cols: Arc::new(Columns::built(batch)),
             masked: Vec::new(),
         }
     }
 
-    /// Its live rows as zero-copy slices of its batch (the pieces between masked rows).
-    pub(crate) fn live(&self) -> Vec<RecordBatch> {
+    /// Rows held, masked ones included.
+    pub(crate) fn rows(&self) -> usize {
+        self.cols.rows
+    }
+
+    /// Its columns.
+    pub(crate) fn columns(&self) -> &Columns {
+        &self.cols
+    }
+
+    /// Its ids.
+    fn ids(&self) -> Result<StringViewArray> {
+        Ok(self.cols.get(&[0])?[0].as_string_view().clone())
+    }
+
+    /// Every column, as one batch.
+    fn batch(&self) -> Result<RecordBatch> {
+        let all: Vec<usize> = (0..self.cols.schema.fields().len()).collect();
+        RecordBatch::try_new(self.cols.schema.clone(), self.cols.get(&all)?)
+            .map_err(|e| Error::Internal(format!("a chunk's batch: {e}")))
+    }
+
+    /// Its live rows, columns `projection` (all when `None`), as zero-copy slices (the pieces
+    /// between masked rows).
+    pub(crate) fn live(&self, projection: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
+        let all: Vec<usize>;
+        let want = match projection {
+            Some(p) => p,
+            None => {
+                all = (0..self.cols.schema.fields().len()).collect();
+                &all
+            }
+        };
+        let schema = Arc::new(
+            self.cols
+                .schema
+                .project(want)
+                .map_err(|e| Error::Internal(format!("projecting a chunk: {e}")))?,
+        );
+        let batch = RecordBatch::try_new_with_options(
+            schema,
+            self.cols.get(want)?,
+            &RecordBatchOptions::new().with_row_count(Some(self.cols.rows)),
+        )
+        .map_err(|e| Error::Internal(format!("a chunk's batch: {e}")))?;
         let mut out = Vec::with_capacity(self.masked.len() + 1);
         let mut at = 0;
         for &m in &self.masked {
             let m = m as usize;
             if m > at {
-                out.push(self.batch.slice(at, m - at));
+                out.push(batch.slice(at, m - at));
             }
             at = m + 1;
         }
-        if at < self.batch.num_rows() {
-            out.push(self.batch.slice(at, self.batch.num_rows() - at));
+        if at < batch.num_rows() {
+            out.push(batch.slice(at, batch.num_rows() - at));
         }
-        out
+        Ok(out)
     }
 
     /// Whether row `row` is masked.
@@ -415,7 +522,11 @@ pub(crate) struct Part {
     changed: Option<u64>,
     /// The schema of its chunks.
     schema: SchemaRef,
-    chunks: Vec<Chunk>,
+    /// Levels of chunks, none empty: in each, chunks in id order whose id ranges do not
+    /// overlap. Levels may overlap each other (a partition taken from a view's runs has a
+    /// level per run), but every id has at most one live row in the partition. The delta
+    /// folds into the last level.
+    levels: Vec<Vec<Chunk>>,
     /// The rows changed since the chunks were made, in id order (at most
     /// [`DELTA_ROWS_MAX`]): the newest state of each id a chunk masks, and ids no chunk holds.
     delta: Option<Chunk>,
@@ -425,25 +536,26 @@ pub(crate) struct Part {
 
 impl Part {
     /// The live row holding `id`: the delta's, else a chunk's unless masked.
-    fn locate(&self, id: &str) -> Option<(&RecordBatch, usize)> {
+    fn locate(&self, id: &str) -> Result<Option<(&Chunk, usize)>> {
         if let Some(d) = &self.delta
-            && let Ok(row) = row_of(&d.batch, id, 0)
+            && let Ok(row) = row_of(&d.ids()?, id, 0)
         {
-            return Some((&d.batch, row));
+            return Ok(Some((d, row)));
         }
-        if self.chunks.is_empty() {
-            return None;
+        for level in self.levels.iter().rev() {
+            let chunk = &level[chunk_of(level, id)];
+            if let Ok(row) = row_of(&chunk.ids()?, id, 0)
+                && !chunk.is_masked(row)
+            {
+                return Ok(Some((chunk, row)));
+            }
         }
-        let chunk = &self.chunks[chunk_of(&self.chunks, id)];
-        match row_of(&chunk.batch, id, 0) {
-            Ok(row) if !chunk.is_masked(row) => Some((&chunk.batch, row)),
-            _ => None,
-        }
+        Ok(None)
     }
 
-    /// The chunks a scan reads: every chunk, then the delta.
+    /// The chunks a scan reads: every level's, then the delta.
     pub(crate) fn all_chunks(&self) -> impl Iterator<Item = &Chunk> {
-        self.chunks.iter().chain(self.delta.as_ref())
+        self.levels.iter().flatten().chain(self.delta.as_ref())
     }
 }
 
@@ -671,7 +783,7 @@ pub(crate) fn build(
             .map(|p| (p.shard, p.changed))
             .collect();
         let made = themis_log::seam::map_scoped(&wanted, threads, |&(s, changed)| {
-            whole_rows(tx, &layout, namespace, s, changed)
+            blocks::whole(tx, &layout, namespace, s, changed)
         });
         for ((s, _), part) in wanted.into_iter().zip(made) {
             built.insert(s, part?);
@@ -692,11 +804,11 @@ pub(crate) fn build(
                     b
                 } else {
                     forward += 1;
-                    let (chunks, delta) = self::forward(&b, &layout, s, &d)?;
+                    let (levels, delta) = self::forward(&b, &layout, s, &d)?;
                     Arc::new(Part {
                         changed,
                         schema: layout.schema.clone(),
-                        chunks,
+                        levels,
                         delta,
                         fields: counted.unwrap_or_default(),
                     })
@@ -712,7 +824,7 @@ pub(crate) fn build(
                 whole_builds += 1;
                 match built.remove(&s) {
                     Some(part) => part,
-                    None => whole_rows(tx, &layout, namespace, s, changed)?,
+                    None => blocks::whole(tx, &layout, namespace, s, changed)?,
                 }
             }
             _ => {
@@ -752,13 +864,18 @@ fn whole(
     } else {
         Fields::new()
     };
+    let chunks: Vec<Chunk> = batches(layout, shard, resources)?
+        .into_iter()
+        .map(Chunk::of)
+        .collect();
     Ok(Arc::new(Part {
         changed,
         schema: layout.schema.clone(),
-        chunks: batches(layout, shard, resources)?
-            .into_iter()
-            .map(Chunk::of)
-            .collect(),
+        levels: if chunks.is_empty() {
+            Vec::new()
+        } else {
+            vec![chunks]
+        },
         delta: None,
         fields,
     }))
@@ -788,62 +905,6 @@ fn push_row(
     fields.push(kinds, builders, state.data)
 }
 
-/// A relational partition built whole from the view's rows: each row's JSON text parsed
-/// straight into its declared columns ([`raw`]), no JSON value built.
-fn whole_rows(
-    tx: &ReadTransaction,
-    layout: &Layout,
-    namespace: &str,
-    shard: ShardId,
-    changed: Option<u64>,
-) -> Result<Arc<Part>> {
-    let kinds: Vec<Kind> = layout.columns.iter().map(|(k, _)| *k).collect();
-    let mut fields = raw::Fields::new(layout.declared(), kinds.len());
-    let fresh = |rows| -> Vec<Builder> { kinds.iter().map(|k| Builder::new(*k, rows)).collect() };
-    let finish = |builders: Vec<Builder>| {
-        let columns: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
-        RecordBatch::try_new(layout.schema.clone(), columns).map(Chunk::of)
-    };
-    let mut chunks = Vec::new();
-    let mut builders = fresh(BATCH_ROWS);
-    let mut rows = 0;
-    let failed = |e: String| themis_materializers::Error::Storage(e);
-    ROWS.scan(tx, shard, namespace, |id, state| {
-        if state.deleted {
-            return Ok(());
-        }
-        push_row(
-            layout,
-            &kinds,
-            &mut fields,
-            &mut builders,
-            shard,
-            id,
-            &state,
-        )
-        .map_err(|e| failed(format!("a row of {namespace}: {e}")))?;
-        rows += 1;
-        if rows == BATCH_ROWS {
-            let full = std::mem::replace(&mut builders, fresh(BATCH_ROWS));
-            chunks.push(finish(full).map_err(|e| failed(format!("building a batch: {e}")))?);
-            rows = 0;
-        }
-        Ok(())
-    })
-    .map_err(Error::View)?;
-    if rows > 0 {
-        chunks
-            .push(finish(builders).map_err(|e| Error::Internal(format!("building a batch: {e}")))?);
-    }
-    Ok(Arc::new(Part {
-        changed,
-        schema: layout.schema.clone(),
-        chunks,
-        delta: None,
-        fields: Fields::new(),
-    }))
-}
-
 /// Where `id` is or would go: the index of the chunk covering it (the first chunk for ids
 /// before every chunk's first).
 fn chunk_of(chunks: &[Chunk], id: &str) -> usize {
@@ -852,11 +913,10 @@ fn chunk_of(chunks: &[Chunk], id: &str) -> usize {
         .saturating_sub(1)
 }
 
-/// The row of `id` in `batch` (ids ascending) at or after `from`: `Ok` where it is, `Err`
-/// where it would go.
-fn row_of(batch: &RecordBatch, id: &str, from: usize) -> std::result::Result<usize, usize> {
-    let ids = ids(batch);
-    let (mut lo, mut hi) = (from, batch.num_rows());
+/// The row of `id` in `ids` (ascending) at or after `from`: `Ok` where it is, `Err` where it
+/// would go.
+fn row_of(ids: &StringViewArray, id: &str, from: usize) -> std::result::Result<usize, usize> {
+    let (mut lo, mut hi) = (from, ids.len());
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if ids.value(mid) < id {
@@ -865,7 +925,7 @@ fn row_of(batch: &RecordBatch, id: &str, from: usize) -> std::result::Result<usi
             hi = mid;
         }
     }
-    if lo < batch.num_rows() && ids.value(lo) == id {
+    if lo < ids.len() && ids.value(lo) == id {
         Ok(lo)
     } else {
         Err(lo)
@@ -876,13 +936,14 @@ fn row_of(batch: &RecordBatch, id: &str, from: usize) -> std::result::Result<usi
 /// the chunks' `data`) taken away, the new ones' added.
 fn fields_after(base: &Part, delta: &Delta) -> Result<Fields> {
     let mut fields = base.fields.clone();
+    let data_column = base
+        .schema
+        .index_of("data")
+        .map_err(|_| Error::Internal("a document table without data".into()))?;
     for (id, new) in delta {
-        if let Some((batch, row)) = base.locate(id) {
-            let data = batch
-                .column_by_name("data")
-                .ok_or_else(|| Error::Internal("a document table without data".into()))?
-                .as_string::<i32>()
-                .value(row);
+        if let Some((chunk, row)) = base.locate(id)? {
+            let column = chunk.cols.get(&[data_column])?.remove(0);
+            let data = column.as_string::<i32>().value(row);
             let old: Value = serde_json::from_str(data)
                 .map_err(|e| Error::Internal(format!("a document's data: {e}")))?;
             count_fields(&mut fields, &old, -1);
@@ -910,16 +971,16 @@ const FRESH: usize = 1;
 const CHUNK: usize = 2;
 
 /// `base`'s chunks and delta brought forward by `changes`: the rows of changed ids are masked
-/// in their chunks (zero copy) and their new states kept in the delta; a chunk with more than
-/// [`MASKED_MAX`] masked rows, or every chunk the delta touches once it holds more than
-/// [`DELTA_ROWS_MAX`] rows, is rewritten with its rows of the delta folded in. Untouched
-/// chunks are shared.
+/// in their chunks (zero copy) and their new states kept in the delta. A chunk with more than
+/// [`MASKED_MAX`] masked rows is rewritten without them, with its rows of the delta folded in
+/// when it is in the last level; once the delta holds more than [`DELTA_ROWS_MAX`] rows, every
+/// chunk of the last level it touches folds them in. Untouched chunks are shared.
 fn forward(
     base: &Part,
     layout: &Layout,
     shard: ShardId,
     changes: &Delta,
-) -> Result<(Vec<Chunk>, Option<Chunk>)> {
+) -> Result<(Vec<Vec<Chunk>>, Option<Chunk>)> {
     let built = batches(
         layout,
         shard,
@@ -928,17 +989,19 @@ fn forward(
     // Built just now: their string buffers hold nothing else, so no compaction.
     let fresh = concat_batches(&layout.schema, &built)
         .map_err(|e| Error::Internal(format!("merging rows: {e}")))?;
-    let old = base.delta.as_ref().map_or_else(
-        || RecordBatch::new_empty(layout.schema.clone()),
-        |d| d.batch.clone(),
-    );
+    let old = match &base.delta {
+        Some(d) => d.batch()?,
+        None => RecordBatch::new_empty(layout.schema.clone()),
+    };
 
-    // Mask the changed ids' rows in the chunks.
-    let mut chunks = base.chunks.clone();
-    if !chunks.is_empty() {
+    // Mask the changed ids' rows in the chunks (at most one is live; older ones may be
+    // masked already).
+    let mut levels = base.levels.clone();
+    for level in &mut levels {
         for (id, _) in changes {
-            let c = &mut chunks[chunk_of(&base.chunks, id)];
-            if let Ok(row) = row_of(&c.batch, id, 0)
+            let at = chunk_of(level, id);
+            let c = &mut level[at];
+            if let Ok(row) = row_of(&c.ids()?, id, 0)
                 && let Err(at) = c.masked.binary_search(&(row as u32))
             {
                 c.masked.insert(at, row as u32);
@@ -947,7 +1010,7 @@ fn forward(
     }
 
     // The delta after the changes: the old delta's rows of unchanged ids and the new states,
-    // merged by id; each with the chunk its id falls in.
+    // merged by id.
     let (old_ids, fresh_ids) = (ids(&old), ids(&fresh));
     let mut rows: Vec<(usize, usize)> = Vec::with_capacity(old.num_rows() + fresh.num_rows());
     let (mut o, mut f, mut c) = (0, 0, 0);
@@ -980,72 +1043,80 @@ fn forward(
         }
     };
 
-    // Which chunks fold their changes in.
-    let home: Vec<usize> = if chunks.is_empty() {
-        Vec::new()
-    } else {
-        rows.iter().map(|r| chunk_of(&chunks, id_of(r))).collect()
-    };
-    let mut folds: Vec<bool> = chunks.iter().map(|c| c.masked.len() > MASKED_MAX).collect();
-    if rows.len() > DELTA_ROWS_MAX {
-        for &h in &home {
-            folds[h] = true;
-        }
-        for (i, c) in chunks.iter().enumerate() {
-            folds[i] |= !c.masked.is_empty();
-        }
-    }
     let sources = [&old, &fresh];
-    let mut out = Vec::with_capacity(chunks.len() + 1);
+    let over = rows.len() > DELTA_ROWS_MAX;
+    let home_level = levels.len().checked_sub(1);
+    // Per delta row: the chunk of the last level its id falls in.
+    let home: Vec<usize> = match home_level {
+        Some(h) => rows
+            .iter()
+            .map(|r| chunk_of(&levels[h], id_of(r)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut out_levels: Vec<Vec<Chunk>> = Vec::with_capacity(levels.len() + 1);
     let mut kept: Vec<(usize, usize)> = Vec::new();
-    let mut next = 0; // into rows
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        let start = next;
-        while next < rows.len() && home[next] == i {
-            next += 1;
-        }
-        if !folds[i] {
-            kept.extend_from_slice(&rows[start..next]);
-            out.push(chunk);
-            continue;
-        }
-        // The chunk's live rows and its rows of the delta, merged by id.
-        let chunk_ids = ids(&chunk.batch);
-        let mut picks: Vec<(usize, usize)> = Vec::new();
-        let (mut r, mut d) = (0, start);
-        let mut masked = chunk.masked.iter().peekable();
-        while r < chunk.batch.num_rows() || d < next {
-            if r < chunk.batch.num_rows() && masked.peek() == Some(&&(r as u32)) {
-                masked.next();
-                r += 1;
+    for (l, level) in levels.into_iter().enumerate() {
+        let is_home = Some(l) == home_level;
+        let mut out = Vec::with_capacity(level.len());
+        let mut next = 0; // into rows, for the last level
+        for (i, chunk) in level.into_iter().enumerate() {
+            let start = next;
+            if is_home {
+                while next < rows.len() && home[next] == i {
+                    next += 1;
+                }
+            }
+            let folds = chunk.masked.len() > MASKED_MAX || (over && next > start);
+            if !folds {
+                kept.extend_from_slice(&rows[start..next]);
+                out.push(chunk);
                 continue;
             }
-            if d >= next || (r < chunk.batch.num_rows() && chunk_ids.value(r) < id_of(&rows[d])) {
-                picks.push((CHUNK, r));
-                r += 1;
-            } else {
-                picks.push(rows[d]);
-                d += 1;
+            // The chunk's live rows and its rows of the delta, merged by id.
+            let chunk_batch = chunk.batch()?;
+            let chunk_ids = ids(&chunk_batch);
+            let mut picks: Vec<(usize, usize)> = Vec::new();
+            let (mut r, mut d) = (0, start);
+            let mut masked = chunk.masked.iter().peekable();
+            let n = chunk_batch.num_rows();
+            while r < n || d < next {
+                if r < n && masked.peek() == Some(&&(r as u32)) {
+                    masked.next();
+                    r += 1;
+                    continue;
+                }
+                if d >= next || (r < n && chunk_ids.value(r) < id_of(&rows[d])) {
+                    picks.push((CHUNK, r));
+                    r += 1;
+                } else {
+                    picks.push(rows[d]);
+                    d += 1;
+                }
             }
+            if picks.is_empty() {
+                continue;
+            }
+            let merged = interleave_record_batch(&[&old, &fresh, &chunk_batch], &picks)
+                .map_err(|e| Error::Internal(format!("merging rows: {e}")))?;
+            out.extend(
+                split(compact(&layout.schema, merged)?)
+                    .into_iter()
+                    .map(Chunk::of),
+            );
         }
-        if picks.is_empty() {
-            continue;
+        if !out.is_empty() {
+            out_levels.push(out);
         }
-        let merged = interleave_record_batch(&[&old, &fresh, &chunk.batch], &picks)
-            .map_err(|e| Error::Internal(format!("merging rows: {e}")))?;
-        out.extend(
-            split(compact(&layout.schema, merged)?)
-                .into_iter()
-                .map(Chunk::of),
-        );
     }
-    if base.chunks.is_empty() {
+    if home_level.is_none() {
         // Without chunks, the delta is all there is, and past its bound it becomes chunks.
-        if rows.len() > DELTA_ROWS_MAX {
+        if over {
             let all = interleave_record_batch(&sources, &rows)
                 .map_err(|e| Error::Internal(format!("merging rows: {e}")))?;
             let all = compact(&layout.schema, all)?;
-            return Ok((split(all).into_iter().map(Chunk::of).collect(), None));
+            out_levels.push(split(all).into_iter().map(Chunk::of).collect());
+            return Ok((out_levels, None));
         }
         kept = rows;
     }
@@ -1056,7 +1127,7 @@ fn forward(
             .map_err(|e| Error::Internal(format!("merging rows: {e}")))?;
         Some(Chunk::of(compact(&layout.schema, batch)?))
     };
-    Ok((out, delta))
+    Ok((out_levels, delta))
 }
 
 /// `batch` with its string views in buffers of its own.
@@ -1101,6 +1172,7 @@ fn split(batch: RecordBatch) -> Vec<RecordBatch> {
         .collect()
 }
 
+mod blocks;
 mod raw;
 pub(crate) mod scan;
 #[cfg(test)]

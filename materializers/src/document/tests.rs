@@ -168,6 +168,59 @@ mod runs {
         );
     }
 
+    /// Every id has at most one row in `view`'s runs that no deletion vector marks, and
+    /// unless the tail holds a newer state, that row is the id's state in `model`.
+    fn check_runs(
+        seed: u64,
+        step: u64,
+        db: &Database,
+        view: &StateView,
+        model: &BTreeMap<String, Document>,
+    ) {
+        use arrow_array::{Array, Int64Array, StringViewArray};
+        let tx = db.begin_read().expect("read");
+        for ns in ["a", "b", "c"] {
+            let mut tail = std::collections::BTreeSet::new();
+            view.tail(&tx, SHARD, ns, |id, _| {
+                tail.insert(id.to_owned());
+                Ok(())
+            })
+            .expect("tail");
+            let mut seen = std::collections::BTreeSet::new();
+            for run in view.runs(&tx, SHARD, ns).expect("runs") {
+                for block in run {
+                    let encoded = view.encoded(&tx, SHARD, &block).expect("encoded");
+                    let columns = encoded.columns(&[0, 1]).expect("columns");
+                    let ids = columns[0]
+                        .as_any()
+                        .downcast_ref::<StringViewArray>()
+                        .unwrap();
+                    let revisions = columns[1].as_any().downcast_ref::<Int64Array>().unwrap();
+                    assert_eq!(ids.value(0), block.first);
+                    assert_eq!(ids.value(ids.len() - 1), block.last);
+                    for row in 0..ids.len() {
+                        if block.marked.binary_search(&(row as u32)).is_ok() {
+                            continue;
+                        }
+                        let id = ids.value(row);
+                        assert!(
+                            seen.insert(id.to_owned()),
+                            "seed {seed} step {step}: {ns}/{id} twice unmarked"
+                        );
+                        let urn = format!("urn:themis:{}:{ns}:{id}", view.model());
+                        if !tail.contains(id) {
+                            assert_eq!(
+                                model.get(&urn).map(|d| d.revision),
+                                Some(revisions.value(row) as u64),
+                                "seed {seed} step {step}: {urn}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn interleavings(base: StateView) {
         let seeds: u64 = std::env::var("THEMIS_RUNS_SEEDS")
             .ok()
@@ -213,6 +266,7 @@ mod runs {
                 apply(&db_whole, &whole, &entry);
                 if step % 25 == 0 || step == 300 {
                     check_equal(seed, step, (&db_small, &small), (&db_whole, &whole));
+                    check_runs(seed, step, &db_small, &small, &model);
                     let tx = db_whole.begin_read().expect("read");
                     let all: BTreeMap<String, Document> =
                         whole.all(&tx, SHARD).expect("all").into_iter().collect();

@@ -17,11 +17,11 @@ fn blocks_decode_to_the_rows_encoded() {
         row("", "{}", 1),
         row("a", r#"{"x":1,"s":"é\u0000"}"#, 2),
         row("a:b", "null", 3),
-        row("ü", r#"[1,2,{"y":null}]"#, u64::MAX / 10),
+        row("ü", r#"[1,2,{"y":null}]"#, u64::MAX / 100),
     ];
-    let bytes = encode(&rows).expect("encode");
+    let bytes = encode(&rows, true).expect("encode");
     assert_eq!(
-        encode(&rows).expect("encode"),
+        encode(&rows, true).expect("encode"),
         bytes,
         "encoding is deterministic"
     );
@@ -59,7 +59,10 @@ fn merges_keep_the_newest_state_of_each_id() {
     let run = |rows: Vec<Row>| {
         Cursor::new(
             rows.chunks(2)
-                .map(|c| Arc::new(decode(&encode(c).expect("encode")).expect("decode")))
+                .map(|c| {
+                    let block = decode(&encode(c, false).expect("encode")).expect("decode");
+                    (Arc::new(block), Vec::new())
+                })
                 .collect(),
         )
     };
@@ -94,7 +97,7 @@ fn the_cache_keeps_blocks_within_its_budget() {
     let rows: Vec<Row> = (0..100)
         .map(|i| row(&format!("id{i:03}"), r#"{"v":1}"#, i))
         .collect();
-    let bytes = encode(&rows).expect("encode");
+    let bytes = encode(&rows, false).expect("encode");
     let name = name_of(&bytes);
     set_cache_bytes(0);
     let reads = std::cell::Cell::new(0);
@@ -110,4 +113,110 @@ fn the_cache_keeps_blocks_within_its_budget() {
     assert!(Arc::ptr_eq(&first, &again));
     assert_eq!(reads.get(), 2);
     assert!(cache_bytes() >= first.bytes);
+}
+
+#[test]
+fn marked_rows_are_skipped_by_merges() {
+    let block =
+        |rows: &[Row]| Arc::new(decode(&encode(rows, false).expect("encode")).expect("decode"));
+    let old = Cursor::new(vec![
+        (block(&[row("a", "1", 1), row("b", "1", 1)]), vec![0, 1]),
+        (block(&[row("c", "1", 1), row("d", "1", 1)]), vec![1]),
+    ]);
+    let new = Cursor::new(vec![(
+        block(&[row("a", "2", 2), row("d", "2", 2)]),
+        Vec::new(),
+    )]);
+    let got: Vec<(String, String)> = merge(vec![old, new])
+        .into_iter()
+        .map(|r| (r.id, r.data))
+        .collect();
+    let want = [("a", "2"), ("c", "1"), ("d", "2")].map(|(a, b)| (a.to_owned(), b.to_owned()));
+    assert_eq!(got, want);
+    // Every row of a block marked: the cursor moves on to the next block.
+    let all = Cursor::new(vec![
+        (block(&[row("a", "1", 1)]), vec![0]),
+        (block(&[row("b", "1", 1)]), Vec::new()),
+    ]);
+    assert_eq!(all.peek(), Some("b"));
+}
+
+#[test]
+fn shredded_columns_hold_members_of_one_kind() {
+    let rows = vec![
+        row(
+            "a",
+            r#"{"b":true,"f":1.5,"i":1,"m":1,"n":null,"o":{"x":1},"s":"x","u":18446744073709551615}"#,
+            1,
+        ),
+        row("b", r#"{"f":2.5,"i":-3,"m":"one","s":"yz"}"#, 2),
+        row("c", "null", 3),
+        row("d", r#"[1,2]"#, 4),
+        row("e", r#"{"b":null,"i":null}"#, 5),
+    ];
+    let encoded = Encoded::new(encode(&rows, true).expect("encode"), rows.len()).expect("encoded");
+    let mut mixed = encoded.mixed();
+    mixed.sort();
+    assert_eq!(
+        mixed,
+        ["m", "o", "u"],
+        "mixed and other kinds stay in the JSON text"
+    );
+    assert!(encoded.member("n").is_none(), "only nulls: no column");
+    let (b, kind) = encoded.member("b").expect("b");
+    assert_eq!(kind, Shredded::Bool);
+    let (i, kind) = encoded.member("i").expect("i");
+    assert_eq!(kind, Shredded::Int);
+    let (f, kind) = encoded.member("f").expect("f");
+    assert_eq!(kind, Shredded::Float);
+    let (s, kind) = encoded.member("s").expect("s");
+    assert_eq!(kind, Shredded::Text);
+    let cols = encoded.columns(&[0, b, i, f, s]).expect("columns");
+    let ids = cols[0]
+        .as_any()
+        .downcast_ref::<StringViewArray>()
+        .expect("ids");
+    assert_eq!(
+        ids.iter().flatten().collect::<Vec<_>>(),
+        ["a", "b", "c", "d", "e"]
+    );
+    let bools = cols[1]
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .expect("bools");
+    assert_eq!(
+        bools.iter().collect::<Vec<_>>(),
+        [Some(true), None, None, None, None]
+    );
+    let ints = cols[2].as_any().downcast_ref::<Int64Array>().expect("ints");
+    assert_eq!(
+        ints.iter().collect::<Vec<_>>(),
+        [Some(1), Some(-3), None, None, None]
+    );
+    let floats = cols[3]
+        .as_any()
+        .downcast_ref::<arrow_array::Float64Array>()
+        .expect("floats");
+    assert_eq!(
+        floats.iter().collect::<Vec<_>>(),
+        [Some(1.5), Some(2.5), None, None, None]
+    );
+    let texts = cols[4]
+        .as_any()
+        .downcast_ref::<StringViewArray>()
+        .expect("texts");
+    assert_eq!(
+        texts.iter().collect::<Vec<_>>(),
+        [Some("x"), Some("yz"), None, None, None]
+    );
+    let data = encoded.data().expect("data");
+    assert_eq!(data.value(3), "[1,2]");
+    // Without shredding, only the fixed columns.
+    let plain = Encoded::new(encode(&rows, false).expect("encode"), rows.len()).expect("plain");
+    assert_eq!(plain.schema().fields().len(), FIXED_COLUMNS);
+    // The ids alone decode to the same.
+    assert_eq!(
+        &decode_ids(&encode(&rows, true).expect("encode")).expect("ids"),
+        ids
+    );
 }

@@ -11,7 +11,7 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt64Array}
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::pruning::PruningStatistics;
-use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::common::{Column, DFSchema, DataFusionError, ScalarValue};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
@@ -23,16 +23,17 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::{CachedTable, Chunk};
 
-/// Per column of a chunk: its least and greatest value (`None`: a type without an order
-/// kept, such as JSON text, or only NULLs) and its NULLs.
+/// A column of a chunk: its least and greatest value (`None`: a type without an order kept,
+/// such as JSON text, or only NULLs) and its NULLs.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ZoneMap {
-    columns: Vec<(Option<(ScalarValue, ScalarValue)>, u64)>,
+pub(crate) struct Zone {
+    bounds: Option<(ScalarValue, ScalarValue)>,
+    nulls: u64,
 }
 
-impl ZoneMap {
-    /// The zone map of `batch`.
-    pub(crate) fn of(batch: &RecordBatch) -> ZoneMap {
+impl Zone {
+    /// The zone map of `column`.
+    pub(crate) fn of(column: &ArrayRef) -> Zone {
         use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
         use datafusion::logical_expr::Accumulator;
         let bound = |c: &ArrayRef, upper: bool| -> Result<ScalarValue> {
@@ -46,28 +47,21 @@ impl ZoneMap {
                 a.evaluate()
             }
         };
-        let columns = batch
-            .columns()
-            .iter()
-            .map(|c| {
-                let nulls = c.null_count() as u64;
-                let ordered = !matches!(
-                    c.data_type(),
-                    datafusion::arrow::datatypes::DataType::Utf8
-                        | datafusion::arrow::datatypes::DataType::LargeUtf8
-                );
-                let bounds = if ordered && nulls < c.len() as u64 {
-                    match (bound(c, false), bound(c, true)) {
-                        (Ok(lo), Ok(hi)) if !lo.is_null() && !hi.is_null() => Some((lo, hi)),
-                        _ => None,
-                    }
-                } else {
-                    None
-                };
-                (bounds, nulls)
-            })
-            .collect();
-        ZoneMap { columns }
+        let nulls = column.null_count() as u64;
+        let ordered = !matches!(
+            column.data_type(),
+            datafusion::arrow::datatypes::DataType::Utf8
+                | datafusion::arrow::datatypes::DataType::LargeUtf8
+        );
+        let bounds = if ordered && nulls < column.len() as u64 {
+            match (bound(column, false), bound(column, true)) {
+                (Ok(lo), Ok(hi)) if !lo.is_null() && !hi.is_null() => Some((lo, hi)),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Zone { bounds, nulls }
     }
 }
 
@@ -93,18 +87,19 @@ impl Zones<'_> {
     fn bound(&self, column: &Column, upper: bool) -> Option<ArrayRef> {
         let i = self.schema.index_of(&column.name).ok()?;
         let data_type = self.schema.field(i).data_type();
-        let values = self.chunks.iter().map(|c| {
-            match c.zones.columns.get(i).and_then(|(b, _)| b.as_ref()) {
-                Some((lo, hi)) => {
-                    if upper {
-                        hi.clone()
-                    } else {
-                        lo.clone()
+        let values =
+            self.chunks.iter().map(
+                |c| match c.columns().zone(i).and_then(|z| z.bounds.as_ref()) {
+                    Some((lo, hi)) => {
+                        if upper {
+                            hi.clone()
+                        } else {
+                            lo.clone()
+                        }
                     }
-                }
-                None => ScalarValue::try_from(data_type).unwrap_or(ScalarValue::Null),
-            }
-        });
+                    None => ScalarValue::try_from(data_type).unwrap_or(ScalarValue::Null),
+                },
+            );
         ScalarValue::iter_to_array(values).ok()
     }
 }
@@ -127,17 +122,13 @@ impl PruningStatistics for Zones<'_> {
         let counts: UInt64Array = self
             .chunks
             .iter()
-            .map(|c| c.zones.columns.get(i).map(|(_, n)| *n))
+            .map(|c| c.columns().zone(i).map(|z| z.nulls))
             .collect();
         Some(Arc::new(counts))
     }
 
     fn row_counts(&self) -> Option<ArrayRef> {
-        let counts: UInt64Array = self
-            .chunks
-            .iter()
-            .map(|c| Some(c.batch.num_rows() as u64))
-            .collect();
+        let counts: UInt64Array = self.chunks.iter().map(|c| Some(c.rows() as u64)).collect();
         Some(Arc::new(counts))
     }
 
@@ -185,8 +176,12 @@ impl TableProvider for ChunkTable {
             }
             None => None,
         };
-        let mut partitions: Vec<Vec<RecordBatch>> = Vec::new();
-        for part in self.table.parts.values() {
+        // Per partition (on up to `target_partitions` threads: the first query after a restart
+        // decodes the columns it reads from the view's blocks), the chunks its filters may
+        // match, read as their live rows of the projected columns only.
+        let parts: Vec<_> = self.table.parts.values().collect();
+        let threads = state.config().target_partitions();
+        let read = |part: &&Arc<super::Part>| -> Result<Vec<RecordBatch>> {
             let chunks: Vec<&Chunk> = part.all_chunks().collect();
             let keep = match &predicate {
                 Some(p) => p.prune(&Zones {
@@ -195,17 +190,23 @@ impl TableProvider for ChunkTable {
                 })?,
                 None => vec![true; chunks.len()],
             };
-            partitions.push(
-                chunks
-                    .iter()
-                    .zip(keep)
-                    .filter(|(_, k)| *k)
-                    .flat_map(|(c, _)| c.live())
-                    .collect(),
-            );
-        }
-        let source = MemorySourceConfig::try_new(&partitions, schema, projection.cloned())?
-            .with_limit(limit);
+            let mut batches = Vec::new();
+            for (c, _) in chunks.iter().zip(keep).filter(|(_, k)| *k) {
+                batches.extend(
+                    c.live(projection.map(Vec::as_slice))
+                        .map_err(|e| DataFusionError::Execution(e.to_string()))?,
+                );
+            }
+            Ok(batches)
+        };
+        let partitions = themis_log::seam::map_scoped(&parts, threads, read)
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        let projected = match projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema.clone(),
+        };
+        let source = MemorySourceConfig::try_new(&partitions, projected, None)?.with_limit(limit);
         Ok(DataSourceExec::from_data_source(source))
     }
 }

@@ -126,13 +126,17 @@ impl Rng {
 /// resources holds (chunk rows not masked, and the delta), each chunk and the delta in id
 /// order, across many small chunks (inserts before the first chunk, between chunks and after
 /// the last; updates; deletes emptying chunks), chunks folding their changes in, a delta past
-/// its bound, and a chunk grown past twice the batch size (split).
+/// its bound, and a chunk grown past twice the batch size (split). It starts from two
+/// overlapping levels (as a partition taken from a view's runs), the older holding masked
+/// stale states of some of the newer one's ids.
 #[test]
 fn forwarded_partitions_equal_a_whole_build() {
     use std::collections::BTreeMap;
 
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
+
+    use std::sync::Arc;
 
     use super::{Chunk, Delta, Part, forward};
 
@@ -146,18 +150,43 @@ fn forwarded_partitions_equal_a_whole_build() {
     for n in (100..400).step_by(3) {
         model.insert(id(n), resource(&id(n), json!({"n": n, "s": "x"}), false));
     }
-    // Start from chunks of 7 rows.
-    let start = batches(&layout, shard, model.values()).expect("batches");
-    let mut chunks: Vec<Chunk> = Vec::new();
-    for b in &start {
-        for at in (0..b.num_rows()).step_by(7) {
-            chunks.push(Chunk::of(b.slice(at, 7.min(b.num_rows() - at))));
+    // Start from two levels of chunks of 7 rows: every other id in each, and in the older
+    // level masked stale states of a fifth of the newer one's ids.
+    let all: Vec<&Resource> = model.values().collect();
+    let mut older: Vec<(Resource, bool)> = Vec::new();
+    let mut newer: Vec<Resource> = Vec::new();
+    for (i, r) in all.iter().enumerate() {
+        if i % 2 == 0 {
+            older.push(((*r).clone(), false));
+        } else {
+            newer.push((*r).clone());
+            if i % 5 == 0 {
+                older.push((resource(&r.id, json!({"n": -1, "s": "stale"}), false), true));
+            }
         }
     }
+    older.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let level = |rows: &[(Resource, bool)]| -> Vec<Chunk> {
+        let resources: Vec<Resource> = rows.iter().map(|(r, _)| r.clone()).collect();
+        let whole = batches(&layout, shard, &resources).expect("batches");
+        let whole = concat_batches(&layout.schema, &whole).expect("concat");
+        (0..whole.num_rows())
+            .step_by(7)
+            .map(|at| {
+                let mut c = Chunk::of(whole.slice(at, 7.min(whole.num_rows() - at)));
+                c.masked = (at..(at + 7).min(whole.num_rows()))
+                    .filter(|&i| rows[i].1)
+                    .map(|i| (i - at) as u32)
+                    .collect();
+                c
+            })
+            .collect()
+    };
+    let newer: Vec<(Resource, bool)> = newer.into_iter().map(|r| (r, false)).collect();
     let mut part = Part {
         changed: None,
         schema: layout.schema.clone(),
-        chunks,
+        levels: vec![level(&older), level(&newer)],
         delta: None,
         fields: super::Fields::new(),
     };
@@ -191,26 +220,34 @@ fn forwarded_partitions_equal_a_whole_build() {
             };
         }
         let delta: Delta = delta.into_iter().collect();
-        let before: Vec<RecordBatch> = part.chunks.iter().map(|c| c.batch.clone()).collect();
-        let (chunks, delta) = forward(&part, &layout, shard, &delta).expect("forward");
-        part.chunks = chunks;
-        part.delta = delta;
-        let kept = part
-            .chunks
+        let before: Vec<Arc<super::Columns>> = part
+            .levels
             .iter()
-            .filter(|c| before.iter().any(|b| b == &c.batch))
+            .flatten()
+            .map(|c| c.cols.clone())
+            .collect();
+        let (levels, delta) = forward(&part, &layout, shard, &delta).expect("forward");
+        part.levels = levels;
+        part.delta = delta;
+        let chunks = part.levels.iter().flatten().count();
+        let kept = part
+            .levels
+            .iter()
+            .flatten()
+            .filter(|c| before.iter().any(|b| Arc::ptr_eq(b, &c.cols)))
             .count();
-        folded += usize::from(kept < part.chunks.len());
+        folded += usize::from(kept < chunks);
         deltas += usize::from(part.delta.is_some());
 
         for c in part.all_chunks() {
-            assert!(c.batch.num_rows() > 0, "round {round}: an empty chunk");
-            assert!(c.batch.num_rows() <= 2 * super::BATCH_ROWS, "round {round}");
+            let batch = c.batch().expect("batch");
+            assert!(batch.num_rows() > 0, "round {round}: an empty chunk");
+            assert!(batch.num_rows() <= 2 * super::BATCH_ROWS, "round {round}");
             assert!(c.masked.len() <= super::MASKED_MAX, "round {round}: masks");
             assert!(c.masked.windows(2).all(|w| w[0] < w[1]), "round {round}");
-            let ids = super::ids(&c.batch);
+            let ids = super::ids(&batch);
             assert_eq!(c.first, ids.value(0), "round {round}: the fence");
-            for column in c.batch.columns() {
+            for column in batch.columns() {
                 if let Some(v) = column.as_string_view_opt() {
                     assert!(
                         v.data_buffers().len() <= 1,
@@ -218,16 +255,22 @@ fn forwarded_partitions_equal_a_whole_build() {
                     );
                 }
             }
-            for i in 1..c.batch.num_rows() {
+            for i in 1..batch.num_rows() {
                 assert!(ids.value(i - 1) < ids.value(i), "round {round}: order");
             }
         }
-        let fences: Vec<&str> = part.chunks.iter().map(|c| c.first.as_str()).collect();
-        assert!(fences.windows(2).all(|w| w[0] < w[1]), "round {round}");
-        if let Some(d) = &part.delta {
-            assert!(d.masked.is_empty() && d.batch.num_rows() <= super::DELTA_ROWS_MAX);
+        for level in &part.levels {
+            assert!(!level.is_empty(), "round {round}: an empty level");
+            let fences: Vec<&str> = level.iter().map(|c| c.first.as_str()).collect();
+            assert!(fences.windows(2).all(|w| w[0] < w[1]), "round {round}");
         }
-        let got: Vec<RecordBatch> = part.all_chunks().flat_map(|c| c.live()).collect();
+        if let Some(d) = &part.delta {
+            assert!(d.masked.is_empty() && d.rows() <= super::DELTA_ROWS_MAX);
+        }
+        let got: Vec<RecordBatch> = part
+            .all_chunks()
+            .flat_map(|c| c.live(None).expect("live"))
+            .collect();
         let got = concat_batches(&layout.schema, &got).expect("concat");
         let order = sort_to_indices(got.column(0), None, None).expect("sort");
         let got = take_record_batch(&got, &order).expect("take");
@@ -235,8 +278,9 @@ fn forwarded_partitions_equal_a_whole_build() {
         let want = concat_batches(&layout.schema, &want).expect("concat");
         assert_eq!(got, want, "round {round}");
         for (id, r) in &model {
-            let (batch, row) = part.locate(id).expect("located");
-            assert_eq!(super::ids(batch).value(row), id);
+            let (chunk, row) = part.locate(id).expect("locate").expect("located");
+            let batch = chunk.batch().expect("batch");
+            assert_eq!(super::ids(&batch).value(row), id);
             let n = batch.column(layout.schema.index_of("n").expect("n"));
             assert_eq!(
                 n.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
@@ -244,9 +288,10 @@ fn forwarded_partitions_equal_a_whole_build() {
                 r.state.data["n"].as_i64().expect("n")
             );
         }
-        assert!(part.locate("i999999x").is_none());
+        assert!(part.locate("i999999x").expect("locate").is_none());
     }
-    assert!(part.chunks.len() > 3, "{} chunks", part.chunks.len());
+    let chunks = part.levels.iter().flatten().count();
+    assert!(chunks > 3, "{chunks} chunks");
     assert!(
         folded > 20 && deltas > 20,
         "folded {folded}, deltas {deltas}"
@@ -287,7 +332,7 @@ fn scans_skip_chunks_their_zone_maps_exclude() {
             Arc::new(Part {
                 changed: Some(1),
                 schema: layout.schema.clone(),
-                chunks,
+                levels: vec![chunks],
                 delta: None,
                 fields,
             }),
@@ -344,7 +389,7 @@ fn a_rebuilt_layout_of_the_same_version_is_kept() {
         let part = Arc::new(Part {
             changed: Some(7),
             schema: schema.clone(),
-            chunks: Vec::new(),
+            levels: Vec::new(),
             delta: None,
             fields: Default::default(),
         });
@@ -424,12 +469,11 @@ async fn batch_overhead_probe() {
 /// parsed values holds, for every column type and every kind of value: absent, null, of
 /// another type, integers past i64, integral floats, nested values, escaped member names and
 /// strings, states that are not objects.
-#[test]
-fn rows_read_from_text_equal_rows_read_from_values() {
-    use datafusion::arrow::compute::concat_batches;
-    use themis_materializers::document::RawState;
-
-    use super::{Builder, Source, layout, push_row, raw};
+/// A relational layout with a column of every type, and rows holding every kind of value in
+/// every column (absent, null, of another type, integers past i64, integral floats, nested
+/// values, escaped member names and strings), and states that are not objects.
+fn every_kind_of_row() -> (super::Layout, Vec<Resource>) {
+    use super::{Source, layout};
 
     let mut columns = super::implicit();
     for (name, kind) in [
@@ -485,6 +529,17 @@ fn rows_read_from_text_equal_rows_read_from_values() {
             resources.push(resource(&format!("r{n:03}"), d, false));
         }
     }
+    (layout, resources)
+}
+
+#[test]
+fn rows_read_from_text_equal_rows_read_from_values() {
+    use datafusion::arrow::compute::concat_batches;
+    use themis_materializers::document::RawState;
+
+    use super::{Builder, push_row, raw};
+
+    let (layout, resources) = every_kind_of_row();
     let want = batches(&layout, ShardId(2), &resources).expect("batches");
     let want = concat_batches(&layout.schema, &want).expect("concat");
 
@@ -514,5 +569,137 @@ fn rows_read_from_text_equal_rows_read_from_values() {
     let columns = builders.into_iter().map(Builder::finish).collect();
     let got = RecordBatch::try_new(layout.schema.clone(), columns).expect("batch");
     assert_eq!(got, want);
-    assert_eq!(got.num_rows(), 2 * values.len());
+    assert_eq!(got.num_rows(), resources.len());
+}
+
+/// A relational partition taken from the view's stored blocks (a level per run, columns
+/// decoded from shredded members or, for JSON columns and members of mixed kinds, from the
+/// JSON text; rows marked by deletion vectors, tombstones and rows the tail shadows masked;
+/// the tail as the delta) holds exactly the rows a build from parsed values holds, as runs
+/// flush, merge and are read back.
+#[test]
+fn rows_read_from_blocks_equal_rows_read_from_values() {
+    use datafusion::arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
+    use redb::ReadableDatabase;
+    use redb::backends::InMemoryBackend;
+    use themis_log::event::Op;
+    use themis_log::{CommittedEntry, CommittedEvent, Event, EventId, Lsn, Urn};
+    use themis_materializers::View;
+    use themis_materializers::document::ROWS;
+
+    let (layout, resources) = every_kind_of_row();
+    let shard = ShardId(2);
+    let db = redb::Database::builder()
+        .create_with_backend(InMemoryBackend::new())
+        .expect("db");
+    let view = ROWS.with_flush_rows(4);
+    let event = |id: &str, op: Op, data: Option<&serde_json::Value>| CommittedEvent {
+        event: Event {
+            id: EventId::nil(),
+            urn: Urn::parse(&format!("urn:themis:relational:t:{id}")).expect("urn"),
+            event_type: "t".into(),
+            op,
+            data: data
+                .map(|d| serde_json::value::RawValue::from_string(d.to_string()).expect("raw")),
+            vector: None,
+            to: None,
+            label: None,
+            points: None,
+            metadata: None,
+        },
+        revision: 1,
+        index: 0,
+    };
+    let mut lsn = 0;
+    let mut apply = |events: Vec<CommittedEvent>| {
+        lsn += 1;
+        let tx = db.begin_write().expect("write");
+        view.apply(
+            &tx,
+            shard,
+            &CommittedEntry {
+                lsn: Lsn(lsn),
+                ts_ms: 1000,
+                events,
+            },
+        )
+        .expect("apply");
+        tx.commit().expect("commit");
+    };
+    // Stale states of every row first (they end up in older runs, marked), then some
+    // deleted, then every row's state, some twice; then more deletes (tombstones in runs
+    // and the tail).
+    for r in &resources {
+        apply(vec![event(&r.id, Op::Put, Some(&json!({"i": "stale"})))]);
+    }
+    for r in resources.iter().step_by(7) {
+        apply(vec![event(&r.id, Op::Delete, None)]);
+    }
+    for (n, r) in resources.iter().enumerate() {
+        apply(vec![event(&r.id, Op::Put, Some(&r.state.data))]);
+        if n % 3 == 0 {
+            apply(vec![event(&r.id, Op::Put, Some(&r.state.data))]);
+        }
+    }
+    let mut live = Vec::new();
+    for (n, r) in resources.iter().enumerate() {
+        if n % 11 == 5 {
+            apply(vec![event(&r.id, Op::Delete, None)]);
+        } else {
+            live.push(r.clone());
+        }
+    }
+    // Updates until the tail holds a live row (a flush may have just emptied it).
+    let tail_live = |db: &redb::Database| {
+        let mut live = 0;
+        let tx = db.begin_read().expect("read");
+        ROWS.tail(&tx, shard, "t", |_, s| {
+            live += usize::from(!s.deleted);
+            Ok(())
+        })
+        .expect("tail");
+        live
+    };
+    for r in &live {
+        if tail_live(&db) > 0 {
+            break;
+        }
+        apply(vec![event(&r.id, Op::Put, Some(&r.state.data))]);
+    }
+    let tx = db.begin_read().expect("read");
+    let runs = ROWS.runs(&tx, shard, "t").expect("runs");
+    assert!(runs.len() > 1, "{} runs", runs.len());
+    assert!(
+        runs.iter().flatten().any(|b| !b.marked.is_empty()),
+        "some rows marked"
+    );
+    let part = super::blocks::whole(&tx, &layout, "t", shard, Some(lsn)).expect("whole");
+    assert!(part.delta.is_some(), "rows in the tail");
+    let got: Vec<RecordBatch> = part
+        .all_chunks()
+        .flat_map(|c| c.live(None).expect("live"))
+        .collect();
+    let got = concat_batches(&layout.schema, &got).expect("concat");
+    let order = sort_to_indices(got.column(0), None, None).expect("sort");
+    let got = take_record_batch(&got, &order).expect("take");
+    let want = batches(&layout, shard, &live).expect("batches");
+    let want = concat_batches(&layout.schema, &want).expect("concat");
+    assert_eq!(got.num_rows(), want.num_rows());
+    // Every column but `_lsn` (the view's positions are the entries', not the model's).
+    for c in (0..layout.columns.len()).filter(|&c| c != 2) {
+        assert_eq!(
+            got.column(c),
+            want.column(c),
+            "column {}",
+            layout.schema.field(c).name()
+        );
+    }
+    // A projection decodes only what it names, and reads the same.
+    let part = super::blocks::whole(&tx, &layout, "t", shard, Some(lsn)).expect("whole");
+    let projected: Vec<RecordBatch> = part
+        .all_chunks()
+        .flat_map(|c| c.live(Some(&[0, 8])).expect("live"))
+        .collect();
+    let rows: usize = projected.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, live.len());
 }
