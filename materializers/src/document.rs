@@ -624,28 +624,29 @@ impl StateView {
     }
 
     /// The stored block `block` of `shard` (one [`StateView::runs`] listed in the same
-    /// transaction).
+    /// transaction), with its states' JSON text when `state` (or when it has members it did
+    /// not shred).
     pub fn encoded(
         &self,
         tx: &ReadTransaction,
         shard: ShardId,
         block: &RunBlock,
+        state: bool,
     ) -> Result<runs::Encoded> {
         let blk = crate::read_table(tx, &self.sub_name("blk", shard))?
             .ok_or_else(|| storage("the blocks table is missing"))?;
-        let bytes = blk
+        let guard = blk
             .get(block.key.as_str())
             .map_err(storage)?
-            .ok_or_else(|| storage(format!("block {:?} is missing", block.key)))?
-            .value()
-            .to_vec();
-        if runs::name_of(&bytes) != block.name {
+            .ok_or_else(|| storage(format!("block {:?} is missing", block.key)))?;
+        let bytes = guard.value();
+        if runs::name_of(bytes) != block.name {
             return Err(storage(format!(
                 "block {:?} does not match its name",
                 block.key
             )));
         }
-        runs::Encoded::new(bytes, block.rows)
+        runs::Encoded::new(bytes, block.rows, state)
     }
 
     /// Calls `f` with every resource of `namespace` in `shard`'s tail (tombstones included),

@@ -434,19 +434,22 @@ pub(crate) fn row_of(ids: &StringViewArray, id: &str) -> Option<usize> {
 }
 
 /// A block as stored, for a reader that decompresses only the columns it reads (the query
-/// side's tables).
+/// side's tables): its columns stream, and its state stream when asked for or when members
+/// were not shredded.
 #[derive(Debug, Clone)]
 pub struct Encoded {
-    bytes: Arc<[u8]>,
+    columns: Arc<[u8]>,
+    state: Option<Arc<[u8]>>,
     /// The schema of its columns stream.
     schema: SchemaRef,
     rows: usize,
 }
 
 impl Encoded {
-    /// A block's bytes, as [`crate::document::StateView::blocks`] hands them.
-    pub(crate) fn new(bytes: Vec<u8>, rows: usize) -> Result<Encoded> {
-        let (_, columns) = streams(&bytes)?;
+    /// A block's bytes, as [`crate::document::StateView::encoded`] hands them (copying the
+    /// state stream only when `state` or when the block has members it did not shred).
+    pub(crate) fn new(bytes: &[u8], rows: usize, state: bool) -> Result<Encoded> {
+        let (state_bytes, columns) = streams(bytes)?;
         let schema = StreamReader::try_new(columns, None)
             .map_err(storage)?
             .schema();
@@ -461,8 +464,10 @@ impl Encoded {
                 schema.fields()
             )));
         }
+        let state = state || schema.metadata().contains_key(MIXED_KEY);
         Ok(Encoded {
-            bytes: bytes.into(),
+            columns: columns.into(),
+            state: state.then(|| state_bytes.into()),
             schema,
             rows,
         })
@@ -499,8 +504,7 @@ impl Encoded {
         if projection.is_empty() {
             return Ok(Vec::new());
         }
-        let (_, columns) = streams(&self.bytes)?;
-        let batch = read_stream(columns, Some(projection.to_vec()))?;
+        let batch = read_stream(&self.columns, Some(projection.to_vec()))?;
         if batch.num_rows() != self.rows {
             return Err(storage(
                 "a block holds another number of rows than its index says",
@@ -509,9 +513,13 @@ impl Encoded {
         Ok(batch.columns().to_vec())
     }
 
-    /// Every row's state as JSON text (`null` for a tombstone).
+    /// Every row's state as JSON text (`null` for a tombstone); an error when the state
+    /// stream was not kept.
     pub fn data(&self) -> Result<StringArray> {
-        let (state, _) = streams(&self.bytes)?;
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| storage("a block's states were not read"))?;
         column(&read_stream(state, None)?, 0)
     }
 }

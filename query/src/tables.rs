@@ -15,11 +15,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
-    RecordBatch, RecordBatchOptions, StringBuilder, StringViewArray, StringViewBuilder,
-    TimestampMillisecondBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Builder, Int32Builder,
+    Int64Builder, RecordBatch, RecordBatchOptions, StringBuilder, StringViewArray,
+    StringViewBuilder, TimestampMillisecondBuilder,
 };
-use datafusion::arrow::compute::{concat_batches, interleave_record_batch};
+use datafusion::arrow::compute::{concat_batches, filter, interleave_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use redb::ReadTransaction;
 use serde_json::Value;
@@ -504,6 +504,48 @@ impl Chunk {
     /// Whether row `row` is masked.
     fn is_masked(&self, row: usize) -> bool {
         self.masked.binary_search(&(row as u32)).is_ok()
+    }
+
+    /// The chunk without its masked rows (`None`: every row is masked). The columns decoded
+    /// so far are filtered; the others stay to be decoded, from the same block, later.
+    fn compacted(&self) -> Result<Option<Chunk>> {
+        let rows = self.rows();
+        if self.masked.len() >= rows {
+            return Ok(None);
+        }
+        let mut keep = vec![true; rows];
+        for &m in &self.masked {
+            keep[m as usize] = false;
+        }
+        let keep = BooleanArray::from(keep);
+        let ids = filter(&self.ids()?, &keep)
+            .map_err(|e| Error::Internal(format!("compacting a chunk: {e}")))?;
+        let width = self.cols.arrays.len();
+        let arrays: Vec<OnceLock<ArrayRef>> = (0..width).map(|_| OnceLock::new()).collect();
+        for (i, array) in self.cols.arrays.iter().enumerate() {
+            if let Some(a) = array.get() {
+                let kept = if i == 0 {
+                    ids.clone()
+                } else {
+                    filter(a, &keep)
+                        .map_err(|e| Error::Internal(format!("compacting a chunk: {e}")))?
+                };
+                let _ = arrays[i].set(kept);
+            }
+        }
+        let _ = arrays[0].set(ids.clone());
+        let columns = Columns {
+            schema: self.cols.schema.clone(),
+            rows: rows - self.masked.len(),
+            arrays,
+            zones: (0..width).map(|_| OnceLock::new()).collect(),
+            stored: self.cols.stored.as_ref().map(|s| s.keeping(&keep)),
+        };
+        Ok(Some(Chunk {
+            first: ids.as_string_view().value(0).to_owned(),
+            cols: Arc::new(columns),
+            masked: Vec::new(),
+        }))
     }
 }
 
@@ -1071,6 +1113,11 @@ fn forward(
             if !folds {
                 kept.extend_from_slice(&rows[start..next]);
                 out.push(chunk);
+                continue;
+            }
+            if next == start {
+                // No rows of the delta to fold in: drop the masked rows, decoding nothing.
+                out.extend(chunk.compacted()?);
                 continue;
             }
             // The chunk's live rows and its rows of the delta, merged by id.

@@ -189,7 +189,7 @@ mod runs {
             let mut seen = std::collections::BTreeSet::new();
             for run in view.runs(&tx, SHARD, ns).expect("runs") {
                 for block in run {
-                    let encoded = view.encoded(&tx, SHARD, &block).expect("encoded");
+                    let encoded = view.encoded(&tx, SHARD, &block, false).expect("encoded");
                     let columns = encoded.columns(&[0, 1]).expect("columns");
                     let ids = columns[0]
                         .as_any()

@@ -154,7 +154,8 @@ fn shredded_columns_hold_members_of_one_kind() {
         row("d", r#"[1,2]"#, 4),
         row("e", r#"{"b":null,"i":null}"#, 5),
     ];
-    let encoded = Encoded::new(encode(&rows, true).expect("encode"), rows.len()).expect("encoded");
+    let bytes = encode(&rows, true).expect("encode");
+    let encoded = Encoded::new(&bytes, rows.len(), false).expect("encoded");
     let mut mixed = encoded.mixed();
     mixed.sort();
     assert_eq!(
@@ -212,7 +213,11 @@ fn shredded_columns_hold_members_of_one_kind() {
     let data = encoded.data().expect("data");
     assert_eq!(data.value(3), "[1,2]");
     // Without shredding, only the fixed columns.
-    let plain = Encoded::new(encode(&rows, false).expect("encode"), rows.len()).expect("plain");
+    let plain = encode(&rows, false).expect("encode");
+    let plain = Encoded::new(&plain, rows.len(), false).expect("plain");
+    assert!(plain.data().is_err(), "states not read unless asked for");
+    let with_state = Encoded::new(&bytes, rows.len(), true).expect("encoded");
+    assert_eq!(with_state.data().expect("data"), data);
     assert_eq!(plain.schema().fields().len(), FIXED_COLUMNS);
     // The ids alone decode to the same.
     assert_eq!(

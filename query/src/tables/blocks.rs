@@ -8,9 +8,10 @@
 use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int32Array, RecordBatch, TimestampMillisecondArray, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch, StringViewArray,
+    TimestampMillisecondArray, new_null_array,
 };
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, filter};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use redb::ReadTransaction;
 use themis_log::ShardId;
@@ -19,7 +20,7 @@ use themis_materializers::namespaces::rfc3339_ms;
 use themis_materializers::runs::{Encoded, Shredded};
 
 use super::{
-    BATCH_ROWS, Builder, Chunk, Columns, Fields, Kind, Layout, Part, Source, chunk_of, push_row,
+    BATCH_ROWS, Builder, Chunk, Columns, Fields, Kind, Layout, MASKED_MAX, Part, Source, push_row,
     raw, row_of,
 };
 use crate::{Error, Result};
@@ -51,12 +52,16 @@ enum Conv {
 }
 
 /// The columns of a chunk that a block holds, as they are decoded.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Stored {
     block: Encoded,
     shard: ShardId,
     /// Per column of the table: where it comes from.
     from: Vec<From>,
+    /// The block's rows the chunk holds (`None`: all): a chunk of a block with many masked
+    /// rows holds only the others, so that a scan reads a few batches, not a slice between
+    /// every two masked rows.
+    keep: Option<BooleanArray>,
 }
 
 impl Stored {
@@ -94,7 +99,30 @@ impl Stored {
                 }
             })
             .collect();
-        Stored { block, shard, from }
+        Stored {
+            block,
+            shard,
+            from,
+            keep: None,
+        }
+    }
+
+    /// The same block with only the rows of this chunk that `keep` keeps (one bit per row of
+    /// the chunk).
+    pub(crate) fn keeping(&self, keep: &BooleanArray) -> Stored {
+        let block = match &self.keep {
+            None => keep.clone(),
+            Some(old) => {
+                let mut kept = keep.iter().map(|k| k.unwrap_or(false));
+                (0..old.len())
+                    .map(|r| Some(old.value(r) && kept.next().unwrap_or(false)))
+                    .collect()
+            }
+        };
+        Stored {
+            keep: Some(block),
+            ..self.clone()
+        }
     }
 
     /// Columns `want` of a chunk of `schema` with `rows` rows.
@@ -125,18 +153,26 @@ impl Stored {
             .filter(|&c| self.from[c] == From::Parsed)
             .collect();
         let mut parsed = self.parse(schema, &parsed)?.into_iter();
+        let kept = |array: ArrayRef| -> Result<ArrayRef> {
+            match &self.keep {
+                Some(keep) => filter(&array, keep).map_err(|e| failed(e.to_string())),
+                None => Ok(array),
+            }
+        };
         let mut out = Vec::with_capacity(want.len());
         for &c in want {
             let data_type = schema.field(c).data_type();
             let array: ArrayRef = match self.from[c] {
                 From::Stored(i, conv) => {
                     let at = stored.binary_search(&i).expect("decoded above");
-                    convert(&decoded[at], conv, data_type).map_err(failed)?
+                    kept(convert(&decoded[at], conv, data_type).map_err(failed)?)?
                 }
                 From::Shard => Arc::new(Int32Array::from(vec![self.shard.0 as i32; rows])),
                 From::Null => new_null_array(data_type, rows),
-                From::Parsed => parsed.next().expect("parsed above"),
-                From::Data => Arc::new(self.block.data().map_err(|e| failed(e.to_string()))?),
+                From::Parsed => kept(parsed.next().expect("parsed above"))?,
+                From::Data => kept(Arc::new(
+                    self.block.data().map_err(|e| failed(e.to_string()))?,
+                ))?,
             };
             out.push(array);
         }
@@ -204,6 +240,65 @@ fn convert(column: &ArrayRef, conv: Conv, to: &DataType) -> std::result::Result<
     })
 }
 
+/// A block of a run while its partition is taken: its masked rows are known once the tail
+/// has been read.
+struct Pending {
+    first: String,
+    stored: Stored,
+    rows: usize,
+    /// Rows (of the block, ascending) marked, deleted or shadowed by the tail.
+    masked: Vec<u32>,
+    /// Its ids, when decoded to find the rows the tail shadows.
+    ids: Option<StringViewArray>,
+}
+
+impl Pending {
+    fn ids(&mut self) -> Result<&StringViewArray> {
+        if self.ids.is_none() {
+            let ids = self.stored.block.columns(&[0]).map_err(Error::View)?;
+            self.ids = Some(ids[0].as_string_view().clone());
+        }
+        Ok(self.ids.as_ref().expect("set above"))
+    }
+
+    /// As a chunk of `layout`: with its masks, or, past [`MASKED_MAX`] of them, holding only
+    /// the rows not masked.
+    fn chunk(mut self, layout: &Layout) -> Result<Chunk> {
+        let width = layout.columns.len();
+        let arrays: Vec<OnceLock<ArrayRef>> = (0..width).map(|_| OnceLock::new()).collect();
+        let zones = (0..width).map(|_| OnceLock::new()).collect();
+        let (mut first, mut rows) = (self.first.clone(), self.rows);
+        let mut masked = std::mem::take(&mut self.masked);
+        if masked.len() > MASKED_MAX {
+            let mut keep = vec![true; self.rows];
+            for &m in &masked {
+                keep[m as usize] = false;
+            }
+            let keep = BooleanArray::from(keep);
+            let ids = filter(self.ids()?, &keep)
+                .map_err(|e| Error::Internal(format!("masking a block: {e}")))?;
+            first = ids.as_string_view().value(0).to_owned();
+            let _ = arrays[0].set(ids);
+            rows -= masked.len();
+            masked = Vec::new();
+            self.stored.keep = Some(keep);
+        } else if let Some(ids) = self.ids {
+            let _ = arrays[0].set(Arc::new(ids) as ArrayRef);
+        }
+        Ok(Chunk {
+            first,
+            cols: Arc::new(Columns {
+                schema: layout.schema.clone(),
+                rows,
+                arrays,
+                zones,
+                stored: Some(self.stored),
+            }),
+            masked,
+        })
+    }
+}
+
 /// A relational partition taken from the view's runs and tail in `shard` (see the module).
 pub(super) fn whole(
     tx: &ReadTransaction,
@@ -213,37 +308,38 @@ pub(super) fn whole(
     changed: Option<u64>,
 ) -> Result<Arc<Part>> {
     let view = |e| Error::View(e);
-    let mut levels: Vec<Vec<Chunk>> = Vec::new();
+    // The states' JSON text is read only for columns that need it.
+    let state = layout
+        .columns
+        .iter()
+        .any(|(k, s)| *k == Kind::Json || matches!(s, Source::Data));
+    let mut levels: Vec<Vec<Pending>> = Vec::new();
     for run in ROWS.runs(tx, shard, namespace).map_err(view)? {
         let mut level = Vec::with_capacity(run.len());
         for block in run {
-            let encoded = ROWS.encoded(tx, shard, &block).map_err(view)?;
+            let encoded = ROWS.encoded(tx, shard, &block, state).map_err(view)?;
             // Tombstones are masked with the marked rows.
             let deleted = encoded.columns(&[4]).map_err(view)?;
             let deleted = deleted[0].as_boolean();
             let mut masked = block.marked.clone();
-            masked.extend(
-                (0..deleted.len())
-                    .filter(|&r| deleted.value(r))
-                    .map(|r| r as u32),
-            );
-            masked.sort_unstable();
-            masked.dedup();
+            if deleted.true_count() > 0 {
+                masked.extend(
+                    (0..deleted.len())
+                        .filter(|&r| deleted.value(r))
+                        .map(|r| r as u32),
+                );
+                masked.sort_unstable();
+                masked.dedup();
+            }
             if masked.len() >= block.rows {
                 continue;
             }
-            let stored = Stored::new(encoded, shard, layout);
-            let cols = Columns {
-                schema: layout.schema.clone(),
-                rows: block.rows,
-                arrays: (0..layout.columns.len()).map(|_| OnceLock::new()).collect(),
-                zones: (0..layout.columns.len()).map(|_| OnceLock::new()).collect(),
-                stored: Some(stored),
-            };
-            level.push(Chunk {
+            level.push(Pending {
                 first: block.first,
-                cols: Arc::new(cols),
+                stored: Stored::new(encoded, shard, layout),
+                rows: block.rows,
                 masked,
+                ids: None,
             });
         }
         if !level.is_empty() {
@@ -275,13 +371,26 @@ pub(super) fn whole(
     .map_err(view)?;
     for id in &tail_ids {
         for level in &mut levels {
-            let at = chunk_of(level, id);
-            let chunk = &mut level[at];
-            if let Ok(row) = row_of(&chunk.ids()?, id, 0)
-                && let Err(at) = chunk.masked.binary_search(&(row as u32))
+            let at = level
+                .partition_point(|p| p.first.as_str() <= id.as_str())
+                .saturating_sub(1);
+            let pending = &mut level[at];
+            if let Ok(row) = row_of(pending.ids()?, id, 0)
+                && let Err(at) = pending.masked.binary_search(&(row as u32))
             {
-                chunk.masked.insert(at, row as u32);
+                pending.masked.insert(at, row as u32);
             }
+        }
+    }
+    let mut chunk_levels = Vec::with_capacity(levels.len());
+    for level in levels {
+        let chunks: Vec<Chunk> = level
+            .into_iter()
+            .filter(|p| p.masked.len() < p.rows)
+            .map(|p| p.chunk(layout))
+            .collect::<Result<_>>()?;
+        if !chunks.is_empty() {
+            chunk_levels.push(chunks);
         }
     }
     let columns: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
@@ -290,7 +399,7 @@ pub(super) fn whole(
     Ok(Arc::new(Part {
         changed,
         schema: layout.schema.clone(),
-        levels,
+        levels: chunk_levels,
         delta: (tail.num_rows() > 0).then(|| Chunk::of(tail)),
         fields: Fields::new(),
     }))
