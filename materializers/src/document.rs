@@ -257,18 +257,28 @@ fn read_block<T: ReadableTable<&'static str, &'static [u8]>>(
     })
 }
 
-/// A cursor over run `run` of `ns` (its blocks decoded without filling the cache), past the
-/// rows their deletion vectors mark.
+/// A cursor over run `run` of `ns` (its blocks decoded without filling the cache, with their
+/// shredded columns when `members`: a merge's), past the rows their deletion vectors mark.
 fn run_cursor<T: ReadableTable<&'static str, &'static [u8]>>(
     bix: &T,
     blk: &T,
     del: Option<&T>,
     ns: &str,
     run: &str,
+    members: bool,
 ) -> Result<runs::Cursor> {
     let mut blocks = Vec::new();
     for info in blocks_of(bix, ns, run)? {
-        blocks.push((read_block(blk, &info, false)?, marked(del, &info.key)?));
+        let block = if members {
+            let bytes = blk
+                .get(info.key.as_str())
+                .map_err(storage)?
+                .ok_or_else(|| storage(format!("block {:?} is missing", info.key)))?;
+            std::sync::Arc::new(runs::decode_with_members(bytes.value())?)
+        } else {
+            read_block(blk, &info, false)?
+        };
+        blocks.push((block, marked(del, &info.key)?));
     }
     Ok(runs::Cursor::new(blocks))
 }
@@ -338,7 +348,14 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
         let mut cursors = Vec::new();
         if let (Some(runs), Some(bix), Some(blk)) = (&self.runs, &self.bix, &self.blk) {
             for run in run_list(runs, ns)? {
-                cursors.push(run_cursor(bix, blk, self.del.as_ref(), ns, &run.name)?);
+                cursors.push(run_cursor(
+                    bix,
+                    blk,
+                    self.del.as_ref(),
+                    ns,
+                    &run.name,
+                    false,
+                )?);
             }
         }
         // The tail's entries as stored (a namespace holds at most a flush size of them).
@@ -754,7 +771,7 @@ impl StateView {
         }
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         self.mark(t, ns, &ids)?;
-        self.write_run(t, ns, lsn, made, &rows)?;
+        self.write_run(t, ns, lsn, made, &rows, None)?;
         loop {
             let runs = run_list(t.runs.as_ref().expect("open"), ns)?;
             if runs.len() < FAN_IN {
@@ -773,13 +790,15 @@ impl StateView {
                     t.del.as_ref(),
                     ns,
                     &run.name,
+                    self.shred,
                 )?);
             }
-            let merged = runs::merge(cursors);
+            let picks = runs::merge(cursors);
+            let merged: Vec<Row> = picks.iter().map(|(b, i)| b.row(*i)).collect();
             for run in newest {
                 self.delete_run(t, ns, &run.name)?;
             }
-            self.write_run(t, ns, lsn, made, &merged)?;
+            self.write_run(t, ns, lsn, made, &merged, Some(&picks))?;
         }
     }
 
@@ -850,6 +869,8 @@ impl StateView {
         class
     }
 
+    /// Writes `rows` as a new run of `ns`; `picks`, when they come from a merge, are where
+    /// each row comes from (their members' columns are carried over, not parsed again).
     fn write_run(
         &self,
         t: &mut WriteTables<'_>,
@@ -857,6 +878,7 @@ impl StateView {
         lsn: u64,
         made: &mut u32,
         rows: &[Row],
+        picks: Option<&[(std::sync::Arc<runs::Block>, usize)]>,
     ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
@@ -864,8 +886,14 @@ impl StateView {
         let run = format!("{lsn:016x}{:04x}", *made);
         *made += 1;
         let (bix, blk) = (t.bix.as_mut().expect("open"), t.blk.as_mut().expect("open"));
-        for block in rows.chunks(self.flush_rows) {
-            let bytes = runs::encode(block, self.shred)?;
+        for (k, block) in rows.chunks(self.flush_rows).enumerate() {
+            let at = k * self.flush_rows;
+            let shred = match (self.shred, picks) {
+                (false, _) => runs::Shred::No,
+                (true, Some(p)) => runs::Shred::Merged(&p[at..at + block.len()]),
+                (true, None) => runs::Shred::Parse,
+            };
+            let bytes = runs::encode(block, shred)?;
             let first = &block[0].id;
             let last = &block[block.len() - 1].id;
             let key = format!("{}{first}", block_prefix(ns, &run));

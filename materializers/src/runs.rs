@@ -183,9 +183,130 @@ fn ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
     writer.into_inner().map_err(storage)
 }
 
+/// Whether and how a block's members are shredded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shred<'a> {
+    /// Not shredded (the document view's blocks).
+    No,
+    /// From the rows' states, parsed.
+    Parse,
+    /// From the shredded columns of merged blocks: row `i` of the block is row `picks[i].1`
+    /// of block `picks[i].0` (decoded with [`decode_with_members`]). A member is shredded
+    /// when every source block holding it shredded it with one kind.
+    Merged(&'a [(Arc<Block>, usize)]),
+}
+
+/// Combines the kinds seen of a member (`Ok(None)`: only nulls so far; `Err`: mixed).
+fn combine(
+    seen: std::result::Result<Option<Shredded>, ()>,
+    next: std::result::Result<Option<Shredded>, ()>,
+) -> std::result::Result<Option<Shredded>, ()> {
+    match (seen, next) {
+        (Err(()), _) | (_, Err(())) => Err(()),
+        (Ok(None), k) | (k, Ok(None)) => k,
+        (Ok(Some(a)), Ok(Some(b))) if a == b => Ok(Some(a)),
+        _ => Err(()),
+    }
+}
+
+/// The members of merged rows (see [`Shred::Merged`]): (name, kind, column) shredded, and the
+/// names of the others.
+fn merged_members(
+    picks: &[(Arc<Block>, usize)],
+) -> Result<(Vec<(String, Shredded, ArrayRef)>, Vec<String>)> {
+    // The source blocks, and per pick its source.
+    let mut sources: Vec<&Block> = Vec::new();
+    let mut source_of: Vec<usize> = Vec::with_capacity(picks.len());
+    for (block, _) in picks {
+        let at = match sources
+            .iter()
+            .position(|b| std::ptr::eq(*b, block.as_ref()))
+        {
+            Some(at) => at,
+            None => {
+                sources.push(block);
+                sources.len() - 1
+            }
+        };
+        source_of.push(at);
+    }
+    let mut kinds: BTreeMap<&str, std::result::Result<Option<Shredded>, ()>> = BTreeMap::new();
+    for b in &sources {
+        let members = b
+            .members
+            .as_ref()
+            .ok_or_else(|| storage("a merged block was decoded without its members"))?;
+        for (name, kind, _) in &members.0 {
+            let seen = kinds.entry(name.as_str()).or_insert(Ok(None));
+            *seen = combine(*seen, Ok(Some(*kind)));
+        }
+        for name in &members.1 {
+            kinds.insert(name.as_str(), Err(()));
+        }
+    }
+    let (mut shredded, mut mixed) = (Vec::new(), Vec::new());
+    for (name, kind) in kinds {
+        let kind = match kind {
+            Ok(Some(kind)) => kind,
+            Ok(None) => continue,
+            Err(()) => {
+                mixed.push(name.to_owned());
+                continue;
+            }
+        };
+        // Per source: its column of the member (`None`: all NULL there).
+        let columns: Vec<Option<&ArrayRef>> = sources
+            .iter()
+            .map(|b| {
+                b.members
+                    .as_ref()
+                    .and_then(|m| m.0.iter().find(|(n, _, _)| n == name).map(|(_, _, c)| c))
+            })
+            .collect();
+        let at = |p: usize| columns[source_of[p]].filter(|c| c.is_valid(picks[p].1));
+        let n = picks.len();
+        let column: ArrayRef = match kind {
+            Shredded::Bool => Arc::new(BooleanArray::from_iter((0..n).map(|p| {
+                at(p).and_then(|c| {
+                    c.as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .map(|a| a.value(picks[p].1))
+                })
+            }))),
+            Shredded::Int => Arc::new(Int64Array::from_iter((0..n).map(|p| {
+                at(p).and_then(|c| {
+                    c.as_any()
+                        .downcast_ref::<Int64Array>()
+                        .map(|a| a.value(picks[p].1))
+                })
+            }))),
+            Shredded::Float => Arc::new(arrow_array::Float64Array::from_iter((0..n).map(|p| {
+                at(p).and_then(|c| {
+                    c.as_any()
+                        .downcast_ref::<arrow_array::Float64Array>()
+                        .map(|a| a.value(picks[p].1))
+                })
+            }))),
+            Shredded::Text => {
+                let mut b = StringViewBuilder::with_capacity(n);
+                for p in 0..n {
+                    b.append_option(at(p).and_then(|c| {
+                        c.as_any()
+                            .downcast_ref::<StringViewArray>()
+                            .map(|a| a.value(picks[p].1))
+                    }));
+                }
+                Arc::new(b.finish())
+            }
+        };
+        shredded.push((name.to_owned(), kind, column));
+    }
+    Ok((shredded, mixed))
+}
+
 /// Encodes `rows` (sorted by id, ids distinct) as one block, shredding the top-level members
-/// of their states into columns when `shred`.
-pub(crate) fn encode(rows: &[Row], shred: bool) -> Result<Vec<u8>> {
+/// of their states into columns as `shred` says.
+pub(crate) fn encode(rows: &[Row], shred: Shred<'_>) -> Result<Vec<u8>> {
     let state = RecordBatch::try_new(
         state_schema(),
         vec![Arc::new(StringArray::from_iter_values(
@@ -213,7 +334,18 @@ pub(crate) fn encode(rows: &[Row], shred: bool) -> Result<Vec<u8>> {
         )),
     ];
     let mut mixed: Vec<String> = Vec::new();
-    if shred {
+    if let Shred::Merged(picks) = shred {
+        if picks.len() != rows.len() {
+            return Err(storage("merged rows and their sources differ in number"));
+        }
+        let (shredded, unshredded) = merged_members(picks)?;
+        for (name, kind, column) in shredded {
+            fields.push(Field::new(format!(".{name}"), kind.data_type(), true));
+            columns.push(column);
+        }
+        mixed = unshredded;
+    }
+    if let Shred::Parse = shred {
         let states: Vec<Option<Value>> = rows
             .iter()
             .map(|r| {
@@ -233,12 +365,7 @@ pub(crate) fn encode(rows: &[Row], shred: bool) -> Result<Vec<u8>> {
             };
             for (name, value) in members {
                 let seen = kinds.entry(name.as_str()).or_insert(Ok(None));
-                *seen = match (*seen, Shredded::of(value)) {
-                    (Err(()), _) | (_, Err(())) => Err(()),
-                    (Ok(None), Ok(k)) | (Ok(k), Ok(None)) => Ok(k),
-                    (Ok(Some(a)), Ok(Some(b))) if a == b => Ok(Some(a)),
-                    _ => Err(()),
-                };
+                *seen = combine(*seen, Shredded::of(value));
             }
         }
         for (name, seen) in kinds {
@@ -332,9 +459,14 @@ pub(crate) struct Block {
     lsn: Int64Array,
     updated_ms: Int64Array,
     deleted: BooleanArray,
+    /// Its shredded members (name, kind, column) and the names of the others, when decoded
+    /// with them ([`decode_with_members`]).
+    members: Option<Members>,
     /// Bytes its arrays hold (what the cache counts).
     bytes: usize,
 }
+
+type Members = (Vec<(String, Shredded, ArrayRef)>, Vec<String>);
 
 impl Block {
     /// Rows held.
@@ -397,6 +529,15 @@ fn find(ids: &StringViewArray, id: &str) -> Option<usize> {
 
 /// Decodes a block made by [`encode`] (its shredded columns aside).
 pub(crate) fn decode(bytes: &[u8]) -> Result<Block> {
+    decode_block(bytes, false)
+}
+
+/// Decodes a block made by [`encode`] with its shredded columns (what a merge reads).
+pub(crate) fn decode_with_members(bytes: &[u8]) -> Result<Block> {
+    decode_block(bytes, true)
+}
+
+fn decode_block(bytes: &[u8], with_members: bool) -> Result<Block> {
     let (state, columns) = streams(bytes)?;
     let state = read_stream(state, None)?;
     if state.schema().fields() != state_schema().fields() {
@@ -405,7 +546,41 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Block> {
             state.schema().fields()
         )));
     }
-    let fixed = fixed(columns)?;
+    let (fixed, members) = if with_members {
+        let all = read_stream(columns, None)?;
+        let schema = all.schema();
+        if schema.fields().len() < FIXED_COLUMNS
+            || schema.fields()[..FIXED_COLUMNS]
+                .iter()
+                .map(|f| f.as_ref())
+                .ne(fixed_fields().iter())
+        {
+            return Err(storage(format!(
+                "a block's columns are {:?}",
+                schema.fields()
+            )));
+        }
+        let mut shredded = Vec::new();
+        for (i, field) in schema.fields().iter().enumerate().skip(FIXED_COLUMNS) {
+            let name = field
+                .name()
+                .strip_prefix('.')
+                .ok_or_else(|| storage(format!("a block's column {:?}", field.name())))?;
+            let kind = Shredded::of_type(field.data_type())
+                .ok_or_else(|| storage(format!("a block's column {:?}", field.name())))?;
+            shredded.push((name.to_owned(), kind, all.column(i).clone()));
+        }
+        let mixed: Vec<String> = match schema.metadata().get(MIXED_KEY) {
+            Some(m) => serde_json::from_str(m).map_err(storage)?,
+            None => Vec::new(),
+        };
+        let fixed = all
+            .project(&(0..FIXED_COLUMNS).collect::<Vec<_>>())
+            .map_err(storage)?;
+        (fixed, Some((shredded, mixed)))
+    } else {
+        (fixed(columns)?, None)
+    };
     let data: StringArray = column(&state, 0)?;
     if data.len() != fixed.num_rows() {
         return Err(storage("a block's streams hold different numbers of rows"));
@@ -418,6 +593,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Block> {
         updated_ms: column(&fixed, 3)?,
         deleted: column(&fixed, 4)?,
         bytes: state.get_array_memory_size() + fixed.get_array_memory_size(),
+        members,
     })
 }
 
@@ -706,14 +882,17 @@ pub(crate) fn skip(cursors: &mut [Cursor], id: &str) {
 }
 
 /// Merges runs (cursors oldest first) into one list sorted by id, the newest run's state of
-/// each id winning.
-pub(crate) fn merge(mut cursors: Vec<Cursor>) -> Vec<Row> {
+/// each id winning: each a block and its row.
+pub(crate) fn merge(mut cursors: Vec<Cursor>) -> Vec<(Arc<Block>, usize)> {
     let mut out = Vec::with_capacity(cursors.iter().map(Cursor::rows).sum());
+    let mut id = String::new();
     while let Some((winner, _)) = least(&cursors) {
-        let (block, i) = cursors[winner].at();
-        let row = block.row(i);
-        skip(&mut cursors, &row.id);
-        out.push(row);
+        let c = &cursors[winner];
+        let (block, i) = (c.blocks[c.block].0.clone(), c.row);
+        id.clear();
+        id.push_str(block.id(i));
+        skip(&mut cursors, &id);
+        out.push((block, i));
     }
     out
 }

@@ -19,9 +19,9 @@ fn blocks_decode_to_the_rows_encoded() {
         row("a:b", "null", 3),
         row("ü", r#"[1,2,{"y":null}]"#, u64::MAX / 100),
     ];
-    let bytes = encode(&rows, true).expect("encode");
+    let bytes = encode(&rows, Shred::Parse).expect("encode");
     assert_eq!(
-        encode(&rows, true).expect("encode"),
+        encode(&rows, Shred::Parse).expect("encode"),
         bytes,
         "encoding is deterministic"
     );
@@ -60,7 +60,7 @@ fn merges_keep_the_newest_state_of_each_id() {
         Cursor::new(
             rows.chunks(2)
                 .map(|c| {
-                    let block = decode(&encode(c, false).expect("encode")).expect("decode");
+                    let block = decode(&encode(c, Shred::No).expect("encode")).expect("decode");
                     (Arc::new(block), Vec::new())
                 })
                 .collect(),
@@ -74,7 +74,10 @@ fn merges_keep_the_newest_state_of_each_id() {
         row("e", "3", 3),
     ]);
     assert_eq!(old.rows(), 3);
-    let merged = merge(vec![old, mid, new, run(Vec::new())]);
+    let merged: Vec<Row> = merge(vec![old, mid, new, run(Vec::new())])
+        .iter()
+        .map(|(b, i)| b.row(*i))
+        .collect();
     let got: Vec<(&str, &str)> = merged
         .iter()
         .map(|r| (r.id.as_str(), r.data.as_str()))
@@ -97,7 +100,7 @@ fn the_cache_keeps_blocks_within_its_budget() {
     let rows: Vec<Row> = (0..100)
         .map(|i| row(&format!("id{i:03}"), r#"{"v":1}"#, i))
         .collect();
-    let bytes = encode(&rows, false).expect("encode");
+    let bytes = encode(&rows, Shred::No).expect("encode");
     let name = name_of(&bytes);
     set_cache_bytes(0);
     let reads = std::cell::Cell::new(0);
@@ -118,7 +121,7 @@ fn the_cache_keeps_blocks_within_its_budget() {
 #[test]
 fn marked_rows_are_skipped_by_merges() {
     let block =
-        |rows: &[Row]| Arc::new(decode(&encode(rows, false).expect("encode")).expect("decode"));
+        |rows: &[Row]| Arc::new(decode(&encode(rows, Shred::No).expect("encode")).expect("decode"));
     let old = Cursor::new(vec![
         (block(&[row("a", "1", 1), row("b", "1", 1)]), vec![0, 1]),
         (block(&[row("c", "1", 1), row("d", "1", 1)]), vec![1]),
@@ -129,6 +132,7 @@ fn marked_rows_are_skipped_by_merges() {
     )]);
     let got: Vec<(String, String)> = merge(vec![old, new])
         .into_iter()
+        .map(|(b, i)| b.row(i))
         .map(|r| (r.id, r.data))
         .collect();
     let want = [("a", "2"), ("c", "1"), ("d", "2")].map(|(a, b)| (a.to_owned(), b.to_owned()));
@@ -154,7 +158,7 @@ fn shredded_columns_hold_members_of_one_kind() {
         row("d", r#"[1,2]"#, 4),
         row("e", r#"{"b":null,"i":null}"#, 5),
     ];
-    let bytes = encode(&rows, true).expect("encode");
+    let bytes = encode(&rows, Shred::Parse).expect("encode");
     let encoded = Encoded::new(&bytes, rows.len(), false).expect("encoded");
     let mut mixed = encoded.mixed();
     mixed.sort();
@@ -213,7 +217,7 @@ fn shredded_columns_hold_members_of_one_kind() {
     let data = encoded.data().expect("data");
     assert_eq!(data.value(3), "[1,2]");
     // Without shredding, only the fixed columns.
-    let plain = encode(&rows, false).expect("encode");
+    let plain = encode(&rows, Shred::No).expect("encode");
     let plain = Encoded::new(&plain, rows.len(), false).expect("plain");
     assert!(plain.data().is_err(), "states not read unless asked for");
     let with_state = Encoded::new(&bytes, rows.len(), true).expect("encoded");
@@ -221,7 +225,37 @@ fn shredded_columns_hold_members_of_one_kind() {
     assert_eq!(plain.schema().fields().len(), FIXED_COLUMNS);
     // The ids alone decode to the same.
     assert_eq!(
-        &decode_ids(&encode(&rows, true).expect("encode")).expect("ids"),
+        &decode_ids(&encode(&rows, Shred::Parse).expect("encode")).expect("ids"),
         ids
     );
+}
+
+#[test]
+fn merged_blocks_carry_their_members_as_parsing_would() {
+    let block = |rows: &[Row]| {
+        Arc::new(decode_with_members(&encode(rows, Shred::Parse).expect("encode")).expect("decode"))
+    };
+    let a = block(&[
+        row("a", r#"{"i":1,"s":"x","m":1,"f":1.5}"#, 1),
+        row("c", r#"{"i":2,"n":null}"#, 1),
+    ]);
+    let b = block(&[
+        row("b", r#"{"i":3,"s":"y","m":"two","b":true}"#, 2),
+        row("d", "null", 2),
+    ]);
+    let picks = vec![
+        (a.clone(), 0),
+        (b.clone(), 0),
+        (a.clone(), 1),
+        (b.clone(), 1),
+    ];
+    let rows: Vec<Row> = picks.iter().map(|(blk, i)| blk.row(*i)).collect();
+    let merged = encode(&rows, Shred::Merged(&picks)).expect("merged");
+    let parsed = encode(&rows, Shred::Parse).expect("parsed");
+    assert_eq!(merged, parsed, "the same bytes as shredding the rows again");
+    assert!(encode(&rows[..2], Shred::Merged(&picks)).is_err());
+    // Without members decoded, a merge cannot carry them.
+    let plain =
+        Arc::new(decode(&encode(&rows[..1], Shred::Parse).expect("encode")).expect("decode"));
+    assert!(encode(&rows[..1], Shred::Merged(&[(plain, 0)])).is_err());
 }
