@@ -202,7 +202,7 @@ fn block_info(key: &str, value: &[u8]) -> Result<BlockInfo> {
 
 /// A deletion vector's rows from its stored bytes.
 fn marked_of(bytes: &[u8]) -> Result<Vec<u32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(storage("a deletion vector is not a list of u32"));
     }
     Ok(bytes

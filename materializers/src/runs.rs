@@ -211,9 +211,7 @@ fn combine(
 
 /// The members of merged rows (see [`Shred::Merged`]): (name, kind, column) shredded, and the
 /// names of the others.
-fn merged_members(
-    picks: &[(Arc<Block>, usize)],
-) -> Result<(Vec<(String, Shredded, ArrayRef)>, Vec<String>)> {
+fn merged_members(picks: &[(Arc<Block>, usize)]) -> Result<Members> {
     // The source blocks, and per pick its source.
     let mut sources: Vec<&Block> = Vec::new();
     let mut source_of: Vec<usize> = Vec::with_capacity(picks.len());
@@ -289,11 +287,11 @@ fn merged_members(
             }))),
             Shredded::Text => {
                 let mut b = StringViewBuilder::with_capacity(n);
-                for p in 0..n {
+                for (p, (_, row)) in picks.iter().enumerate() {
                     b.append_option(at(p).and_then(|c| {
                         c.as_any()
                             .downcast_ref::<StringViewArray>()
-                            .map(|a| a.value(picks[p].1))
+                            .map(|a| a.value(*row))
                     }));
                 }
                 Arc::new(b.finish())
