@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringViewBuilder};
+use arrow_array::builder::StringViewBuilder;
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StringViewArray,
 };
@@ -139,36 +139,37 @@ fn shredded_column(kind: Shredded, states: &[Option<Value>], name: &str) -> Arra
     fn member<'v>(s: &'v Option<Value>, name: &str) -> Option<&'v Value> {
         s.as_ref().and_then(|v| v.get(name))
     }
+    let values = states.iter().map(|s| member(s, name));
     match kind {
-        Shredded::Bool => {
-            let mut b = BooleanBuilder::with_capacity(states.len());
-            states
-                .iter()
-                .for_each(|s| b.append_option(member(s, name).and_then(Value::as_bool)));
-            Arc::new(b.finish())
-        }
-        Shredded::Int => {
-            let mut b = Int64Builder::with_capacity(states.len());
-            states
-                .iter()
-                .for_each(|s| b.append_option(member(s, name).and_then(Value::as_i64)));
-            Arc::new(b.finish())
-        }
-        Shredded::Float => {
-            let mut b = Float64Builder::with_capacity(states.len());
-            states
-                .iter()
-                .for_each(|s| b.append_option(member(s, name).and_then(Value::as_f64)));
-            Arc::new(b.finish())
-        }
-        Shredded::Text => {
-            let mut b = StringViewBuilder::with_capacity(states.len());
-            states
-                .iter()
-                .for_each(|s| b.append_option(member(s, name).and_then(Value::as_str)));
-            Arc::new(b.finish())
-        }
+        Shredded::Bool => Arc::new(BooleanArray::from_iter(
+            values.map(|v| v.and_then(Value::as_bool)),
+        )),
+        Shredded::Int => Arc::new(Int64Array::from_iter(
+            values.map(|v| v.and_then(Value::as_i64)),
+        )),
+        Shredded::Float => Arc::new(arrow_array::Float64Array::from_iter(
+            values.map(|v| v.and_then(Value::as_f64)),
+        )),
+        Shredded::Text => Arc::new(StringViewArray::from_iter(
+            values.map(|v| v.and_then(Value::as_str)),
+        )),
     }
+}
+
+/// Whether `schema` starts with the fixed columns of a columns stream.
+fn check_fixed(schema: &Schema) -> Result<()> {
+    if schema.fields().len() < FIXED_COLUMNS
+        || schema.fields()[..FIXED_COLUMNS]
+            .iter()
+            .map(|f| f.as_ref())
+            .ne(fixed_fields().iter())
+    {
+        return Err(storage(format!(
+            "a block's columns are {:?}",
+            schema.fields()
+        )));
+    }
+    Ok(())
 }
 
 /// One IPC stream of `batch`, buffers compressed with ZSTD.
@@ -433,18 +434,7 @@ fn column<T: Clone + 'static>(batch: &RecordBatch, i: usize) -> Result<T> {
 /// The fixed columns of a columns stream, checked.
 fn fixed(bytes: &[u8]) -> Result<RecordBatch> {
     let batch = read_stream(bytes, Some((0..FIXED_COLUMNS).collect()))?;
-    if batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref())
-        .ne(fixed_fields().iter())
-    {
-        return Err(storage(format!(
-            "a block's columns are {:?}",
-            batch.schema().fields()
-        )));
-    }
+    check_fixed(&batch.schema())?;
     Ok(batch)
 }
 
@@ -547,17 +537,7 @@ fn decode_block(bytes: &[u8], with_members: bool) -> Result<Block> {
     let (fixed, members) = if with_members {
         let all = read_stream(columns, None)?;
         let schema = all.schema();
-        if schema.fields().len() < FIXED_COLUMNS
-            || schema.fields()[..FIXED_COLUMNS]
-                .iter()
-                .map(|f| f.as_ref())
-                .ne(fixed_fields().iter())
-        {
-            return Err(storage(format!(
-                "a block's columns are {:?}",
-                schema.fields()
-            )));
-        }
+        check_fixed(&schema)?;
         let mut shredded = Vec::new();
         for (i, field) in schema.fields().iter().enumerate().skip(FIXED_COLUMNS) {
             let name = field
@@ -627,17 +607,7 @@ impl Encoded {
         let schema = StreamReader::try_new(columns, None)
             .map_err(storage)?
             .schema();
-        if schema.fields().len() < FIXED_COLUMNS
-            || schema.fields()[..FIXED_COLUMNS]
-                .iter()
-                .map(|f| f.as_ref())
-                .ne(fixed_fields().iter())
-        {
-            return Err(storage(format!(
-                "a block's columns are {:?}",
-                schema.fields()
-            )));
-        }
+        check_fixed(&schema)?;
         let state = state || schema.metadata().contains_key(MIXED_KEY);
         Ok(Encoded {
             columns: columns.into(),

@@ -673,27 +673,27 @@ fn rows_read_from_blocks_equal_rows_read_from_values() {
         runs.iter().flatten().any(|b| !b.marked.is_empty()),
         "some rows marked"
     );
+    // A partition's live rows in id order equal a build from `want`'s values, every column
+    // but `_lsn` (the view's positions are the entries', not the model's).
+    let same = |part: &super::Part, want: &[Resource], what: &str| {
+        let got: Vec<RecordBatch> = part
+            .all_chunks()
+            .flat_map(|c| c.live(None).expect("live"))
+            .collect();
+        let got = concat_batches(&layout.schema, &got).expect("concat");
+        let order = sort_to_indices(got.column(0), None, None).expect("sort");
+        let got = take_record_batch(&got, &order).expect("take");
+        let want = batches(&layout, shard, want).expect("batches");
+        let want = concat_batches(&layout.schema, &want).expect("concat");
+        assert_eq!(got.num_rows(), want.num_rows(), "{what}");
+        for c in (0..layout.columns.len()).filter(|&c| c != 2) {
+            let name = layout.schema.field(c).name();
+            assert_eq!(got.column(c), want.column(c), "{what}, column {name}");
+        }
+    };
     let part = super::blocks::whole(&tx, &layout, "t", shard, Some(lsn)).expect("whole");
     assert!(part.delta.is_some(), "rows in the tail");
-    let got: Vec<RecordBatch> = part
-        .all_chunks()
-        .flat_map(|c| c.live(None).expect("live"))
-        .collect();
-    let got = concat_batches(&layout.schema, &got).expect("concat");
-    let order = sort_to_indices(got.column(0), None, None).expect("sort");
-    let got = take_record_batch(&got, &order).expect("take");
-    let want = batches(&layout, shard, &live).expect("batches");
-    let want = concat_batches(&layout.schema, &want).expect("concat");
-    assert_eq!(got.num_rows(), want.num_rows());
-    // Every column but `_lsn` (the view's positions are the entries', not the model's).
-    for c in (0..layout.columns.len()).filter(|&c| c != 2) {
-        assert_eq!(
-            got.column(c),
-            want.column(c),
-            "column {}",
-            layout.schema.field(c).name()
-        );
-    }
+    same(&part, &live, "taken from the blocks");
     // A projection decodes only what it names, and reads the same.
     let part = super::blocks::whole(&tx, &layout, "t", shard, Some(lsn)).expect("whole");
     let projected: Vec<RecordBatch> = part
@@ -726,22 +726,6 @@ fn rows_read_from_blocks_equal_rows_read_from_values() {
         delta: new_delta,
         fields: super::Fields::new(),
     };
-    let got: Vec<RecordBatch> = forwarded
-        .all_chunks()
-        .flat_map(|c| c.live(None).expect("live"))
-        .collect();
-    let got = concat_batches(&layout.schema, &got).expect("concat");
-    let order = sort_to_indices(got.column(0), None, None).expect("sort");
-    let got = take_record_batch(&got, &order).expect("take");
-    let want = batches(&layout, shard, model.values()).expect("batches");
-    let want = concat_batches(&layout.schema, &want).expect("concat");
-    assert_eq!(got.num_rows(), want.num_rows());
-    for c in (0..layout.columns.len()).filter(|&c| c != 2) {
-        assert_eq!(
-            got.column(c),
-            want.column(c),
-            "forwarded, column {}",
-            layout.schema.field(c).name()
-        );
-    }
+    let model: Vec<Resource> = model.into_values().collect();
+    same(&forwarded, &model, "brought forward");
 }
