@@ -149,18 +149,36 @@ fn tail_of<T: ReadableTable<&'static str, &'static [u8]>>(
     tail: &T,
     prefix: &str,
 ) -> Result<Vec<(String, Document)>> {
+    tail_entries(tail, prefix)?
+        .into_iter()
+        .map(|(id, bytes)| Ok((id, serde_json::from_slice(&bytes).map_err(storage)?)))
+        .collect()
+}
+
+/// The entries of namespace `prefix` (its URN prefix) in the tail, in id order, as stored.
+fn tail_entries<T: ReadableTable<&'static str, &'static [u8]>>(
+    tail: &T,
+    prefix: &str,
+) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for item in tail.range(prefix..).map_err(storage)? {
         let (k, v) = item.map_err(storage)?;
         let Some(id) = k.value().strip_prefix(prefix) else {
             break;
         };
-        out.push((
-            id.to_owned(),
-            serde_json::from_slice(v.value()).map_err(storage)?,
-        ));
+        out.push((id.to_owned(), v.value().to_vec()));
     }
     Ok(out)
+}
+
+/// The stored bytes of block `key`.
+fn block_bytes<'t, T: ReadableTable<&'static str, &'static [u8]>>(
+    blk: &'t T,
+    key: &str,
+) -> Result<redb::AccessGuard<'t, &'static [u8]>> {
+    blk.get(key)
+        .map_err(storage)?
+        .ok_or_else(|| storage(format!("block {key:?} is missing")))
 }
 
 /// The runs of `ns`, oldest first.
@@ -248,12 +266,7 @@ fn read_block<T: ReadableTable<&'static str, &'static [u8]>>(
     keep: bool,
 ) -> Result<std::sync::Arc<runs::Block>> {
     runs::block(info.name, keep, || {
-        Ok(blk
-            .get(info.key.as_str())
-            .map_err(storage)?
-            .ok_or_else(|| storage(format!("block {:?} is missing", info.key)))?
-            .value()
-            .to_vec())
+        Ok(block_bytes(blk, &info.key)?.value().to_vec())
     })
 }
 
@@ -270,10 +283,7 @@ fn run_cursor<T: ReadableTable<&'static str, &'static [u8]>>(
     let mut blocks = Vec::new();
     for info in blocks_of(bix, ns, run)? {
         let block = if members {
-            let bytes = blk
-                .get(info.key.as_str())
-                .map_err(storage)?
-                .ok_or_else(|| storage(format!("block {:?} is missing", info.key)))?;
+            let bytes = block_bytes(blk, &info.key)?;
             std::sync::Arc::new(runs::decode_with_members(bytes.value())?)
         } else {
             read_block(blk, &info, false)?
@@ -359,17 +369,10 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
             }
         }
         // The tail's entries as stored (a namespace holds at most a flush size of them).
-        let mut tail_rows: Vec<(String, Vec<u8>)> = Vec::new();
-        if let Some(tail) = &self.tail {
-            let prefix = view.urn_prefix(ns);
-            for item in tail.range(prefix.as_str()..).map_err(storage)? {
-                let (k, v) = item.map_err(storage)?;
-                let Some(id) = k.value().strip_prefix(prefix.as_str()) else {
-                    break;
-                };
-                tail_rows.push((id.to_owned(), v.value().to_vec()));
-            }
-        }
+        let tail_rows = match &self.tail {
+            Some(tail) => tail_entries(tail, &view.urn_prefix(ns))?,
+            None => Vec::new(),
+        };
         let mut tail = tail_rows.iter().peekable();
         let mut id = String::new();
         loop {
@@ -652,10 +655,7 @@ impl StateView {
     ) -> Result<runs::Encoded> {
         let blk = crate::read_table(tx, &self.sub_name("blk", shard))?
             .ok_or_else(|| storage("the blocks table is missing"))?;
-        let guard = blk
-            .get(block.key.as_str())
-            .map_err(storage)?
-            .ok_or_else(|| storage(format!("block {:?} is missing", block.key)))?;
+        let guard = block_bytes(&blk, &block.key)?;
         let bytes = guard.value();
         if runs::name_of(bytes) != block.name {
             return Err(storage(format!(
@@ -678,14 +678,9 @@ impl StateView {
         let Some(tail) = crate::read_table(tx, &self.table_name(shard))? else {
             return Ok(());
         };
-        let prefix = self.urn_prefix(namespace);
-        for item in tail.range(prefix.as_str()..).map_err(storage)? {
-            let (k, v) = item.map_err(storage)?;
-            let Some(id) = k.value().strip_prefix(prefix.as_str()) else {
-                break;
-            };
-            let stored: Stored<'_> = serde_json::from_slice(v.value()).map_err(storage)?;
-            f(id, stored.raw())?;
+        for (id, bytes) in tail_entries(&tail, &self.urn_prefix(namespace))? {
+            let stored: Stored<'_> = serde_json::from_slice(&bytes).map_err(storage)?;
+            f(&id, stored.raw())?;
         }
         Ok(())
     }
@@ -826,13 +821,7 @@ impl StateView {
                     continue;
                 }
                 let block_ids = {
-                    let bytes = t
-                        .blk
-                        .as_ref()
-                        .expect("open")
-                        .get(info.key.as_str())
-                        .map_err(storage)?
-                        .ok_or_else(|| storage(format!("block {:?} is missing", info.key)))?;
+                    let bytes = block_bytes(t.blk.as_ref().expect("open"), &info.key)?;
                     runs::decode_ids(bytes.value())?
                 };
                 let found: Vec<u32> = ids[start..i]

@@ -22,7 +22,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use arrow_array::builder::StringViewBuilder;
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StringViewArray,
 };
@@ -253,51 +252,26 @@ fn merged_members(picks: &[(Arc<Block>, usize)]) -> Result<Members> {
                 continue;
             }
         };
-        // Per source: its column of the member (`None`: all NULL there).
-        let columns: Vec<Option<&ArrayRef>> = sources
+        // Per source: its column of the member, all NULL where it has none.
+        let columns: Vec<ArrayRef> = sources
             .iter()
             .map(|b| {
                 b.members
                     .as_ref()
-                    .and_then(|m| m.0.iter().find(|(n, _, _)| n == name).map(|(_, _, c)| c))
+                    .and_then(|m| m.0.iter().find(|(n, _, _)| n == name))
+                    .map_or_else(
+                        || arrow_array::new_null_array(&kind.data_type(), b.len()),
+                        |(_, _, c)| c.clone(),
+                    )
             })
             .collect();
-        let at = |p: usize| columns[source_of[p]].filter(|c| c.is_valid(picks[p].1));
-        let n = picks.len();
-        let column: ArrayRef = match kind {
-            Shredded::Bool => Arc::new(BooleanArray::from_iter((0..n).map(|p| {
-                at(p).and_then(|c| {
-                    c.as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .map(|a| a.value(picks[p].1))
-                })
-            }))),
-            Shredded::Int => Arc::new(Int64Array::from_iter((0..n).map(|p| {
-                at(p).and_then(|c| {
-                    c.as_any()
-                        .downcast_ref::<Int64Array>()
-                        .map(|a| a.value(picks[p].1))
-                })
-            }))),
-            Shredded::Float => Arc::new(arrow_array::Float64Array::from_iter((0..n).map(|p| {
-                at(p).and_then(|c| {
-                    c.as_any()
-                        .downcast_ref::<arrow_array::Float64Array>()
-                        .map(|a| a.value(picks[p].1))
-                })
-            }))),
-            Shredded::Text => {
-                let mut b = StringViewBuilder::with_capacity(n);
-                for (p, (_, row)) in picks.iter().enumerate() {
-                    b.append_option(at(p).and_then(|c| {
-                        c.as_any()
-                            .downcast_ref::<StringViewArray>()
-                            .map(|a| a.value(*row))
-                    }));
-                }
-                Arc::new(b.finish())
-            }
-        };
+        let arrays: Vec<&dyn Array> = columns.iter().map(|c| c.as_ref()).collect();
+        let indices: Vec<(usize, usize)> = source_of
+            .iter()
+            .zip(picks)
+            .map(|(&s, (_, row))| (s, *row))
+            .collect();
+        let column = arrow_select::interleave::interleave(&arrays, &indices).map_err(storage)?;
         shredded.push((name.to_owned(), kind, column));
     }
     Ok((shredded, mixed))
