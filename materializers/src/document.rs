@@ -18,7 +18,8 @@
 //! `{p}_runs/{shard}`: `{ns}\0{run}` → rows (u64 LE), where a run's name is the LSN and a
 //! counter of the apply that made it (20 hex digits, so names sort by age);
 //! `{p}_bix/{shard}`: `{ns}\0{run}\0{first id}` → the block's name (xxh3-128 of its bytes,
-//! 16 bytes LE), rows (u32 LE) and last id; `{p}_blk/{shard}`: same key → the block's bytes;
+//! 16 bytes LE), rows (u32 LE) and last id; `{p}_blk/{shard}`: same key, `\0` and a piece number → the block's bytes, in pieces of
+//! [`PIECE_BYTES`];
 //! `{p}_del/{shard}`: same key → the block's deletion vector, the rows (u32 LE each,
 //! ascending) whose states a newer run holds, marked when the newer state is flushed (so a
 //! reader of the runs needs no merge by id: every id has at most one unmarked row, its newest
@@ -171,14 +172,55 @@ fn tail_entries<T: ReadableTable<&'static str, &'static [u8]>>(
     Ok(out)
 }
 
-/// The stored bytes of block `key`.
-fn block_bytes<'t, T: ReadableTable<&'static str, &'static [u8]>>(
-    blk: &'t T,
+/// Bytes of a block piece: a block is stored as pieces of at most this many bytes (and what
+/// is left), each one value of `{p}_blk` under the block's key, `\0` and the piece's number
+/// (4 hex digits). redb gives a value larger than a page an allocation of a power of two of
+/// pages, so a ~80 KB block held ~128 KB of file; a piece with its key fills a 4 KiB leaf page.
+const PIECE_BYTES: usize = 4096 - 160;
+
+/// The key of piece `n` of block `key`.
+fn piece_key(key: &str, n: usize) -> String {
+    format!("{key}\0{n:04x}")
+}
+
+/// The stored bytes of block `key` (its pieces, joined).
+fn block_bytes<T: ReadableTable<&'static str, &'static [u8]>>(
+    blk: &T,
     key: &str,
-) -> Result<redb::AccessGuard<'t, &'static [u8]>> {
-    blk.get(key)
-        .map_err(storage)?
-        .ok_or_else(|| storage(format!("block {key:?} is missing")))
+) -> Result<Vec<u8>> {
+    let (from, to) = (format!("{key}\0"), format!("{key}\u{1}"));
+    let mut out = Vec::new();
+    for item in blk.range(from.as_str()..to.as_str()).map_err(storage)? {
+        out.extend_from_slice(item.map_err(storage)?.1.value());
+    }
+    if out.is_empty() {
+        return Err(storage(format!("block {key:?} is missing")));
+    }
+    Ok(out)
+}
+
+/// Stores `bytes` as block `key`'s pieces.
+fn put_block(
+    blk: &mut Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+    bytes: &[u8],
+) -> Result<()> {
+    for (n, piece) in bytes
+        .chunks(PIECE_BYTES - key.len().min(PIECE_BYTES / 2))
+        .enumerate()
+    {
+        blk.insert(piece_key(key, n).as_str(), piece)
+            .map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// Removes block `key`'s pieces.
+fn remove_block(blk: &mut Table<'_, &'static str, &'static [u8]>, key: &str) -> Result<()> {
+    let (from, to) = (format!("{key}\0"), format!("{key}\u{1}"));
+    blk.retain_in(from.as_str()..to.as_str(), |_, _| false)
+        .map_err(storage)?;
+    Ok(())
 }
 
 /// The runs of `ns`, oldest first.
@@ -265,9 +307,7 @@ fn read_block<T: ReadableTable<&'static str, &'static [u8]>>(
     info: &BlockInfo,
     keep: bool,
 ) -> Result<std::sync::Arc<runs::Block>> {
-    runs::block(info.name, keep, || {
-        Ok(block_bytes(blk, &info.key)?.value().to_vec())
-    })
+    runs::block(info.name, keep, || block_bytes(blk, &info.key))
 }
 
 /// A cursor over run `run` of `ns` (its blocks decoded without filling the cache, with their
@@ -284,7 +324,7 @@ fn run_cursor<T: ReadableTable<&'static str, &'static [u8]>>(
     for info in blocks_of(bix, ns, run)? {
         let block = if members {
             let bytes = block_bytes(blk, &info.key)?;
-            std::sync::Arc::new(runs::decode_with_members(bytes.value())?)
+            std::sync::Arc::new(runs::decode_with_members(&bytes)?)
         } else {
             read_block(blk, &info, false)?
         };
@@ -655,8 +695,8 @@ impl StateView {
     ) -> Result<runs::Encoded> {
         let blk = crate::read_table(tx, &self.sub_name("blk", shard))?
             .ok_or_else(|| storage("the blocks table is missing"))?;
-        let guard = block_bytes(&blk, &block.key)?;
-        let bytes = guard.value();
+        let bytes = block_bytes(&blk, &block.key)?;
+        let bytes = bytes.as_slice();
         if runs::name_of(bytes) != block.name {
             return Err(storage(format!(
                 "block {:?} does not match its name",
@@ -822,7 +862,7 @@ impl StateView {
                 }
                 let block_ids = {
                     let bytes = block_bytes(t.blk.as_ref().expect("open"), &info.key)?;
-                    runs::decode_ids(bytes.value())?
+                    runs::decode_ids(&bytes)?
                 };
                 let found: Vec<u32> = ids[start..i]
                     .iter()
@@ -891,8 +931,7 @@ impl StateView {
             info.extend_from_slice(&u32::try_from(block.len()).map_err(storage)?.to_le_bytes());
             info.extend_from_slice(last.as_bytes());
             bix.insert(key.as_str(), info.as_slice()).map_err(storage)?;
-            blk.insert(key.as_str(), bytes.as_slice())
-                .map_err(storage)?;
+            put_block(blk, &key, &bytes)?;
         }
         t.runs
             .as_mut()
@@ -913,11 +952,7 @@ impl StateView {
                 .expect("open")
                 .remove(info.key.as_str())
                 .map_err(storage)?;
-            t.blk
-                .as_mut()
-                .expect("open")
-                .remove(info.key.as_str())
-                .map_err(storage)?;
+            remove_block(t.blk.as_mut().expect("open"), &info.key)?;
             t.del
                 .as_mut()
                 .expect("open")

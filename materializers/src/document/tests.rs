@@ -433,3 +433,43 @@ fn disk_per_row_probe() {
     drop(db);
     println!("after compact: {}", std::fs::metadata(&path).unwrap().len());
 }
+
+/// Where the bytes of a views database go, by redb's own accounting per table: set `VIEWS` to
+/// a `views.redb` (of a stopped node) and run
+/// `cargo test --release -p themis-materializers --lib -- --ignored views_file_probe --nocapture`.
+#[test]
+#[ignore = "a measurement; run by hand"]
+fn views_file_probe() {
+    use redb::{Database, ReadableDatabase, TableHandle};
+    let Ok(path) = std::env::var("VIEWS") else {
+        return;
+    };
+    let db = Database::open(&path).unwrap();
+    let tx = db.begin_write().unwrap();
+    let stats = tx.stats().unwrap();
+    tx.abort().unwrap();
+    println!(
+        "file {}; stored {}, metadata {}, fragmented {}",
+        std::fs::metadata(&path).unwrap().len(),
+        stats.stored_bytes(),
+        stats.metadata_bytes(),
+        stats.fragmented_bytes()
+    );
+    let r = db.begin_read().unwrap();
+    let mut rows = Vec::new();
+    for h in r.list_tables().unwrap() {
+        let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new(h.name());
+        let Ok(t) = r.open_table(def) else { continue };
+        let s = redb::ReadableTableMetadata::stats(&t).unwrap();
+        rows.push((
+            s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes(),
+            h.name().to_owned(),
+            s.stored_bytes(),
+            s.leaf_pages(),
+        ));
+    }
+    rows.sort();
+    for (total, name, stored, leaves) in rows.iter().rev().take(30) {
+        println!("{name}: total {total}, stored {stored}, leaf pages {leaves}");
+    }
+}
