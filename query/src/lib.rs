@@ -885,6 +885,35 @@ impl QueryEngine {
         Ok(table)
     }
 
+    /// Takes every relational namespace's table into the cache and decodes its columns,
+    /// while the budget of decoded columns has room (`tables::budget`): what the first
+    /// queries after a restart would otherwise pay. A node that does not hold every shard
+    /// answers no SQL, and warms nothing. Returns how many namespaces were taken.
+    pub fn warm(&self) -> Result<usize> {
+        let shards: Vec<ShardId> = (0..self.log.shard_count()).map(ShardId).collect();
+        if shards.iter().any(|&s| self.log.shard(s).is_err()) {
+            return Ok(0);
+        }
+        let relational = Model::Relational.to_string();
+        let mut warmed = 0;
+        for registered in self.views.namespaces()? {
+            if registered.model != relational {
+                continue;
+            }
+            let named = Named {
+                reference: TableReference::bare(registered.namespace.clone()),
+                model: Model::Relational,
+                namespace: registered.namespace,
+            };
+            let (tables, _) = self.tables(&[named], &shards)?;
+            warmed += 1;
+            if !tables[0].warm(self.config.target_partitions)? {
+                break;
+            }
+        }
+        Ok(warmed)
+    }
+
     /// How many table partitions were built whole from the views, and how many were brought
     /// forward by the changes since a kept version (`docs/design/columnar.md`).
     pub fn partitions_built(&self) -> (u64, u64) {

@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
+use budget::Slot;
+
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Builder, Int32Builder,
     Int64Builder, RecordBatch, RecordBatchOptions, StringBuilder, StringViewArray,
@@ -370,7 +372,9 @@ pub(crate) struct Chunk {
 pub(crate) struct Columns {
     schema: SchemaRef,
     rows: usize,
-    arrays: Vec<OnceLock<ArrayRef>>,
+    /// Decoded columns are kept under the process's budget ([`budget`]) when they can be
+    /// decoded again (`stored` is set); built ones are pinned.
+    arrays: Vec<Arc<Slot>>,
     /// Per column: its bounds, to skip the chunk when a filter excludes them. They are the
     /// whole chunk's, masked rows included: bounds of a superset, so a skip is still sound.
     zones: Vec<OnceLock<scan::Zone>>,
@@ -383,7 +387,7 @@ impl Columns {
         let arrays = batch
             .columns()
             .iter()
-            .map(|a| OnceLock::from(a.clone()))
+            .map(|a| Slot::pinned(a.clone()))
             .collect();
         Columns {
             schema: batch.schema(),
@@ -397,10 +401,12 @@ impl Columns {
     /// Columns `want`, decoding the ones not decoded yet (together, so that a block's stream
     /// is read once).
     fn get(&self, want: &[usize]) -> Result<Vec<ArrayRef>> {
+        let mut got: Vec<Option<ArrayRef>> = want.iter().map(|&i| self.arrays[i].get()).collect();
         let missing: Vec<usize> = want
             .iter()
-            .copied()
-            .filter(|&i| self.arrays[i].get().is_none())
+            .zip(&got)
+            .filter(|(_, a)| a.is_none())
+            .map(|(&i, _)| i)
             .collect();
         if !missing.is_empty() {
             let stored = self
@@ -409,14 +415,15 @@ impl Columns {
                 .ok_or_else(|| Error::Internal("a built chunk lacks a column".into()))?;
             let made = stored.arrays(&self.schema, self.rows, &missing)?;
             for (&i, array) in missing.iter().zip(made) {
-                // Another query may have decoded it meanwhile: the same values.
-                let _ = self.arrays[i].set(array);
+                let kept = self.arrays[i].admit(array);
+                for (w, g) in want.iter().zip(got.iter_mut()) {
+                    if *w == i && g.is_none() {
+                        *g = Some(kept.clone());
+                    }
+                }
             }
         }
-        Ok(want
-            .iter()
-            .map(|&i| self.arrays[i].get().expect("set above").clone())
-            .collect())
+        Ok(got.into_iter().map(|a| a.expect("set above")).collect())
     }
 
     /// Column `i`'s zone map (`None`: it could not be decoded; the chunk is not skipped).
@@ -521,19 +528,23 @@ impl Chunk {
         let ids = filter(&self.ids()?, &keep)
             .map_err(|e| Error::Internal(format!("compacting a chunk: {e}")))?;
         let width = self.cols.arrays.len();
-        let arrays: Vec<OnceLock<ArrayRef>> = (0..width).map(|_| OnceLock::new()).collect();
-        for (i, array) in self.cols.arrays.iter().enumerate() {
-            if let Some(a) = array.get() {
-                let kept = if i == 0 {
-                    ids.clone()
-                } else {
-                    filter(a, &keep)
-                        .map_err(|e| Error::Internal(format!("compacting a chunk: {e}")))?
-                };
-                let _ = arrays[i].set(kept);
+        let evictable = self.cols.stored.is_some();
+        let mut arrays: Vec<Arc<Slot>> = (0..width).map(|_| Arc::default()).collect();
+        for (i, slot) in self.cols.arrays.iter().enumerate() {
+            let kept = if i == 0 {
+                ids.clone()
+            } else if let Some(a) = slot.get() {
+                filter(&a, &keep)
+                    .map_err(|e| Error::Internal(format!("compacting a chunk: {e}")))?
+            } else {
+                continue;
+            };
+            if evictable {
+                arrays[i].admit(kept);
+            } else {
+                arrays[i] = Slot::pinned(kept);
             }
         }
-        let _ = arrays[0].set(ids.clone());
         let columns = Columns {
             schema: self.cols.schema.clone(),
             rows: rows - self.masked.len(),
@@ -622,6 +633,26 @@ impl CachedTable {
     /// a resource in some shard.
     pub(crate) fn known(&self) -> bool {
         self.version.is_some() || self.parts.values().any(|p| p.changed.is_some())
+    }
+
+    /// Decodes the columns of its chunks taken from blocks, chunk by chunk, while the budget
+    /// of decoded columns has room for them (what the first queries after a restart would
+    /// otherwise pay). Returns whether every chunk was decoded.
+    pub(crate) fn warm(&self, threads: usize) -> Result<bool> {
+        let limit = budget::decoded_limit();
+        let parts: Vec<&Arc<Part>> = self.parts.values().collect();
+        let done = themis_log::seam::map_scoped(&parts, threads, |part| -> Result<bool> {
+            for chunk in part.all_chunks() {
+                if budget::decoded_bytes() >= limit {
+                    return Ok(false);
+                }
+                let all: Vec<usize> = (0..chunk.cols.arrays.len()).collect();
+                chunk.cols.get(&all)?;
+            }
+            Ok(true)
+        });
+        done.into_iter()
+            .try_fold(true, |all, part| Ok(all && part?))
     }
 }
 
@@ -1220,6 +1251,7 @@ fn split(batch: RecordBatch) -> Vec<RecordBatch> {
 }
 
 mod blocks;
+pub mod budget;
 mod raw;
 pub(crate) mod scan;
 #[cfg(test)]

@@ -121,6 +121,16 @@ pub struct ServeArgs {
     /// recently used first out).
     #[arg(long, env = "THEMIS_VIEW_CACHE_BYTES", default_value_t = themis_materializers::runs::CACHE_BYTES_DEFAULT)]
     pub view_cache_bytes: usize,
+    /// Bytes of block columns decoded for queries and kept for the next ones (a column of a
+    /// cold chunk goes first when they pass it, and is decoded again when read). A query
+    /// holds the columns it reads until it ends, above this budget.
+    #[arg(long, env = "THEMIS_QUERY_CACHE_BYTES", default_value_t = themis_query::tables::budget::DECODED_BYTES_DEFAULT)]
+    pub query_cache_bytes: usize,
+    /// Before listening, take every relational namespace's table and decode its columns
+    /// (within `--query-cache-bytes`), so that the first queries after a start cost what
+    /// later ones do; `false` listens sooner and lets the first queries decode.
+    #[arg(long, env = "THEMIS_WARM_QUERIES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub warm_queries: bool,
     /// Threads of the async runtime (HTTP, Raft); default: one per CPU.
     #[arg(long, env = "THEMIS_WORKER_THREADS")]
     pub worker_threads: Option<usize>,

@@ -181,6 +181,17 @@ impl Metrics {
             out,
             "themis_sql_partitions_built_total{{how=\"forward\"}} {forward}"
         );
+        family(
+            out,
+            "themis_sql_decoded_bytes",
+            "gauge",
+            "bytes of columns decoded from the views' blocks and kept for queries (--query-cache-bytes bounds them)",
+        );
+        let _ = writeln!(
+            out,
+            "themis_sql_decoded_bytes {}",
+            themis_query::tables::budget::decoded_bytes()
+        );
     }
 }
 

@@ -186,6 +186,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     themis_materializers::runs::set_cache_bytes(args.view_cache_bytes);
+    themis_query::tables::budget::set_decoded_bytes(args.query_cache_bytes);
     let views = Materializer::start(
         log.clone(),
         &disk,
@@ -229,6 +230,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             themis_query::QueryConfig::default(),
         ),
     };
+    if args.warm_queries {
+        // Before listening: the first queries then cost what later ones do.
+        let query = state.query.clone();
+        match tokio::task::spawn_blocking(move || query.warm()).await {
+            Ok(Ok(namespaces)) => tracing::info!(
+                namespaces,
+                decoded_bytes = themis_query::tables::budget::decoded_bytes(),
+                "query tables warm"
+            ),
+            Ok(Err(e)) => tracing::warn!("warming the query tables failed: {e}"),
+            Err(e) => tracing::warn!("warming the query tables failed: {e}"),
+        }
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -19,6 +19,7 @@ use themis_materializers::document::ROWS;
 use themis_materializers::namespaces::rfc3339_ms;
 use themis_materializers::runs::{Encoded, Shredded};
 
+use super::budget::Slot;
 use super::{
     BATCH_ROWS, Builder, Chunk, Columns, Fields, Kind, Layout, MASKED_MAX, Part, Source, push_row,
     raw, row_of,
@@ -265,7 +266,7 @@ impl Pending {
     /// the rows not masked.
     fn chunk(mut self, layout: &Layout) -> Result<Chunk> {
         let width = layout.columns.len();
-        let arrays: Vec<OnceLock<ArrayRef>> = (0..width).map(|_| OnceLock::new()).collect();
+        let arrays: Vec<Arc<Slot>> = (0..width).map(|_| Arc::default()).collect();
         let zones = (0..width).map(|_| OnceLock::new()).collect();
         let (mut first, mut rows) = (self.first.clone(), self.rows);
         let mut masked = std::mem::take(&mut self.masked);
@@ -278,12 +279,12 @@ impl Pending {
             let ids = filter(self.ids()?, &keep)
                 .map_err(|e| Error::Internal(format!("masking a block: {e}")))?;
             first = ids.as_string_view().value(0).to_owned();
-            let _ = arrays[0].set(ids);
+            arrays[0].admit(ids);
             rows -= masked.len();
             masked = Vec::new();
             self.stored.keep = Some(keep);
         } else if let Some(ids) = self.ids {
-            let _ = arrays[0].set(Arc::new(ids) as ArrayRef);
+            arrays[0].admit(Arc::new(ids) as ArrayRef);
         }
         Ok(Chunk {
             first,

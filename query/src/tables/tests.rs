@@ -694,6 +694,25 @@ fn rows_read_from_blocks_equal_rows_read_from_values() {
     let part = super::blocks::whole(&tx, &layout, "t", shard, Some(lsn)).expect("whole");
     assert!(part.delta.is_some(), "rows in the tail");
     same(&part, &live, "taken from the blocks");
+    // Under a budget of nothing, no decoded block column is kept (the tail's delta is built,
+    // not decoded: kept), and the rows read the same, decoded again.
+    let evictable = |part: &super::Part| {
+        part.all_chunks()
+            .filter(|c| c.cols.stored.is_some())
+            .flat_map(|c| c.cols.arrays.iter())
+            .filter(|s| s.is_set())
+            .count()
+    };
+    assert!(
+        evictable(&part) > 0,
+        "columns kept under the default budget"
+    );
+    super::budget::set_decoded_bytes(0);
+    assert_eq!(evictable(&part), 0);
+    assert_eq!(super::budget::decoded_bytes(), 0);
+    same(&part, &live, "decoded again");
+    assert_eq!(evictable(&part), 0);
+    super::budget::set_decoded_bytes(super::budget::DECODED_BYTES_DEFAULT);
     // A projection decodes only what it names, and reads the same.
     let part = super::blocks::whole(&tx, &layout, "t", shard, Some(lsn)).expect("whole");
     let projected: Vec<RecordBatch> = part

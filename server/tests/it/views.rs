@@ -250,6 +250,57 @@ async fn views_resume_after_restart_and_rebuild_to_the_same_digest() {
         .problem(404, "unknown_view");
 }
 
+/// The value of the metric line starting with `name ` (labels included in `name`).
+async fn metric(base: &str, name: &str) -> u64 {
+    let metrics = get(base, "/metrics").await.text;
+    let line = format!("{name} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_node_warms_its_tables_before_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = ["--state-flush-rows", "16"];
+    let server = Server::start(dir.path(), &flush);
+    let b = server.base.clone();
+    let config = json!({"columns": [{"name": "n", "type": "int64"}]});
+    let r = put(&b, "/v1/namespaces/relational/warm?wait=applied", &config).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    for i in 0..200u64 {
+        let urn = format!("urn:themis:relational:warm:w{i:03}");
+        append(&b, &urn, json!([{"op": "put", "data": {"n": i}}])).await;
+    }
+    let sum = json!({"sql": "SELECT count(*) AS c, sum(n) AS s FROM warm"});
+    let answer = json!([{"c": 200, "s": 19_900}]);
+    let r = post(&b, "/v1/query", &sum).await;
+    assert_eq!(r.json()["rows"], answer, "{}", r.text);
+
+    // Started again: the table was taken from the blocks and its columns decoded before the
+    // node listened, with no query asked.
+    assert!(server.terminate().success());
+    let server = Server::start(dir.path(), &flush);
+    let b = server.base.clone();
+    let whole = "themis_sql_partitions_built_total{how=\"whole\"}";
+    assert!(metric(&b, whole).await >= 1);
+    assert!(metric(&b, "themis_sql_decoded_bytes").await > 0);
+    let r = post(&b, "/v1/query", &sum).await;
+    assert_eq!(r.json()["rows"], answer, "{}", r.text);
+
+    // Not asked to warm: nothing is taken until a query reads the table.
+    assert!(server.terminate().success());
+    let cold = [&flush[..], &["--warm-queries", "false"]].concat();
+    let server = Server::start(dir.path(), &cold);
+    let b = server.base.clone();
+    assert_eq!(metric(&b, whole).await, 0);
+    let r = post(&b, "/v1/query", &sum).await;
+    assert_eq!(r.json()["rows"], answer, "{}", r.text);
+    assert!(metric(&b, whole).await >= 1);
+}
+
 async fn put(base: &str, path: &str, body: &Value) -> crate::api::Answer {
     crate::api::send(
         reqwest::Client::new()
