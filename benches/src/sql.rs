@@ -389,6 +389,9 @@ pub struct RestartReport {
     pub queries: Vec<(&'static str, Duration, Duration)>,
     /// Resident memory after those queries.
     pub resident: Option<u64>,
+    /// The views database's file after the restart (a node compacts it at start when most of
+    /// it is free space).
+    pub views_bytes: u64,
 }
 
 /// Everything one run measured.
@@ -784,12 +787,22 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
         );
         after.push((name, first, median));
     }
+    let views_bytes = guard
+        .dir()
+        .and_then(|data| std::fs::metadata(data.join("views.redb")).ok())
+        .map_or(0, |m| m.len());
     let restart = Some(RestartReport {
         open,
         queries: after,
         resident: resident_bytes(guard.pid()),
+        views_bytes,
     });
-    println!("themis restart: listening after {}", ms(open));
+    println!(
+        "themis restart: listening after {}; views {:.1} MB ({:.1} bytes/row)",
+        ms(open),
+        views_bytes as f64 / 1e6,
+        views_bytes as f64 / total_rows as f64
+    );
     drop(guard);
     if let Some(venv) = &options.venv
         && !under_writes.is_empty()
@@ -1865,8 +1878,10 @@ pub fn markdown(report: &SqlReport, options: &SqlOptions) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "After a restart (SIGTERM, started again on the same data directory; listening after {}; resident memory after these queries {}):",
+            "After a restart (SIGTERM, started again on the same data directory; listening after {}; views database then {} ({:.1} bytes/row); resident memory after these queries {}):",
             ms(restart.open),
+            mb(restart.views_bytes),
+            restart.views_bytes as f64 / rows,
             restart.resident.map_or_else(|| "-".to_owned(), mb)
         );
         let _ = writeln!(out);
