@@ -124,10 +124,16 @@ fn storage<E: std::fmt::Display>(e: E) -> Error {
 /// of what it holds.
 const COMPACT_FREE_BYTES_MIN: u64 = 32 << 20;
 
-/// Compacts the views database when more of its file is free space than data (redb reuses
-/// freed pages but never shrinks the file while it is open, and merges of columnar runs free a
-/// lot of them). Only at open: redb compacts a database with no transaction in it. The views'
-/// contents are unchanged, so nothing above notices.
+/// Compacts the views database on `disk` when more of its file is free space than data (redb
+/// reuses freed pages but never shrinks the file while it is open, and merges of columnar runs
+/// free a lot of them). redb compacts only a database with no transaction in it: a server calls
+/// this before it opens the log and the views, off the async workers (it may take seconds on
+/// a large file). The views' contents are unchanged, so nothing above notices.
+pub fn compact_views(disk: &dyn themis_storage::Disk) -> Result<()> {
+    let mut db = disk.open_database("views").map_err(storage)?;
+    compact_if_wasteful(&mut db, &disk.describe("views"))
+}
+
 fn compact_if_wasteful(db: &mut Database, location: &str) -> Result<()> {
     let stats = {
         let tx = db.begin_write().map_err(storage)?;
@@ -432,8 +438,7 @@ impl Materializer {
         clock: Arc<dyn Clock>,
         config: MaterializerConfig,
     ) -> Result<Arc<Materializer>> {
-        let mut db = disk.open_database("views").map_err(storage)?;
-        compact_if_wasteful(&mut db, &disk.describe("views"))?;
+        let db = disk.open_database("views").map_err(storage)?;
         // The placement closures hold the ring, not the log: views outlive no log.
         let ring = log.ring().clone();
         let vectors = Arc::new(vector::VectorView::new(

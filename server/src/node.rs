@@ -155,6 +155,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
+    // Before anything holds the views database: compaction needs it to itself.
+    let views_disk = disk.clone();
+    themis_log::seam::run_blocking(move || themis_materializers::compact_views(&views_disk))
+        .await
+        .context("compacting the views database")?
+        .context("compacting the views database")?;
     let log = Log::open(
         config,
         Arc::new(disk.clone()),
@@ -233,7 +239,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.warm_queries {
         // Before listening: the first queries then cost what later ones do.
         let query = state.query.clone();
-        match tokio::task::spawn_blocking(move || query.warm()).await {
+        match themis_log::seam::run_blocking(move || query.warm()).await {
             Ok(Ok(namespaces)) => tracing::info!(
                 namespaces,
                 decoded_bytes = themis_query::tables::budget::decoded_bytes(),
