@@ -120,8 +120,8 @@ fn storage<E: std::fmt::Display>(e: E) -> Error {
     Error::Storage(e.to_string())
 }
 
-/// Free space in the views database past which opening it compacts it, in bytes and as a share
-/// of what it holds.
+/// Free space in the views database below which it is never compacted (it is compacted only
+/// when its free space also exceeds what it holds).
 const COMPACT_FREE_BYTES_MIN: u64 = 32 << 20;
 
 /// Compacts the views database on `disk` when more of its file is free space than data (redb
@@ -1626,7 +1626,7 @@ mod compaction_tests {
     }
 
     #[test]
-    fn opening_compacts_only_a_mostly_free_file_and_keeps_its_contents() {
+    fn only_a_mostly_free_file_is_compacted_and_keeps_its_contents() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("views.redb");
         let mut db = Database::create(&path).unwrap();

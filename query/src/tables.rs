@@ -402,25 +402,17 @@ impl Columns {
     /// is read once).
     fn get(&self, want: &[usize]) -> Result<Vec<ArrayRef>> {
         let mut got: Vec<Option<ArrayRef>> = want.iter().map(|&i| self.arrays[i].get()).collect();
-        let missing: Vec<usize> = want
-            .iter()
-            .zip(&got)
-            .filter(|(_, a)| a.is_none())
-            .map(|(&i, _)| i)
-            .collect();
+        // Positions in `want` of the columns to decode (an evicted one decodes again).
+        let missing: Vec<usize> = (0..want.len()).filter(|&k| got[k].is_none()).collect();
         if !missing.is_empty() {
             let stored = self
                 .stored
                 .as_ref()
                 .ok_or_else(|| Error::Internal("a built chunk lacks a column".into()))?;
-            let made = stored.arrays(&self.schema, self.rows, &missing)?;
-            for (&i, array) in missing.iter().zip(made) {
-                let kept = self.arrays[i].admit(array);
-                for (w, g) in want.iter().zip(got.iter_mut()) {
-                    if *w == i && g.is_none() {
-                        *g = Some(kept.clone());
-                    }
-                }
+            let columns: Vec<usize> = missing.iter().map(|&k| want[k]).collect();
+            let made = stored.arrays(&self.schema, self.rows, &columns)?;
+            for (&k, array) in missing.iter().zip(made) {
+                got[k] = Some(self.arrays[want[k]].admit(array));
             }
         }
         Ok(got.into_iter().map(|a| a.expect("set above")).collect())

@@ -159,7 +159,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let views_disk = disk.clone();
     themis_log::seam::run_blocking(move || themis_materializers::compact_views(&views_disk))
         .await
-        .context("compacting the views database")?
+        .context("the thread compacting the views database failed")?
         .context("compacting the views database")?;
     let log = Log::open(
         config,

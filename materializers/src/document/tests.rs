@@ -2,6 +2,40 @@ use serde_json::json;
 
 use super::merge_patch;
 
+#[test]
+fn blocks_of_many_pieces_read_back_whole_and_are_removed_alone() {
+    use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+    const BLK: TableDefinition<&str, &[u8]> = TableDefinition::new("blk");
+    let db = Database::builder()
+        .create_with_backend(redb::backends::InMemoryBackend::new())
+        .unwrap();
+    // Keys of which one is a prefix of the other, as block keys of one run can be.
+    let (a, b) = ("ns\0run\0o1", "ns\0run\0o10");
+    let big: Vec<u8> = (0..5 * super::PIECE_BYTES + 17)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let small = vec![9u8; 3];
+    let tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_table(BLK).unwrap();
+        super::put_block(&mut t, a, &big).unwrap();
+        super::put_block(&mut t, b, &small).unwrap();
+        assert_eq!(t.len().unwrap(), 7, "six pieces and one");
+        assert_eq!(super::block_bytes(&t, a).unwrap(), big);
+        assert_eq!(super::block_bytes(&t, b).unwrap(), small);
+        super::remove_block(&mut t, a).unwrap();
+        assert!(
+            super::block_bytes(&t, a).is_err(),
+            "a removed block is missing"
+        );
+        assert_eq!(super::block_bytes(&t, b).unwrap(), small);
+    }
+    tx.commit().unwrap();
+    let r = db.begin_read().unwrap();
+    let t = r.open_table(BLK).unwrap();
+    assert_eq!(t.len().unwrap(), 1);
+}
+
 /// The examples of RFC 7396, appendix A.
 #[test]
 fn merge_patch_follows_rfc_7396() {

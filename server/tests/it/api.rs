@@ -78,6 +78,17 @@ pub async fn get(base: &str, path: &str) -> Answer {
     send(reqwest::Client::new().get(format!("{base}{path}"))).await
 }
 
+/// The value of the `/metrics` line of `name` (labels included in `name`).
+pub async fn metric(base: &str, name: &str) -> u64 {
+    let metrics = get(base, "/metrics").await.text;
+    let line = format!("{name} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn append_read_retry_and_conflict() {
     let dir = tempfile::tempdir().unwrap();

@@ -80,20 +80,12 @@ async fn sql_over_http_reads_its_own_writes_in_every_format() {
     assert_eq!(r.json()["rows"], json!([{"c": 1000, "s": 499_500}]));
     // Each of those queries brought the table forward by its one new row: nothing was read
     // whole but the first time (issue 19).
-    let metrics = crate::api::get(b, "/metrics").await.text;
-    let built = |how: &str| -> u64 {
-        let line = format!("themis_sql_partitions_built_total{{how=\"{how}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(line.as_str()))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {line} in {metrics}"))
-    };
+    let built = |how: &str| format!("themis_sql_partitions_built_total{{how=\"{how}\"}}");
+    let whole = crate::api::metric(b, &built("whole")).await;
+    let forward = crate::api::metric(b, &built("forward")).await;
     assert!(
-        built("forward") >= 900 && built("whole") <= 8,
-        "whole {}, forward {}",
-        built("whole"),
-        built("forward")
+        forward >= 900 && whole <= 8,
+        "whole {whole}, forward {forward}"
     );
 
     // Every format carries the token; JSON values stay JSON, timestamps are RFC 3339.

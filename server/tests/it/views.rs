@@ -250,17 +250,6 @@ async fn views_resume_after_restart_and_rebuild_to_the_same_digest() {
         .problem(404, "unknown_view");
 }
 
-/// The value of the metric line starting with `name ` (labels included in `name`).
-async fn metric(base: &str, name: &str) -> u64 {
-    let metrics = get(base, "/metrics").await.text;
-    let line = format!("{name} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(line.as_str()))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {line} in {metrics}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_node_warms_its_tables_before_it_listens() {
     let dir = tempfile::tempdir().unwrap();
@@ -285,8 +274,8 @@ async fn a_restarted_node_warms_its_tables_before_it_listens() {
     let server = Server::start(dir.path(), &flush);
     let b = server.base.clone();
     let whole = "themis_sql_partitions_built_total{how=\"whole\"}";
-    assert!(metric(&b, whole).await >= 1);
-    assert!(metric(&b, "themis_sql_decoded_bytes").await > 0);
+    assert!(crate::api::metric(&b, whole).await >= 1);
+    assert!(crate::api::metric(&b, "themis_sql_decoded_bytes").await > 0);
     let r = post(&b, "/v1/query", &sum).await;
     assert_eq!(r.json()["rows"], answer, "{}", r.text);
 
@@ -295,10 +284,10 @@ async fn a_restarted_node_warms_its_tables_before_it_listens() {
     let cold = [&flush[..], &["--warm-queries", "false"]].concat();
     let server = Server::start(dir.path(), &cold);
     let b = server.base.clone();
-    assert_eq!(metric(&b, whole).await, 0);
+    assert_eq!(crate::api::metric(&b, whole).await, 0);
     let r = post(&b, "/v1/query", &sum).await;
     assert_eq!(r.json()["rows"], answer, "{}", r.text);
-    assert!(metric(&b, whole).await >= 1);
+    assert!(crate::api::metric(&b, whole).await >= 1);
 }
 
 async fn put(base: &str, path: &str, body: &Value) -> crate::api::Answer {
