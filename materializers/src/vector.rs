@@ -587,7 +587,8 @@ pub struct VectorView {
     dir: Option<PathBuf>,
     indexes: Mutex<BTreeMap<(ShardId, String), Arc<Index>>>,
     /// Namespaces whose points could not be indexed (no config known when they were
-    /// applied): built after the next commit that finds the config.
+    /// applied): built by their shard's worker after its next commit that finds the config
+    /// (searches are exact until then).
     pending: Mutex<BTreeSet<(ShardId, String)>>,
 }
 
@@ -819,16 +820,20 @@ impl VectorView {
         }
     }
 
-    /// Builds indexes that waited for their namespace's config.
-    fn build_pending(&self, tx: &ReadTransaction) -> Result<()> {
-        let pending: Vec<(ShardId, String)> = self
+    /// Builds `shard`'s indexes that waited for their namespace's config. Only `shard`'s own
+    /// worker may call it, between its transactions: another worker's snapshot could miss a
+    /// transaction of `shard` in flight, whose `apply` may already have made the index and
+    /// changed it (replacing that index would lose the changes).
+    fn build_pending(&self, tx: &ReadTransaction, shard: ShardId) -> Result<()> {
+        let pending: Vec<String> = self
             .pending
             .lock()
             .expect("pending lock")
             .iter()
-            .cloned()
+            .filter(|(s, _)| *s == shard)
+            .map(|(_, ns)| ns.clone())
             .collect();
-        for (shard, ns) in pending {
+        for ns in pending {
             let Some(settings) = self.settings_read(tx, &ns)? else {
                 continue;
             };
@@ -1090,6 +1095,10 @@ impl View for VectorView {
                             .lock()
                             .expect("indexes lock")
                             .insert((shard, ns.to_owned()), index.clone());
+                        self.pending
+                            .lock()
+                            .expect("pending lock")
+                            .remove(&(shard, ns.to_owned()));
                         Some(index)
                     }
                     None => {
@@ -1204,11 +1213,17 @@ impl View for VectorView {
         durable: bool,
         now_ms: u64,
     ) {
-        if !self.pending.lock().expect("pending lock").is_empty() {
+        let waiting = self
+            .pending
+            .lock()
+            .expect("pending lock")
+            .iter()
+            .any(|(s, _)| *s == shard);
+        if waiting {
             let built = db
                 .begin_read()
                 .map_err(storage)
-                .and_then(|tx| self.build_pending(&tx));
+                .and_then(|tx| self.build_pending(&tx, shard));
             if let Err(e) = built {
                 tracing::warn!(
                     shard = shard.0,

@@ -80,3 +80,86 @@ fn overflowing_distances_are_not_nan() {
         assert!(!d.is_nan() && d >= 0.0, "{metric:?}: {d}");
     }
 }
+
+/// An index waiting for its namespace's config is built by its own shard's worker, never by
+/// another shard's: that one may read the shard's state while the shard's worker is inside a
+/// transaction that already changed the index (CI caught a kNN answer with a payload from
+/// before a patch: another worker's snapshot had replaced the index the patch went into).
+#[test]
+fn a_waiting_index_is_built_only_by_its_own_shard() {
+    use redb::Database;
+    use themis_log::event::Op;
+    use themis_log::{CommittedEntry, CommittedEvent, Event, Lsn, ShardId, Urn};
+
+    use super::VectorView;
+    use crate::View;
+    use crate::namespaces::NamespacesView;
+
+    fn entry(
+        lsn: u64,
+        urn: &str,
+        op: Op,
+        vector: Option<Vec<f32>>,
+        data: serde_json::Value,
+    ) -> CommittedEntry {
+        CommittedEntry {
+            lsn: Lsn(lsn),
+            ts_ms: lsn,
+            events: vec![CommittedEvent {
+                event: Event {
+                    id: themis_log::EventId::nil(),
+                    urn: Urn::parse(urn).expect("urn"),
+                    event_type: "t".into(),
+                    op,
+                    data: Some(
+                        serde_json::value::RawValue::from_string(data.to_string()).expect("raw"),
+                    ),
+                    vector,
+                    to: None,
+                    label: None,
+                    points: None,
+                    metadata: None,
+                },
+                revision: lsn,
+                index: 0,
+            }],
+        }
+    }
+    let db = Database::builder()
+        .create_with_backend(redb::backends::InMemoryBackend::new())
+        .expect("in-memory database");
+    let (config, data) = (ShardId(0), ShardId(1));
+    let view = VectorView::new(std::sync::Arc::new(move |_: &str| config), None);
+    let urn = "urn:themis:vector:ns:v0";
+    // The point arrives before its namespace's config: the index waits.
+    let tx = db.begin_write().unwrap();
+    let put = entry(1, urn, Op::Put, Some(vec![1.0, 0.0]), json!({"group": 1}));
+    view.apply(&tx, data, &put).unwrap();
+    tx.commit().unwrap();
+    view.committed(&db, data, 1, true, 0);
+    assert!(view.searcher(data, "ns").is_none());
+    let tx = db.begin_write().unwrap();
+    let declare = entry(
+        1,
+        "urn:themis:vector:_namespace:ns",
+        Op::Put,
+        None,
+        json!({"dimension": 2, "metric": "l2"}),
+    );
+    NamespacesView.apply(&tx, config, &declare).unwrap();
+    tx.commit().unwrap();
+    // The data shard's worker patches the point: its transaction finds the config and makes
+    // the index; meanwhile the config shard's worker commits.
+    let tx = db.begin_write().unwrap();
+    let patch = entry(2, urn, Op::Patch, None, json!({"group": 2}));
+    view.apply(&tx, data, &patch).unwrap();
+    view.committed(&db, config, 1, true, 0);
+    tx.commit().unwrap();
+    view.committed(&db, data, 2, true, 0);
+    let hits = view
+        .searcher(data, "ns")
+        .expect("an index")
+        .search(&[1.0, 0.0], 5, None, None, 2);
+    let payloads: Vec<&serde_json::Value> = hits.iter().map(|h| &*h.payload).collect();
+    assert_eq!(payloads, [&json!({"group": 2})]);
+}
