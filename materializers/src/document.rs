@@ -434,7 +434,8 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Tables<T> {
                     break;
                 };
                 let (block, i) = cursors[winner].at();
-                f(at, block.raw(i))?;
+                let text = block.text(i)?;
+                f(at, block.raw(i, &text))?;
                 id.push_str(at);
             }
             runs::skip(&mut cursors, &id);
@@ -829,7 +830,17 @@ impl StateView {
                 )?);
             }
             let picks = runs::merge(cursors);
-            let merged: Vec<Row> = picks.iter().map(|(b, i)| b.row(*i)).collect();
+            // Shredded merges take each row's state from its source block.
+            let merged: Vec<Row> = picks
+                .iter()
+                .map(|(b, i)| {
+                    if self.shred {
+                        Ok(b.merged_row(*i))
+                    } else {
+                        b.row(*i)
+                    }
+                })
+                .collect::<Result<_>>()?;
             for run in newest {
                 self.delete_run(t, ns, &run.name)?;
             }

@@ -13,15 +13,24 @@
 //!   a state lacks the member or holds `null`. Members of mixed or other kinds are named in
 //!   the schema's metadata ([`MIXED_KEY`]): a reader takes them from the JSON text.
 //!
+//! When members are shredded, the state stream holds each row's *residual* JSON (the schema's
+//! metadata says so: [`RESIDUAL_KEY`]): an object state without the members whose values its
+//! columns hold (so `{}` for a row whose members are all shredded), any other state whole. A
+//! reader puts the columns' values back into the object; `serde_json` here writes maps sorted
+//! by key and floats as they parsed, so the text rebuilt is the text the view was given.
+//!
 //! The block's bytes are the length of the state stream (u32 LE), then both streams. Blocks
 //! are named by the xxh3-128 of their bytes, which the block index stores, so decoded blocks
 //! can be shared through one process-wide cache whatever database they came from: the same
 //! name is the same bytes. The cache holds at most [`set_cache_bytes`] of decoded blocks
 //! (least recently used first out); full scans decode without filling it.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StringViewArray,
 };
@@ -37,6 +46,10 @@ use crate::{Result, storage};
 /// Schema metadata key of the columns stream: the members not shredded (a JSON array of
 /// names), whose values are of mixed or other kinds.
 pub const MIXED_KEY: &str = "themis.mixed";
+
+/// Schema metadata key of the columns stream, present when the state stream holds residual
+/// JSON (only what the shredded columns do not hold).
+pub const RESIDUAL_KEY: &str = "themis.residual";
 
 /// Columns of the columns stream before the shredded members: `id`, `revision`, `lsn`,
 /// `updated_ms`, `deleted`.
@@ -155,6 +168,52 @@ fn shredded_column(kind: Shredded, states: &[Option<Value>], name: &str) -> Arra
     }
 }
 
+/// Row `i`'s value in a shredded member's `column` (`None`: NULL).
+fn member_value(kind: Shredded, column: &ArrayRef, i: usize) -> Option<Value> {
+    if column.is_null(i) {
+        return None;
+    }
+    Some(match kind {
+        Shredded::Bool => Value::Bool(column.as_boolean().value(i)),
+        Shredded::Int => Value::from(column.as_primitive::<Int64Type>().value(i)),
+        Shredded::Float => {
+            serde_json::Number::from_f64(column.as_primitive::<Float64Type>().value(i))
+                .map_or(Value::Null, Value::Number)
+        }
+        Shredded::Text => Value::String(column.as_string_view().value(i).to_owned()),
+    })
+}
+
+/// Row `i`'s state from its residual JSON text and the block's shredded members.
+fn rebuilt(residual: &str, shredded: &[(String, Shredded, ArrayRef)], i: usize) -> Result<Value> {
+    let mut value: Value = serde_json::from_str(residual).map_err(storage)?;
+    if let Value::Object(members) = &mut value {
+        for (name, kind, column) in shredded {
+            if let Some(v) = member_value(*kind, column, i) {
+                members.insert(name.clone(), v);
+            }
+        }
+    }
+    Ok(value)
+}
+
+/// The residual JSON text of `state`: without the members `shredded` holds that have a value
+/// (members holding `null` stay: a column's NULL also stands for an absent member).
+fn residual_of(state: &Value, shredded: &BTreeSet<&str>) -> Result<String> {
+    let text = match state {
+        Value::Object(members) => {
+            let rest: serde_json::Map<String, Value> = members
+                .iter()
+                .filter(|(name, v)| v.is_null() || !shredded.contains(name.as_str()))
+                .map(|(name, v)| (name.clone(), v.clone()))
+                .collect();
+            serde_json::to_string(&rest)
+        }
+        other => serde_json::to_string(other),
+    };
+    text.map_err(storage)
+}
+
 /// Whether `schema` starts with the fixed columns of a columns stream.
 fn check_fixed(schema: &Schema) -> Result<()> {
     if schema.fields().len() < FIXED_COLUMNS
@@ -192,7 +251,8 @@ pub(crate) enum Shred<'a> {
     Parse,
     /// From the shredded columns of merged blocks: row `i` of the block is row `picks[i].1`
     /// of block `picks[i].0` (decoded with [`decode_with_members`]). A member is shredded
-    /// when every source block holding it shredded it with one kind.
+    /// when every source block holding it shredded it with one kind; a row's residual text
+    /// is its source's when that shredded nothing the merged block does not.
     Merged(&'a [(Arc<Block>, usize)]),
 }
 
@@ -278,15 +338,9 @@ fn merged_members(picks: &[(Arc<Block>, usize)]) -> Result<Members> {
 }
 
 /// Encodes `rows` (sorted by id, ids distinct) as one block, shredding the top-level members
-/// of their states into columns as `shred` says.
+/// of their states into columns as `shred` says (and then keeping only the residual JSON of
+/// each state). [`Shred::Merged`] reads each row's state from its source, not `data`.
 pub(crate) fn encode(rows: &[Row], shred: Shred<'_>) -> Result<Vec<u8>> {
-    let state = RecordBatch::try_new(
-        state_schema(),
-        vec![Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| &r.data),
-        ))],
-    )
-    .map_err(storage)?;
     let int = |f: fn(&Row) -> u64| -> Result<ArrayRef> {
         let values: Vec<i64> = rows
             .iter()
@@ -307,63 +361,111 @@ pub(crate) fn encode(rows: &[Row], shred: Shred<'_>) -> Result<Vec<u8>> {
         )),
     ];
     let mut mixed: Vec<String> = Vec::new();
-    if let Shred::Merged(picks) = shred {
-        if picks.len() != rows.len() {
-            return Err(storage("merged rows and their sources differ in number"));
-        }
-        let (shredded, unshredded) = merged_members(picks)?;
-        for (name, kind, column) in shredded {
-            fields.push(Field::new(format!(".{name}"), kind.data_type(), true));
-            columns.push(column);
-        }
-        mixed = unshredded;
-    }
-    if let Shred::Parse = shred {
-        let states: Vec<Option<Value>> = rows
+    // Each row's text in the state stream.
+    let texts: Vec<Cow<'_, str>> = match shred {
+        Shred::No => rows
             .iter()
-            .map(|r| {
-                if r.deleted {
-                    Ok(None)
-                } else {
-                    serde_json::from_str(&r.data).map(Some).map_err(storage)
-                }
-            })
-            .collect::<Result<_>>()?;
-        // Per member: the kind of its non-null values (`Ok(None)`: only nulls so far;
-        // `Err`: mixed or not shredded).
-        let mut kinds: BTreeMap<&str, std::result::Result<Option<Shredded>, ()>> = BTreeMap::new();
-        for state in states.iter().flatten() {
-            let Value::Object(members) = state else {
-                continue;
+            .map(|r| Cow::Borrowed(r.data.as_str()))
+            .collect(),
+        Shred::Merged(picks) => {
+            if picks.len() != rows.len() {
+                return Err(storage("merged rows and their sources differ in number"));
+            }
+            let (shredded, unshredded) = merged_members(picks)?;
+            let names: BTreeSet<&str> = shredded.iter().map(|(n, _, _)| n.as_str()).collect();
+            // A source's residual text carries over as it is when every member it shredded
+            // is shredded here too (a member it held whole is mixed here as well).
+            let carried = |b: &Block| {
+                b.residual
+                    && b.members
+                        .as_ref()
+                        .is_some_and(|m| m.0.iter().all(|(n, _, _)| names.contains(n.as_str())))
             };
-            for (name, value) in members {
-                let seen = kinds.entry(name.as_str()).or_insert(Ok(None));
-                *seen = combine(*seen, Shredded::of(value));
+            let texts = picks
+                .iter()
+                .map(|(b, i)| {
+                    if carried(b) {
+                        Ok(Cow::Borrowed(b.data.value(*i)))
+                    } else {
+                        residual_of(&b.value(*i)?, &names).map(Cow::Owned)
+                    }
+                })
+                .collect::<Result<_>>()?;
+            for (name, kind, column) in shredded {
+                fields.push(Field::new(format!(".{name}"), kind.data_type(), true));
+                columns.push(column);
             }
+            mixed = unshredded;
+            texts
         }
-        for (name, seen) in kinds {
-            match seen {
-                Ok(Some(kind)) => {
-                    fields.push(Field::new(format!(".{name}"), kind.data_type(), true));
-                    columns.push(shredded_column(kind, &states, name));
+        Shred::Parse => {
+            let states: Vec<Option<Value>> = rows
+                .iter()
+                .map(|r| {
+                    if r.deleted {
+                        Ok(None)
+                    } else {
+                        serde_json::from_str(&r.data).map(Some).map_err(storage)
+                    }
+                })
+                .collect::<Result<_>>()?;
+            // Per member: the kind of its non-null values (`Ok(None)`: only nulls so far;
+            // `Err`: mixed or not shredded).
+            let mut kinds: BTreeMap<&str, std::result::Result<Option<Shredded>, ()>> =
+                BTreeMap::new();
+            for state in states.iter().flatten() {
+                let Value::Object(members) = state else {
+                    continue;
+                };
+                for (name, value) in members {
+                    let seen = kinds.entry(name.as_str()).or_insert(Ok(None));
+                    *seen = combine(*seen, Shredded::of(value));
                 }
-                // Only nulls: the column would be all NULL, as an absent member reads.
-                Ok(None) => {}
-                Err(()) => mixed.push(name.to_owned()),
             }
+            let mut names = BTreeSet::new();
+            for (name, seen) in kinds {
+                match seen {
+                    Ok(Some(kind)) => {
+                        fields.push(Field::new(format!(".{name}"), kind.data_type(), true));
+                        columns.push(shredded_column(kind, &states, name));
+                        names.insert(name);
+                    }
+                    // Only nulls: the column would be all NULL, as an absent member reads.
+                    Ok(None) => {}
+                    Err(()) => mixed.push(name.to_owned()),
+                }
+            }
+            rows.iter()
+                .zip(&states)
+                .map(|(r, state)| match state {
+                    Some(state) => residual_of(state, &names).map(Cow::Owned),
+                    None => Ok(Cow::Borrowed(r.data.as_str())),
+                })
+                .collect::<Result<_>>()?
         }
-    }
-    let mut schema = Schema::new(fields);
+    };
+    // Arrow's schema metadata is a std HashMap; nothing iterates it in a decision path.
+    #[allow(clippy::disallowed_types)]
+    let mut metadata = std::collections::HashMap::new();
     if !mixed.is_empty() {
-        // Arrow's schema metadata is a std HashMap; nothing iterates it in a decision path.
-        #[allow(clippy::disallowed_types)]
-        let metadata = std::collections::HashMap::from([(
+        metadata.insert(
             MIXED_KEY.to_owned(),
             serde_json::to_string(&mixed).map_err(storage)?,
-        )]);
-        schema = schema.with_metadata(metadata);
+        );
     }
-    let columns = RecordBatch::try_new(Arc::new(schema), columns).map_err(storage)?;
+    if !matches!(shred, Shred::No) {
+        metadata.insert(RESIDUAL_KEY.to_owned(), "1".to_owned());
+    }
+    let columns = RecordBatch::try_new(
+        Arc::new(Schema::new_with_metadata(fields, metadata)),
+        columns,
+    )
+    .map_err(storage)?;
+    let state = RecordBatch::try_new(
+        state_schema(),
+        vec![Arc::new(StringArray::from_iter_values(texts.iter()))],
+    )
+    .map_err(storage)?;
     let state = ipc(&state)?;
     let mut out = Vec::with_capacity(4 + state.len() + rows.len() * 16);
     out.extend_from_slice(&u32::try_from(state.len()).map_err(storage)?.to_le_bytes());
@@ -416,13 +518,15 @@ fn fixed(bytes: &[u8]) -> Result<RecordBatch> {
 #[derive(Debug)]
 pub(crate) struct Block {
     ids: StringViewArray,
+    /// The state stream's text: each row's residual JSON when `residual`, else its state.
     data: StringArray,
+    residual: bool,
     revision: Int64Array,
     lsn: Int64Array,
     updated_ms: Int64Array,
     deleted: BooleanArray,
     /// Its shredded members (name, kind, column) and the names of the others, when decoded
-    /// with them ([`decode_with_members`]).
+    /// with them ([`decode_with_members`], and always when `residual`).
     members: Option<Members>,
     /// Bytes its arrays hold (what the cache counts).
     bytes: usize,
@@ -446,15 +550,41 @@ impl Block {
         find(&self.ids, id)
     }
 
-    /// Row `i` as a state (its JSON parsed).
-    pub(crate) fn document(&self, i: usize) -> Result<Document> {
-        self.raw(i).document()
+    /// Row `i`'s data (`null` for a tombstone).
+    fn value(&self, i: usize) -> Result<Value> {
+        match (&self.members, self.residual) {
+            (Some((shredded, _)), true) => rebuilt(self.data.value(i), shredded, i),
+            (None, true) => Err(storage("a residual block was decoded without its members")),
+            (_, false) => serde_json::from_str(self.data.value(i)).map_err(storage),
+        }
     }
 
-    /// Row `i` with its data as JSON text.
-    pub(crate) fn raw(&self, i: usize) -> RawState<'_> {
+    /// Row `i`'s data as JSON text, as `serde_json` writes it (rebuilt from the residual
+    /// text and the columns when the block holds residual JSON).
+    pub(crate) fn text(&self, i: usize) -> Result<Cow<'_, str>> {
+        if !self.residual {
+            return Ok(Cow::Borrowed(self.data.value(i)));
+        }
+        serde_json::to_string(&self.value(i)?)
+            .map(Cow::Owned)
+            .map_err(storage)
+    }
+
+    /// Row `i` as a state (its JSON parsed).
+    pub(crate) fn document(&self, i: usize) -> Result<Document> {
+        Ok(Document {
+            data: self.value(i)?,
+            revision: self.revision.value(i) as u64,
+            lsn: self.lsn.value(i) as u64,
+            updated_ms: self.updated_ms.value(i) as u64,
+            deleted: self.deleted.value(i),
+        })
+    }
+
+    /// Row `i` with its data as `text` (what [`text`](Self::text) returned).
+    pub(crate) fn raw<'t>(&self, i: usize, text: &'t str) -> RawState<'t> {
         RawState {
-            data: self.data.value(i),
+            data: text,
             revision: self.revision.value(i) as u64,
             lsn: self.lsn.value(i) as u64,
             updated_ms: self.updated_ms.value(i) as u64,
@@ -462,11 +592,19 @@ impl Block {
         }
     }
 
-    /// Row `i` as a run row (no JSON parsed).
-    pub(crate) fn row(&self, i: usize) -> Row {
+    /// Row `i` as a run row, its data rebuilt.
+    pub(crate) fn row(&self, i: usize) -> Result<Row> {
+        Ok(Row {
+            data: self.text(i)?.into_owned(),
+            ..self.merged_row(i)
+        })
+    }
+
+    /// Row `i` as a run row for [`Shred::Merged`], which does not read `data` (left empty).
+    pub(crate) fn merged_row(&self, i: usize) -> Row {
         Row {
             id: self.ids.value(i).to_owned(),
-            data: self.data.value(i).to_owned(),
+            data: String::new(),
             revision: self.revision.value(i) as u64,
             lsn: self.lsn.value(i) as u64,
             updated_ms: self.updated_ms.value(i) as u64,
@@ -508,7 +646,12 @@ fn decode_block(bytes: &[u8], with_members: bool) -> Result<Block> {
             state.schema().fields()
         )));
     }
-    let (fixed, members) = if with_members {
+    let residual = StreamReader::try_new(columns, None)
+        .map_err(storage)?
+        .schema()
+        .metadata()
+        .contains_key(RESIDUAL_KEY);
+    let (fixed, members) = if with_members || residual {
         let all = read_stream(columns, None)?;
         let schema = all.schema();
         check_fixed(&schema)?;
@@ -526,10 +669,11 @@ fn decode_block(bytes: &[u8], with_members: bool) -> Result<Block> {
             Some(m) => serde_json::from_str(m).map_err(storage)?,
             None => Vec::new(),
         };
+        let bytes = all.get_array_memory_size();
         let fixed = all
             .project(&(0..FIXED_COLUMNS).collect::<Vec<_>>())
             .map_err(storage)?;
-        (fixed, Some((shredded, mixed)))
+        (fixed, Some((shredded, mixed, bytes)))
     } else {
         (fixed(columns)?, None)
     };
@@ -537,15 +681,19 @@ fn decode_block(bytes: &[u8], with_members: bool) -> Result<Block> {
     if data.len() != fixed.num_rows() {
         return Err(storage("a block's streams hold different numbers of rows"));
     }
+    let columns_bytes = members
+        .as_ref()
+        .map_or_else(|| fixed.get_array_memory_size(), |m| m.2);
     Ok(Block {
         ids: column(&fixed, 0)?,
         data,
+        residual,
         revision: column(&fixed, 1)?,
         lsn: column(&fixed, 2)?,
         updated_ms: column(&fixed, 3)?,
         deleted: column(&fixed, 4)?,
-        bytes: state.get_array_memory_size() + fixed.get_array_memory_size(),
-        members,
+        bytes: state.get_array_memory_size() + columns_bytes,
+        members: members.map(|(shredded, mixed, _)| (shredded, mixed)),
     })
 }
 
@@ -631,14 +779,49 @@ impl Encoded {
         Ok(batch.columns().to_vec())
     }
 
-    /// Every row's state as JSON text (`null` for a tombstone); an error when the state
-    /// stream was not kept.
-    pub fn data(&self) -> Result<StringArray> {
+    /// Whether its state stream holds residual JSON ([`RESIDUAL_KEY`]).
+    pub fn is_residual(&self) -> bool {
+        self.schema.metadata().contains_key(RESIDUAL_KEY)
+    }
+
+    /// The state stream's text: every row's residual JSON (what no shredded column holds:
+    /// the whole value of every unshredded member) or, in a block without shredded members,
+    /// its state; an error when the state stream was not kept.
+    pub fn residual(&self) -> Result<StringArray> {
         let state = self
             .state
             .as_ref()
             .ok_or_else(|| storage("a block's states were not read"))?;
         column(&read_stream(state, None)?, 0)
+    }
+
+    /// Every row's state as JSON text (`null` for a tombstone), rebuilt from the residual
+    /// text and every shredded column when the block holds residual JSON; an error when the
+    /// state stream was not kept.
+    pub fn data(&self) -> Result<StringArray> {
+        let residual = self.residual()?;
+        if !self.is_residual() {
+            return Ok(residual);
+        }
+        let positions: Vec<usize> = (FIXED_COLUMNS..self.schema.fields().len()).collect();
+        let shredded: Vec<(String, Shredded, ArrayRef)> = self
+            .columns(&positions)?
+            .into_iter()
+            .zip(&positions)
+            .map(|(column, &i)| {
+                let field = self.schema.field(i);
+                let name = field.name().strip_prefix('.').unwrap_or(field.name());
+                let kind = Shredded::of_type(field.data_type())
+                    .ok_or_else(|| storage(format!("a block's column {:?}", field.name())))?;
+                Ok((name.to_owned(), kind, column))
+            })
+            .collect::<Result<_>>()?;
+        let texts = (0..residual.len())
+            .map(|i| {
+                serde_json::to_string(&rebuilt(residual.value(i), &shredded, i)?).map_err(storage)
+            })
+            .collect::<Result<Vec<String>>>()?;
+        Ok(StringArray::from(texts))
     }
 }
 

@@ -15,7 +15,7 @@ fn row(id: &str, data: &str, revision: u64) -> Row {
 fn blocks_decode_to_the_rows_encoded() {
     let rows = vec![
         row("", "{}", 1),
-        row("a", r#"{"x":1,"s":"é\u0000"}"#, 2),
+        row("a", r#"{"s":"é\u0000","x":1}"#, 2),
         row("a:b", "null", 3),
         row("ü", r#"[1,2,{"y":null}]"#, u64::MAX / 100),
     ];
@@ -28,7 +28,7 @@ fn blocks_decode_to_the_rows_encoded() {
     let block = decode(&bytes).expect("decode");
     assert_eq!(block.len(), rows.len());
     for (i, r) in rows.iter().enumerate() {
-        assert_eq!(&block.row(i), r);
+        assert_eq!(&block.row(i).expect("row"), r);
         assert_eq!(block.find(&r.id), Some(i));
         let doc = block.document(i).expect("document");
         assert_eq!(doc.revision, r.revision);
@@ -76,7 +76,7 @@ fn merges_keep_the_newest_state_of_each_id() {
     assert_eq!(old.rows(), 3);
     let merged: Vec<Row> = merge(vec![old, mid, new, run(Vec::new())])
         .iter()
-        .map(|(b, i)| b.row(*i))
+        .map(|(b, i)| b.row(*i).expect("row"))
         .collect();
     let got: Vec<(&str, &str)> = merged
         .iter()
@@ -132,7 +132,7 @@ fn marked_rows_are_skipped_by_merges() {
     )]);
     let got: Vec<(String, String)> = merge(vec![old, new])
         .into_iter()
-        .map(|(b, i)| b.row(i))
+        .map(|(b, i)| b.row(i).expect("row"))
         .map(|r| (r.id, r.data))
         .collect();
     let want = [("a", "2"), ("c", "1"), ("d", "2")].map(|(a, b)| (a.to_owned(), b.to_owned()));
@@ -249,13 +249,152 @@ fn merged_blocks_carry_their_members_as_parsing_would() {
         (a.clone(), 1),
         (b.clone(), 1),
     ];
-    let rows: Vec<Row> = picks.iter().map(|(blk, i)| blk.row(*i)).collect();
+    let rows: Vec<Row> = picks
+        .iter()
+        .map(|(blk, i)| blk.row(*i).expect("row"))
+        .collect();
     let merged = encode(&rows, Shred::Merged(&picks)).expect("merged");
     let parsed = encode(&rows, Shred::Parse).expect("parsed");
     assert_eq!(merged, parsed, "the same bytes as shredding the rows again");
     assert!(encode(&rows[..2], Shred::Merged(&picks)).is_err());
     // Without members decoded, a merge cannot carry them.
-    let plain =
-        Arc::new(decode(&encode(&rows[..1], Shred::Parse).expect("encode")).expect("decode"));
+    let plain = Arc::new(decode(&encode(&rows[..1], Shred::No).expect("encode")).expect("decode"));
     assert!(encode(&rows[..1], Shred::Merged(&[(plain, 0)])).is_err());
+}
+
+/// A JSON value of the kinds states hold, members drawn from a few names so that kinds
+/// collide across rows.
+fn json_value(depth: u32) -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        (i64::MAX as u64..=u64::MAX).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        prop_oneof![
+            Just(0.0),
+            Just(-0.0),
+            Just(1e2),
+            Just(3.0),
+            Just(0.1),
+            Just(1e300)
+        ]
+        .prop_map(Value::from),
+        "[a-zé\\\"\u{0}-\u{1f}\u{1F600}]{0,6}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(depth, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+            prop::collection::btree_map("[a-d]", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A row's state: mostly an object of members `a`..`e`, sometimes another value or a
+/// tombstone.
+fn state() -> impl proptest::strategy::Strategy<Value = Option<Value>> {
+    use proptest::prelude::*;
+    prop_oneof![
+        8 => prop::collection::btree_map("[a-e]", json_value(2), 0..5)
+            .prop_map(|m| Some(Value::Object(m.into_iter().collect()))),
+        1 => json_value(1).prop_map(Some),
+        1 => Just(None),
+    ]
+}
+
+fn rows_of(states: &[Option<Value>], from: usize, step: usize) -> Vec<Row> {
+    states
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let data = s.as_ref().map_or_else(
+                || "null".to_owned(),
+                |v| serde_json::to_string(v).expect("json"),
+            );
+            Row {
+                id: format!("id{:04}", from + k * step),
+                deleted: s.is_none(),
+                ..row("", &data, k as u64 + 1)
+            }
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    /// Blocks keep only the residual JSON of their states, and every reader gets the text
+    /// the view was given back, byte for byte: point reads and scans (`text`, `document`),
+    /// the query side (`Encoded::data`, and `Encoded::residual` for unshredded members),
+    /// and merges, which write the bytes a fresh encoding of the merged rows would.
+    #[test]
+    fn residual_blocks_give_back_the_states_they_were_given(
+        a in proptest::collection::vec(state(), 1..12),
+        b in proptest::collection::vec(state(), 1..12),
+        picks in proptest::collection::vec(proptest::prelude::any::<bool>(), 24),
+    ) {
+        let (rows_a, rows_b) = (rows_of(&a, 0, 2), rows_of(&b, 1, 2));
+        let decoded = |rows: &[Row]| {
+            let bytes = encode(rows, Shred::Parse).expect("encode");
+            (Arc::new(decode(&bytes).expect("decode")), bytes)
+        };
+        let check = |rows: &[Row], block: &Block, bytes: &[u8]| {
+            let encoded = Encoded::new(bytes, rows.len(), true).expect("encoded");
+            assert!(encoded.is_residual());
+            let data = encoded.data().expect("data");
+            let residual = encoded.residual().expect("residual");
+            let mixed = encoded.mixed();
+            for (i, r) in rows.iter().enumerate() {
+                assert_eq!(block.text(i).expect("text"), r.data.as_str());
+                assert_eq!(data.value(i), r.data);
+                let doc = block.document(i).expect("document");
+                assert_eq!(doc.data, serde_json::from_str::<Value>(&r.data).expect("json"));
+                // Residual text holds no shredded member's value, and every mixed one.
+                let state: Value = serde_json::from_str(&r.data).expect("json");
+                let rest: Value = serde_json::from_str(residual.value(i)).expect("json");
+                if let (Value::Object(state), Value::Object(rest)) = (&state, &rest) {
+                    for (name, v) in state {
+                        let shredded = encoded.member(name).is_some();
+                        assert_eq!(rest.get(name).is_some(), !shredded || v.is_null(), "{name}");
+                        if mixed.contains(name) {
+                            assert_eq!(rest.get(name), Some(v));
+                        }
+                    }
+                } else {
+                    assert_eq!(rest, state);
+                }
+            }
+        };
+        let (block_a, bytes_a) = decoded(&rows_a);
+        check(&rows_a, &block_a, &bytes_a);
+        let (block_b, bytes_b) = decoded(&rows_b);
+        check(&rows_b, &block_b, &bytes_b);
+        // A merge of some rows of each, in id order.
+        let with_members = |bytes: &[u8]| Arc::new(decode_with_members(bytes).expect("decode"));
+        let (ma, mb) = (with_members(&bytes_a), with_members(&bytes_b));
+        let mut merged: Vec<(Arc<Block>, usize)> = Vec::new();
+        for (k, take) in picks.iter().enumerate() {
+            let (block, i) = if k % 2 == 0 { (&ma, k / 2) } else { (&mb, k / 2) };
+            if *take && i < block.len() {
+                merged.push((block.clone(), i));
+            }
+        }
+        proptest::prop_assume!(!merged.is_empty());
+        let rows: Vec<Row> = merged.iter().map(|(b, i)| b.row(*i).expect("row")).collect();
+        let merged_bytes = encode(&rows, Shred::Merged(&merged)).expect("merged");
+        check(&rows, &decode(&merged_bytes).expect("decode"), &merged_bytes);
+        // Merging every row of both blocks shreds what parsing them again would.
+        let all: Vec<(Arc<Block>, usize)> = (0..ma.len())
+            .map(|i| (ma.clone(), i))
+            .chain((0..mb.len()).map(|i| (mb.clone(), i)))
+            .collect();
+        let mut all = all;
+        all.sort_by(|x, y| x.0.id(x.1).cmp(y.0.id(y.1)));
+        let rows: Vec<Row> = all.iter().map(|(b, i)| b.row(*i).expect("row")).collect();
+        let merged_bytes = encode(&rows, Shred::Merged(&all)).expect("merged");
+        assert_eq!(merged_bytes, encode(&rows, Shred::Parse).expect("parsed"));
+        check(&rows, &decode(&merged_bytes).expect("decode"), &merged_bytes);
+    }
 }

@@ -187,7 +187,17 @@ impl Stored {
             return Ok(Vec::new());
         }
         let failed = |e: String| Error::Internal(format!("reading a block's rows: {e}"));
-        let data = self.block.data().map_err(|e| failed(e.to_string()))?;
+        // Members the block did not shred are whole in the residual text; a JSON column of a
+        // shredded member needs the states rebuilt.
+        let data = if columns
+            .iter()
+            .any(|&c| self.block.member(schema.field(c).name()).is_some())
+        {
+            self.block.data()
+        } else {
+            self.block.residual()
+        }
+        .map_err(|e| failed(e.to_string()))?;
         let kinds: Vec<Kind> = columns.iter().map(|&c| kind_of(schema, c)).collect();
         let mut builders: Vec<Builder> =
             kinds.iter().map(|k| Builder::new(*k, data.len())).collect();
