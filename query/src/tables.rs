@@ -627,24 +627,39 @@ impl CachedTable {
         self.version.is_some() || self.parts.values().any(|p| p.changed.is_some())
     }
 
-    /// Decodes the columns of its chunks taken from blocks, chunk by chunk, while the budget
-    /// of decoded columns has room for them (what the first queries after a restart would
-    /// otherwise pay). Returns whether every chunk was decoded.
+    /// Decodes the columns of its chunks taken from blocks while the budget of decoded
+    /// columns has room for them (what the first queries after a restart would otherwise
+    /// pay): the declared columns of every chunk first, then `id`, then the other implicit
+    /// ones, so that a table larger than the budget keeps what queries read most, not columns
+    /// the sweep would soon drop. Returns whether every column was decoded.
     pub(crate) fn warm(&self, threads: usize) -> Result<bool> {
         let limit = budget::decoded_limit();
         let parts: Vec<&Arc<Part>> = self.parts.values().collect();
-        let done = themis_log::seam::map_scoped(&parts, threads, |part| -> Result<bool> {
-            for chunk in part.all_chunks() {
-                if budget::decoded_bytes() >= limit {
-                    return Ok(false);
+        let implicit = implicit().len();
+        let columns = self.schema.fields().len();
+        let passes = [
+            (implicit..columns).collect::<Vec<_>>(),
+            vec![0],
+            (1..implicit).collect(),
+        ];
+        for pass in passes.iter().filter(|p| !p.is_empty()) {
+            let done = themis_log::seam::map_scoped(&parts, threads, |part| -> Result<bool> {
+                for chunk in part.all_chunks() {
+                    if budget::decoded_bytes() >= limit {
+                        return Ok(false);
+                    }
+                    chunk.cols.get(pass)?;
                 }
-                let all: Vec<usize> = (0..chunk.cols.arrays.len()).collect();
-                chunk.cols.get(&all)?;
+                Ok(true)
+            });
+            if !done
+                .into_iter()
+                .try_fold(true, |all, part| Ok::<_, Error>(all && part?))?
+            {
+                return Ok(false);
             }
-            Ok(true)
-        });
-        done.into_iter()
-            .try_fold(true, |all, part| Ok(all && part?))
+        }
+        Ok(true)
     }
 }
 
