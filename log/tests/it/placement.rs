@@ -8,7 +8,6 @@ use themis_log::ids::ShardId;
 use themis_log::ring::{KeyHash, Ring};
 use themis_log::urn::{Model, Urn};
 
-const GOLDEN_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/placement.txt");
 const GOLDEN_SHARD_COUNTS: [u32; 3] = [4, 16, 64];
 const GOLDEN_URNS: usize = 200;
 
@@ -226,10 +225,10 @@ fn render_golden(urns: &[Urn]) -> String {
 #[test]
 fn placement_matches_the_golden_file() {
     if std::env::var_os("THEMIS_BLESS").is_some() {
-        std::fs::write(GOLDEN_PATH, render_golden(&golden_urns())).unwrap();
+        std::fs::write(golden_path(), render_golden(&golden_urns())).unwrap();
     }
-    let golden = std::fs::read_to_string(GOLDEN_PATH)
-        .unwrap_or_else(|e| panic!("cannot read {GOLDEN_PATH}: {e}"));
+    let golden = std::fs::read_to_string(golden_path())
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", golden_path().display()));
     // The URNs come from the file, not the generator, so the check stands on the file alone.
     let urns: Vec<Urn> = golden
         .lines()
@@ -239,7 +238,8 @@ fn placement_matches_the_golden_file() {
     assert_eq!(
         urns.len(),
         GOLDEN_URNS,
-        "{GOLDEN_PATH} should list {GOLDEN_URNS} urns"
+        "{} should list {GOLDEN_URNS} urns",
+        golden_path().display()
     );
     let actual = render_golden(&urns);
     let diffs: Vec<String> = golden
@@ -265,4 +265,8 @@ fn every_entry_point_agrees() {
         assert_eq!(ring.shard_for_key(KeyHash::of_urn(&urn)), shard);
         assert!(ring.shards().contains(&shard));
     }
+}
+
+fn golden_path() -> std::path::PathBuf {
+    crate::crate_dir().join("tests/golden/placement.txt")
 }

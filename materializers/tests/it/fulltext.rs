@@ -255,8 +255,7 @@ async fn bm25_answers_match_the_golden_file_and_do_not_depend_on_the_shard_count
     assert!(differ.is_empty(), "{}", differ.join("\n"));
     one_log.shutdown().await;
 
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/golden/fulltext.txt");
+    let path = crate::crate_dir().join("tests/it/golden/fulltext.txt");
     let rendered = render(&four);
     if std::env::var_os("THEMIS_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &rendered).expect("write golden");

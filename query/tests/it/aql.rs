@@ -238,7 +238,7 @@ async fn run(
 const INTERPRETED: AqlOptions = AqlOptions { plans: false };
 
 fn golden_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/aql.txt")
+    crate::crate_dir().join("tests/golden/aql.txt")
 }
 
 #[test]

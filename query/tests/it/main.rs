@@ -369,7 +369,7 @@ fn render(answer: &themis_query::Answer) -> String {
 fn sql_answers_match_the_golden_files() {
     runtime().block_on(async {
         let node = fixture_node().await;
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        let dir = crate_dir().join("tests/golden");
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .expect("golden dir")
             .map(|e| e.expect("entry").path())
@@ -655,7 +655,7 @@ fn hostile_and_mutated_sql_fails_cleanly() {
         " \u{0} ",
         " ä ",
     ];
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = crate_dir().join("tests/golden");
     let mut seeds: Vec<String> = std::fs::read_dir(&dir)
         .expect("golden dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -1027,4 +1027,12 @@ fn tables_brought_forward_equal_tables_built_whole() {
         );
         node.log.shutdown().await;
     });
+}
+
+/// This crate's directory, as cargo gives it to the running test (not as compiled in: a test
+/// binary reused from a shared target directory by a checkout elsewhere would look there).
+fn crate_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
 }

@@ -171,9 +171,8 @@ fn read_manifest(path: &Path) -> Table {
 
 #[test]
 fn workspace_follows_the_dependency_rule() {
-    let root_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("server/ has a parent");
+    let server_dir = crate::crate_dir();
+    let root_dir = server_dir.parent().expect("server/ has a parent");
     let root = read_manifest(&root_dir.join("Cargo.toml"));
     let folders = root
         .get("workspace")
