@@ -136,6 +136,11 @@ pub fn compact_views(disk: &dyn themis_storage::Disk) -> Result<()> {
     compact_if_wasteful(&mut db, &disk.describe("views"))
 }
 
+/// Whether a file holding `held` bytes with `free` bytes free is worth compacting.
+fn wasteful(held: u64, free: u64) -> bool {
+    free >= COMPACT_FREE_BYTES_MIN && free >= held
+}
+
 fn compact_if_wasteful(db: &mut Database, location: &str) -> Result<()> {
     let stats = {
         let tx = db.begin_write().map_err(storage)?;
@@ -145,7 +150,7 @@ fn compact_if_wasteful(db: &mut Database, location: &str) -> Result<()> {
     };
     let held = stats.stored_bytes() + stats.metadata_bytes();
     let free = stats.fragmented_bytes();
-    if free < COMPACT_FREE_BYTES_MIN || free < held {
+    if !wasteful(held, free) {
         return Ok(());
     }
     tracing::info!(
@@ -1625,6 +1630,19 @@ mod compaction_tests {
             }
         }
         tx.commit().unwrap();
+    }
+
+    #[test]
+    fn compaction_needs_more_free_than_held_and_4_mib() {
+        const MIB: u64 = 1 << 20;
+        assert!(
+            super::wasteful(18 * MIB, 20 * MIB),
+            "the 1M benchmark's file"
+        );
+        assert!(super::wasteful(MIB, 4 * MIB));
+        assert!(!super::wasteful(MIB, 4 * MIB - 1), "little free space");
+        assert!(!super::wasteful(100 * MIB, 99 * MIB), "more held than free");
+        assert!(super::wasteful(100 * MIB, 100 * MIB));
     }
 
     #[test]

@@ -168,6 +168,14 @@ fn shredded_column(kind: Shredded, states: &[Option<Value>], name: &str) -> Arra
     }
 }
 
+/// The member and kind of a shredded column of a columns stream (named `.` and the member).
+fn member_of(field: &Field) -> Result<(String, Shredded)> {
+    let bad = || storage(format!("a block's column {:?}", field.name()));
+    let name = field.name().strip_prefix('.').ok_or_else(bad)?;
+    let kind = Shredded::of_type(field.data_type()).ok_or_else(bad)?;
+    Ok((name.to_owned(), kind))
+}
+
 /// Row `i`'s value in a shredded member's `column` (`None`: NULL).
 fn member_value(kind: Shredded, column: &ArrayRef, i: usize) -> Option<Value> {
     if column.is_null(i) {
@@ -657,13 +665,8 @@ fn decode_block(bytes: &[u8], with_members: bool) -> Result<Block> {
         check_fixed(&schema)?;
         let mut shredded = Vec::new();
         for (i, field) in schema.fields().iter().enumerate().skip(FIXED_COLUMNS) {
-            let name = field
-                .name()
-                .strip_prefix('.')
-                .ok_or_else(|| storage(format!("a block's column {:?}", field.name())))?;
-            let kind = Shredded::of_type(field.data_type())
-                .ok_or_else(|| storage(format!("a block's column {:?}", field.name())))?;
-            shredded.push((name.to_owned(), kind, all.column(i).clone()));
+            let (name, kind) = member_of(field)?;
+            shredded.push((name, kind, all.column(i).clone()));
         }
         let mixed: Vec<String> = match schema.metadata().get(MIXED_KEY) {
             Some(m) => serde_json::from_str(m).map_err(storage)?,
@@ -809,11 +812,8 @@ impl Encoded {
             .into_iter()
             .zip(&positions)
             .map(|(column, &i)| {
-                let field = self.schema.field(i);
-                let name = field.name().strip_prefix('.').unwrap_or(field.name());
-                let kind = Shredded::of_type(field.data_type())
-                    .ok_or_else(|| storage(format!("a block's column {:?}", field.name())))?;
-                Ok((name.to_owned(), kind, column))
+                let (name, kind) = member_of(self.schema.field(i))?;
+                Ok((name, kind, column))
             })
             .collect::<Result<_>>()?;
         let texts = (0..residual.len())
