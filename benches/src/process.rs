@@ -167,6 +167,12 @@ pub fn restart_themis(
     start_themis_in(binary, dir, shards, cpus)
 }
 
+/// The servers' `--log` filter: `THEMIS_BENCH_SERVER_LOG` when set (for example
+/// `warn,themis_query=debug` prints the phases of every SQL query), else `warn`.
+fn server_log() -> String {
+    std::env::var("THEMIS_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned())
+}
+
 fn start_themis_in(
     binary: &Path,
     dir: tempfile::TempDir,
@@ -182,7 +188,7 @@ fn start_themis_in(
             "--shards",
             &shards.to_string(),
             "--log",
-            "warn",
+            &server_log(),
             "--data-dir",
         ])
         .arg(dir.path())

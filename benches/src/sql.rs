@@ -384,14 +384,30 @@ pub struct StorageReport {
 pub struct RestartReport {
     /// From the start of the process until it listens.
     pub open: Duration,
-    /// Per query of [`UNDER_WRITES`]: its name, its first run after the restart, and the
-    /// median of `repetitions` runs after that.
-    pub queries: Vec<(&'static str, Duration, Duration)>,
+    /// Per query of [`UNDER_WRITES`], in order.
+    pub queries: Vec<FirstQuery>,
     /// Resident memory after those queries.
     pub resident: Option<u64>,
     /// The views database's file after the restart (a node compacts it at start when most of
     /// it is free space).
     pub views_bytes: u64,
+}
+
+/// One query's first run after a restart, and what it made the node do.
+#[derive(Debug, Clone)]
+pub struct FirstQuery {
+    /// The query.
+    pub name: &'static str,
+    /// Its first run.
+    pub first: Duration,
+    /// The median of `repetitions` runs after that.
+    pub median: Duration,
+    /// Table partitions the first run built whole and brought forward
+    /// (`themis_sql_partitions_built_total`).
+    pub built: (u64, u64),
+    /// Column chunks the first run decoded from blocks, and their bytes
+    /// (`themis_sql_columns_decoded_total`): none when the warm-up kept what it reads.
+    pub decoded: (u64, u64),
 }
 
 /// Everything one run measured.
@@ -761,7 +777,9 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
             .position(|q| q.name == name)
             .context("an under-writes query")?;
         let q = &queries[i];
+        let before = table_counters(&http, &base).await?;
         let (first, answer) = themis_query(&http, &base, &q.sql, Some(&token_text)).await?;
+        let after_first = table_counters(&http, &base).await?;
         // Updates change the answers; without them, the same answer as before.
         if under_writes.is_empty() {
             compare(
@@ -780,12 +798,25 @@ pub async fn run_sql(binary: &Path, dir: &Path, options: &SqlOptions) -> anyhow:
         }
         warm.sort();
         let median = warm[warm.len() / 2];
+        let delta = |k: usize| after_first[k].saturating_sub(before[k]);
+        let first_query = FirstQuery {
+            name,
+            first,
+            median,
+            built: (delta(0), delta(1)),
+            decoded: (delta(2), delta(3)),
+        };
         println!(
-            "themis after a restart, {name}: first {}, then median {}",
+            "themis after a restart, {name}: first {} (partitions built whole {}, forward {}; \
+             {} column chunks decoded, {:.1} MB), then median {}",
             ms(first),
+            first_query.built.0,
+            first_query.built.1,
+            first_query.decoded.0,
+            first_query.decoded.1 as f64 / 1e6,
             ms(median)
         );
-        after.push((name, first, median));
+        after.push(first_query);
     }
     let views_bytes = guard
         .dir()
@@ -1060,6 +1091,34 @@ async fn wait_views(
 }
 
 /// One `POST /v1/query`, timed from the request to the last byte of the answer.
+/// The node's table counters: partitions built whole and forward, column chunks decoded and
+/// their bytes.
+async fn table_counters(http: &reqwest::Client, base: &str) -> anyhow::Result<[u64; 4]> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let names = [
+        "themis_sql_partitions_built_total{how=\"whole\"}",
+        "themis_sql_partitions_built_total{how=\"forward\"}",
+        "themis_sql_columns_decoded_total",
+        "themis_sql_columns_decoded_bytes_total",
+    ];
+    let mut values = [0; 4];
+    for line in text.lines() {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        if let Some(k) = names.iter().position(|n| *n == name) {
+            values[k] = value.trim().parse().context("a table counter")?;
+        }
+    }
+    Ok(values)
+}
+
 async fn themis_query(
     http: &reqwest::Client,
     base: &str,
@@ -1887,23 +1946,28 @@ pub fn markdown(report: &SqlReport, options: &SqlOptions) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "| query | idle median before | first after the restart | first / idle | median after |"
+            "| query | idle median before | first after the restart | first / idle | median after | partitions built (whole, forward) | columns decoded by the first |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
-        for (name, first, median) in &restart.queries {
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        for f in &restart.queries {
             let idle = report
                 .queries
                 .iter()
-                .find(|q| q.query.name == *name)
+                .find(|q| q.query.name == f.name)
                 .map(|q| q.themis.median())
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "| {name} | {} | {} | {:.2}x | {} |",
+                "| {} | {} | {} | {:.2}x | {} | {}, {} | {} ({}) |",
+                f.name,
                 ms(idle),
-                ms(*first),
-                first.as_secs_f64() / idle.as_secs_f64().max(1e-9),
-                ms(*median)
+                ms(f.first),
+                f.first.as_secs_f64() / idle.as_secs_f64().max(1e-9),
+                ms(f.median),
+                f.built.0,
+                f.built.1,
+                f.decoded.0,
+                mb(f.decoded.1)
             );
         }
     }

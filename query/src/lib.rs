@@ -42,6 +42,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use themis_log::{Log, Lsn, Model, ShardId, Token};
 use themis_materializers::Materializer;
 use themis_materializers::document::{DOCUMENTS, ROWS};
+use tracing::Instrument;
 
 use tables::CachedTable;
 
@@ -482,7 +483,11 @@ impl QueryEngine {
                 ROWS.kind(),
             ]
         };
-        self.views.wait_for_kinds(kinds, min_token, timeout).await?;
+        // Debug spans time the phases (`--log themis_query=debug` prints them as they close).
+        self.views
+            .wait_for_kinds(kinds, min_token, timeout)
+            .instrument(tracing::debug_span!("sql_wait"))
+            .await?;
 
         let engine = self.clone();
         let tables_shards = shards.clone();
@@ -490,9 +495,12 @@ impl QueryEngine {
         let (tables, tables_token) = if named.is_empty() && functions {
             (Vec::new(), Token::new())
         } else {
-            themis_log::seam::run_blocking(move || engine.tables(&needed, &tables_shards))
-                .await
-                .map_err(|e| Error::Internal(format!("table builder: {e}")))??
+            let span = tracing::debug_span!("sql_tables");
+            themis_log::seam::run_blocking(move || {
+                span.in_scope(|| engine.tables(&needed, &tables_shards))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("table builder: {e}")))??
         };
 
         for (n, table) in named.iter().zip(tables) {
@@ -505,7 +513,11 @@ impl QueryEngine {
             ctx.register_table(full, Arc::new(provider))
                 .map_err(plan_error)?;
         }
-        let plan = match state.statement_to_plan(statement).await {
+        let plan = match state
+            .statement_to_plan(statement)
+            .instrument(tracing::debug_span!("sql_plan"))
+            .await
+        {
             Ok(plan) => plan,
             Err(e) => {
                 // A table function's own error, in its own terms.
@@ -557,6 +569,7 @@ impl QueryEngine {
             Ok((schema, batches))
         };
         let (schema, batches) = tokio::time::timeout(timeout, run)
+            .instrument(tracing::debug_span!("sql_run"))
             .await
             .map_err(|_| Error::Timeout(timeout))??;
         Ok(Answer {

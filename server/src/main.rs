@@ -292,6 +292,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("invalid --log filter {:?}: {e}", args.log))?;
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
+                // Spans (debug ones time query phases) print their busy and idle time.
+                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
                 .with_writer(std::io::stderr)
                 .init();
             themis_server::node::serve(args).await

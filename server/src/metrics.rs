@@ -192,6 +192,21 @@ impl Metrics {
             "themis_sql_decoded_bytes {}",
             themis_query::tables::budget::decoded_bytes()
         );
+        let (columns, bytes) = themis_query::tables::budget::decoded_total();
+        family(
+            out,
+            "themis_sql_columns_decoded_total",
+            "counter",
+            "column chunks decoded from the views' blocks (a query that finds them kept decodes none)",
+        );
+        let _ = writeln!(out, "themis_sql_columns_decoded_total {columns}");
+        family(
+            out,
+            "themis_sql_columns_decoded_bytes_total",
+            "counter",
+            "bytes of the column chunks decoded from the views' blocks",
+        );
+        let _ = writeln!(out, "themis_sql_columns_decoded_bytes_total {bytes}");
     }
 }
 

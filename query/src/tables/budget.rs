@@ -11,7 +11,7 @@
 //! evictable and not counted.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use datafusion::arrow::array::{Array, ArrayRef};
@@ -63,6 +63,8 @@ impl Slot {
             *held = Some(array.clone());
         }
         self.used.store(true, Ordering::Relaxed);
+        ADMITTED.0.fetch_add(1, Ordering::Relaxed);
+        ADMITTED.1.fetch_add(bytes as u64, Ordering::Relaxed);
         let mut b = budget().lock().expect("column budget lock");
         b.entries.push_back(Entry {
             slot: Arc::downgrade(self),
@@ -72,6 +74,18 @@ impl Slot {
         b.sweep();
         array
     }
+}
+
+/// Columns decoded and kept since the process started, and their bytes.
+static ADMITTED: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+
+/// How many columns were decoded from blocks and kept since the process started, and their
+/// bytes: a query that finds its columns kept adds nothing.
+pub fn decoded_total() -> (u64, u64) {
+    (
+        ADMITTED.0.load(Ordering::Relaxed),
+        ADMITTED.1.load(Ordering::Relaxed),
+    )
 }
 
 struct Entry {
