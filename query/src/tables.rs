@@ -17,11 +17,13 @@ use std::sync::{Arc, OnceLock};
 use budget::Slot;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Builder, Int32Builder,
-    Int64Builder, RecordBatch, RecordBatchOptions, StringBuilder, StringViewArray,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, BooleanBuilder, Float64Builder,
+    Int32Builder, Int64Builder, RecordBatch, RecordBatchOptions, StringBuilder, StringViewArray,
     StringViewBuilder, TimestampMillisecondBuilder,
 };
-use datafusion::arrow::compute::{concat_batches, filter, interleave_record_batch};
+use datafusion::arrow::compute::{
+    concat_batches, filter, filter_record_batch, interleave_record_batch,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use redb::ReadTransaction;
 use serde_json::Value;
@@ -462,8 +464,10 @@ impl Chunk {
             .map_err(|e| Error::Internal(format!("a chunk's batch: {e}")))
     }
 
-    /// Its live rows, columns `projection` (all when `None`), as zero-copy slices (the pieces
-    /// between masked rows).
+    /// Its live rows, columns `projection` (all when `None`): zero-copy slices (the pieces
+    /// between masked rows) while the chunk masks at most [`SLICED_MASKED_MAX`] rows, else
+    /// one batch filtered (a copy of the projected columns: an engine pays per batch, and a
+    /// chunk masking many rows scattered would hand it as many small ones).
     pub(crate) fn live(&self, projection: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
         let all: Vec<usize>;
         let want = match projection {
@@ -485,6 +489,20 @@ impl Chunk {
             &RecordBatchOptions::new().with_row_count(Some(self.cols.rows)),
         )
         .map_err(|e| Error::Internal(format!("a chunk's batch: {e}")))?;
+        if self.masked.len() > SLICED_MASKED_MAX {
+            let mut keep = BooleanBufferBuilder::new(batch.num_rows());
+            keep.append_n(batch.num_rows(), true);
+            for &m in &self.masked {
+                keep.set_bit(m as usize, false);
+            }
+            let live = filter_record_batch(&batch, &BooleanArray::new(keep.finish(), None))
+                .map_err(|e| Error::Internal(format!("a chunk's live rows: {e}")))?;
+            return Ok(if live.num_rows() == 0 {
+                Vec::new()
+            } else {
+                vec![live]
+            });
+        }
         let mut out = Vec::with_capacity(self.masked.len() + 1);
         let mut at = 0;
         for &m in &self.masked {
@@ -1038,6 +1056,10 @@ fn fields_after(base: &Part, delta: &Delta) -> Result<Fields> {
 /// Most rows of a partition's delta: past it, every chunk the delta touches folds it in.
 /// (Small in unit tests, so that their small tables fold often.)
 const DELTA_ROWS_MAX: usize = if cfg!(test) { 40 } else { BATCH_ROWS };
+
+/// Most masked rows of a chunk a scan reads as slices of its columns; past it, as one batch
+/// filtered (`Chunk::live`).
+const SLICED_MASKED_MAX: usize = 3;
 
 /// Most masked rows of a chunk: past it, the chunk folds its rows of the delta in (a copy of
 /// the chunk every this many changes to it, where rewriting it at every change cost a copy per

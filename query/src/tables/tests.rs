@@ -748,3 +748,58 @@ fn rows_read_from_blocks_equal_rows_read_from_values() {
     let model: Vec<Resource> = model.into_values().collect();
     same(&forwarded, &model, "brought forward");
 }
+
+#[test]
+fn a_chunk_reads_its_live_rows_whether_sliced_or_filtered() {
+    use datafusion::arrow::array::{Int64Array, StringViewArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    let ids: Vec<String> = (0..10).map(|i| format!("id{i:02}")).collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8View, false),
+        Field::new("n", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringViewArray::from_iter_values(&ids)),
+            Arc::new(Int64Array::from_iter_values(0..10)),
+        ],
+    )
+    .expect("batch");
+    // Up to SLICED_MASKED_MAX masked rows read as slices, more as one filtered batch, and
+    // every row masked as nothing.
+    for masked in [
+        vec![],
+        vec![0],
+        vec![3, 9],
+        vec![1, 2, 5],
+        vec![0, 4, 5, 8],
+        vec![1, 3, 5, 7, 9],
+        (0..10).collect::<Vec<u32>>(),
+    ] {
+        let mut chunk = super::Chunk::of(batch.clone());
+        chunk.masked = masked.clone();
+        for projection in [None, Some(&[1usize][..])] {
+            let live = chunk.live(projection).expect("live");
+            assert!(live.iter().all(|b| b.num_rows() > 0), "no empty batch");
+            if masked.len() > super::SLICED_MASKED_MAX {
+                assert!(live.len() <= 1, "one filtered batch for {masked:?}");
+            }
+            let got: Vec<i64> = live
+                .iter()
+                .flat_map(|b| {
+                    let n = b.column(b.num_columns() - 1);
+                    n.as_any()
+                        .downcast_ref::<Int64Array>()
+                        .expect("n")
+                        .values()
+                        .to_vec()
+                })
+                .collect();
+            let want: Vec<i64> = (0..10).filter(|i| !masked.contains(&(*i as u32))).collect();
+            assert_eq!(got, want, "live rows of a chunk masking {masked:?}");
+        }
+    }
+}
