@@ -197,7 +197,7 @@ impl Metrics {
             out,
             "themis_sql_columns_decoded_total",
             "counter",
-            "column chunks decoded from the views' blocks (a query that finds them kept decodes none)",
+            "column chunks decoded from the views' blocks and kept (or rewritten without superseded rows); a query that finds its columns kept adds none",
         );
         let _ = writeln!(out, "themis_sql_columns_decoded_total {columns}");
         family(

@@ -276,8 +276,15 @@ async fn a_restarted_node_warms_its_tables_before_it_listens() {
     let whole = "themis_sql_partitions_built_total{how=\"whole\"}";
     assert!(crate::api::metric(&b, whole).await >= 1);
     assert!(crate::api::metric(&b, "themis_sql_decoded_bytes").await > 0);
+    let decoded = "themis_sql_columns_decoded_total";
+    let warmed = crate::api::metric(&b, decoded).await;
+    assert!(warmed > 0);
+    let built = crate::api::metric(&b, whole).await;
     let r = post(&b, "/v1/query", &sum).await;
     assert_eq!(r.json()["rows"], answer, "{}", r.text);
+    // The first query found the table taken and its columns decoded.
+    assert_eq!(crate::api::metric(&b, whole).await, built);
+    assert_eq!(crate::api::metric(&b, decoded).await, warmed);
 
     // Not asked to warm: nothing is taken until a query reads the table.
     assert!(server.terminate().success());
@@ -285,9 +292,11 @@ async fn a_restarted_node_warms_its_tables_before_it_listens() {
     let server = Server::start(dir.path(), &cold);
     let b = server.base.clone();
     assert_eq!(crate::api::metric(&b, whole).await, 0);
+    assert_eq!(crate::api::metric(&b, decoded).await, 0);
     let r = post(&b, "/v1/query", &sum).await;
     assert_eq!(r.json()["rows"], answer, "{}", r.text);
     assert!(crate::api::metric(&b, whole).await >= 1);
+    assert!(crate::api::metric(&b, decoded).await > 0);
 }
 
 async fn put(base: &str, path: &str, body: &Value) -> crate::api::Answer {
